@@ -1,0 +1,122 @@
+"""Native models (scikit-learn, LightGBM) to ONNX, and their native predictions for parity.
+
+The heavy libraries are imported inside the functions: the registry's read side, which the
+server uses, must not pull scikit-learn or LightGBM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gyre.errors import ExportError, InvalidModel
+
+# ai.onnx.ml opset 3 is what onnxmltools' LightGBM converter emits; the default domain
+# opset matches what onnxruntime 1.31 runs.
+TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}
+
+
+def flavor_of(model: Any) -> str:
+    """`lightgbm` or `sklearn`; anything else is refused with what gyre accepts."""
+    module = type(model).__module__
+    if module.startswith("lightgbm"):
+        import lightgbm
+
+        if not isinstance(model, lightgbm.LGBMModel):
+            raise InvalidModel(
+                f"{type(model).__name__} is a raw LightGBM object; publish the scikit-learn "
+                "API model (lightgbm.LGBMClassifier / LGBMRegressor) instead"
+            )
+        return "lightgbm"
+    try:
+        from sklearn.base import BaseEstimator
+    except ImportError:  # pragma: no cover - scikit-learn is a core dependency
+        raise
+    if isinstance(model, BaseEstimator):
+        return "sklearn"
+    raise InvalidModel(
+        f"cannot publish a {type(model).__module__}.{type(model).__name__}; gyre publishes "
+        "scikit-learn estimators and Pipelines, LightGBM models and .onnx files"
+    )
+
+
+def is_classifier(model: Any) -> bool:
+    return hasattr(model, "predict_proba") and hasattr(model, "classes_")
+
+
+def _register_lightgbm_in_skl2onnx() -> None:
+    """Let skl2onnx convert a Pipeline that ends in a LightGBM model."""
+    import lightgbm
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    update_registered_converter(
+        lightgbm.LGBMClassifier,
+        "LightGbmLGBMClassifier",
+        calculate_linear_classifier_output_shapes,
+        convert_lightgbm,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+    )
+    update_registered_converter(
+        lightgbm.LGBMRegressor,
+        "LightGbmLGBMRegressor",
+        calculate_linear_regressor_output_shapes,
+        convert_lightgbm,
+    )
+
+
+def to_onnx(model: Any, n_features: int) -> Any:
+    """Export a fitted model with one FP32 input `X` of shape [N, n_features]."""
+    flavor = flavor_of(model)
+    try:
+        if flavor == "lightgbm":
+            from onnxmltools import convert_lightgbm
+            from onnxmltools.convert.common.data_types import FloatTensorType
+
+            return convert_lightgbm(
+                model,
+                initial_types=[("X", FloatTensorType([None, n_features]))],
+                zipmap=False,
+            )
+        from skl2onnx import to_onnx as skl_to_onnx
+        from skl2onnx.common.data_types import FloatTensorType as SklFloatTensorType
+
+        _register_lightgbm_in_skl2onnx()
+        options = {"zipmap": False} if is_classifier(model) else None
+        return skl_to_onnx(
+            model,
+            initial_types=[("X", SklFloatTensorType([None, n_features]))],
+            options=options,
+            target_opset=TARGET_OPSET,
+        )
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
+        raise ExportError(
+            f"could not export {type(model).__name__} to ONNX: {exc}; export it yourself "
+            "and publish the .onnx file"
+        ) from exc
+
+
+def native_outputs(model: Any, rows: np.ndarray) -> list[np.ndarray]:
+    """Native predictions in the order of the exported ONNX outputs."""
+    if is_classifier(model):
+        return [np.asarray(model.predict(rows)), np.asarray(model.predict_proba(rows))]
+    return [np.asarray(model.predict(rows))]
+
+
+def feature_count(model: Any) -> int | None:
+    count = getattr(model, "n_features_in_", None)
+    return int(count) if count is not None else None
+
+
+def feature_names(model: Any) -> tuple[str, ...] | None:
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        names = getattr(model, "feature_name_", None)  # LightGBM
+        if names is not None and all(str(n).startswith("Column_") for n in names):
+            names = None
+    return tuple(str(n) for n in names) if names is not None else None

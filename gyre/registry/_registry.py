@@ -1,0 +1,335 @@
+"""The registry: publish versions (exported to ONNX and parity-checked), aliases, lookups."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gyre
+from gyre.config import Config, RegistryConfig
+from gyre.errors import InvalidModel, ModelNotFound, RegistryError
+from gyre.registry._artifacts import LocalArtifactStore, sha256_of
+from gyre.registry._store import ModelVersion, SQLiteMetadataStore
+from gyre.types import DATATYPE_TO_NUMPY, Signature
+
+CHAMPION = "champion"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    if not _NAME.match(name) or (kind == "alias" and name.isdigit()):
+        raise InvalidModel(
+            f"{kind} name {name!r} is not allowed: use 1-128 letters, digits, '_', '.', '-', "
+            "starting with a letter or digit" + (" (and not only digits)" if kind == "alias" else "")
+        )
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """`NAME`, `NAME:VERSION` or `NAME@ALIAS` -> (name, version, alias)."""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return check_name("model", name), None, check_name("alias", alias)
+    if ":" in ref:
+        name, version = ref.split(":", 1)
+        if not version.isdigit():
+            raise InvalidModel(f"version in {ref!r} must be a number, as in `{name}:3`")
+        return check_name("model", name), int(version), None
+    return check_name("model", ref), None, None
+
+
+def load_sample(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """Sample rows from `.npy` or `.csv` (a header row of names is optional)."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise InvalidModel(f"sample file {path} does not exist")
+    if suffix == ".npy":
+        try:
+            rows = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise InvalidModel(f"sample file {path} is not a numeric .npy array: {exc}") from None
+        names = None
+    elif suffix == ".csv":
+        text = path.read_text()
+        first = text.split("\n", 1)[0]
+        try:
+            [float(cell) for cell in first.split(",")]
+            names = None
+        except ValueError:
+            names = tuple(cell.strip() for cell in first.split(","))
+            text = text.split("\n", 1)[1] if "\n" in text else ""
+        try:
+            rows = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2, dtype=np.float64)
+        except ValueError as exc:
+            raise InvalidModel(f"sample file {path} has non-numeric cells: {exc}") from None
+    else:
+        raise InvalidModel(f"sample file {path} must be .npy or .csv, not {suffix or 'no suffix'}")
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise InvalidModel(f"sample file {path} must hold a 2-D table of rows, got {rows.shape}")
+    return rows, names
+
+
+def _test_input(signature: Signature) -> dict[str, np.ndarray]:
+    feeds = {}
+    for spec in signature.inputs:
+        shape = tuple(1 if dim < 0 else dim for dim in spec.shape)
+        dtype = DATATYPE_TO_NUMPY[spec.datatype]
+        feeds[spec.name] = np.full(shape, "", dtype=object) if spec.datatype == "BYTES" else (
+            np.zeros(shape, dtype=dtype)
+        )
+    return feeds
+
+
+class Registry:
+    """Model versions with content-addressed artifacts, aliases and a change log."""
+
+    def __init__(self, home: Path, config: RegistryConfig | None = None) -> None:
+        self.home = home
+        self.config = config or RegistryConfig()
+        self.metadata = SQLiteMetadataStore(home / "registry.db")
+        self.artifacts = LocalArtifactStore(home / "artifacts")
+
+    @classmethod
+    def from_config(cls, config: Config) -> Registry:
+        return cls(config.home, config.registry)
+
+    def close(self) -> None:
+        self.metadata.close()
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish_file(
+        self,
+        name: str,
+        path: Path,
+        *,
+        sample: Path | None = None,
+        alias: str | None = None,
+        lineage: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Publish `.onnx`, or `.joblib`/`.pkl` holding a scikit-learn or LightGBM model."""
+        if not path.is_file():
+            raise InvalidModel(f"model file {path} does not exist")
+        rows, names = load_sample(sample) if sample is not None else (None, None)
+        suffix = path.suffix.lower()
+        if suffix == ".onnx":
+            return self.publish_onnx(
+                name, path.read_bytes(), sample=rows, alias=alias, lineage=lineage
+            )
+        if suffix not in (".joblib", ".pkl", ".pickle"):
+            raise InvalidModel(f"model file {path} must be .onnx, .joblib or .pkl")
+        if rows is None:
+            raise InvalidModel(
+                f"publishing native model {path} needs sample input rows for the parity check; "
+                "pass --sample ROWS.npy or ROWS.csv with a few hundred rows like the training data"
+            )
+        import joblib
+
+        data = path.read_bytes()
+        try:
+            model = joblib.load(io.BytesIO(data))
+        except Exception as exc:
+            raise InvalidModel(f"could not load {path} with joblib: {exc}") from None
+        return self.publish(
+            name, model, rows, alias=alias, lineage=lineage, native_bytes=data, names=names
+        )
+
+    def publish(
+        self,
+        name: str,
+        model: Any,
+        sample: np.ndarray,
+        *,
+        alias: str | None = None,
+        lineage: dict[str, Any] | None = None,
+        native_bytes: bytes | None = None,
+        names: tuple[str, ...] | None = None,
+    ) -> ModelVersion:
+        """Export a fitted scikit-learn/LightGBM model to ONNX, check parity, record it."""
+        from gyre.registry import _export
+        from gyre.registry._parity import check_parity
+        from gyre.registry._signature import make_outputs_batched, signature_of
+
+        check_name("model", name)
+        flavor = _export.flavor_of(model)
+        rows = np.asarray(sample, dtype=np.float64)
+        n_features = _export.feature_count(model)
+        if rows.ndim != 2 or rows.shape[0] == 0 or (n_features and rows.shape[1] != n_features):
+            raise InvalidModel(
+                f"sample rows have shape {rows.shape}; model `{name}` expects a 2-D table "
+                f"with {n_features} columns"
+            )
+        onnx_model = _export.to_onnx(model, rows.shape[1])
+        make_outputs_batched(onnx_model)
+        onnx_bytes = onnx_model.SerializeToString()
+        # Both sides predict on float32-rounded rows, so the check measures the converter,
+        # not the input cast every served request goes through.
+        rows = rows[: self.config.parity_max_rows].astype(np.float32)
+        onnx_outputs = self._run_onnx(name, onnx_bytes, {"X": rows})
+        parity = check_parity(
+            onnx_outputs,
+            _export.native_outputs(model, rows.astype(np.float64)),
+            tolerance=self.config.parity_tolerance,
+            classifier=_export.is_classifier(model),
+            what=f"model `{name}`",
+        )
+        if native_bytes is None:
+            import joblib
+
+            buffer = io.BytesIO()
+            joblib.dump(model, buffer)
+            native_bytes = buffer.getvalue()
+        signature = signature_of(onnx_model, _export.feature_names(model) or names)
+        return self._record(
+            name,
+            flavor=flavor,
+            onnx_bytes=onnx_bytes,
+            native_bytes=native_bytes,
+            signature=signature,
+            parity=parity.as_record(),
+            alias=alias,
+            lineage={**(lineage or {}), "sample_sha256": sha256_of(rows.tobytes())},
+        )
+
+    def publish_onnx(
+        self,
+        name: str,
+        onnx_bytes: bytes,
+        *,
+        sample: np.ndarray | None = None,
+        alias: str | None = None,
+        lineage: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Publish an ONNX graph: it must pass the onnx checker and a test inference."""
+        import onnx
+
+        from gyre.registry._signature import signature_of
+
+        check_name("model", name)
+        try:
+            onnx_model = onnx.load_model_from_string(onnx_bytes)
+            onnx.checker.check_model(onnx_model)
+        except Exception as exc:
+            raise InvalidModel(f"model `{name}`: not a valid ONNX graph: {exc}") from None
+        signature = signature_of(onnx_model)
+        feeds = _test_input(signature)
+        if sample is not None and len(signature.inputs) == 1:
+            spec = signature.inputs[0]
+            feeds = {spec.name: np.asarray(sample, dtype=DATATYPE_TO_NUMPY[spec.datatype])}
+        self._run_onnx(name, onnx_bytes, feeds)
+        return self._record(
+            name,
+            flavor="onnx",
+            onnx_bytes=onnx_bytes,
+            native_bytes=None,
+            signature=signature,
+            parity={"checked": False, "reason": "published as ONNX; no native model to compare"},
+            alias=alias,
+            lineage=lineage or {},
+        )
+
+    def _run_onnx(self, name: str, onnx_bytes: bytes, feeds: dict[str, np.ndarray]) -> list[
+        np.ndarray
+    ]:
+        import onnxruntime as ort
+
+        try:
+            session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+            return list(session.run(None, feeds))
+        except Exception as exc:
+            raise InvalidModel(
+                f"model `{name}`: test inference in onnxruntime failed: {exc}"
+            ) from None
+
+    def _record(
+        self,
+        name: str,
+        *,
+        flavor: str,
+        onnx_bytes: bytes,
+        native_bytes: bytes | None,
+        signature: Signature,
+        parity: dict[str, Any],
+        alias: str | None,
+        lineage: dict[str, Any],
+    ) -> ModelVersion:
+        if alias is not None:
+            check_name("alias", alias)
+        onnx_sha = self.artifacts.put(onnx_bytes)
+        native_sha = self.artifacts.put(native_bytes) if native_bytes is not None else None
+        version = self.metadata.add_version(
+            name,
+            flavor=flavor,
+            onnx_sha256=onnx_sha,
+            onnx_bytes=len(onnx_bytes),
+            native_sha256=native_sha,
+            native_bytes=len(native_bytes) if native_bytes is not None else None,
+            signature=signature,
+            parity=parity,
+            lineage=lineage,
+            gyre_version=gyre.__version__,
+        )
+        if alias is not None:
+            self.metadata.set_alias(name, alias, version, reason="set at publish")
+        return self.metadata.version(name, version)
+
+    # -- aliases and versions ---------------------------------------------------------------
+
+    def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> int | None:
+        return self.metadata.set_alias(
+            check_name("model", name), check_name("alias", alias), version, reason=reason
+        )
+
+    def delete_alias(self, name: str, alias: str, *, reason: str = "") -> None:
+        self.metadata.delete_alias(name, alias, reason=reason)
+
+    def delete_version(self, name: str, version: int, *, reason: str = "") -> None:
+        self.metadata.delete_version(name, version, reason=reason)
+
+    def versions(self, name: str | None = None) -> list[ModelVersion]:
+        found = self.metadata.versions(name)
+        if name is not None and not found:
+            raise ModelNotFound(
+                f"no model `{name}` in the registry at {self.home}; "
+                "run `gyre registry list` to see the models"
+            )
+        return found
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """`NAME` (its champion, else its latest), `NAME:VERSION` or `NAME@ALIAS`."""
+        name, version, alias = parse_ref(ref)
+        if version is not None:
+            return self.metadata.version(name, version)
+        versions = self.versions(name)
+        aliases = self.metadata.aliases(name).get(name, {})
+        if alias is not None:
+            if alias not in aliases:
+                raise ModelNotFound(
+                    f"no alias `{alias}` for model `{name}`; run "
+                    f"`gyre registry alias {name} {alias} VERSION`"
+                )
+            return self.metadata.version(name, aliases[alias])
+        if CHAMPION in aliases:
+            return self.metadata.version(name, aliases[CHAMPION])
+        return versions[-1]
+
+    def onnx_bytes(self, mv: ModelVersion) -> bytes:
+        return self.artifacts.get(mv.onnx_sha256, what=f"model `{mv.model}` version {mv.version}")
+
+    def load_native(self, mv: ModelVersion) -> Any:
+        """The native model, unpickled only after its sha256 matches the record."""
+        if mv.native_sha256 is None:
+            raise RegistryError(
+                f"model `{mv.model}` version {mv.version} was published as ONNX and has no "
+                "native model"
+            )
+        import joblib
+
+        data = self.artifacts.get(
+            mv.native_sha256, what=f"native model `{mv.model}` version {mv.version}"
+        )
+        return joblib.load(io.BytesIO(data))

@@ -1,0 +1,291 @@
+"""Registry metadata in SQLite (WAL): models, versions, aliases and a change log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gyre.errors import ModelNotFound, RegistryError
+from gyre.types import Signature
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    flavor TEXT NOT NULL,
+    onnx_sha256 TEXT NOT NULL,
+    onnx_bytes INTEGER NOT NULL,
+    native_sha256 TEXT,
+    native_bytes INTEGER,
+    signature TEXT NOT NULL,
+    parity TEXT NOT NULL,
+    lineage TEXT NOT NULL,
+    gyre_version TEXT NOT NULL,
+    deleted_at REAL,
+    PRIMARY KEY (model, version)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    model TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (model, alias)
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    model TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One published version of a model, as recorded."""
+
+    model: str
+    version: int
+    created_at: float
+    flavor: str
+    onnx_sha256: str
+    onnx_bytes: int
+    native_sha256: str | None
+    native_bytes: int | None
+    signature: Signature
+    parity: dict[str, Any]
+    lineage: dict[str, Any]
+    gyre_version: str
+    deleted_at: float | None
+    aliases: tuple[str, ...] = ()
+
+
+def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
+    return ModelVersion(
+        model=row["model"],
+        version=row["version"],
+        created_at=row["created_at"],
+        flavor=row["flavor"],
+        onnx_sha256=row["onnx_sha256"],
+        onnx_bytes=row["onnx_bytes"],
+        native_sha256=row["native_sha256"],
+        native_bytes=row["native_bytes"],
+        signature=msgspec.json.decode(row["signature"], type=Signature),
+        parity=json.loads(row["parity"]),
+        lineage=json.loads(row["lineage"]),
+        gyre_version=row["gyre_version"],
+        deleted_at=row["deleted_at"],
+        aliases=aliases,
+    )
+
+
+class SQLiteMetadataStore:
+    """The embedded metadata store. Every write is one transaction and one change record."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front, so two publishers never read the
+        # same "next version" number.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _record(self, conn: sqlite3.Connection, model: str, action: str, **detail: Any) -> None:
+        conn.execute(
+            "INSERT INTO changes (at, model, action, detail) VALUES (?, ?, ?, ?)",
+            (time.time(), model, action, json.dumps(detail, sort_keys=True)),
+        )
+
+    def add_version(
+        self,
+        model: str,
+        *,
+        flavor: str,
+        onnx_sha256: str,
+        onnx_bytes: int,
+        native_sha256: str | None,
+        native_bytes: int | None,
+        signature: Signature,
+        parity: dict[str, Any],
+        lineage: dict[str, Any],
+        gyre_version: str,
+    ) -> int:
+        with self._write() as conn:
+            (latest,) = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM versions WHERE model = ?", (model,)
+            ).fetchone()
+            version = int(latest) + 1
+            conn.execute(
+                "INSERT INTO versions (model, version, created_at, flavor, onnx_sha256,"
+                " onnx_bytes, native_sha256, native_bytes, signature, parity, lineage,"
+                " gyre_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    model,
+                    version,
+                    time.time(),
+                    flavor,
+                    onnx_sha256,
+                    onnx_bytes,
+                    native_sha256,
+                    native_bytes,
+                    msgspec.json.encode(signature).decode(),
+                    json.dumps(parity, sort_keys=True),
+                    json.dumps(lineage, sort_keys=True),
+                    gyre_version,
+                ),
+            )
+            self._record(conn, model, "publish", version=version, onnx_sha256=onnx_sha256)
+        return version
+
+    def _live_version_row(self, conn: sqlite3.Connection, model: str, version: int) -> sqlite3.Row:
+        row = conn.execute(
+            "SELECT * FROM versions WHERE model = ? AND version = ?", (model, version)
+        ).fetchone()
+        if row is None or row["deleted_at"] is not None:
+            state = "is deleted" if row is not None else "does not exist"
+            raise ModelNotFound(
+                f"model `{model}` version {version} {state}; "
+                f"run `gyre registry list {model}` to see its versions"
+            )
+        return row
+
+    def set_alias(self, model: str, alias: str, version: int, *, reason: str) -> int | None:
+        """Point `alias` at `version`; returns the version it pointed at before, if any."""
+        with self._write() as conn:
+            self._live_version_row(conn, model, version)
+            before = conn.execute(
+                "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version,"
+                " updated_at = excluded.updated_at",
+                (model, alias, version, time.time()),
+            )
+            previous = None if before is None else int(before["version"])
+            self._record(
+                conn, model, "alias", alias=alias, version=version, previous=previous, why=reason
+            )
+        return previous
+
+    def delete_alias(self, model: str, alias: str, *, reason: str) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+            )
+            if cursor.rowcount == 0:
+                raise ModelNotFound(
+                    f"model `{model}` has no alias `{alias}`; "
+                    f"run `gyre registry show {model}` to see its aliases"
+                )
+            self._record(conn, model, "unalias", alias=alias, why=reason)
+
+    def delete_version(self, model: str, version: int, *, reason: str) -> None:
+        """Soft delete: the row and artifact stay for lineage; the version stops serving."""
+        with self._write() as conn:
+            self._live_version_row(conn, model, version)
+            aliased = [
+                row["alias"]
+                for row in conn.execute(
+                    "SELECT alias FROM aliases WHERE model = ? AND version = ?", (model, version)
+                )
+            ]
+            if aliased:
+                raise RegistryError(
+                    f"model `{model}` version {version} is aliased as "
+                    f"{', '.join(f'`{a}`' for a in aliased)}; move or delete the alias first "
+                    f"(`gyre registry alias {model} {aliased[0]} OTHER_VERSION`)"
+                )
+            conn.execute(
+                "UPDATE versions SET deleted_at = ? WHERE model = ? AND version = ?",
+                (time.time(), model, version),
+            )
+            self._record(conn, model, "delete", version=version, why=reason)
+
+    def _aliases_by_version(self, model: str | None) -> dict[tuple[str, int], tuple[str, ...]]:
+        query = "SELECT model, alias, version FROM aliases"
+        rows = (
+            self._conn.execute(query + " WHERE model = ? ORDER BY alias", (model,))
+            if model is not None
+            else self._conn.execute(query + " ORDER BY alias")
+        )
+        found: dict[tuple[str, int], tuple[str, ...]] = {}
+        for row in rows:
+            key = (row["model"], row["version"])
+            found[key] = (*found.get(key, ()), row["alias"])
+        return found
+
+    def versions(self, model: str | None = None, *, include_deleted: bool = False) -> list[
+        ModelVersion
+    ]:
+        query = "SELECT * FROM versions"
+        clauses, params = [], []
+        if model is not None:
+            clauses.append("model = ?")
+            params.append(model)
+        if not include_deleted:
+            clauses.append("deleted_at IS NULL")
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        query += " ORDER BY model, version"
+        aliases = self._aliases_by_version(model)
+        return [
+            _row_to_version(row, aliases.get((row["model"], row["version"]), ()))
+            for row in self._conn.execute(query, params)
+        ]
+
+    def version(self, model: str, version: int) -> ModelVersion:
+        row = self._live_version_row(self._conn, model, version)
+        aliases = self._aliases_by_version(model)
+        return _row_to_version(row, aliases.get((model, version), ()))
+
+    def aliases(self, model: str | None = None) -> dict[str, dict[str, int]]:
+        """{model: {alias: version}}."""
+        found: dict[str, dict[str, int]] = {}
+        for (name, version), names in self._aliases_by_version(model).items():
+            for alias in names:
+                found.setdefault(name, {})[alias] = version
+        return found
+
+    def change_seq(self) -> int:
+        """The sequence number of the latest change; it grows with every write."""
+        (seq,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+        return int(seq)
+
+    def changes(self, model: str | None = None) -> list[dict[str, Any]]:
+        rows = (
+            self._conn.execute("SELECT * FROM changes WHERE model = ? ORDER BY seq", (model,))
+            if model is not None
+            else self._conn.execute("SELECT * FROM changes ORDER BY seq")
+        )
+        return [
+            {"seq": r["seq"], "at": r["at"], "model": r["model"], "action": r["action"],
+             **json.loads(r["detail"])}
+            for r in rows
+        ]
