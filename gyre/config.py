@@ -50,6 +50,8 @@ class ServeConfig:
     # A batch whose measured inference time is under this runs on the event loop itself;
     # slower ones run on a worker thread (onnxruntime releases the GIL there).
     inline_inference_max_us: float = 300.0
+    inference_threads: int = 1
+    onnx_intra_op_threads: int = 1
     shutdown_timeout_s: float = 30.0
 
     def for_model(self, name: str) -> ModelServeConfig:

@@ -1,0 +1,5 @@
+"""The `gyre` command."""
+
+from gyre.cli._main import app, main
+
+__all__ = ["app", "main"]

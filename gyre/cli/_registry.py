@@ -1,0 +1,143 @@
+"""`gyre registry …`: publish, alias, list, show, delete."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gyre.cli._main import State, app, console
+from gyre.registry import ModelVersion, Registry
+
+registry_app = typer.Typer(help="Model versions, aliases and artifacts.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+def _open(ctx: typer.Context) -> Registry:
+    state: State = ctx.obj
+    return Registry.from_config(state.config())
+
+
+def _when(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _shape(spec_shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join("N" if d < 0 else str(d) for d in spec_shape) + "]"
+
+
+@registry_app.command()
+def publish(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    path: Annotated[Path, typer.Argument(help=".onnx, or .joblib/.pkl (scikit-learn, LightGBM).")],
+    sample: Annotated[
+        Path | None, typer.Option(help="Sample input rows (.npy or .csv) for the parity check.")
+    ] = None,
+    alias: Annotated[str | None, typer.Option(help="Alias to point at the new version.")] = None,
+    lineage: Annotated[
+        str | None, typer.Option(help='Free-form lineage as JSON, e.g. \'{"data": "v3"}\'.')
+    ] = None,
+) -> None:
+    """Publish a model: export to ONNX, check parity, store it as the next version."""
+    try:
+        extra = json.loads(lineage) if lineage else None
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--lineage is not valid JSON: {exc}") from None
+    registry = _open(ctx)
+    mv = registry.publish_file(name, path, sample=sample, alias=alias, lineage=extra)
+    parity = mv.parity
+    check = (
+        f"parity max |diff| {parity['max_abs_diff']:.2g} on {parity['rows']} rows"
+        if "max_abs_diff" in parity
+        else "no parity check (ONNX input)"
+    )
+    console.print(
+        f"published [bold]{mv.model}[/] version [bold]{mv.version}[/] "
+        f"({mv.flavor}, {check})" + (f", alias {alias}" if alias else "")
+    )
+
+
+@registry_app.command("alias")
+def set_alias(
+    ctx: typer.Context,
+    name: str,
+    alias: str,
+    version: int,
+    reason: Annotated[str, typer.Option(help="Why, for the change log.")] = "",
+) -> None:
+    """Point ALIAS (e.g. champion) of model NAME at VERSION."""
+    previous = _open(ctx).set_alias(name, alias, version, reason=reason)
+    moved = f" (was {previous})" if previous is not None else ""
+    console.print(f"{name}@{alias} -> version {version}{moved}")
+
+
+@registry_app.command("unalias")
+def delete_alias(
+    ctx: typer.Context, name: str, alias: str, reason: Annotated[str, typer.Option()] = ""
+) -> None:
+    """Delete ALIAS of model NAME."""
+    _open(ctx).delete_alias(name, alias, reason=reason)
+    console.print(f"deleted {name}@{alias}")
+
+
+@registry_app.command()
+def delete(
+    ctx: typer.Context, name: str, version: int, reason: Annotated[str, typer.Option()] = ""
+) -> None:
+    """Soft-delete a version that no alias points at (its record and artifact stay)."""
+    _open(ctx).delete_version(name, version, reason=reason)
+    console.print(f"deleted {name} version {version}")
+
+
+@registry_app.command("list")
+def list_versions(ctx: typer.Context, name: Annotated[str | None, typer.Argument()] = None) -> None:
+    """List models and their versions."""
+    versions = _open(ctx).versions(name)
+    table = Table(title=f"models in {ctx.obj.config().home}")
+    for column in ("model", "version", "aliases", "flavor", "created", "inputs", "sha256"):
+        table.add_column(column)
+    for mv in versions:
+        table.add_row(
+            mv.model,
+            str(mv.version),
+            ", ".join(mv.aliases),
+            mv.flavor,
+            _when(mv.created_at),
+            ", ".join(f"{s.name} {s.datatype}{_shape(s.shape)}" for s in mv.signature.inputs),
+            mv.onnx_sha256[:12],
+        )
+    console.print(table)
+
+
+def _show_table(mv: ModelVersion) -> Table:
+    table = Table(title=f"{mv.model} version {mv.version}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    rows = [
+        ("aliases", ", ".join(mv.aliases) or "-"),
+        ("flavor", mv.flavor),
+        ("created", _when(mv.created_at)),
+        ("gyre version", mv.gyre_version),
+        ("onnx sha256", f"{mv.onnx_sha256} ({mv.onnx_bytes} bytes)"),
+        ("native sha256", f"{mv.native_sha256} ({mv.native_bytes} bytes)" if mv.native_sha256 else "-"),
+    ]
+    rows += [(f"input {s.name}", f"{s.datatype} {_shape(s.shape)}") for s in mv.signature.inputs]
+    rows += [(f"output {s.name}", f"{s.datatype} {_shape(s.shape)}") for s in mv.signature.outputs]
+    if mv.signature.feature_names:
+        rows.append(("features", ", ".join(mv.signature.feature_names)))
+    rows.append(("parity", json.dumps(mv.parity, sort_keys=True)))
+    rows.append(("lineage", json.dumps(mv.lineage, sort_keys=True)))
+    for field, value in rows:
+        table.add_row(field, value)
+    return table
+
+
+@registry_app.command()
+def show(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="NAME[:VERSION|@ALIAS]")]) -> None:
+    """Show one version: signature, artifacts, parity and lineage."""
+    console.print(_show_table(_open(ctx).resolve(ref)))

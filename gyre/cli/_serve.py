@@ -1,0 +1,22 @@
+"""`gyre serve`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gyre.cli._main import State, app
+
+
+@app.command("serve")
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+) -> None:
+    """Serve every model in the registry (v2, TF Serving and MLflow protocols)."""
+    from gyre.serve import serve
+
+    state: State = ctx.obj
+    serve(state.config(host=host, port=port))

@@ -1,0 +1,140 @@
+"""One model version in onnxruntime: input validation against the signature, inference."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+from gyre.errors import BadRequest
+from gyre.types import DATATYPE_TO_NUMPY, Signature, TensorSpec
+
+Tensors = dict[str, np.ndarray]
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+class ModelRuntime:
+    """An onnxruntime session for one version, with the checks every protocol shares."""
+
+    def __init__(
+        self,
+        model: str,
+        version: int,
+        onnx_bytes: bytes,
+        signature: Signature,
+        *,
+        intra_op_threads: int = 1,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.model = model
+        self.version = version
+        self.signature = signature
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        # Spinning threads would steal the cores the HTTP event loop runs on.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(
+            onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._output_names = [spec.name for spec in signature.outputs]
+        self.batchable = all(s.batched for s in signature.inputs) and all(
+            s.batched for s in signature.outputs
+        )
+        # Exponentially weighted mean of one inference call, in microseconds.
+        self.mean_call_us = 0.0
+
+    @property
+    def what(self) -> str:
+        return f"model `{self.model}` version {self.version}"
+
+    def expected(self, spec: TensorSpec) -> str:
+        return f"{spec.datatype} {_shape_text(spec.shape)}"
+
+    def validate(self, inputs: Mapping[str, np.ndarray]) -> tuple[Tensors, int]:
+        """Check names, datatypes and shapes; returns the inputs cast to the model's dtypes
+        and the number of rows (batch size; 1 for an unbatched model)."""
+        expected = ", ".join(f"`{s.name}` {self.expected(s)}" for s in self.signature.inputs)
+        unknown = sorted(set(inputs) - {s.name for s in self.signature.inputs})
+        if unknown:
+            raise BadRequest(
+                f"{self.what} has no input {', '.join(f'`{n}`' for n in unknown)}; "
+                f"it expects {expected}"
+            )
+        feeds: Tensors = {}
+        rows: int | None = None
+        for spec in self.signature.inputs:
+            array = inputs.get(spec.name)
+            if array is None:
+                raise BadRequest(f"{self.what} needs input `{spec.name}`; it expects {expected}")
+            feeds[spec.name] = array = self._cast(spec, array)
+            if array.ndim != len(spec.shape) or any(
+                want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=False)
+            ):
+                raise BadRequest(
+                    f"input `{spec.name}` has shape {_shape_text(array.shape)}; {self.what} "
+                    f"expects {self.expected(spec)} (-1: any size)"
+                )
+            if spec.batched:
+                if rows is not None and array.shape[0] != rows:
+                    raise BadRequest(
+                        f"inputs of {self.what} must have the same number of rows; "
+                        f"`{spec.name}` has {array.shape[0]}, another has {rows}"
+                    )
+                rows = array.shape[0]
+        return feeds, rows if rows is not None else 1
+
+    def _cast(self, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+        want = DATATYPE_TO_NUMPY[spec.datatype]
+        if array.dtype == want:
+            return array
+        if spec.datatype == "BYTES":
+            if array.dtype.kind in "OUS":
+                return array.astype(object)
+        elif array.dtype.kind in "biuf" and np.can_cast(array.dtype, want, casting="same_kind"):
+            # Numbers of the same kind or a safer one (FP64 -> FP32, INT32 -> FP32) are cast;
+            # narrowing across kinds (FP32 -> INT64) would change values and is refused.
+            return array.astype(want)
+        raise BadRequest(
+            f"input `{spec.name}` has datatype {_datatype_name(array)}; {self.what} expects "
+            f"{self.expected(spec)}, and {_datatype_name(array)} cannot be converted to "
+            f"{spec.datatype} without changing values"
+        )
+
+    def run(self, feeds: Tensors) -> Tensors:
+        start = time.perf_counter()
+        outputs = self._session.run(self._output_names, feeds)
+        elapsed_us = (time.perf_counter() - start) * 1e6
+        self.mean_call_us = (
+            elapsed_us if self.mean_call_us == 0.0 else 0.9 * self.mean_call_us + 0.1 * elapsed_us
+        )
+        return dict(zip(self._output_names, outputs, strict=True))
+
+    def warm_up(self, calls: int = 3) -> None:
+        """Run a few calls on zeros so the first request does not pay for lazy setup."""
+        feeds: Tensors = {}
+        for spec in self.signature.inputs:
+            shape = tuple(1 if dim < 0 else dim for dim in spec.shape)
+            dtype = DATATYPE_TO_NUMPY[spec.datatype]
+            feeds[spec.name] = (
+                np.full(shape, "", dtype=object)
+                if spec.datatype == "BYTES"
+                else np.zeros(shape, dtype=dtype)
+            )
+        for _ in range(calls):
+            self.run(feeds)
+
+
+def _datatype_name(array: np.ndarray) -> str:
+    from gyre.types import datatype_of
+
+    try:
+        return datatype_of(array)
+    except KeyError:
+        return str(array.dtype)

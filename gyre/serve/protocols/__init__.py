@@ -1,0 +1,3 @@
+"""Wire protocols: each decodes its bodies into named tensors and encodes the answers."""
+
+__all__: list[str] = []

@@ -1,0 +1,110 @@
+"""MLflow's scoring protocol: `POST /invocations` with `dataframe_split`,
+`dataframe_records`, `instances` or `inputs`; answers `{"predictions": ...}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+from gyre.errors import BadRequest
+from gyre.serve._runtime import ModelRuntime, Tensors
+from gyre.serve.protocols._tensors import array_from_json, columns, prediction_rows, stack_rows
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+EXPECTED_BODY = (
+    '{"dataframe_split": {"columns": [...], "data": [[...]]}} | '
+    '{"dataframe_records": [{"col": value}]} | {"instances": [...]} | {"inputs": ...}'
+)
+
+_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def decode_request(body: bytes, runtime: ModelRuntime) -> Tensors:
+    try:
+        request = _decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BadRequest(f"request body is not a JSON object: {exc}; expected {EXPECTED_BODY}")
+    given = [key for key in FORMATS if key in request]
+    if len(given) != 1:
+        raise BadRequest(
+            f"send exactly one of {', '.join(FORMATS)} (got {', '.join(given) or 'none'}); "
+            f"expected {EXPECTED_BODY}"
+        )
+    (kind,) = given
+    value = request[kind]
+    if kind == "instances":
+        return stack_rows(value, runtime, "`instances`")
+    if kind == "inputs":
+        return columns(value, runtime, "`inputs`")
+    if kind == "dataframe_split":
+        if not isinstance(value, dict) or "data" not in value:
+            raise BadRequest('`dataframe_split` must be {"columns": [...], "data": [[...]]}')
+        data = value["data"]
+        names = value.get("columns")
+        if not isinstance(data, list) or not all(isinstance(row, list) for row in data):
+            raise BadRequest("`dataframe_split.data` must be a list of rows (lists)")
+        return _table(names, data, runtime)
+    if not isinstance(value, list) or not value or not all(isinstance(r, dict) for r in value):
+        raise BadRequest("`dataframe_records` must be a non-empty list of objects")
+    names = list(value[0])
+    missing = [i for i, record in enumerate(value) if list(record) != names]
+    if missing:
+        raise BadRequest(
+            f"`dataframe_records` row {missing[0]} has columns {sorted(value[missing[0]])}, "
+            f"row 0 has {sorted(names)}; every record needs the same columns"
+        )
+    return _table(names, [list(record.values()) for record in value], runtime)
+
+
+def _table(names: Any, data: list[list[Any]], runtime: ModelRuntime) -> Tensors:
+    """A table as model inputs: columns are the features of a single 2-D input, or else
+    the model's inputs by name."""
+    specs = runtime.signature.inputs
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
+        raise BadRequest("`columns` must be a list of column names")
+    if len(specs) == 1 and len(specs[0].shape) == 2:
+        spec = specs[0]
+        table = array_from_json(data, spec, "dataframe")
+        if table.ndim != 2:
+            raise BadRequest(f"dataframe rows must all have the same length, got {table.shape}")
+        features = runtime.signature.feature_names
+        if names is not None and features is not None:
+            absent = [f for f in features if f not in names]
+            if absent:
+                raise BadRequest(
+                    f"dataframe lacks column(s) {', '.join(absent)} of {runtime.what}; "
+                    f"its features are {', '.join(features)}"
+                )
+            order = [names.index(f) for f in features]
+            table = table[:, order]
+        return {spec.name: table}
+    if names is None:
+        raise BadRequest(
+            f"{runtime.what} has inputs {', '.join(s.name for s in specs)}; "
+            "name the columns after them"
+        )
+    ragged = [i for i, row in enumerate(data) if len(row) != len(names)]
+    if ragged:
+        raise BadRequest(
+            f"dataframe row {ragged[0]} has {len(data[ragged[0]])} values for {len(names)} columns"
+        )
+    table_columns = list(zip(*data, strict=True)) if data else [[] for _ in names]
+    by_name = dict(zip(names, table_columns, strict=True))
+    inputs = {}
+    for spec in specs:
+        if spec.name in by_name:
+            array = array_from_json(list(by_name[spec.name]), spec, f"column `{spec.name}`")
+            if len(spec.shape) == 2 and array.ndim == 1:
+                array = array.reshape(-1, 1)
+            inputs[spec.name] = array
+    return inputs
+
+
+def encode_response(outputs: Tensors) -> dict[str, Any]:
+    return {"predictions": prediction_rows(outputs)}
+
+

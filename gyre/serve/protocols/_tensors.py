@@ -1,0 +1,108 @@
+"""Turning decoded JSON values into validated numpy tensors, and back: shared by protocols."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from gyre.errors import BadRequest
+from gyre.serve._runtime import ModelRuntime, Tensors
+from gyre.types import DATATYPE_TO_NUMPY, TensorSpec
+
+
+def array_from_json(values: Any, spec: TensorSpec, where: str) -> np.ndarray:
+    """JSON values (nested or flat lists) as an array of the spec's dtype."""
+    dtype = DATATYPE_TO_NUMPY[spec.datatype]
+    try:
+        if spec.datatype == "BYTES":
+            return np.array(values, dtype=object)
+        if spec.datatype == "BOOL":
+            array = np.array(values)
+            if array.dtype != np.bool_:
+                raise ValueError("expected true/false values")
+            return array
+        array = np.array(values, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadRequest(
+            f"{where}: values are not a regular {spec.datatype} tensor ({exc}); "
+            f"expected shape {list(spec.shape)} (-1: any size)"
+        ) from None
+    return array
+
+
+def reshape(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
+    if any(dim < 0 for dim in shape):
+        raise BadRequest(f"{where}: shape {shape} has a negative dimension")
+    if array.size != math.prod(shape):
+        raise BadRequest(
+            f"{where}: {array.size} values do not fill shape {shape} "
+            f"({math.prod(shape)} values expected)"
+        )
+    return array.reshape(shape)
+
+
+def stack_rows(rows: Any, runtime: ModelRuntime, where: str) -> Tensors:
+    """Row-format instances (TF Serving `instances`, MLflow `instances`) as input tensors.
+
+    With one input, each instance is that input's value for one row; with several, each
+    instance is an object naming every input.
+    """
+    if not isinstance(rows, list) or not rows:
+        raise BadRequest(f"{where} must be a non-empty list of rows")
+    specs = runtime.signature.inputs
+    if len(specs) == 1 and not isinstance(rows[0], dict):
+        return {specs[0].name: array_from_json(rows, specs[0], where)}
+    if not all(isinstance(row, dict) for row in rows):
+        names = ", ".join(spec.name for spec in specs)
+        raise BadRequest(
+            f"{where}: {runtime.what} has several inputs ({names}); "
+            "each row must be an object naming them"
+        )
+    return {
+        spec.name: array_from_json([row.get(spec.name) for row in rows], spec, where)
+        for spec in specs
+        if spec.name in rows[0]
+    }
+
+
+def columns(values: Any, runtime: ModelRuntime, where: str) -> Tensors:
+    """Columnar inputs (TF Serving / MLflow `inputs`): one tensor, or an object of them."""
+    specs = runtime.signature.inputs
+    if isinstance(values, dict):
+        unknown = sorted(set(values) - {spec.name for spec in specs})
+        if unknown:
+            raise BadRequest(
+                f"{where}: {runtime.what} has no input {', '.join(unknown)}; inputs: "
+                + ", ".join(spec.name for spec in specs)
+            )
+        return {
+            spec.name: array_from_json(values[spec.name], spec, where)
+            for spec in specs
+            if spec.name in values
+        }
+    if len(specs) != 1:
+        raise BadRequest(
+            f"{where}: {runtime.what} has several inputs; send an object naming them: "
+            + ", ".join(spec.name for spec in specs)
+        )
+    return {specs[0].name: array_from_json(values, specs[0], where)}
+
+
+def to_json_value(array: np.ndarray) -> Any:
+    """Nested lists; BYTES elements as text."""
+    if array.dtype == object:
+        flat = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in array.ravel()]
+        return np.array(flat, dtype=object).reshape(array.shape).tolist()
+    return array.tolist()
+
+
+def prediction_rows(outputs: Tensors) -> list[Any]:
+    """Row format answers: one value per row, or one object per row with several outputs."""
+    if len(outputs) == 1:
+        (only,) = outputs.values()
+        return list(to_json_value(only))
+    lists = {name: to_json_value(array) for name, array in outputs.items()}
+    count = len(next(iter(lists.values())))
+    return [{name: values[i] for name, values in lists.items()} for i in range(count)]

@@ -1,0 +1,215 @@
+"""Open Inference Protocol v2 (KServe / Triton / MLServer REST), with Triton's binary
+tensor data extension: a JSON header of `Inference-Header-Content-Length` bytes, then the
+raw tensors in order, each sized by its `binary_data_size` parameter."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from gyre.errors import BadRequest
+from gyre.serve._runtime import ModelRuntime, Tensors
+from gyre.serve.protocols._tensors import array_from_json, reshape
+from gyre.types import DATATYPE_TO_NUMPY, Signature, TensorSpec, datatype_of
+
+EXPECTED_BODY = (
+    '{"id"?: str, "inputs": [{"name": str, "shape": [int], "datatype": "FP32"|…, '
+    '"data": [...]}], "outputs"?: [{"name": str}], "parameters"?: {}}'
+)
+
+
+class RequestInput(msgspec.Struct):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: Any = None
+    parameters: dict[str, Any] | None = None
+
+
+class RequestOutput(msgspec.Struct):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(msgspec.Struct):
+    inputs: list[RequestInput]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[RequestOutput] | None = None
+
+
+_decoder = msgspec.json.Decoder(InferenceRequest)
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass
+class V2Call:
+    request: InferenceRequest
+    inputs: dict[str, np.ndarray]
+
+
+def _binary_size(parameters: dict[str, Any] | None) -> int | None:
+    if not parameters or "binary_data_size" not in parameters:
+        return None
+    size = parameters["binary_data_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise BadRequest(f"binary_data_size must be a non-negative integer, got {size!r}")
+    return size
+
+
+def _decode_bytes_elements(raw: bytes, where: str) -> np.ndarray:
+    items, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise BadRequest(f"{where}: truncated BYTES element length")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise BadRequest(f"{where}: BYTES element overruns the binary data")
+        items.append(raw[offset : offset + length])
+        offset += length
+    return np.array(items, dtype=object)
+
+
+def _encode_bytes_elements(array: np.ndarray) -> bytes:
+    parts = []
+    for item in array.ravel():
+        data = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(struct.pack("<I", len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def decode_request(body: bytes, header_length: int | None, runtime: ModelRuntime) -> V2Call:
+    """Parse a JSON (or JSON + binary) infer request into named arrays."""
+    if header_length is not None:
+        if header_length < 0 or header_length > len(body):
+            raise BadRequest(
+                f"Inference-Header-Content-Length is {header_length} but the body has "
+                f"{len(body)} bytes"
+            )
+        header, binary = body[:header_length], memoryview(body)[header_length:]
+    else:
+        header, binary = body, memoryview(b"")
+    try:
+        request = _decoder.decode(header)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid infer request: {exc}; expected {EXPECTED_BODY}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    offset = 0
+    arrays: dict[str, np.ndarray] = {}
+    for item in request.inputs:
+        where = f"input `{item.name}`"
+        dtype = DATATYPE_TO_NUMPY.get(item.datatype)
+        if dtype is None:
+            raise BadRequest(
+                f"{where}: unknown datatype {item.datatype!r}; use one of "
+                + ", ".join(DATATYPE_TO_NUMPY)
+            )
+        if item.name in arrays:
+            raise BadRequest(f"{where} is given twice")
+        size = _binary_size(item.parameters)
+        if size is not None:
+            if offset + size > len(binary):
+                raise BadRequest(
+                    f"{where}: binary_data_size {size} runs past the end of the body "
+                    f"({len(binary) - offset} bytes left)"
+                )
+            raw = bytes(binary[offset : offset + size])
+            offset += size
+            if item.datatype == "BYTES":
+                array = _decode_bytes_elements(raw, where)
+            else:
+                if size % dtype.itemsize:
+                    raise BadRequest(
+                        f"{where}: {size} bytes is not a whole number of {item.datatype} values"
+                    )
+                array = np.frombuffer(raw, dtype=dtype)
+        elif item.data is None:
+            raise BadRequest(f"{where} has no `data` and no binary_data_size parameter")
+        else:
+            # JSON data is parsed as the datatype the request declares; the runtime then
+            # casts it to the model's datatype when that keeps values.
+            declared = TensorSpec(name=item.name, datatype=item.datatype, shape=())
+            array = array_from_json(item.data, declared, where)
+        arrays[item.name] = reshape(array, item.shape, where)
+    if offset != len(binary):
+        raise BadRequest(
+            f"the body has {len(binary) - offset} bytes of binary data that no input claims"
+        )
+    if request.outputs is not None:
+        for wanted in request.outputs:
+            if runtime.signature.output(wanted.name) is None:
+                names = ", ".join(f"`{s.name}`" for s in runtime.signature.outputs)
+                raise BadRequest(f"{runtime.what} has no output `{wanted.name}`; outputs: {names}")
+    return V2Call(request=request, inputs=arrays)
+
+
+def _wants_binary(request: InferenceRequest, output: RequestOutput | None) -> bool:
+    if output is not None and output.parameters and "binary_data" in output.parameters:
+        return bool(output.parameters["binary_data"])
+    return bool(request.parameters and request.parameters.get("binary_data_output"))
+
+
+def encode_response(
+    call: V2Call, runtime: ModelRuntime, outputs: Tensors
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary data follows it."""
+    request = call.request
+    chosen = request.outputs or [RequestOutput(name=s.name) for s in runtime.signature.outputs]
+    described: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for wanted in chosen:
+        array = outputs[wanted.name]
+        entry: dict[str, Any] = {
+            "name": wanted.name,
+            "datatype": datatype_of(array),
+            "shape": list(array.shape),
+        }
+        if _wants_binary(request, wanted if request.outputs else None):
+            blob = (
+                _encode_bytes_elements(array)
+                if array.dtype == object
+                else np.ascontiguousarray(array).tobytes()
+            )
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif array.dtype == object:
+            entry["data"] = [
+                v.decode(errors="replace") if isinstance(v, bytes) else v for v in array.ravel()
+            ]
+        else:
+            entry["data"] = array.ravel().tolist()
+        described.append(entry)
+    body: dict[str, Any] = {
+        "model_name": runtime.model,
+        "model_version": str(runtime.version),
+        "outputs": described,
+    }
+    if request.id is not None:
+        body["id"] = request.id
+    header = _encoder.encode(body)
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)
+
+
+def model_metadata(name: str, versions: list[int], signature: Signature) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": [str(v) for v in versions],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}
+            for s in signature.inputs
+        ],
+        "outputs": [
+            {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}
+            for s in signature.outputs
+        ],
+    }

@@ -1,0 +1,102 @@
+"""Shared fixtures: small real models, a registry in a temporary home, a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from gyre.registry import Registry
+
+
+@pytest.fixture(scope="session")
+def iris() -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_iris(return_X_y=True)
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def iris_classifier(iris: tuple[np.ndarray, np.ndarray]) -> Pipeline:
+    x, y = iris
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+
+
+@pytest.fixture(scope="session")
+def iris_regressor(iris: tuple[np.ndarray, np.ndarray]) -> Ridge:
+    x, y = iris
+    return Ridge().fit(x, y)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def registry(home: Path) -> Iterator[Registry]:
+    reg = Registry(home)
+    yield reg
+    reg.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A real `gyre serve` process on a free loopback port."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    home: Path
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout_s)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(home: Path, *extra: str, config: Path | None = None) -> ServerProcess:
+    port = free_port()
+    log = home.parent / f"serve-{port}.log"
+    command = [sys.executable, "-m", "gyre", "--home", str(home)]
+    if config is not None:
+        command += ["--config", str(config)]
+    command += ["serve", "--port", str(port), *extra]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", home, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gyre serve exited early:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"gyre serve did not become ready:\n{server.output()}")

@@ -1,0 +1,244 @@
+import multiprocessing
+from pathlib import Path
+
+import joblib
+import lightgbm
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from gyre.errors import ArtifactCorrupted, InvalidModel, ModelNotFound, ParityError, RegistryError
+from gyre.registry import CHAMPION, Registry
+from gyre.types import TensorSpec
+
+
+def test_publish_sklearn_pipeline_records_signature_parity_and_lineage(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, _ = iris
+    mv = registry.publish("iris", iris_classifier, x, lineage={"params": {"C": 1.0}})
+    assert mv.version == 1
+    assert mv.flavor == "sklearn"
+    assert mv.signature.inputs == (TensorSpec("X", "FP32", (-1, 4)),)
+    assert [s.name for s in mv.signature.outputs] == ["label", "probabilities"]
+    assert mv.signature.output("probabilities") == TensorSpec("probabilities", "FP32", (-1, 3))
+    assert mv.parity["passed"] is True
+    assert mv.parity["max_abs_diff"] < 1e-4
+    assert mv.parity["rows"] == 150
+    assert mv.lineage["params"] == {"C": 1.0}
+    assert len(mv.lineage["sample_sha256"]) == 64
+    assert mv.native_sha256 is not None
+
+
+def test_versions_count_up_per_model(
+    registry: Registry, iris_classifier: Pipeline, iris_regressor: BaseEstimator, iris: tuple
+) -> None:
+    x, _ = iris
+    assert registry.publish("a", iris_classifier, x).version == 1
+    assert registry.publish("a", iris_classifier, x).version == 2
+    assert registry.publish("b", iris_regressor, x).version == 1
+    assert [(m.model, m.version) for m in registry.versions()] == [("a", 1), ("a", 2), ("b", 1)]
+
+
+def test_regressor_exports_with_one_output(
+    registry: Registry, iris_regressor: BaseEstimator, iris: tuple
+) -> None:
+    mv = registry.publish("ridge", iris_regressor, iris[0])
+    assert [s.name for s in mv.signature.outputs] == ["variable"]
+    assert mv.parity["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["model", "in-pipeline"])
+def test_lightgbm_publishes_with_parity(registry: Registry, iris: tuple, wrap: bool) -> None:
+    x, y = iris
+    model = lightgbm.LGBMClassifier(n_estimators=15, verbose=-1)
+    if wrap:
+        model = make_pipeline(StandardScaler(), model)
+    mv = registry.publish("lgbm", model.fit(x, y), x)
+    assert mv.flavor == "sklearn" if wrap else "lightgbm"
+    assert mv.signature.output("label") == TensorSpec("label", "INT64", (-1,))
+    assert mv.parity["max_abs_diff"] < 1e-4
+
+
+def test_parity_failure_refuses_with_the_observed_difference(
+    home: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    from gyre.config import RegistryConfig
+
+    strict = Registry(home, RegistryConfig(parity_tolerance=0.0))
+    with pytest.raises(ParityError, match=r"max absolute difference [0-9.e-]+ \(tolerance 0\)"):
+        strict.publish("iris", iris_classifier, iris[0])
+    assert strict.metadata.versions() == []
+
+
+def test_sample_with_wrong_width_is_refused(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    with pytest.raises(InvalidModel, match="expects a 2-D table with 4 columns"):
+        registry.publish("iris", iris_classifier, iris[0][:, :3])
+
+
+def test_publish_file_joblib_needs_a_sample(
+    registry: Registry, iris_classifier: Pipeline, tmp_path: Path, iris: tuple
+) -> None:
+    path = tmp_path / "model.joblib"
+    joblib.dump(iris_classifier, path)
+    with pytest.raises(InvalidModel, match="needs sample input rows.*--sample"):
+        registry.publish_file("iris", path)
+    sample = tmp_path / "rows.csv"
+    np.savetxt(sample, iris[0], delimiter=",", header="a,b,c,d", comments="")
+    mv = registry.publish_file("iris", path, sample=sample, alias=CHAMPION)
+    assert mv.aliases == (CHAMPION,)
+    assert mv.native_sha256 is not None
+    assert registry.artifacts.path_of(mv.native_sha256).read_bytes() == path.read_bytes()
+    # Named CSV columns become the feature names when the model does not know them.
+    assert mv.signature.feature_names == ("a", "b", "c", "d")
+
+
+def test_publish_onnx_file_checks_graph_and_runs_a_test_inference(
+    registry: Registry, iris_classifier: Pipeline, tmp_path: Path, iris: tuple
+) -> None:
+    source = registry.publish("src", iris_classifier, iris[0])
+    path = tmp_path / "model.onnx"
+    path.write_bytes(registry.onnx_bytes(source))
+    mv = registry.publish_file("copy", path)
+    assert mv.flavor == "onnx"
+    assert mv.parity["checked"] is False
+    assert mv.signature == source.signature
+    assert mv.onnx_sha256 == source.onnx_sha256  # content-addressed: stored once
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf")
+    with pytest.raises(InvalidModel, match="not a valid ONNX graph"):
+        registry.publish_file("broken", broken)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "message"),
+    [
+        ("model.txt", b"x", "must be .onnx, .joblib or .pkl"),
+        ("model.joblib", b"garbage", "could not load"),
+    ],
+)
+def test_bad_model_files_are_refused(
+    registry: Registry, tmp_path: Path, iris: tuple, filename: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / filename
+    path.write_bytes(content)
+    sample = tmp_path / "rows.npy"
+    np.save(sample, iris[0])
+    with pytest.raises(InvalidModel, match=message):
+        registry.publish_file("m", path, sample=sample)
+
+
+def test_objects_that_are_not_models_are_refused(registry: Registry, iris: tuple) -> None:
+    with pytest.raises(InvalidModel, match="cannot publish a builtins.dict"):
+        registry.publish("m", {"not": "a model"}, iris[0])
+
+
+def test_bad_names_are_refused(registry: Registry, iris_classifier: Pipeline, iris: tuple) -> None:
+    with pytest.raises(InvalidModel, match="model name 'a/b' is not allowed"):
+        registry.publish("a/b", iris_classifier, iris[0])
+    registry.publish("m", iris_classifier, iris[0])
+    with pytest.raises(InvalidModel, match="alias name '7' is not allowed"):
+        registry.set_alias("m", "7", 1)
+
+
+def test_aliases_set_move_delete_and_resolve(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    for _ in range(3):
+        registry.publish("m", iris_classifier, iris[0])
+    assert registry.resolve("m").version == 3  # no champion: the latest
+    assert registry.set_alias("m", CHAMPION, 1) is None
+    assert registry.resolve("m").version == 1
+    assert registry.set_alias("m", CHAMPION, 2, reason="better AUC") == 1
+    assert registry.resolve("m@champion").version == 2
+    assert registry.resolve("m:3").version == 3
+    registry.delete_alias("m", CHAMPION)
+    assert registry.resolve("m").version == 3
+    with pytest.raises(ModelNotFound, match="no alias `champion` for model `m`"):
+        registry.resolve("m@champion")
+    change = [c for c in registry.metadata.changes("m") if c["action"] == "alias"][-1]
+    assert (change["version"], change["previous"], change["why"]) == (2, 1, "better AUC")
+
+
+def test_alias_to_a_missing_version_is_refused(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    registry.publish("m", iris_classifier, iris[0])
+    with pytest.raises(ModelNotFound, match="model `m` version 9 does not exist"):
+        registry.set_alias("m", CHAMPION, 9)
+
+
+def test_soft_delete_refuses_aliased_versions_and_keeps_the_record(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    registry.publish("m", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("m", iris_classifier, iris[0])
+    with pytest.raises(RegistryError, match="aliased as `champion`; move or delete the alias"):
+        registry.delete_version("m", 1)
+    registry.delete_version("m", 2, reason="bad data")
+    assert [m.version for m in registry.versions("m")] == [1]
+    assert [m.version for m in registry.metadata.versions("m", include_deleted=True)] == [1, 2]
+    with pytest.raises(ModelNotFound, match="version 2 is deleted"):
+        registry.resolve("m:2")
+    # A deleted version never comes back: numbering continues.
+    assert registry.publish("m", iris_classifier, iris[0]).version == 3
+
+
+def test_unknown_model_says_how_to_list(registry: Registry) -> None:
+    with pytest.raises(ModelNotFound, match="no model `nope`.*gyre registry list"):
+        registry.resolve("nope")
+
+
+def test_corrupted_and_missing_artifacts_are_refused_with_the_expected_hash(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    mv = registry.publish("m", iris_classifier, iris[0])
+    path = registry.artifacts.path_of(mv.onnx_sha256)
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ArtifactCorrupted, match=f"model `m` version 1 is corrupted: expected sha256 {mv.onnx_sha256}"):
+        registry.onnx_bytes(mv)
+    path.unlink()
+    with pytest.raises(ArtifactCorrupted, match="model `m` version 1 is missing"):
+        registry.onnx_bytes(mv)
+
+
+def test_native_model_loads_only_after_its_hash_matches(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    mv = registry.publish("m", iris_classifier, iris[0])
+    loaded = registry.load_native(mv)
+    np.testing.assert_array_equal(loaded.predict(iris[0]), iris_classifier.predict(iris[0]))
+    assert mv.native_sha256 is not None
+    path = registry.artifacts.path_of(mv.native_sha256)
+    path.write_bytes(b"malicious pickle")
+    with pytest.raises(ArtifactCorrupted, match="native model `m` version 1 is corrupted"):
+        registry.load_native(mv)
+
+
+def _publish_many(home: str, count: int, queue: "multiprocessing.Queue[int]") -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=300).fit(x, y)
+    reg = Registry(Path(home))
+    for _ in range(count):
+        queue.put(reg.publish("race", model, x).version)
+
+
+def test_concurrent_publishes_never_share_a_version_number(home: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[int] = ctx.Queue()
+    workers = [ctx.Process(target=_publish_many, args=(str(home), 5, queue)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    versions = sorted(queue.get(timeout=5) for _ in range(15))
+    assert versions == list(range(1, 16))

@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from gyre.config import ModelServeConfig, load_config
+from gyre.errors import ConfigError
+
+
+def test_defaults_use_dot_gyre_under_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GYRE_HOME", raising=False)
+    monkeypatch.delenv("GYRE_CONFIG", raising=False)
+    config = load_config()
+    assert config.home == tmp_path / ".gyre"
+    assert config.serve.port == 8000
+    assert config.registry.parity_tolerance == 1e-4
+
+
+def test_home_option_beats_environment_which_beats_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GYRE_HOME", str(tmp_path / "env"))
+    assert load_config().home == tmp_path / "env"
+    assert load_config(home=tmp_path / "flag").home == tmp_path / "flag"
+
+
+def test_toml_sets_typed_values_and_per_model_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "gyre.toml"
+    path.write_text(
+        "[serve]\nport = 9000\n[serve.batching]\nmax_batch_size = 8\n"
+        "[serve.models.iris]\nmax_batch_delay_ms = 2\n[registry]\nparity_tolerance = 0.001\n"
+    )
+    config = load_config(home=tmp_path, config_file=path)
+    assert config.serve.port == 9000
+    assert config.serve.for_model("other") == ModelServeConfig(max_batch_size=8)
+    assert config.serve.for_model("iris") == ModelServeConfig(
+        max_batch_size=8, max_batch_delay_ms=2.0
+    )
+    assert config.registry.parity_tolerance == 0.001
+
+
+def test_unknown_setting_is_named_with_the_known_ones(tmp_path: Path) -> None:
+    path = tmp_path / "gyre.toml"
+    path.write_text("[serve]\nprot = 9000\n")
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) prot in \[serve\].*port"):
+        load_config(home=tmp_path, config_file=path)
+
+
+def test_wrong_type_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gyre.toml"
+    path.write_text('[serve]\nport = "eighty"\n')
+    with pytest.raises(ConfigError, match="port = 'eighty' has the wrong type; expected int"):
+        load_config(home=tmp_path, config_file=path)
+
+
+def test_invalid_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[serve\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(home=tmp_path, config_file=bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(home=tmp_path, config_file=tmp_path / "absent.toml")
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(home=tmp_path)
+    with pytest.raises(AttributeError):
+        config.serve.port = 1  # type: ignore[misc]
