@@ -51,8 +51,9 @@ class Snapshot:
     def model_versions(self, model: str) -> dict[int, LoadedVersion]:
         found = self.versions.get(model)
         if not found:
-            if any(name == model for name, _ in self.failed):
-                raise Unavailable(f"model `{model}` failed to load; see the server log")
+            reasons = [why for (name, _), why in self.failed.items() if name == model]
+            if reasons:
+                raise Unavailable(f"model `{model}` failed to load: {reasons[-1]}")
             raise NotFound(
                 f"unknown model `{model}`; served models: {', '.join(sorted(self.versions)) or 'none'}"
             )

@@ -92,12 +92,12 @@ class ModelRuntime:
 
     def _cast(self, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
         want = DATATYPE_TO_NUMPY[spec.datatype]
-        if array.dtype == want:
+        if array.dtype == want and spec.datatype != "BYTES":
             return array
         if spec.datatype == "BYTES":
             if array.dtype.kind in "OUS":
-                return array.astype(object)
-        elif array.dtype.kind in "biuf" and np.can_cast(array.dtype, want, casting="same_kind"):
+                return _as_text(array, spec.name)
+        elif array.dtype.kind in "iuf" and np.can_cast(array.dtype, want, casting="same_kind"):
             # Numbers of the same kind or a safer one (FP64 -> FP32, INT32 -> FP32) are cast;
             # narrowing across kinds (FP32 -> INT64) would change values and is refused.
             return array.astype(want)
@@ -138,3 +138,12 @@ def _datatype_name(array: np.ndarray) -> str:
         return datatype_of(array)
     except KeyError:
         return str(array.dtype)
+
+
+def _as_text(array: np.ndarray, name: str) -> np.ndarray:
+    """onnxruntime's string tensors hold `str`; BYTES elements arrive as UTF-8 `bytes`."""
+    try:
+        flat = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"input `{name}`: a BYTES element is not UTF-8 text ({exc})") from None
+    return np.array(flat, dtype=object).reshape(array.shape)

@@ -1,0 +1,36 @@
+"""Small ONNX graphs built by hand, for signatures the exporters do not produce."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+
+def two_input_adder() -> bytes:
+    """sum = a + b, with a and b FP32 [N, 2]."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"])],
+        "adder",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 2]),
+        ],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def string_echo() -> bytes:
+    """out = Identity(text), a BYTES [N] tensor."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["out"])],
+        "echo",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("out", TensorProto.STRING, ["N"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    return model.SerializeToString()

@@ -1,0 +1,410 @@
+"""The server's protocols and error handling, in process (the real app, no network)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+
+from gyre.config import load_config
+from gyre.registry import CHAMPION, Registry
+from tests.serve.apptest import AppClient
+from tests.serve.models import string_echo, two_input_adder
+
+FEATURES = ("sepal length", "sepal width", "petal length", "petal width")
+
+
+@pytest.fixture
+def client(home: Path, iris_classifier: Pipeline, iris: tuple) -> Iterator[AppClient]:
+    registry = Registry(home)
+    # Feature names come from a named CSV header in real use; here from the `names` argument.
+    registry.publish("iris", iris_classifier, iris[0], names=FEATURES)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish_onnx("adder", two_input_adder())
+    registry.publish_onnx("echo", string_echo())
+    registry.close()
+    app = AppClient(load_config(home=home, serve_overrides={"max_body_bytes": 4096}))
+    yield app
+    app.close()
+
+
+def v2_body(rows: list[list[float]], datatype: str = "FP32", **extra: object) -> dict:
+    return {
+        "inputs": [{"name": "X", "shape": [len(rows), 4], "datatype": datatype, "data": rows}],
+        **extra,
+    }
+
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+# -- v2 ---------------------------------------------------------------------------------
+
+
+def test_v2_server_health_and_metadata(client: AppClient) -> None:
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").status_code == 200
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    meta = client.get("/v2/models/iris").json()
+    assert meta["versions"] == ["1", "2"]
+    assert meta["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "probabilities"]
+    assert client.get("/v2/models/iris/versions/1").json()["versions"] == ["1"]
+    assert client.get("/v2/models/iris/ready").json() == {"name": "iris", "ready": True}
+    assert client.get("/v2/models/iris/versions/2/ready").status_code == 200
+
+
+def test_v2_infer_flat_and_nested_data_echoes_id(client: AppClient, iris_classifier: Pipeline) -> None:
+    rows = [ROW, [6.7, 3.0, 5.2, 2.3]]
+    nested = client.post("/v2/models/iris/infer", json=v2_body(rows, id="req-7")).json()
+    flat_body = v2_body(rows)
+    flat_body["inputs"][0]["data"] = [v for row in rows for v in row]
+    flat = client.post("/v2/models/iris/infer", json=flat_body).json()
+    assert nested["id"] == "req-7"
+    assert nested["model_name"] == "iris"
+    assert nested["model_version"] == "2"  # the champion
+    assert nested["outputs"] == flat["outputs"]
+    label = nested["outputs"][0]
+    assert label == {
+        "name": "label",
+        "datatype": "INT64",
+        "shape": [2],
+        "data": iris_classifier.predict(np.array(rows)).tolist(),
+    }
+    proba = nested["outputs"][1]
+    assert proba["shape"] == [2, 3]
+    np.testing.assert_allclose(
+        np.array(proba["data"]).reshape(2, 3), iris_classifier.predict_proba(rows), atol=1e-5
+    )
+
+
+def test_v2_fp64_data_and_an_explicit_version(client: AppClient) -> None:
+    response = client.post("/v2/models/iris/versions/1/infer", json=v2_body([ROW], "FP64"))
+    assert response.status_code == 200
+    assert response.json()["model_version"] == "1"
+
+
+def test_v2_outputs_selection(client: AppClient) -> None:
+    body = v2_body([ROW], outputs=[{"name": "probabilities"}])
+    outputs = client.post("/v2/models/iris/infer", json=body).json()["outputs"]
+    assert [o["name"] for o in outputs] == ["probabilities"]
+
+
+def test_v2_binary_input_and_output(client: AppClient) -> None:
+    rows = np.array([ROW, ROW], dtype=np.float32)
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "X", "shape": [2, 4], "datatype": "FP32",
+                 "parameters": {"binary_data_size": rows.nbytes}}
+            ],
+            "outputs": [
+                {"name": "label", "parameters": {"binary_data": True}},
+                {"name": "probabilities", "parameters": {"binary_data": False}},
+            ],
+        }
+    ).encode()
+    response = client.post(
+        "/v2/models/iris/infer",
+        content=header + rows.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert response.status_code == 200
+    json_length = int(response.headers["inference-header-content-length"])
+    meta = json.loads(response.content[:json_length])
+    label_meta, proba_meta = meta["outputs"]
+    assert label_meta["parameters"] == {"binary_data_size": 16}
+    labels = np.frombuffer(response.content[json_length:], dtype=np.int64)
+    assert labels.tolist() == [0, 0]
+    assert len(proba_meta["data"]) == 6
+
+
+def test_v2_binary_data_output_parameter_applies_to_all_outputs(client: AppClient) -> None:
+    body = v2_body([ROW], parameters={"binary_data_output": True})
+    response = client.post("/v2/models/iris/infer", json=body)
+    length = int(response.headers["inference-header-content-length"])
+    sizes = [o["parameters"]["binary_data_size"] for o in json.loads(response.content[:length])["outputs"]]
+    assert sizes == [8, 12]
+    assert len(response.content) == length + 20
+
+
+def test_v2_bytes_tensors_in_json_and_binary(client: AppClient) -> None:
+    body = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a", "bc"]}]}
+    assert client.post("/v2/models/echo/infer", json=body).json()["outputs"][0]["data"] == ["a", "bc"]
+    raw = b"".join(struct.pack("<I", len(s)) + s for s in (b"xy", b"z"))
+    header = json.dumps(
+        {
+            "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+                        "parameters": {"binary_data_size": len(raw)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    response = client.post(
+        "/v2/models/echo/infer",
+        content=header + raw,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    length = int(response.headers["inference-header-content-length"])
+    assert response.content[length:] == raw
+
+
+def test_v2_two_inputs(client: AppClient) -> None:
+    body = {
+        "inputs": [
+            {"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+            {"name": "b", "shape": [1, 2], "datatype": "FP32", "data": [10, 20]},
+        ]
+    }
+    assert client.post("/v2/models/adder/infer", json=body).json()["outputs"][0]["data"] == [11, 22]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"inputs": "x"}', 400, r"Expected `array`, got `str` - at `\$.inputs`.*expected \{"),
+        (json.dumps(v2_body([ROW], "FP17")).encode(), 400, "unknown datatype 'FP17'"),
+        (json.dumps(v2_body([[1, 2, 3]])).encode(), 400, r"3 values do not fill shape \[1, 4\]"),
+        (json.dumps(v2_body([["a", "b", "c", "d"]])).encode(), 400, "not a regular FP32 tensor"),
+        (json.dumps({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32"}]}).encode(),
+         400, "has no `data`"),
+        (json.dumps({"inputs": [{"name": "Y", "shape": [1], "datatype": "FP32", "data": [1]}]}).encode(),
+         400, r"has no input `Y`; it expects `X` FP32 \[-1, 4\]"),
+        (json.dumps(v2_body([ROW], outputs=[{"name": "nope"}])).encode(), 400,
+         "has no output `nope`; outputs: `label`, `probabilities`"),
+        (json.dumps({"inputs": [{"name": "X", "shape": [1, 3], "datatype": "FP32",
+                                 "data": [1, 2, 3]}]}).encode(), 400,
+         r"shape \[1, 3\]; model `iris` version 2 expects FP32 \[-1, 4\]"),
+        (json.dumps({"inputs": [{"name": "X", "shape": [-1, 4], "datatype": "FP32",
+                                 "data": ROW}]}).encode(), 400, "negative dimension"),
+    ],
+)
+def test_v2_bad_requests_get_400_with_the_reason(
+    client: AppClient, body: bytes, status: int, message: str
+) -> None:
+    response = client.post("/v2/models/iris/infer", content=body)
+    assert response.status_code == status
+    assert list(response.json()) == ["error"]
+    assert pytest.importorskip("re").search(message, response.json()["error"])
+
+
+def test_v2_binary_size_mismatches_are_400(client: AppClient) -> None:
+    header = json.dumps(
+        {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32",
+                     "parameters": {"binary_data_size": 16}}]}
+    ).encode()
+    short = client.post(
+        "/v2/models/iris/infer",
+        content=header + b"\x00" * 8,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert short.status_code == 400
+    assert "runs past the end of the body" in short.json()["error"]
+    bad_header = client.post(
+        "/v2/models/iris/infer",
+        content=header,
+        headers={"Inference-Header-Content-Length": "99999"},
+    )
+    assert bad_header.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("/v2/models/nope/infer", "unknown model `nope`; served models: adder, echo, iris"),
+        ("/v2/models/iris/versions/9/infer", "model `iris` has no version 9; versions: 1, 2"),
+        ("/v2/models/iris/versions/x/infer", None),
+        ("/v2/nowhere", "no v2 route"),
+    ],
+)
+def test_v2_unknown_things(client: AppClient, url: str, message: str | None) -> None:
+    response = client.post(url, json=v2_body([ROW]))
+    if message is None:
+        assert response.status_code == 400
+        return
+    assert response.status_code == 404
+    assert message in response.json()["error"]
+
+
+def test_oversized_bodies_get_413(client: AppClient) -> None:
+    rows = [ROW] * 400
+    response = client.post("/v2/models/iris/infer", json=v2_body(rows))
+    assert response.status_code == 413
+    assert "over the limit of 4096 bytes (serve.max_body_bytes)" in response.json()["error"]
+    bomb = gzip.compress(b" " * 100_000)
+    response = client.post(
+        "/v2/models/iris/infer", content=bomb, headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 413
+
+
+def test_gzip_bodies_are_accepted(client: AppClient) -> None:
+    response = client.post(
+        "/v2/models/iris/infer",
+        content=gzip.compress(json.dumps(v2_body([ROW])).encode()),
+        headers={"Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 200
+
+
+# -- TensorFlow Serving -----------------------------------------------------------------
+
+
+def test_tf_status_and_metadata(client: AppClient) -> None:
+    status = client.get("/v1/models/iris").json()["model_version_status"]
+    assert [s["version"] for s in status] == ["1", "2"]
+    assert status[0]["state"] == "AVAILABLE"
+    assert [s["version"] for s in client.get("/v1/models/iris/labels/champion").json()["model_version_status"]] == ["2"]
+    meta = client.get("/v1/models/iris/versions/1/metadata").json()
+    sig = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert sig["inputs"]["X"]["dtype"] == "DT_FLOAT"
+    assert sig["inputs"]["X"]["tensor_shape"]["dim"][1]["size"] == "4"
+    assert meta["model_spec"] == {"name": "iris", "signature_name": "", "version": "1"}
+
+
+def test_tf_predict_instances_and_inputs(client: AppClient, iris_classifier: Pipeline) -> None:
+    rows = [ROW, [6.7, 3.0, 5.2, 2.3]]
+    predictions = client.post("/v1/models/iris:predict", json={"instances": rows}).json()
+    expected = iris_classifier.predict(np.array(rows)).tolist()
+    assert [p["label"] for p in predictions["predictions"]] == expected
+    assert len(predictions["predictions"][0]["probabilities"]) == 3
+    outputs = client.post("/v1/models/iris/versions/1:predict", json={"inputs": rows}).json()
+    assert outputs["outputs"]["label"] == expected
+    by_label = client.post("/v1/models/iris/labels/champion:predict", json={"inputs": {"X": rows}})
+    assert by_label.json()["outputs"]["label"] == expected
+
+
+def test_tf_predict_with_named_inputs(client: AppClient) -> None:
+    body = {"instances": [{"a": [1, 2], "b": [3, 4]}, {"a": [0, 0], "b": [1, 1]}]}
+    assert client.post("/v1/models/adder:predict", json=body).json() == {
+        "predictions": [[4.0, 6.0], [1.0, 1.0]]
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "status", "message"),
+    [
+        ("/v1/models/iris:predict", {"instances": [ROW], "inputs": [ROW]}, 400, "exactly one of"),
+        ("/v1/models/iris:predict", {"instances": []}, 400, "non-empty list"),
+        ("/v1/models/iris:predict", {"instances": [[1, 2]]}, 400, r"shape \[1, 2\]"),
+        ("/v1/models/iris:predict", {"instances": [[1, 2, 3, 4], [1]]}, 400, "not a regular"),
+        ("/v1/models/adder:predict", {"instances": [[1, 2]]}, 400, "several inputs"),
+        ("/v1/models/iris/labels/canary:predict", {"instances": [ROW]}, 404, "no alias `canary`"),
+        ("/v1/models/nope:predict", {"instances": [ROW]}, 404, "unknown model `nope`"),
+        ("/v1/models/iris:classify", {"instances": [ROW]}, 404, "no TF Serving route"),
+    ],
+)
+def test_tf_errors(client: AppClient, url: str, body: dict, status: int, message: str) -> None:
+    response = client.post(url, json=body)
+    assert response.status_code == status
+    assert pytest.importorskip("re").search(message, response.json()["error"])
+
+
+# -- MLflow -----------------------------------------------------------------------------
+
+
+def test_mlflow_formats_agree(client: AppClient, iris_classifier: Pipeline) -> None:
+    rows = [ROW, [6.7, 3.0, 5.2, 2.3]]
+    expected = iris_classifier.predict(np.array(rows)).tolist()
+    headers = {"Gyre-Model": "iris:1"}
+    # Columns out of order are matched to the model's feature names.
+    order = [2, 0, 3, 1]
+    split = {
+        "dataframe_split": {
+            "columns": [FEATURES[i] for i in order],
+            "data": [[row[i] for i in order] for row in rows],
+        }
+    }
+    records = {"dataframe_records": [dict(zip(FEATURES, row, strict=True)) for row in rows]}
+    for body in (split, records, {"instances": rows}, {"inputs": rows}):
+        response = client.post("/invocations", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert [p["label"] for p in response.json()["predictions"]] == expected
+
+
+def test_mlflow_errors_use_mlflow_error_shape(client: AppClient) -> None:
+    missing = client.post(
+        "/invocations",
+        json={"dataframe_split": {"columns": ["sepal length"], "data": [[1.0]]}},
+        headers={"Gyre-Model": "iris:1"},
+    )
+    assert missing.status_code == 400
+    assert missing.json()["error_code"] == "BAD_REQUEST"
+    assert "lacks column(s) sepal width, petal length, petal width" in missing.json()["message"]
+    unchosen = client.post("/invocations", json={"instances": [ROW]})
+    assert unchosen.status_code == 400
+    assert "Gyre-Model" in unchosen.json()["message"]
+    unknown = client.post("/invocations", json={"instances": [ROW]}, headers={"Gyre-Model": "x"})
+    assert unknown.status_code == 404
+    assert unknown.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    both = client.post(
+        "/invocations", json={"instances": [ROW], "inputs": [ROW]}, headers={"Gyre-Model": "iris"}
+    )
+    assert both.status_code == 400
+    csv = client.post(
+        "/invocations", content=b"1,2", headers={"Gyre-Model": "iris", "Content-Type": "text/csv"}
+    )
+    assert csv.status_code == 400
+    assert "send application/json" in csv.json()["message"]
+
+
+def test_mlflow_ping(client: AppClient) -> None:
+    assert client.get("/ping").status_code == 200
+
+
+# -- metrics ----------------------------------------------------------------------------
+
+
+def test_metrics_count_requests_batches_and_loads(client: AppClient) -> None:
+    client.post("/v2/models/iris/infer", json=v2_body([ROW]))
+    client.post("/v2/models/iris/infer", content=b"{")
+    text = client.get("/metrics").text
+    assert 'gyre_requests_total{model="iris",protocol="v2",status="200",version="2"} 1.0' in text
+    assert 'gyre_requests_total{model="iris",protocol="v2",status="400",version="2"} 1.0' in text
+    assert 'gyre_request_duration_seconds_bucket{le="0.5",model="iris",protocol="v2",version="2"}' in text
+    assert 'gyre_batch_size_rows_count{model="iris",version="2"} 1.0' in text
+    assert 'gyre_queue_depth{model="iris",version="2"} 0.0' in text
+    assert 'gyre_model_load_events_total{event="loaded",model="iris",version="1"} 1.0' in text
+
+
+# -- reload -----------------------------------------------------------------------------
+
+
+def test_refresh_loads_new_versions_and_follows_alias_moves(
+    client: AppClient, home: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    registry = Registry(home)
+    registry.publish("iris", iris_classifier, iris[0])
+    client.refresh()
+    assert client.get("/v2/models/iris").json()["versions"] == ["1", "2", "3"]
+    assert client.post("/v2/models/iris/infer", json=v2_body([ROW])).json()["model_version"] == "2"
+    registry.set_alias("iris", CHAMPION, 3)
+    client.refresh()
+    assert client.post("/v2/models/iris/infer", json=v2_body([ROW])).json()["model_version"] == "3"
+    registry.delete_version("iris", 1)
+    client.refresh()
+    assert client.get("/v2/models/iris/versions/1").status_code == 404
+    registry.close()
+
+
+def test_a_corrupted_artifact_fails_its_version_only(
+    client: AppClient, home: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    registry = Registry(home)
+    mv = registry.publish("other", iris_classifier, iris[0][:, :4] * 2)
+    path = registry.artifacts.path_of(mv.onnx_sha256)
+    path.write_bytes(b"corrupt")
+    client.refresh()
+    response = client.post("/v2/models/other/infer", json=v2_body([ROW]))
+    assert response.status_code == 503
+    assert "failed to load" in response.json()["error"]
+    assert "corrupted: expected sha256" in response.json()["error"]
+    assert client.post("/v2/models/iris/infer", json=v2_body([ROW])).status_code == 200
+    assert 'event="failed",model="other"' in client.get("/metrics").text
+    registry.close()

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+
+from gyre.errors import BadRequest
+from gyre.registry import Registry
+from gyre.serve import ModelRuntime
+
+
+@pytest.fixture
+def runtime(registry: Registry, iris_classifier: Pipeline, iris: tuple) -> ModelRuntime:
+    mv = registry.publish("iris", iris_classifier, iris[0])
+    return ModelRuntime("iris", 1, registry.onnx_bytes(mv), mv.signature)
+
+
+def test_run_matches_the_native_model(
+    runtime: ModelRuntime, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    feeds, rows = runtime.validate({"X": iris[0][:10].astype(np.float32)})
+    assert rows == 10
+    outputs = runtime.run(feeds)
+    np.testing.assert_array_equal(outputs["label"], iris_classifier.predict(iris[0][:10]))
+    assert runtime.batchable
+
+
+def test_fp64_and_int_inputs_are_cast_to_the_model_dtype(runtime: ModelRuntime) -> None:
+    feeds, _ = runtime.validate({"X": np.ones((2, 4), dtype=np.float64)})
+    assert feeds["X"].dtype == np.float32
+    feeds, _ = runtime.validate({"X": np.ones((2, 4), dtype=np.int32)})
+    assert feeds["X"].dtype == np.float32
+
+
+def test_values_that_cannot_be_cast_are_refused(runtime: ModelRuntime) -> None:
+    with pytest.raises(BadRequest, match="datatype BYTES; model `iris` version 1 expects FP32"):
+        runtime.validate({"X": np.array([["a"] * 4], dtype=object)})
+    with pytest.raises(BadRequest, match="datatype BOOL"):
+        runtime.validate({"X": np.ones((1, 4), dtype=bool)})
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({}, r"needs input `X`; it expects `X` FP32 \[-1, 4\]"),
+        ({"X": np.ones((1, 4), np.float32), "Y": np.ones(1)}, "has no input `Y`"),
+        ({"X": np.ones((1, 3), np.float32)}, r"shape \[1, 3\]; .* expects FP32 \[-1, 4\]"),
+        ({"X": np.ones((4,), np.float32)}, r"shape \[4\]"),
+    ],
+)
+def test_names_and_shapes_are_checked(runtime: ModelRuntime, inputs: dict, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        runtime.validate(inputs)
+
+
+def test_mean_call_time_is_measured(runtime: ModelRuntime) -> None:
+    runtime.warm_up()
+    assert runtime.mean_call_us > 0
