@@ -1,0 +1,85 @@
+"""The `gyre` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+
+
+def gyre(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
+    env["COLUMNS"] = "200"
+    result = subprocess.run(
+        [sys.executable, "-m", "gyre", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"gyre {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def model_files(tmp_path: Path, iris_classifier: Pipeline, iris: tuple) -> tuple[Path, Path]:
+    model = tmp_path / "iris.joblib"
+    joblib.dump(iris_classifier, model)
+    sample = tmp_path / "rows.npy"
+    np.save(sample, iris[0])
+    return model, sample
+
+
+def test_publish_alias_list_show_delete(home: Path, model_files: tuple[Path, Path]) -> None:
+    model, sample = model_files
+    out = gyre(home, "registry", "publish", "iris", str(model), "--sample", str(sample),
+               "--alias", "champion", "--lineage", '{"data": "iris-v1"}').stdout
+    assert "published iris version 1" in out
+    assert "parity max |diff|" in out
+    gyre(home, "registry", "publish", "iris", str(model), "--sample", str(sample))
+    assert "iris@champion -> version 2 (was 1)" in gyre(home, "registry", "alias", "iris", "champion", "2").stdout
+    listing = gyre(home, "registry", "list").stdout
+    assert "champion" in listing and "X FP32[N, 4]" in listing
+    shown = gyre(home, "registry", "show", "iris:1").stdout
+    assert '"data": "iris-v1"' in shown and "output probabilities" in shown
+    assert "iris version 2" in gyre(home, "registry", "show", "iris@champion").stdout
+    assert "deleted iris version 1" in gyre(home, "registry", "delete", "iris", "1").stdout
+    assert "deleted iris@champion" in gyre(home, "registry", "unalias", "iris", "champion").stdout
+
+
+def test_errors_are_one_clear_line_and_exit_1(home: Path, model_files: tuple[Path, Path]) -> None:
+    model, _ = model_files
+    result = gyre(home, "registry", "publish", "iris", str(model), check=False)
+    assert result.returncode == 1
+    assert "needs sample input rows" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = gyre(home, "registry", "show", "nope", check=False)
+    assert result.returncode == 1
+    assert "no model `nope`" in result.stderr
+
+
+def test_demo_trains_publishes_serves_and_calls_every_protocol(home: Path) -> None:
+    out = gyre(home, "demo", "--no-wait", "--port", "0").stdout
+    for title in ("predict (Open Inference Protocol v2)", "predict (TensorFlow Serving REST)",
+                  "predict (MLflow /invocations, dataframe_split)"):
+        assert f"{title}  HTTP 200" in out
+    assert "curl -s -X POST" in out
+    assert "gyre serve exited with status 0" in out
+
+
+def test_importing_the_server_pulls_no_training_stack() -> None:
+    code = (
+        "import sys, gyre.serve\n"
+        "heavy = [m for m in ('sklearn', 'lightgbm', 'torch', 'duckdb', 'pyspark', 'skl2onnx')"
+        " if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,166 @@
+"""The real `gyre serve` process, called over loopback by httpx and by tritonclient."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+
+from gyre.registry import CHAMPION, Registry
+from tests.conftest import ServerProcess, start_server
+
+pytestmark = pytest.mark.integration
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, iris_classifier: Pipeline, iris: tuple) -> Iterator[ServerProcess]:
+    home = tmp_path_factory.mktemp("served") / "home"
+    registry = Registry(home)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.close()
+    server = start_server(home)
+    yield server
+    assert server.stop() == 0
+
+
+def test_tritonclient_talks_to_gyre(served: ServerProcess, iris_classifier: Pipeline) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(served.url.removeprefix("http://"))
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("iris")
+    assert not client.is_model_ready("nope")
+    metadata = client.get_model_metadata("iris")
+    assert metadata["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
+    rows = np.array([ROW, [6.7, 3.0, 5.2, 2.3]])
+    expected_labels = iris_classifier.predict(rows)
+    expected_proba = iris_classifier.predict_proba(rows)
+    for datatype, dtype in (("FP32", np.float32), ("FP64", np.float64)):
+        for binary in (True, False):
+            tensor = triton.InferInput("X", list(rows.shape), datatype)
+            tensor.set_data_from_numpy(rows.astype(dtype), binary_data=binary)
+            outputs = [
+                triton.InferRequestedOutput("label", binary_data=binary),
+                triton.InferRequestedOutput("probabilities", binary_data=binary),
+            ]
+            result = client.infer("iris", [tensor], outputs=outputs, request_id="t-1")
+            np.testing.assert_array_equal(result.as_numpy("label"), expected_labels)
+            np.testing.assert_allclose(result.as_numpy("probabilities"), expected_proba, atol=1e-5)
+            assert result.get_response()["id"] == "t-1"
+        # No outputs named: tritonclient asks for every output in binary.
+        result = client.infer("iris", [tensor])
+        np.testing.assert_array_equal(result.as_numpy("label"), expected_labels)
+    with pytest.raises(triton.InferenceServerException, match="unknown model `nope`"):
+        client.infer("nope", [tensor])
+    client.close()
+
+
+def test_tf_serving_and_mlflow_bodies_over_http(served: ServerProcess) -> None:
+    tf = httpx.post(f"{served.url}/v1/models/iris:predict", json={"instances": [ROW]})
+    assert tf.status_code == 200
+    assert tf.json()["predictions"][0]["label"] == 0
+    mlflow = httpx.post(f"{served.url}/invocations", json={"dataframe_split": {"data": [ROW]}})
+    assert mlflow.status_code == 200  # the only model is the default
+    assert mlflow.json()["predictions"][0]["label"] == 0
+
+
+def test_oversized_chunked_body_is_413(served: ServerProcess) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b" " * 1024 * 1024
+
+    response = httpx.post(f"{served.url}/v2/models/iris/infer", content=chunks(), timeout=30)
+    assert response.status_code == 413
+    assert "serve.max_body_bytes" in response.json()["error"]
+
+
+def test_garbage_on_the_socket_does_not_hurt_the_server(served: ServerProcess) -> None:
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"\x00\xffNOT HTTP AT ALL\r\n\r\n")
+        sock.recv(1024)
+    assert httpx.get(f"{served.url}/v2/health/live").status_code == 200
+
+
+def test_graceful_shutdown_answers_accepted_requests_and_exits_zero(
+    tmp_path: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    home = tmp_path / "home"
+    Registry(home).publish("iris", iris_classifier, iris[0])
+    config = tmp_path / "gyre.toml"
+    # Requests wait up to 1.5 s for their batch to fill, so they are in flight at SIGTERM.
+    config.write_text("[serve.batching]\nmax_batch_size = 1000\nmax_batch_delay_ms = 1500\n")
+    server = start_server(home, config=config)
+    body = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
+    with ThreadPoolExecutor(8) as pool:
+        futures = [
+            pool.submit(httpx.post, f"{server.url}/v2/models/iris/infer", json=body, timeout=30)
+            for _ in range(8)
+        ]
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        statuses = [f.result().status_code for f in futures]
+    assert statuses == [200] * 8
+    assert server.process.wait(timeout=30) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/v2/health/live")
+
+
+def test_hot_reload_under_steady_traffic_fails_no_request(
+    tmp_path: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    home = tmp_path / "home"
+    registry = Registry(home)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    server = start_server(home)
+    body = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
+    answers: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            while not stop.is_set():
+                response = http.post("/v2/models/iris/infer", json=body)
+                version = response.json().get("model_version", "") if response.status_code == 200 else ""
+                answers.append((time.monotonic(), response.status_code, version))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        registry.publish("iris", iris_classifier, iris[0])
+        time.sleep(1.0)
+        moved_at = time.monotonic()
+        registry.set_alias("iris", CHAMPION, 2, reason="hot reload test")
+        deadline = moved_at + 10
+        while time.monotonic() < deadline and not any(
+            v == "2" and t > moved_at for t, _, v in answers[-20:]
+        ):
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert server.stop() == 0
+    statuses = {status for _, status, _ in answers}
+    assert statuses == {200}, f"failed requests during reload: {statuses}"
+    assert len(answers) > 100
+    first_v2 = min(t for t, _, v in answers if v == "2")
+    assert first_v2 - moved_at < 5.0  # reload_interval_ms (500) + load; 2 s in practice
+    assert all(v == "1" for t, _, v in answers if t < moved_at)
+    after = [v for t, _, v in answers if t > first_v2 + 0.1]
+    assert after and all(v == "2" for v in after)
