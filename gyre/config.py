@@ -96,7 +96,7 @@ def _serve_section(data: Mapping[str, Any]) -> ServeConfig:
     data = dict(data)
     models_data = data.pop("models", {})
     batching = _section(ModelServeConfig, data.pop("batching", {}), "serve.batching")
-    serve = _section(ServeConfig, data, "serve")
+    serve: ServeConfig = _section(ServeConfig, data, "serve")
     models = {
         name: _section(
             ModelServeConfig,

@@ -117,7 +117,10 @@ def demo(
             "predict (Open Inference Protocol v2)",
             "POST",
             f"{base}/v2/models/{MODEL}/infer",
-            {"id": "demo-1", "inputs": [{"name": "X", "shape": [1, len(row)], "datatype": "FP32", "data": row}]},
+            {
+                "id": "demo-1",
+                "inputs": [{"name": "X", "shape": [1, len(row)], "datatype": "FP32", "data": row}],
+            },
         )
         _show(
             "predict (TensorFlow Serving REST)",

@@ -124,7 +124,10 @@ def _show_table(mv: ModelVersion) -> Table:
         ("created", _when(mv.created_at)),
         ("gyre version", mv.gyre_version),
         ("onnx sha256", f"{mv.onnx_sha256} ({mv.onnx_bytes} bytes)"),
-        ("native sha256", f"{mv.native_sha256} ({mv.native_bytes} bytes)" if mv.native_sha256 else "-"),
+        (
+            "native sha256",
+            f"{mv.native_sha256} ({mv.native_bytes} bytes)" if mv.native_sha256 else "-",
+        ),
     ]
     rows += [(f"input {s.name}", f"{s.datatype} {_shape(s.shape)}") for s in mv.signature.inputs]
     rows += [(f"output {s.name}", f"{s.datatype} {_shape(s.shape)}") for s in mv.signature.outputs]
@@ -138,6 +141,8 @@ def _show_table(mv: ModelVersion) -> Table:
 
 
 @registry_app.command()
-def show(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="NAME[:VERSION|@ALIAS]")]) -> None:
+def show(
+    ctx: typer.Context, ref: Annotated[str, typer.Argument(help="NAME[:VERSION|@ALIAS]")]
+) -> None:
     """Show one version: signature, artifacts, parity and lineage."""
     console.print(_show_table(_open(ctx).resolve(ref)))

@@ -44,9 +44,7 @@ def check_parity(
         max_diff = float(np.max(np.abs(proba_onnx - proba_native), initial=0.0))
         differ = np.asarray(labels_onnx).reshape(-1) != np.asarray(labels_native).reshape(-1)
         top2 = np.sort(proba_native, axis=1)[:, -2:] if proba_native.shape[1] > 1 else None
-        tied = (
-            (top2[:, 1] - top2[:, 0] <= tolerance) if top2 is not None else np.zeros(rows, bool)
-        )
+        tied = (top2[:, 1] - top2[:, 0] <= tolerance) if top2 is not None else np.zeros(rows, bool)
         mismatches = int(np.sum(differ & ~tied))
     else:
         predicted = np.asarray(onnx_outputs[0], np.float64).reshape(-1)

@@ -24,7 +24,8 @@ def check_name(kind: str, name: str) -> str:
     if not _NAME.match(name) or (kind == "alias" and name.isdigit()):
         raise InvalidModel(
             f"{kind} name {name!r} is not allowed: use 1-128 letters, digits, '_', '.', '-', "
-            "starting with a letter or digit" + (" (and not only digits)" if kind == "alias" else "")
+            "starting with a letter or digit"
+            + (" (and not only digits)" if kind == "alias" else "")
         )
     return name
 
@@ -78,8 +79,10 @@ def _test_input(signature: Signature) -> dict[str, np.ndarray]:
     for spec in signature.inputs:
         shape = tuple(1 if dim < 0 else dim for dim in spec.shape)
         dtype = DATATYPE_TO_NUMPY[spec.datatype]
-        feeds[spec.name] = np.full(shape, "", dtype=object) if spec.datatype == "BYTES" else (
-            np.zeros(shape, dtype=dtype)
+        feeds[spec.name] = (
+            np.full(shape, "", dtype=object)
+            if spec.datatype == "BYTES"
+            else (np.zeros(shape, dtype=dtype))
         )
     return feeds
 
@@ -232,9 +235,9 @@ class Registry:
             lineage=lineage or {},
         )
 
-    def _run_onnx(self, name: str, onnx_bytes: bytes, feeds: dict[str, np.ndarray]) -> list[
-        np.ndarray
-    ]:
+    def _run_onnx(
+        self, name: str, onnx_bytes: bytes, feeds: dict[str, np.ndarray]
+    ) -> list[np.ndarray]:
         import onnxruntime as ort
 
         try:

@@ -39,9 +39,7 @@ def _tensor_spec(value_info: Any) -> TensorSpec:
             f"tensor `{value_info.name}` has ONNX element type {tensor.elem_type}, which gyre "
             f"does not serve; supported: {', '.join(sorted(set(_ONNX_TO_DATATYPE.values())))}"
         )
-    shape = tuple(
-        dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor.shape.dim
-    )
+    shape = tuple(dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor.shape.dim)
     return TensorSpec(name=value_info.name, datatype=datatype, shape=shape)
 
 

@@ -166,7 +166,7 @@ class SQLiteMetadataStore:
         return version
 
     def _live_version_row(self, conn: sqlite3.Connection, model: str, version: int) -> sqlite3.Row:
-        row = conn.execute(
+        row: sqlite3.Row | None = conn.execute(
             "SELECT * FROM versions WHERE model = ? AND version = ?", (model, version)
         ).fetchone()
         if row is None or row["deleted_at"] is not None:
@@ -243,9 +243,9 @@ class SQLiteMetadataStore:
             found[key] = (*found.get(key, ()), row["alias"])
         return found
 
-    def versions(self, model: str | None = None, *, include_deleted: bool = False) -> list[
-        ModelVersion
-    ]:
+    def versions(
+        self, model: str | None = None, *, include_deleted: bool = False
+    ) -> list[ModelVersion]:
         query = "SELECT * FROM versions"
         clauses, params = [], []
         if model is not None:
@@ -287,7 +287,12 @@ class SQLiteMetadataStore:
             else self._conn.execute("SELECT * FROM changes ORDER BY seq")
         )
         return [
-            {"seq": r["seq"], "at": r["at"], "model": r["model"], "action": r["action"],
-             **json.loads(r["detail"])}
+            {
+                "seq": r["seq"],
+                "at": r["at"],
+                "model": r["model"],
+                "action": r["action"],
+                **json.loads(r["detail"]),
+            }
             for r in rows
         ]

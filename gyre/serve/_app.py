@@ -94,8 +94,12 @@ class GyreApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         path: str = scope["path"]
-        protocol = "v2" if path.startswith("/v2") else "tf" if path.startswith("/v1") else (
-            "mlflow" if path in ("/invocations", "/ping", "/health") else "other"
+        protocol = (
+            "v2"
+            if path.startswith("/v2")
+            else "tf"
+            if path.startswith("/v1")
+            else ("mlflow" if path in ("/invocations", "/ping", "/health") else "other")
         )
         labels = _Labels(protocol)
         try:
@@ -129,8 +133,10 @@ class GyreApp:
         if path == "/invocations" and method == "POST":
             return await self._mlflow(scope, receive, labels)
         if path in ("/ping", "/health") and method == "GET":
-            return _json({"status": "ok"} if self.repository.ready else {"status": "loading"},
-                         200 if self.repository.ready else 503)
+            return _json(
+                {"status": "ok"} if self.repository.ready else {"status": "loading"},
+                200 if self.repository.ready else 503,
+            )
         if path == "/metrics" and method == "GET":
             return _Response(
                 200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
@@ -216,7 +222,9 @@ class GyreApp:
         if verb == "predict" and method == "POST" and not rest:
             loaded = snapshot.resolve(model, version, label)
             labels.version = str(loaded.version)
-            inputs, rows = _tfserving.decode_request(await self._body(scope, receive), loaded.runtime)
+            inputs, rows = _tfserving.decode_request(
+                await self._body(scope, receive), loaded.runtime
+            )
             outputs = await self._predict(loaded, inputs)
             return _json(_tfserving.encode_response(outputs, rows))
         if verb is None and method == "GET" and rest in ([], ["metadata"]):
@@ -224,8 +232,11 @@ class GyreApp:
             labels.version = str(loaded.version)
             if rest == ["metadata"]:
                 return _json(_tfserving.metadata(model, loaded.version, loaded.runtime.signature))
-            listed = sorted(snapshot.model_versions(model)) if version is None and label is None \
+            listed = (
+                sorted(snapshot.model_versions(model))
+                if version is None and label is None
                 else [loaded.version]
+            )
             return _json(_tfserving.version_status(listed))
         raise NotFound(
             f"no TF Serving route {method} /v1/models/{'/'.join(parts)}"
@@ -251,7 +262,9 @@ class GyreApp:
         labels.version = str(loaded.version)
         content_type = (_header(scope, b"content-type") or "application/json").split(";")[0]
         if content_type.strip() != "application/json":
-            raise BadRequest(f"content type {content_type!r} is not supported; send application/json")
+            raise BadRequest(
+                f"content type {content_type!r} is not supported; send application/json"
+            )
         inputs = _mlflow.decode_request(await self._body(scope, receive), loaded.runtime)
         outputs = await self._predict(loaded, inputs)
         return _json(_mlflow.encode_response(outputs))

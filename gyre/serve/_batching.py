@@ -24,7 +24,9 @@ from gyre.serve._runtime import ModelRuntime, Tensors
 class _Pending:
     __slots__ = ("alone", "feeds", "future", "key", "rows")
 
-    def __init__(self, feeds: Tensors, rows: int, key: tuple[object, ...], future: asyncio.Future[Tensors]) -> None:
+    def __init__(
+        self, feeds: Tensors, rows: int, key: tuple[object, ...], future: asyncio.Future[Tensors]
+    ) -> None:
         self.feeds = feeds
         self.rows = rows
         self.key = key
@@ -112,9 +114,7 @@ class Batcher:
         feeds = (
             batch[0].feeds
             if len(batch) == 1
-            else {
-                name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds
-            }
+            else {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}
         )
         if self._on_batch is not None:
             self._on_batch(sum(p.rows for p in batch))

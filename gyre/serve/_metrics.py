@@ -10,7 +10,19 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -80,10 +92,10 @@ class ServerMetrics:
         child[1].observe(seconds)
 
     def batch_observer(self, model: str, version: str) -> Callable[[int], None]:
-        return self.batch_rows.labels(model, version).observe  # type: ignore[no-any-return]
+        return self.batch_rows.labels(model, version).observe
 
     def load_event(self, model: str, version: int, event: str) -> None:
         self.load_events.labels(model, str(version), event).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)  # type: ignore[no-any-return]
+        return generate_latest(self.registry)

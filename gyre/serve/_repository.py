@@ -10,6 +10,7 @@ dropped (availability-preserving, as TensorFlow Serving).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -54,9 +55,8 @@ class Snapshot:
             reasons = [why for (name, _), why in self.failed.items() if name == model]
             if reasons:
                 raise Unavailable(f"model `{model}` failed to load: {reasons[-1]}")
-            raise NotFound(
-                f"unknown model `{model}`; served models: {', '.join(sorted(self.versions)) or 'none'}"
-            )
+            served = ", ".join(sorted(self.versions)) or "none"
+            raise NotFound(f"unknown model `{model}`; served models: {served}")
         return found
 
     def resolve(
@@ -104,6 +104,7 @@ class ModelRepository:
             config.inference_threads, thread_name_prefix="gyre-infer"
         )
         self._task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
         metrics.watch_queues(self._queue_depths)
 
     def _queue_depths(self) -> Iterable[tuple[str, str, int]]:
@@ -119,12 +120,11 @@ class ModelRepository:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         await asyncio.gather(
-            *(v.batcher.drain() for vs in self.snapshot.versions.values() for v in vs.values())
+            *(v.batcher.drain() for vs in self.snapshot.versions.values() for v in vs.values()),
+            *self._retiring,
         )
         self._loader.shutdown(wait=False)
         self._inference.shutdown(wait=True)
@@ -170,7 +170,9 @@ class ModelRepository:
         for model, old_versions in old.versions.items():
             for version, loaded in old_versions.items():
                 if version not in versions.get(model, {}):
-                    asyncio.create_task(self._retire(loaded))
+                    task = asyncio.create_task(self._retire(loaded))
+                    self._retiring.add(task)
+                    task.add_done_callback(self._retiring.discard)
 
     def _read_registry(self) -> tuple[list[ModelVersion], dict[str, dict[str, int]]]:
         return self._registry.metadata.versions(), self._registry.metadata.aliases()

@@ -49,7 +49,9 @@ def build_app(config: Config) -> GyreApp:
 
 def serve(config: Config) -> None:
     """Serve until SIGTERM or SIGINT; returns after a graceful shutdown."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = build_app(config)
     server = _Server(
         uvicorn.Config(

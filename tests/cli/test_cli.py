@@ -39,12 +39,26 @@ def model_files(tmp_path: Path, iris_classifier: Pipeline, iris: tuple) -> tuple
 
 def test_publish_alias_list_show_delete(home: Path, model_files: tuple[Path, Path]) -> None:
     model, sample = model_files
-    out = gyre(home, "registry", "publish", "iris", str(model), "--sample", str(sample),
-               "--alias", "champion", "--lineage", '{"data": "iris-v1"}').stdout
+    out = gyre(
+        home,
+        "registry",
+        "publish",
+        "iris",
+        str(model),
+        "--sample",
+        str(sample),
+        "--alias",
+        "champion",
+        "--lineage",
+        '{"data": "iris-v1"}',
+    ).stdout
     assert "published iris version 1" in out
     assert "parity max |diff|" in out
     gyre(home, "registry", "publish", "iris", str(model), "--sample", str(sample))
-    assert "iris@champion -> version 2 (was 1)" in gyre(home, "registry", "alias", "iris", "champion", "2").stdout
+    assert (
+        "iris@champion -> version 2 (was 1)"
+        in gyre(home, "registry", "alias", "iris", "champion", "2").stdout
+    )
     listing = gyre(home, "registry", "list").stdout
     assert "champion" in listing and "X FP32[N, 4]" in listing
     shown = gyre(home, "registry", "show", "iris:1").stdout
@@ -67,8 +81,11 @@ def test_errors_are_one_clear_line_and_exit_1(home: Path, model_files: tuple[Pat
 
 def test_demo_trains_publishes_serves_and_calls_every_protocol(home: Path) -> None:
     out = gyre(home, "demo", "--no-wait", "--port", "0").stdout
-    for title in ("predict (Open Inference Protocol v2)", "predict (TensorFlow Serving REST)",
-                  "predict (MLflow /invocations, dataframe_split)"):
+    for title in (
+        "predict (Open Inference Protocol v2)",
+        "predict (TensorFlow Serving REST)",
+        "predict (MLflow /invocations, dataframe_split)",
+    ):
         assert f"{title}  HTTP 200" in out
     assert "curl -s -X POST" in out
     assert "gyre serve exited with status 0" in out

@@ -85,7 +85,7 @@ def test_publish_file_joblib_needs_a_sample(
 ) -> None:
     path = tmp_path / "model.joblib"
     joblib.dump(iris_classifier, path)
-    with pytest.raises(InvalidModel, match="needs sample input rows.*--sample"):
+    with pytest.raises(InvalidModel, match=r"needs sample input rows.*--sample"):
         registry.publish_file("iris", path)
     sample = tmp_path / "rows.csv"
     np.savetxt(sample, iris[0], delimiter=",", header="a,b,c,d", comments="")
@@ -134,7 +134,7 @@ def test_bad_model_files_are_refused(
 
 
 def test_objects_that_are_not_models_are_refused(registry: Registry, iris: tuple) -> None:
-    with pytest.raises(InvalidModel, match="cannot publish a builtins.dict"):
+    with pytest.raises(InvalidModel, match=r"cannot publish a builtins\.dict"):
         registry.publish("m", {"not": "a model"}, iris[0])
 
 
@@ -190,7 +190,7 @@ def test_soft_delete_refuses_aliased_versions_and_keeps_the_record(
 
 
 def test_unknown_model_says_how_to_list(registry: Registry) -> None:
-    with pytest.raises(ModelNotFound, match="no model `nope`.*gyre registry list"):
+    with pytest.raises(ModelNotFound, match=r"no model `nope`.*gyre registry list"):
         registry.resolve("nope")
 
 
@@ -200,7 +200,10 @@ def test_corrupted_and_missing_artifacts_are_refused_with_the_expected_hash(
     mv = registry.publish("m", iris_classifier, iris[0])
     path = registry.artifacts.path_of(mv.onnx_sha256)
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
-    with pytest.raises(ArtifactCorrupted, match=f"model `m` version 1 is corrupted: expected sha256 {mv.onnx_sha256}"):
+    with pytest.raises(
+        ArtifactCorrupted,
+        match=f"model `m` version 1 is corrupted: expected sha256 {mv.onnx_sha256}",
+    ):
         registry.onnx_bytes(mv)
     path.unlink()
     with pytest.raises(ArtifactCorrupted, match="model `m` version 1 is missing"):

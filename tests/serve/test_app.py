@@ -60,7 +60,9 @@ def test_v2_server_health_and_metadata(client: AppClient) -> None:
     assert client.get("/v2/models/iris/versions/2/ready").status_code == 200
 
 
-def test_v2_infer_flat_and_nested_data_echoes_id(client: AppClient, iris_classifier: Pipeline) -> None:
+def test_v2_infer_flat_and_nested_data_echoes_id(
+    client: AppClient, iris_classifier: Pipeline
+) -> None:
     rows = [ROW, [6.7, 3.0, 5.2, 2.3]]
     nested = client.post("/v2/models/iris/infer", json=v2_body(rows, id="req-7")).json()
     flat_body = v2_body(rows)
@@ -101,8 +103,12 @@ def test_v2_binary_input_and_output(client: AppClient) -> None:
     header = json.dumps(
         {
             "inputs": [
-                {"name": "X", "shape": [2, 4], "datatype": "FP32",
-                 "parameters": {"binary_data_size": rows.nbytes}}
+                {
+                    "name": "X",
+                    "shape": [2, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": rows.nbytes},
+                }
             ],
             "outputs": [
                 {"name": "label", "parameters": {"binary_data": True}},
@@ -129,19 +135,31 @@ def test_v2_binary_data_output_parameter_applies_to_all_outputs(client: AppClien
     body = v2_body([ROW], parameters={"binary_data_output": True})
     response = client.post("/v2/models/iris/infer", json=body)
     length = int(response.headers["inference-header-content-length"])
-    sizes = [o["parameters"]["binary_data_size"] for o in json.loads(response.content[:length])["outputs"]]
+    sizes = [
+        o["parameters"]["binary_data_size"]
+        for o in json.loads(response.content[:length])["outputs"]
+    ]
     assert sizes == [8, 12]
     assert len(response.content) == length + 20
 
 
 def test_v2_bytes_tensors_in_json_and_binary(client: AppClient) -> None:
     body = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a", "bc"]}]}
-    assert client.post("/v2/models/echo/infer", json=body).json()["outputs"][0]["data"] == ["a", "bc"]
+    assert client.post("/v2/models/echo/infer", json=body).json()["outputs"][0]["data"] == [
+        "a",
+        "bc",
+    ]
     raw = b"".join(struct.pack("<I", len(s)) + s for s in (b"xy", b"z"))
     header = json.dumps(
         {
-            "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
-                        "parameters": {"binary_data_size": len(raw)}}],
+            "inputs": [
+                {
+                    "name": "text",
+                    "shape": [2],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
             "parameters": {"binary_data_output": True},
         }
     ).encode()
@@ -172,17 +190,37 @@ def test_v2_two_inputs(client: AppClient) -> None:
         (json.dumps(v2_body([ROW], "FP17")).encode(), 400, "unknown datatype 'FP17'"),
         (json.dumps(v2_body([[1, 2, 3]])).encode(), 400, r"3 values do not fill shape \[1, 4\]"),
         (json.dumps(v2_body([["a", "b", "c", "d"]])).encode(), 400, "not a regular FP32 tensor"),
-        (json.dumps({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32"}]}).encode(),
-         400, "has no `data`"),
-        (json.dumps({"inputs": [{"name": "Y", "shape": [1], "datatype": "FP32", "data": [1]}]}).encode(),
-         400, r"has no input `Y`; it expects `X` FP32 \[-1, 4\]"),
-        (json.dumps(v2_body([ROW], outputs=[{"name": "nope"}])).encode(), 400,
-         "has no output `nope`; outputs: `label`, `probabilities`"),
-        (json.dumps({"inputs": [{"name": "X", "shape": [1, 3], "datatype": "FP32",
-                                 "data": [1, 2, 3]}]}).encode(), 400,
-         r"shape \[1, 3\]; model `iris` version 2 expects FP32 \[-1, 4\]"),
-        (json.dumps({"inputs": [{"name": "X", "shape": [-1, 4], "datatype": "FP32",
-                                 "data": ROW}]}).encode(), 400, "negative dimension"),
+        (
+            json.dumps({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32"}]}).encode(),
+            400,
+            "has no `data`",
+        ),
+        (
+            json.dumps(
+                {"inputs": [{"name": "Y", "shape": [1], "datatype": "FP32", "data": [1]}]}
+            ).encode(),
+            400,
+            r"has no input `Y`; it expects `X` FP32 \[-1, 4\]",
+        ),
+        (
+            json.dumps(v2_body([ROW], outputs=[{"name": "nope"}])).encode(),
+            400,
+            "has no output `nope`; outputs: `label`, `probabilities`",
+        ),
+        (
+            json.dumps(
+                {"inputs": [{"name": "X", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+            ).encode(),
+            400,
+            r"shape \[1, 3\]; model `iris` version 2 expects FP32 \[-1, 4\]",
+        ),
+        (
+            json.dumps(
+                {"inputs": [{"name": "X", "shape": [-1, 4], "datatype": "FP32", "data": ROW}]}
+            ).encode(),
+            400,
+            "negative dimension",
+        ),
     ],
 )
 def test_v2_bad_requests_get_400_with_the_reason(
@@ -196,8 +234,16 @@ def test_v2_bad_requests_get_400_with_the_reason(
 
 def test_v2_binary_size_mismatches_are_400(client: AppClient) -> None:
     header = json.dumps(
-        {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32",
-                     "parameters": {"binary_data_size": 16}}]}
+        {
+            "inputs": [
+                {
+                    "name": "X",
+                    "shape": [1, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 16},
+                }
+            ]
+        }
     ).encode()
     short = client.post(
         "/v2/models/iris/infer",
@@ -260,7 +306,10 @@ def test_tf_status_and_metadata(client: AppClient) -> None:
     status = client.get("/v1/models/iris").json()["model_version_status"]
     assert [s["version"] for s in status] == ["1", "2"]
     assert status[0]["state"] == "AVAILABLE"
-    assert [s["version"] for s in client.get("/v1/models/iris/labels/champion").json()["model_version_status"]] == ["2"]
+    assert [
+        s["version"]
+        for s in client.get("/v1/models/iris/labels/champion").json()["model_version_status"]
+    ] == ["2"]
     meta = client.get("/v1/models/iris/versions/1/metadata").json()
     sig = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert sig["inputs"]["X"]["dtype"] == "DT_FLOAT"
@@ -367,7 +416,10 @@ def test_metrics_count_requests_batches_and_loads(client: AppClient) -> None:
     text = client.get("/metrics").text
     assert 'gyre_requests_total{model="iris",protocol="v2",status="200",version="2"} 1.0' in text
     assert 'gyre_requests_total{model="iris",protocol="v2",status="400",version="2"} 1.0' in text
-    assert 'gyre_request_duration_seconds_bucket{le="0.5",model="iris",protocol="v2",version="2"}' in text
+    assert (
+        'gyre_request_duration_seconds_bucket{le="0.5",model="iris",protocol="v2",version="2"}'
+        in text
+    )
     assert 'gyre_batch_size_rows_count{model="iris",version="2"} 1.0' in text
     assert 'gyre_queue_depth{model="iris",version="2"} 0.0' in text
     assert 'gyre_model_load_events_total{event="loaded",model="iris",version="1"} 1.0' in text

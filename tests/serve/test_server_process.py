@@ -24,7 +24,9 @@ ROW = [5.1, 3.5, 1.4, 0.2]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, iris_classifier: Pipeline, iris: tuple) -> Iterator[ServerProcess]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory, iris_classifier: Pipeline, iris: tuple
+) -> Iterator[ServerProcess]:
     home = tmp_path_factory.mktemp("served") / "home"
     registry = Registry(home)
     registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
@@ -133,7 +135,9 @@ def test_hot_reload_under_steady_traffic_fails_no_request(
         with httpx.Client(base_url=server.url, timeout=10) as http:
             while not stop.is_set():
                 response = http.post("/v2/models/iris/infer", json=body)
-                version = response.json().get("model_version", "") if response.status_code == 200 else ""
+                version = (
+                    response.json().get("model_version", "") if response.status_code == 200 else ""
+                )
                 answers.append((time.monotonic(), response.status_code, version))
 
     threads = [threading.Thread(target=client) for _ in range(4)]

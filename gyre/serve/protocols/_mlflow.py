@@ -7,7 +7,6 @@ from typing import Any
 
 import msgspec
 
-
 from gyre.errors import BadRequest
 from gyre.serve._runtime import ModelRuntime, Tensors
 from gyre.serve.protocols._tensors import array_from_json, columns, prediction_rows, stack_rows
@@ -25,7 +24,9 @@ def decode_request(body: bytes, runtime: ModelRuntime) -> Tensors:
     try:
         request = _decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise BadRequest(f"request body is not a JSON object: {exc}; expected {EXPECTED_BODY}")
+        raise BadRequest(
+            f"request body is not a JSON object: {exc}; expected {EXPECTED_BODY}"
+        ) from None
     given = [key for key in FORMATS if key in request]
     if len(given) != 1:
         raise BadRequest(
@@ -92,12 +93,11 @@ def _table(names: Any, data: list[list[Any]], runtime: ModelRuntime) -> Tensors:
         raise BadRequest(
             f"dataframe row {ragged[0]} has {len(data[ragged[0]])} values for {len(names)} columns"
         )
-    table_columns = list(zip(*data, strict=True)) if data else [[] for _ in names]
-    by_name = dict(zip(names, table_columns, strict=True))
+    by_name = {name: [row[i] for row in data] for i, name in enumerate(names)}
     inputs = {}
     for spec in specs:
         if spec.name in by_name:
-            array = array_from_json(list(by_name[spec.name]), spec, f"column `{spec.name}`")
+            array = array_from_json(by_name[spec.name], spec, f"column `{spec.name}`")
             if len(spec.shape) == 2 and array.ndim == 1:
                 array = array.reshape(-1, 1)
             inputs[spec.name] = array
@@ -106,5 +106,3 @@ def _table(names: Any, data: list[list[Any]], runtime: ModelRuntime) -> Tensors:
 
 def encode_response(outputs: Tensors) -> dict[str, Any]:
     return {"predictions": prediction_rows(outputs)}
-
-

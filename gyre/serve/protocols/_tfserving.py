@@ -38,7 +38,9 @@ def decode_request(body: bytes, runtime: ModelRuntime) -> tuple[Tensors, bool]:
     try:
         request = _decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise BadRequest(f"request body is not a JSON object: {exc}; expected {EXPECTED_BODY}")
+        raise BadRequest(
+            f"request body is not a JSON object: {exc}; expected {EXPECTED_BODY}"
+        ) from None
     if ("instances" in request) == ("inputs" in request):
         raise BadRequest(f"send exactly one of `instances` and `inputs`; expected {EXPECTED_BODY}")
     if "instances" in request:
