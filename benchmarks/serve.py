@@ -1,0 +1,286 @@
+"""Serving benchmark: gyre against in-process onnxruntime, FastAPI + uvicorn, and the
+ceiling of gyre's own HTTP stack, all in one run on this machine.
+
+    make bench            # or: .venv/bin/python benchmarks/serve.py [--seconds 10]
+
+The model: GradientBoostingClassifier, 100 trees of depth 3, 32 features, trained on
+make_classification(20_000, seed 0). Load comes from wrk (Debian's package; installed here
+if missing) in a separate process, with v2 infer requests of 1 and 32 rows. Results go to
+benchmarks/results/serve.json; the README's table is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gyre
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "serve.json"
+FEATURES = 32
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise SystemExit("wrk is missing: run `sudo apt-get install -y wrk`, then rerun")
+    log("installing wrk (Debian package)…")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    return shutil.which("wrk") or "wrk"
+
+
+def build_model(home: Path) -> tuple[Path, np.ndarray]:
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    from gyre.registry import CHAMPION, Registry
+
+    x, y = make_classification(n_samples=20_000, n_features=FEATURES, random_state=0)
+    log("training GradientBoostingClassifier(100 trees, depth 3) on 20k x 32…")
+    model = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=0).fit(x, y)
+    registry = Registry(home)
+    mv = registry.publish("gbdt", model, x[:1000], alias=CHAMPION)
+    onnx_path = home / "gbdt.onnx"
+    onnx_path.write_bytes(registry.onnx_bytes(mv))
+    registry.close()
+    return onnx_path, x[:1000].astype(np.float32)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
+        self.name = name
+        self.port = port
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{name} exited during startup")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise SystemExit(f"{name} did not start")
+
+    def rss_mib(self) -> float:
+        """Peak resident memory of the server process (VmHWM), in MiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+        return round(kib / 1024, 1)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def v2_body(rows: np.ndarray) -> str:
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "X",
+                    "shape": list(rows.shape),
+                    "datatype": "FP32",
+                    "data": [round(float(v), 5) for v in rows.ravel()],
+                }
+            ]
+        }
+    )
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+def run_wrk(
+    wrk: str, url: str, body: str, connections: int, seconds: float, workdir: Path
+) -> dict[str, Any]:
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [==[{body}]==]\n"
+    )
+    out = subprocess.run(
+        [
+            wrk,
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)$", out, re.MULTILINE)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} responses were not 2xx; the result is void")
+    return {
+        "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(latency["50"]),
+        "p99_ms": _ms(latency["99"]),
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def in_process(onnx_path: Path, rows: np.ndarray, batch: int, seconds: float) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    feeds = {"X": rows[:batch]}
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    per_call = np.array(times) * 1000
+    return {
+        "req_per_s": round(len(times) / sum(times), 1),
+        "p50_ms": round(float(np.percentile(per_call, 50)), 4),
+        "p99_ms": round(float(np.percentile(per_call, 99)), 4),
+    }
+
+
+CASES = [  # (name, rows per request, connections)
+    ("1-row c=1", 1, 1),
+    ("1-row c=16", 1, 16),
+    ("1-row c=64", 1, 64),
+    ("32-row c=16", 32, 16),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each case")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    workdir = Path(tempfile.mkdtemp(prefix="gyre-bench-"))
+    home = workdir / "home"
+    onnx_path, rows = build_model(home)
+    bodies = {1: v2_body(rows[:1]), 32: v2_body(rows[:32])}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
+    env["GYRE_BENCH_ONNX"] = str(onnx_path)
+    uvicorn = [sys.executable, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools"]
+    uvicorn += ["--no-access-log", "--log-level", "warning"]
+    servers = {
+        "gyre": [sys.executable, "-m", "gyre", "--home", str(home), "serve"],
+        "fastapi": [*uvicorn, "baselines:fastapi_app"],
+        "ceiling": [*uvicorn, "baselines:ceiling_app"],
+    }
+    results: dict[str, Any] = {"cases": {}}
+    for name, command in servers.items():
+        port = free_port()
+        server = Server(name, [*command, "--port", str(port)], env, port)
+        url = f"http://127.0.0.1:{port}/v2/models/gbdt/infer"
+        try:
+            run_wrk(wrk, url, bodies[1], 16, 2, workdir)  # warm up
+            cases = CASES if name != "ceiling" else [c for c in CASES if c[0] == "1-row c=64"]
+            for case, batch, connections in cases:
+                result = run_wrk(wrk, url, bodies[batch], connections, args.seconds, workdir)
+                result["rows_per_s"] = round(result["req_per_s"] * batch, 1)
+                result["server_rss_mib"] = server.rss_mib()
+                results["cases"].setdefault(case, {})[name] = result
+                log(f"{name:8s} {case:12s} {result}")
+        finally:
+            server.stop()
+    results["in_process"] = {}
+    for batch in (1, 32):
+        result = in_process(onnx_path, rows, batch, min(args.seconds, 5.0))
+        result["rows_per_s"] = round(result["req_per_s"] * batch, 1)
+        results["in_process"][f"{batch}-row"] = result
+    c64, c16x32 = results["cases"]["1-row c=64"], results["cases"]["32-row c=16"]
+
+    def ratio(case: dict[str, Any], metric: str, baseline: str) -> float:
+        return round(case["gyre"][metric] / case[baseline][metric], 2)
+
+    results["ratios"] = {
+        "gyre/fastapi req/s, 1-row c=64": ratio(c64, "req_per_s", "fastapi"),
+        "gyre/fastapi p99, 1-row c=64": ratio(c64, "p99_ms", "fastapi"),
+        "gyre/fastapi rows/s, 32-row c=16": ratio(c16x32, "rows_per_s", "fastapi"),
+        "gyre/ceiling req/s, 1-row c=64": ratio(c64, "req_per_s", "ceiling"),
+    }
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gyre": gyre.__version__,
+        "seconds_per_case": args.seconds,
+        "load_generator": "wrk -t1 (separate process, same machine)",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| case | server | req/s | rows/s | p50 ms | p99 ms | server RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for case, by_server in results["cases"].items():
+        for server, r in by_server.items():
+            rss = r.get("server_rss_mib", "-")
+            lines.append(
+                f"| {case} | {server} | {r['req_per_s']:,.0f} | {r['rows_per_s']:,.0f} | "
+                f"{r['p50_ms']:.3g} | {r['p99_ms']:.3g} | {rss} |"
+            )
+    for batch, r in results["in_process"].items():
+        lines.append(
+            f"| {batch} call | onnxruntime in-process | {r['req_per_s']:,.0f} | "
+            f"{r['rows_per_s']:,.0f} | {r['p50_ms']:.3g} | {r['p99_ms']:.3g} | - |"
+        )
+    lines.append("")
+    lines += [f"- {name}: **{value}**" for name, value in results["ratios"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
