@@ -23,13 +23,24 @@ def two_input_adder() -> bytes:
     return model.SerializeToString()
 
 
-def string_echo() -> bytes:
-    """out = Identity(text), a BYTES [N] tensor."""
+ONNX_TYPES = {
+    "BOOL": TensorProto.BOOL,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+
+
+def identity(datatype: str) -> bytes:
+    """out = Identity(x), both of `datatype` and shape [N, 2]."""
+    kind = ONNX_TYPES[datatype]
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["text"], ["out"])],
-        "echo",
-        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
-        [helper.make_tensor_value_info("out", TensorProto.STRING, ["N"])],
+        [helper.make_node("Identity", ["x"], ["out"])],
+        "identity",
+        [helper.make_tensor_value_info("x", kind, ["N", 2])],
+        [helper.make_tensor_value_info("out", kind, ["N", 2])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     model.ir_version = 10

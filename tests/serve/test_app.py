@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from gyre.config import load_config
 from gyre.registry import CHAMPION, Registry
 from tests.serve.apptest import AppClient
-from tests.serve.models import string_echo, two_input_adder
+from tests.serve.models import ONNX_TYPES, identity, two_input_adder
 
 FEATURES = ("sepal length", "sepal width", "petal length", "petal width")
 
@@ -27,7 +27,8 @@ def client(home: Path, iris_classifier: Pipeline, iris: tuple) -> Iterator[AppCl
     registry.publish("iris", iris_classifier, iris[0], names=FEATURES)
     registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
     registry.publish_onnx("adder", two_input_adder())
-    registry.publish_onnx("echo", string_echo())
+    for datatype in ONNX_TYPES:
+        registry.publish_onnx(f"id-{datatype.lower()}", identity(datatype))
     registry.close()
     app = AppClient(load_config(home=home, serve_overrides={"max_body_bytes": 4096}))
     yield app
@@ -143,33 +144,65 @@ def test_v2_binary_data_output_parameter_applies_to_all_outputs(client: AppClien
     assert len(response.content) == length + 20
 
 
-def test_v2_bytes_tensors_in_json_and_binary(client: AppClient) -> None:
-    body = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a", "bc"]}]}
-    assert client.post("/v2/models/echo/infer", json=body).json()["outputs"][0]["data"] == [
-        "a",
-        "bc",
-    ]
-    raw = b"".join(struct.pack("<I", len(s)) + s for s in (b"xy", b"z"))
+VALUES = {
+    "BOOL": [[True, False], [False, True]],
+    "INT32": [[1, -2], [3, 2**31 - 1]],
+    "INT64": [[1, -2], [3, 2**40]],
+    "FP32": [[0.5, -1.25], [3.0, 1e10]],
+    "FP64": [[0.1, -1e-300], [3.0, 1e300]],
+    "BYTES": [["a", "héllo"], ["", "z"]],
+}
+
+
+def _binary(values: list, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        items = [v.encode() for row in values for v in row]
+        return b"".join(struct.pack("<I", len(v)) + v for v in items)
+    numpy_type = {"BOOL": np.bool_, "INT32": np.int32, "INT64": np.int64,
+                  "FP32": np.float32, "FP64": np.float64}[datatype]  # fmt: skip
+    return np.array(values, dtype=numpy_type).tobytes()
+
+
+@pytest.mark.parametrize("datatype", list(VALUES))
+def test_v2_every_datatype_round_trips_in_json_and_binary(client: AppClient, datatype: str) -> None:
+    url = f"/v2/models/id-{datatype.lower()}/infer"
+    values = VALUES[datatype]
+    body = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": datatype, "data": values}]}
+    response = client.post(url, json=body)
+    assert response.status_code == 200, response.text
+    (out,) = response.json()["outputs"]
+    assert (out["datatype"], out["shape"]) == (datatype, [2, 2])
+    assert out["data"] == [v for row in values for v in row]
+
+    raw = _binary(values, datatype)
     header = json.dumps(
         {
-            "inputs": [
-                {
-                    "name": "text",
-                    "shape": [2],
-                    "datatype": "BYTES",
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ],
+            "inputs": [{"name": "x", "shape": [2, 2], "datatype": datatype,
+                        "parameters": {"binary_data_size": len(raw)}}],
             "parameters": {"binary_data_output": True},
         }
-    ).encode()
+    ).encode()  # fmt: skip
     response = client.post(
-        "/v2/models/echo/infer",
+        url, content=header + raw, headers={"Inference-Header-Content-Length": str(len(header))}
+    )
+    assert response.status_code == 200, response.text
+    length = int(response.headers["inference-header-content-length"])
+    assert response.content[length:] == raw
+
+
+def test_v2_bytes_that_are_not_utf8_are_refused(client: AppClient) -> None:
+    raw = struct.pack("<I", 1) + b"a" + struct.pack("<I", 2) + b"\xff\xfe"
+    header = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BYTES",
+                     "parameters": {"binary_data_size": len(raw)}}]}
+    ).encode()  # fmt: skip
+    response = client.post(
+        "/v2/models/id-bytes/infer",
         content=header + raw,
         headers={"Inference-Header-Content-Length": str(len(header))},
     )
-    length = int(response.headers["inference-header-content-length"])
-    assert response.content[length:] == raw
+    assert response.status_code == 400
+    assert "not UTF-8 text" in response.json()["error"]
 
 
 def test_v2_two_inputs(client: AppClient) -> None:
@@ -263,7 +296,7 @@ def test_v2_binary_size_mismatches_are_400(client: AppClient) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("/v2/models/nope/infer", "unknown model `nope`; served models: adder, echo, iris"),
+        ("/v2/models/nope/infer", "unknown model `nope`; served models: adder, id-bool, id-bytes"),
         ("/v2/models/iris/versions/9/infer", "model `iris` has no version 9; versions: 1, 2"),
         ("/v2/models/iris/versions/x/infer", None),
         ("/v2/nowhere", "no v2 route"),
