@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,48 @@ class RegistryConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelServeConfig:
-    """Per-model serving settings; `[serve.models.NAME]` overrides the server-wide ones."""
+    """Per-model serving settings: `[serve.model_defaults]` for every model,
+    `[serve.models.NAME]` to override them for one."""
 
     max_batch_size: int = 64
     max_batch_delay_ms: float = 0.0
+    # Every request must be answered within this; a request may ask for less.
+    latency_slo_ms: float = 1000.0
+    # Answer for a request that cannot meet its deadline, per output name and per row,
+    # e.g. {label = 0, probabilities = [0.5, 0.5]}; without one such requests get 504.
+    default_output: Mapping[str, Any] | None = None
+    # Learn batch latency and pick the largest batch that meets the earliest deadline;
+    # off: always up to max_batch_size.
+    adaptive_batching: bool = True
+    # On a missed deadline the batch-size cap is multiplied by this (AIMD decrease)…
+    batch_backoff_factor: float = 0.5
+    # …and on a batch that met its deadline while limited by the cap, it grows by this.
+    batch_increase_rows: int = 4
+    # Recent (rows, seconds) batch timings the latency model is fitted on.
+    latency_samples: int = 64
+    # Cache answers by (model, version, exact input bytes) in the shared cache.
+    cache: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerConfig:
+    """A declared consumer, `[serve.consumers.NAME]`. The key itself is never stored:
+    `gyre consumers key` prints a new key and its sha256."""
+
+    key_sha256: str = ""
+    # Models this consumer may call; ["*"] for every model.
+    models: list[str] = dataclasses.field(default_factory=lambda: ["*"])
+    # Requests per second over all server processes; none: unlimited.
+    rate_per_s: float | None = None
+    burst: float | None = None
+    # May move aliases and change traffic policies over HTTP.
+    admin: bool = False
+
+    def __repr__(self) -> str:  # the hash is not the key, but keep logs free of it anyway
+        return (
+            f"ConsumerConfig(models={self.models}, rate_per_s={self.rate_per_s}, "
+            f"admin={self.admin})"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +85,7 @@ class ServeConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     reload_interval_ms: int = 500
     default_model: str | None = None
-    batching: ModelServeConfig = ModelServeConfig()
+    model_defaults: ModelServeConfig = ModelServeConfig()
     models: Mapping[str, ModelServeConfig] = dataclasses.field(default_factory=dict)
     # A batch whose measured inference time is under this runs on the event loop itself;
     # slower ones run on a worker thread (onnxruntime releases the GIL there).
@@ -53,9 +93,18 @@ class ServeConfig:
     inference_threads: int = 1
     onnx_intra_op_threads: int = 1
     shutdown_timeout_s: float = 30.0
+    # Bytes of answers the prediction cache may hold, over all models with `cache = true`.
+    cache_bytes: int = 64 * 1024 * 1024
+    # Backstop for admission control: rows queued per version beyond this are shed.
+    max_queue_rows: int = 100_000
+    consumers: Mapping[str, ConsumerConfig] = dataclasses.field(default_factory=dict)
+    # Serve without consumers on a non-loopback address (everyone may call every model).
+    insecure: bool = False
+    # Server processes sharing the port (SO_REUSEPORT); 0: one per core.
+    workers: int = 1
 
     def for_model(self, name: str) -> ModelServeConfig:
-        return self.models.get(name, self.batching)
+        return self.models.get(name, self.model_defaults)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,45 +116,69 @@ class Config:
     serve: ServeConfig = ServeConfig()
 
 
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether a TOML value fits a field's type (int is accepted for float)."""
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is not None:
+        return isinstance(value, dict if issubclass(origin, Mapping) else origin)
+    return isinstance(value, annotation)
+
+
 def _section(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
             f"unknown setting(s) {', '.join(unknown)} in [{where}]; "
             f"known settings are: {', '.join(sorted(known))}"
         )
-    defaults = cls()
     values: dict[str, Any] = {}
     for name, value in data.items():
-        expected = type(getattr(defaults, name))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-        if getattr(defaults, name) is None:
-            ok = isinstance(value, str)
-        if not ok:
+        if not _accepts(hints[name], value):
+            hint = hints[name]
+            expected = hint.__name__ if isinstance(hint, type) else str(hint)
             raise ConfigError(
-                f"[{where}] {name} = {value!r} has the wrong type; expected {expected.__name__}"
+                f"[{where}] {name} = {value!r} has the wrong type; expected {expected}"
             )
-        values[name] = value
+        values[name] = float(value) if hints[name] is float else value
     return cls(**values)
 
 
 def _serve_section(data: Mapping[str, Any]) -> ServeConfig:
     data = dict(data)
     models_data = data.pop("models", {})
-    batching = _section(ModelServeConfig, data.pop("batching", {}), "serve.batching")
+    consumers_data = data.pop("consumers", {})
+    defaults_data = data.pop("model_defaults", {})
+    defaults = _section(ModelServeConfig, defaults_data, "serve.model_defaults")
     serve: ServeConfig = _section(ServeConfig, data, "serve")
     models = {
-        name: _section(
-            ModelServeConfig,
-            {**dataclasses.asdict(batching), **values},
-            f"serve.models.{name}",
-        )
+        name: _section(ModelServeConfig, {**defaults_data, **values}, f"serve.models.{name}")
         for name, values in models_data.items()
     }
-    return dataclasses.replace(serve, batching=batching, models=models)
+    consumers = {name: _consumer(name, values) for name, values in consumers_data.items()}
+    return dataclasses.replace(serve, model_defaults=defaults, models=models, consumers=consumers)
+
+
+def _consumer(name: str, values: Mapping[str, Any]) -> ConsumerConfig:
+    consumer: ConsumerConfig = _section(ConsumerConfig, values, f"serve.consumers.{name}")
+    digest = consumer.key_sha256.lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ConfigError(
+            f"[serve.consumers.{name}] key_sha256 must be the sha256 hex digest of its key; "
+            "run `gyre consumers key` to make a key and its digest"
+        )
+    if not all(isinstance(m, str) for m in consumer.models) or not consumer.models:
+        raise ConfigError(f"[serve.consumers.{name}] models must be a list of model names")
+    return consumer
 
 
 def load_config(

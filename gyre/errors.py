@@ -12,7 +12,12 @@
         ├── BadRequest               a request that does not match the protocol or signature
         ├── PayloadTooLarge          a body over the configured size
         ├── NotFound                 an unknown route, model, version or label
-        └── Unavailable              the model cannot answer now (shutting down, not loaded)
+        ├── Unauthorized             no valid API key (401)
+        ├── Forbidden                the key may not do this (403)
+        ├── RateLimited              the consumer is over its rate; retry after `retry_after_s`
+        ├── DeadlineExceeded         no answer could be computed before the request's deadline
+        └── Unavailable              the model cannot answer now (not loaded, worker restarting)
+            └── Overloaded           shed by admission control; retry after `retry_after_s`
 
 Each error says what it concerns and what to do next. The server maps these classes to
 HTTP statuses in one place (`gyre.serve.errors`).
@@ -71,3 +76,31 @@ class NotFound(ServeError):
 
 class Unavailable(ServeError):
     """The model cannot answer right now; retry later."""
+
+
+class DeadlineExceeded(ServeError):
+    """The request's deadline passed before an answer was computed (504 without a default)."""
+
+
+class Overloaded(Unavailable):
+    """Admission control shed the request: the queue cannot meet its deadline."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unauthorized(ServeError):
+    """The request carries no valid API key."""
+
+
+class Forbidden(ServeError):
+    """The API key is valid but may not call this model or operation."""
+
+
+class RateLimited(ServeError):
+    """The consumer is over its declared rate."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -29,7 +29,7 @@ def test_home_option_beats_environment_which_beats_default(
 def test_toml_sets_typed_values_and_per_model_overrides(tmp_path: Path) -> None:
     path = tmp_path / "gyre.toml"
     path.write_text(
-        "[serve]\nport = 9000\n[serve.batching]\nmax_batch_size = 8\n"
+        "[serve]\nport = 9000\n[serve.model_defaults]\nmax_batch_size = 8\n"
         "[serve.models.iris]\nmax_batch_delay_ms = 2\n[registry]\nparity_tolerance = 0.001\n"
     )
     config = load_config(home=tmp_path, config_file=path)

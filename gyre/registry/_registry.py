@@ -287,6 +287,17 @@ class Registry:
             check_name("model", name), check_name("alias", alias), version, reason=reason
         )
 
+    def set_policy(
+        self, name: str, kind: str, params: dict[str, Any] | None = None, *, reason: str = ""
+    ) -> dict[str, Any]:
+        """Set the traffic policy of model `name` (see `gyre.registry._policy`)."""
+        from gyre.registry._policy import check_policy
+
+        self.versions(name)  # the model must exist
+        clean = check_policy(kind, params or {})
+        self.metadata.set_policy(name, kind, clean, reason=reason)
+        return clean
+
     def delete_alias(self, name: str, alias: str, *, reason: str = "") -> None:
         self.metadata.delete_alias(name, alias, reason=reason)
 

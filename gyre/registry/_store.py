@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS aliases (
     updated_at REAL NOT NULL,
     PRIMARY KEY (model, alias)
 );
+CREATE TABLE IF NOT EXISTS policies (
+    model TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -274,6 +280,23 @@ class SQLiteMetadataStore:
             for alias in names:
                 found.setdefault(name, {})[alias] = version
         return found
+
+    def set_policy(self, model: str, kind: str, params: dict[str, Any], *, reason: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO policies (model, kind, params, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (model) DO UPDATE SET kind = excluded.kind,"
+                " params = excluded.params, updated_at = excluded.updated_at",
+                (model, kind, json.dumps(params, sort_keys=True), time.time()),
+            )
+            self._record(conn, model, "policy", kind=kind, params=params, why=reason)
+
+    def policies(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """{model: (kind, params)} for models with a traffic policy other than the default."""
+        return {
+            row["model"]: (row["kind"], json.loads(row["params"]))
+            for row in self._conn.execute("SELECT * FROM policies ORDER BY model")
+        }
 
     def change_seq(self) -> int:
         """The sequence number of the latest change; it grows with every write."""

@@ -1,4 +1,4 @@
-"""The ASGI application: routing for the three protocols, body limits, metrics.
+"""The ASGI application: routing for the three protocols, feedback and admin.
 
 A plain ASGI callable rather than a framework: the request path is a handful of string
 comparisons, one msgspec decode, one batched inference and one encode.
@@ -6,68 +6,90 @@ comparisons, one msgspec decode, one batched inference and one encode.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import time
-import zlib
-from collections.abc import Awaitable, Callable
 from typing import Any
-
-import msgspec
 
 import gyre
 from gyre.config import ServeConfig
-from gyre.errors import BadRequest, GyreError, NotFound, PayloadTooLarge
+from gyre.errors import BadRequest, GyreError, NotFound, Overloaded
 from gyre.registry import parse_ref
-from gyre.serve._errors import error_body, status_of
+from gyre.serve._admin import Admin
+from gyre.serve._auth import Gatekeeper, key_of
+from gyre.serve._http import (
+    JSON_HEADERS,
+    Headers,
+    Receive,
+    Response,
+    Scope,
+    Send,
+    deadline_ms,
+    error_response,
+    header,
+    json_response,
+    read_body,
+    version_number,
+)
+from gyre.serve._inference import Prediction, Predictor
 from gyre.serve._metrics import ServerMetrics
-from gyre.serve._repository import LoadedVersion, ModelRepository
-from gyre.serve._runtime import Tensors
+from gyre.serve._repository import ModelRepository
+from gyre.serve._snapshot import LoadedVersion
 from gyre.serve.protocols import _mlflow, _tfserving, _v2
 
 log = logging.getLogger("gyre.serve")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-_JSON = [(b"content-type", b"application/json")]
-_encode = msgspec.json.Encoder().encode
-
-
-class _Response:
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.status = status
-        self.body = body
-        self.headers = headers
-
-
-def _json(payload: Any, status: int = 200) -> _Response:
-    return _Response(status, _encode(payload), _JSON)
 
 
 class _Labels:
     """Metric labels of one request, filled in as routing learns them."""
 
-    __slots__ = ("model", "protocol", "version")
+    __slots__ = ("consumer", "model", "protocol", "version")
 
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol
         self.model = ""
         self.version = ""
+        self.consumer = ""
+
+
+def _answer_headers(prediction: Prediction) -> Headers:
+    headers = [
+        (b"gyre-model-version", str(prediction.loaded.version).encode()),
+        (b"gyre-request-id", prediction.request_id.encode()),
+    ]
+    if prediction.default_reason is not None:
+        headers.append((b"gyre-default", prediction.default_reason.encode()))
+    return headers
+
+
+def _default_fields(prediction: Prediction) -> dict[str, Any]:
+    if prediction.default_reason is None:
+        return {}
+    return {"default": True, "default_reason": prediction.default_reason}
 
 
 class GyreApp:
     """Serves every model version in the repository over v2, TF Serving and MLflow."""
 
     def __init__(
-        self, config: ServeConfig, repository: ModelRepository, metrics: ServerMetrics
+        self,
+        config: ServeConfig,
+        repository: ModelRepository,
+        metrics: ServerMetrics,
+        predictor: Predictor,
+        admin: Admin,
+        gatekeeper: Gatekeeper,
     ) -> None:
         self.config = config
         self.repository = repository
         self.metrics = metrics
+        self.predictor = predictor
+        self.admin = admin
+        self.gatekeeper = gatekeeper
+
+    def _authorize(self, scope: Scope, labels: _Labels, model: str) -> None:
+        labels.model = model
+        if self.gatekeeper.enabled:
+            labels.consumer = self.gatekeeper.check(key_of(scope["headers"]), model=model)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -87,6 +109,7 @@ class GyreApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.predictor.drain()
                 await self.repository.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -98,18 +121,21 @@ class GyreApp:
             "v2"
             if path.startswith("/v2")
             else "tf"
-            if path.startswith("/v1")
-            else ("mlflow" if path in ("/invocations", "/ping", "/health") else "other")
+            if path.startswith("/v1/models")
+            else "mlflow"
+            if path in ("/invocations", "/ping", "/health")
+            else "gyre"
         )
         labels = _Labels(protocol)
         try:
             response = await self._route(scope, receive, path, labels)
         except GyreError as exc:
-            status = status_of(exc)
-            response = _json(error_body(protocol, status, str(exc)), status)
+            if isinstance(exc, Overloaded):
+                self.metrics.shed_request(labels.model)
+            response = error_response(protocol, exc)
         except Exception as exc:  # a bug, not bad input: log it, answer 500
             log.exception("unexpected error on %s %s", scope["method"], path)
-            response = _json(error_body(protocol, 500, f"internal error: {exc}"), 500)
+            response = error_response(protocol, GyreError(f"internal error: {exc}"))
         await send(
             {"type": "http.response.start", "status": response.status, "headers": response.headers}
         )
@@ -121,9 +147,10 @@ class GyreApp:
                 protocol,
                 response.status,
                 time.perf_counter() - start,
+                labels.consumer,
             )
 
-    async def _route(self, scope: Scope, receive: Receive, path: str, labels: _Labels) -> _Response:
+    async def _route(self, scope: Scope, receive: Receive, path: str, labels: _Labels) -> Response:
         method: str = scope["method"]
         parts = path.strip("/").split("/")
         if parts[0] == "v2":
@@ -133,87 +160,118 @@ class GyreApp:
         if path == "/invocations" and method == "POST":
             return await self._mlflow(scope, receive, labels)
         if path in ("/ping", "/health") and method == "GET":
-            return _json(
-                {"status": "ok"} if self.repository.ready else {"status": "loading"},
-                200 if self.repository.ready else 503,
-            )
+            ready = self.repository.ready
+            return json_response({"status": "ok" if ready else "loading"}, 200 if ready else 503)
         if path == "/metrics" and method == "GET":
-            return _Response(
+            return Response(
                 200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
             )
+        if parts[0] == "v1" and len(parts) >= 2 and parts[1] in ("feedback", "admin"):
+            body = await read_body(scope, receive, self.config.max_body_bytes)
+            return await self.admin.handle(method, parts[1:], scope, body)
         raise NotFound(f"no route {method} {path}; see docs/protocols.md for the endpoints")
+
+    async def _predict(
+        self,
+        scope: Scope,
+        loaded: LoadedVersion,
+        inputs: Any,
+        routed: bool,
+        requested_deadline_ms: float | None = None,
+    ) -> Prediction:
+        wanted = deadline_ms(scope)
+        if requested_deadline_ms is not None:
+            wanted = requested_deadline_ms if wanted is None else min(wanted, requested_deadline_ms)
+        return await self.predictor.predict(
+            self.repository.snapshot, loaded, inputs, deadline_ms=wanted, routed=routed
+        )
 
     # -- Open Inference Protocol v2 ----------------------------------------------------------
 
     async def _v2(
         self, method: str, parts: list[str], scope: Scope, receive: Receive, labels: _Labels
-    ) -> _Response:
+    ) -> Response:
         snapshot = self.repository.snapshot
         if not parts or parts == [""]:
-            return _json(
+            return json_response(
                 {"name": "gyre", "version": gyre.__version__, "extensions": ["binary_tensor_data"]}
             )
         if parts[0] == "health" and len(parts) == 2 and method == "GET":
             if parts[1] == "live":
-                return _json({"live": True})
+                return json_response({"live": True})
             if parts[1] == "ready":
                 ready = self.repository.ready
-                return _json({"ready": ready}, 200 if ready else 503)
+                return json_response({"ready": ready}, 200 if ready else 503)
         if parts[0] == "models" and len(parts) >= 2:
-            model = labels.model = parts[1]
+            model = parts[1]
+            self._authorize(scope, labels, model)
             rest = parts[2:]
             version: int | None = None
             if len(rest) >= 2 and rest[0] == "versions":
-                version = _version_number(rest[1])
+                version = version_number(rest[1])
                 labels.version = rest[1]
                 rest = rest[2:]
             if rest == ["infer"] and method == "POST":
-                loaded = snapshot.resolve(model, version)
-                labels.version = str(loaded.version)
-                body = await self._body(scope, receive)
-                header = _header(scope, b"inference-header-content-length")
-                header_length = None
-                if header is not None:
-                    if not header.isdigit():
-                        raise BadRequest("Inference-Header-Content-Length must be an integer")
-                    header_length = int(header)
-                call = _v2.decode_request(body, header_length, loaded.runtime)
-                outputs = await self._predict(loaded, call.inputs)
-                payload, json_length = _v2.encode_response(call, loaded.runtime, outputs)
-                if json_length is None:
-                    return _Response(200, payload, _JSON)
-                return _Response(
-                    200,
-                    payload,
-                    [
-                        (b"content-type", b"application/octet-stream"),
-                        (b"inference-header-content-length", str(json_length).encode()),
-                    ],
-                )
+                return await self._v2_infer(scope, receive, labels, model, version)
             if method == "GET" and rest in ([], ["ready"]):
                 if rest == ["ready"]:
-                    loaded = snapshot.resolve(model, version)
-                    return _json({"name": model, "ready": True})
+                    snapshot.resolve(model, version)
+                    return json_response({"name": model, "ready": True})
                 versions = snapshot.model_versions(model)
                 loaded = snapshot.resolve(model, version)
                 listed = sorted(versions) if version is None else [loaded.version]
-                return _json(_v2.model_metadata(model, listed, loaded.runtime.signature))
+                return json_response(_v2.model_metadata(model, listed, loaded.runtime.signature))
         raise NotFound(f"no v2 route {method} /v2/{'/'.join(parts)}; see docs/protocols.md")
+
+    async def _v2_infer(
+        self, scope: Scope, receive: Receive, labels: _Labels, model: str, version: int | None
+    ) -> Response:
+        loaded = self.repository.snapshot.resolve(model, version)
+        labels.version = str(loaded.version)
+        body = await read_body(scope, receive, self.config.max_body_bytes)
+        length = header(scope, b"inference-header-content-length")
+        if length is not None and not length.isdigit():
+            raise BadRequest("Inference-Header-Content-Length must be an integer")
+        call = _v2.decode_request(body, int(length) if length else None, loaded.runtime)
+        parameters = call.request.parameters or {}
+        timeout_us = parameters.get("timeout")
+        requested = None
+        if timeout_us is not None:
+            if not isinstance(timeout_us, (int, float)) or isinstance(timeout_us, bool):
+                raise BadRequest("parameters.timeout must be a number of microseconds")
+            requested = timeout_us / 1000.0
+        prediction = await self._predict(scope, loaded, call.inputs, version is None, requested)
+        payload, json_length = _v2.encode_response(
+            call, loaded.runtime, prediction.outputs, _default_fields(prediction)
+        )
+        headers = _answer_headers(prediction)
+        if json_length is None:
+            return Response(200, payload, JSON_HEADERS + headers)
+        return Response(
+            200,
+            payload,
+            [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(json_length).encode()),
+                *headers,
+            ],
+        )
 
     # -- TensorFlow Serving REST -------------------------------------------------------------
 
     async def _tf(
         self, method: str, parts: list[str], scope: Scope, receive: Receive, labels: _Labels
-    ) -> _Response:
+    ) -> Response:
         verb = None
         if ":" in parts[-1]:
             parts[-1], verb = parts[-1].split(":", 1)
-        model = labels.model = parts[0]
+        model = parts[0]
+        self._authorize(scope, labels, model)
         rest = parts[1:]
         version: int | None = None
         label: str | None = None
         if len(rest) >= 2 and rest[0] == "versions":
-            version = _version_number(rest[1])
+            version = version_number(rest[1])
             rest = rest[2:]
         elif len(rest) >= 2 and rest[0] == "labels":
             label = rest[1]
@@ -222,22 +280,24 @@ class GyreApp:
         if verb == "predict" and method == "POST" and not rest:
             loaded = snapshot.resolve(model, version, label)
             labels.version = str(loaded.version)
-            inputs, rows = _tfserving.decode_request(
-                await self._body(scope, receive), loaded.runtime
+            body = await read_body(scope, receive, self.config.max_body_bytes)
+            inputs, rows = _tfserving.decode_request(body, loaded.runtime)
+            routed = version is None and label is None
+            prediction = await self._predict(scope, loaded, inputs, routed)
+            answer = _tfserving.encode_response(prediction.outputs, rows)
+            return json_response(
+                {**answer, **_default_fields(prediction)}, headers=_answer_headers(prediction)
             )
-            outputs = await self._predict(loaded, inputs)
-            return _json(_tfserving.encode_response(outputs, rows))
         if verb is None and method == "GET" and rest in ([], ["metadata"]):
             loaded = snapshot.resolve(model, version, label)
             labels.version = str(loaded.version)
             if rest == ["metadata"]:
-                return _json(_tfserving.metadata(model, loaded.version, loaded.runtime.signature))
-            listed = (
-                sorted(snapshot.model_versions(model))
-                if version is None and label is None
-                else [loaded.version]
-            )
-            return _json(_tfserving.version_status(listed))
+                return json_response(
+                    _tfserving.metadata(model, loaded.version, loaded.runtime.signature)
+                )
+            everything = version is None and label is None
+            listed = sorted(snapshot.model_versions(model)) if everything else [loaded.version]
+            return json_response(_tfserving.version_status(listed))
         raise NotFound(
             f"no TF Serving route {method} /v1/models/{'/'.join(parts)}"
             + (f":{verb}" if verb else "")
@@ -246,9 +306,9 @@ class GyreApp:
 
     # -- MLflow scoring ----------------------------------------------------------------------
 
-    async def _mlflow(self, scope: Scope, receive: Receive, labels: _Labels) -> _Response:
+    async def _mlflow(self, scope: Scope, receive: Receive, labels: _Labels) -> Response:
         snapshot = self.repository.snapshot
-        ref = _header(scope, b"gyre-model") or self.config.default_model
+        ref = header(scope, b"gyre-model") or self.config.default_model
         if ref is None:
             if len(snapshot.versions) != 1:
                 raise BadRequest(
@@ -257,74 +317,19 @@ class GyreApp:
                 )
             ref = next(iter(snapshot.versions))
         model, version, label = parse_ref(ref)
-        labels.model = model
+        self._authorize(scope, labels, model)
         loaded = snapshot.resolve(model, version, label)
         labels.version = str(loaded.version)
-        content_type = (_header(scope, b"content-type") or "application/json").split(";")[0]
+        content_type = (header(scope, b"content-type") or "application/json").split(";")[0]
         if content_type.strip() != "application/json":
             raise BadRequest(
                 f"content type {content_type!r} is not supported; send application/json"
             )
-        inputs = _mlflow.decode_request(await self._body(scope, receive), loaded.runtime)
-        outputs = await self._predict(loaded, inputs)
-        return _json(_mlflow.encode_response(outputs))
-
-    # -- shared ------------------------------------------------------------------------------
-
-    async def _predict(self, loaded: LoadedVersion, inputs: Tensors) -> Tensors:
-        feeds, rows = loaded.runtime.validate(inputs)
-        return await loaded.batcher.submit(feeds, rows)
-
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.config.max_body_bytes
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(
-                f"request body of {declared} bytes is over the limit of {limit} bytes "
-                "(serve.max_body_bytes); send fewer rows per request"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(
-                    f"request body is over the limit of {limit} bytes (serve.max_body_bytes); "
-                    "send fewer rows per request"
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = _header(scope, b"content-encoding")
-        if encoding in ("gzip", "deflate"):
-            body = _decompress(body, encoding, limit)
-        return body
-
-
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    try:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-        data = inflater.decompress(body, limit + 1)
-    except (zlib.error, gzip.BadGzipFile) as exc:
-        raise BadRequest(f"body is not valid {encoding} data: {exc}") from None
-    if len(data) > limit:
-        raise PayloadTooLarge(
-            f"decompressed body is over the limit of {limit} bytes (serve.max_body_bytes)"
+        body = await read_body(scope, receive, self.config.max_body_bytes)
+        inputs = _mlflow.decode_request(body, loaded.runtime)
+        routed = version is None and label is None
+        prediction = await self._predict(scope, loaded, inputs, routed)
+        answer = _mlflow.encode_response(prediction.outputs)
+        return json_response(
+            {**answer, **_default_fields(prediction)}, headers=_answer_headers(prediction)
         )
-    return data
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-def _version_number(text: str) -> int:
-    if not text.isdigit():
-        raise BadRequest(f"version {text!r} must be a positive integer")
-    return int(text)

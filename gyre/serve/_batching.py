@@ -1,179 +1,91 @@
-"""Per-version request batching: concurrent requests merge into one inference call.
+"""The adaptive batch-size policy: pure, with time passed in (no clock, no I/O).
 
-The loop is greedy, like TensorFlow Serving's and Clipper's: while one batch runs, arriving
-requests queue; when it finishes, everything queued (up to `max_batch_size` rows) becomes
-the next batch. `max_batch_delay_ms` > 0 additionally waits up to that long for a batch to
-fill when the model is idle. A batch whose measured inference time is under
-`inline_inference_max_us` runs on the event loop (a thread hand-off would cost more than
-the model); slower ones run on a worker thread, where onnxruntime releases the GIL.
+It fits batch latency as `intercept + slope * rows` by least squares over the most recent
+batch timings, and picks the largest batch predicted to finish before the earliest
+deadline in the queue. An AIMD cap keeps it honest where the fit is wrong: a batch that
+misses its deadline multiplies the cap by `backoff_factor`; one that meets it while the cap
+limited its size grows the cap by `increase_rows`. When the model slows down, new timings
+move the fit, and the batches it picks shrink.
 """
 
 from __future__ import annotations
 
-import asyncio
+import math
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Executor
-
-import numpy as np
-
-from gyre.errors import BadRequest
-from gyre.serve._runtime import ModelRuntime, Tensors
 
 
-class _Pending:
-    __slots__ = ("alone", "feeds", "future", "key", "rows")
-
-    def __init__(
-        self, feeds: Tensors, rows: int, key: tuple[object, ...], future: asyncio.Future[Tensors]
-    ) -> None:
-        self.feeds = feeds
-        self.rows = rows
-        self.key = key
-        self.future = future
-        self.alone = False
-
-
-class Batcher:
-    """Queues requests for one model version and runs them in merged batches."""
+class AdaptiveBatchPolicy:
+    """Chooses batch sizes under deadlines; `record` feeds it what each batch cost."""
 
     def __init__(
         self,
-        runtime: ModelRuntime,
-        *,
         max_batch_size: int,
-        max_batch_delay_ms: float,
-        inline_inference_max_us: float,
-        executor: Executor,
-        on_batch: Callable[[int], None] | None = None,
+        *,
+        backoff_factor: float = 0.5,
+        increase_rows: int = 4,
+        samples: int = 64,
+        adaptive: bool = True,
     ) -> None:
-        self.runtime = runtime
         self.max_batch_size = max(1, max_batch_size)
-        self.max_batch_delay_s = max(0.0, max_batch_delay_ms) / 1000.0
-        self.inline_inference_max_us = inline_inference_max_us
-        self._executor = executor
-        self._on_batch = on_batch
-        self._queue: deque[_Pending] = deque()
-        self._queued_rows = 0
-        self._busy = False
-        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.backoff_factor = backoff_factor
+        self.increase_rows = max(1, increase_rows)
+        self.adaptive = adaptive
+        self.cap = self.max_batch_size if not adaptive else 1
+        self._timings: deque[tuple[int, float]] = deque(maxlen=max(2, samples))
+        self.intercept_s = 0.0
+        self.slope_s = 0.0
+
+    # -- learning ---------------------------------------------------------------------------
+
+    def record(self, rows: int, seconds: float, *, met_deadline: bool, cap_limited: bool) -> None:
+        """One batch of `rows` took `seconds`; it met (or missed) its earliest deadline, and
+        was (or was not) cut short by the cap while more rows were waiting."""
+        self._timings.append((rows, seconds))
+        self._fit()
+        if not self.adaptive:
+            return
+        if not met_deadline:
+            self.cap = max(1, math.floor(self.cap * self.backoff_factor))
+        elif cap_limited:
+            self.cap = min(self.max_batch_size, self.cap + self.increase_rows)
+
+    def _fit(self) -> None:
+        n = len(self._timings)
+        mean_rows = sum(r for r, _ in self._timings) / n
+        mean_s = sum(s for _, s in self._timings) / n
+        spread = sum((r - mean_rows) ** 2 for r, _ in self._timings)
+        if spread == 0.0:
+            # One batch size seen so far: latency proportional to rows is the safe guess.
+            self.intercept_s, self.slope_s = 0.0, mean_s / max(mean_rows, 1.0)
+            return
+        slope = sum((r - mean_rows) * (s - mean_s) for r, s in self._timings) / spread
+        slope = max(slope, 0.0)
+        self.slope_s = slope
+        self.intercept_s = max(mean_s - slope * mean_rows, 0.0)
+
+    # -- deciding ---------------------------------------------------------------------------
 
     @property
-    def queued_requests(self) -> int:
-        return len(self._queue)
+    def calibrated(self) -> bool:
+        return bool(self._timings)
 
-    def submit(self, feeds: Tensors, rows: int) -> asyncio.Future[Tensors]:
-        """Queue validated inputs; the future resolves to this request's outputs."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Tensors] = loop.create_future()
-        key = tuple((name, array.shape[1:], array.dtype) for name, array in feeds.items())
-        self._queue.append(_Pending(feeds, rows, key, future))
-        self._queued_rows += rows
-        self._idle.clear()
-        if not self._busy:
-            self._schedule(loop)
-        return future
+    def predict_s(self, rows: int) -> float:
+        """Predicted seconds for one batch of `rows`; 0 before any timing."""
+        return self.intercept_s + self.slope_s * rows
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        full = self._queued_rows >= self.max_batch_size
-        if self._scheduled is not None:
-            if full and isinstance(self._scheduled, asyncio.TimerHandle):
-                self._scheduled.cancel()
-                self._scheduled = loop.call_soon(self._flush)
-            return
-        if full or self.max_batch_delay_s == 0.0:
-            self._scheduled = loop.call_soon(self._flush)
-        else:
-            self._scheduled = loop.call_later(self.max_batch_delay_s, self._flush)
+    def batch_size(self, now: float, earliest_deadline: float) -> int:
+        """The largest batch (at least 1) predicted to finish by `earliest_deadline`."""
+        limit = min(self.cap, self.max_batch_size)
+        if not self.adaptive or self.slope_s == 0.0:
+            return limit
+        budget = earliest_deadline - now - self.intercept_s
+        fits = math.floor(budget / self.slope_s) if budget > 0 else 0
+        return max(1, min(limit, fits))
 
-    def _take(self) -> list[_Pending]:
-        first = self._queue.popleft()
-        batch = [first]
-        rows = first.rows
-        if self.runtime.batchable and not first.alone:
-            while self._queue:
-                nxt = self._queue[0]
-                if nxt.alone or nxt.key != first.key or rows + nxt.rows > self.max_batch_size:
-                    break
-                batch.append(self._queue.popleft())
-                rows += nxt.rows
-        self._queued_rows -= rows
-        return batch
-
-    def _flush(self) -> None:
-        self._scheduled = None
-        # Requests whose caller went away (disconnect, timeout) are not computed.
-        while self._queue and self._queue[0].future.done():
-            self._queued_rows -= self._queue.popleft().rows
-        if not self._queue:
-            self._idle.set()
-            return
-        batch = self._take()
-        feeds = (
-            batch[0].feeds
-            if len(batch) == 1
-            else {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}
-        )
-        if self._on_batch is not None:
-            self._on_batch(sum(p.rows for p in batch))
-        loop = asyncio.get_running_loop()
-        if self.runtime.mean_call_us <= self.inline_inference_max_us:
-            try:
-                outputs = self.runtime.run(feeds)
-            except Exception as exc:
-                self._fail(batch, exc)
-            else:
-                self._complete(batch, outputs)
-            self._next(loop)
-            return
-        self._busy = True
-        done = loop.run_in_executor(self._executor, self.runtime.run, feeds)
-        done.add_done_callback(lambda f: self._finished(batch, f))
-
-    def _finished(self, batch: list[_Pending], done: asyncio.Future[Tensors]) -> None:
-        self._busy = False
-        exc = done.exception()
-        if exc is not None:
-            self._fail(batch, exc)
-        else:
-            self._complete(batch, done.result())
-        self._next(asyncio.get_running_loop())
-
-    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._queue:
-            self._schedule(loop)
-        else:
-            self._idle.set()
-
-    def _complete(self, batch: list[_Pending], outputs: Tensors) -> None:
-        if len(batch) == 1:
-            if not batch[0].future.done():
-                batch[0].future.set_result(outputs)
-            return
-        start = 0
-        for pending in batch:
-            end = start + pending.rows
-            if not pending.future.done():
-                pending.future.set_result({name: out[start:end] for name, out in outputs.items()})
-            start = end
-
-    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
-        if len(batch) > 1:
-            # One request's values may have broken the whole batch: run each alone, so
-            # only that request fails.
-            for pending in reversed(batch):
-                pending.alone = True
-                self._queue.appendleft(pending)
-                self._queued_rows += pending.rows
-            return
-        pending = batch[0]
-        if not pending.future.done():
-            pending.future.set_exception(
-                BadRequest(f"{self.runtime.what} could not compute this input: {exc}")
-            )
-
-    async def drain(self) -> None:
-        """Wait until every queued request has been answered."""
-        await self._idle.wait()
+    def drain_s(self, rows: int) -> float:
+        """Predicted seconds to serve `rows` queued rows in batches of the current cap."""
+        if rows <= 0:
+            return 0.0
+        size = max(1, min(self.cap, self.max_batch_size))
+        full, rest = divmod(rows, size)
+        return full * self.predict_s(size) + (self.predict_s(rest) if rest else 0.0)

@@ -6,27 +6,44 @@ from typing import Any
 
 from gyre.errors import (
     BadRequest,
+    DeadlineExceeded,
+    Forbidden,
     GyreError,
     InvalidModel,
+    ModelNotFound,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
+    RegistryError,
+    Unauthorized,
     Unavailable,
 )
 
 _STATUS: tuple[tuple[type[GyreError], int], ...] = (
     (BadRequest, 400),
     (InvalidModel, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
     (NotFound, 404),
+    (ModelNotFound, 404),
     (PayloadTooLarge, 413),
+    (RateLimited, 429),
     (Unavailable, 503),
+    (DeadlineExceeded, 504),
+    (RegistryError, 409),
 )
 
 # MLflow's scoring server names its errors with these codes.
 _MLFLOW_CODES = {
     400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
     404: "RESOURCE_DOES_NOT_EXIST",
+    409: "INVALID_STATE",
     413: "BAD_REQUEST",
+    429: "REQUEST_LIMIT_EXCEEDED",
     503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
     500: "INTERNAL_ERROR",
 }
 

@@ -13,93 +13,43 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Iterable
+import random
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from typing import Any
 
 from gyre.config import ServeConfig
-from gyre.errors import GyreError, NotFound, Unavailable
-from gyre.registry import CHAMPION, ModelVersion, Registry
-from gyre.serve._batching import Batcher
+from gyre.errors import GyreError
+from gyre.registry import ModelVersion, Registry
+from gyre.serve._batcher import Batcher
+from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
-from gyre.serve._runtime import ModelRuntime
+from gyre.serve._runtime import ModelRuntime, Runtime
+from gyre.serve._snapshot import LoadedVersion, Route, Snapshot, build_route, default_row
 
 log = logging.getLogger("gyre.serve")
-
-
-@dataclass(frozen=True)
-class LoadedVersion:
-    record: ModelVersion
-    runtime: ModelRuntime
-    batcher: Batcher
-
-    @property
-    def model(self) -> str:
-        return self.record.model
-
-    @property
-    def version(self) -> int:
-        return self.record.version
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the server serves at one moment; never mutated after it is built."""
-
-    versions: dict[str, dict[int, LoadedVersion]] = field(default_factory=dict)
-    aliases: dict[str, dict[str, int]] = field(default_factory=dict)
-    failed: dict[tuple[str, int], str] = field(default_factory=dict)
-
-    def model_versions(self, model: str) -> dict[int, LoadedVersion]:
-        found = self.versions.get(model)
-        if not found:
-            reasons = [why for (name, _), why in self.failed.items() if name == model]
-            if reasons:
-                raise Unavailable(f"model `{model}` failed to load: {reasons[-1]}")
-            served = ", ".join(sorted(self.versions)) or "none"
-            raise NotFound(f"unknown model `{model}`; served models: {served}")
-        return found
-
-    def resolve(
-        self, model: str, version: int | None = None, label: str | None = None
-    ) -> LoadedVersion:
-        """A version by number, by alias (`label`), else the champion, else the latest."""
-        versions = self.model_versions(model)
-        aliases = self.aliases.get(model, {})
-        if label is not None:
-            if label not in aliases:
-                raise NotFound(
-                    f"model `{model}` has no alias `{label}`; aliases: "
-                    f"{', '.join(sorted(aliases)) or 'none'}"
-                )
-            version = aliases[label]
-        elif version is None:
-            version = aliases.get(CHAMPION, max(versions))
-        loaded = versions.get(version)
-        if loaded is None:
-            if (model, version) in self.failed:
-                raise Unavailable(
-                    f"model `{model}` version {version} failed to load: "
-                    f"{self.failed[(model, version)]}"
-                )
-            raise NotFound(
-                f"model `{model}` has no version {version}; versions: "
-                f"{', '.join(str(v) for v in sorted(versions))}"
-            )
-        return loaded
 
 
 class ModelRepository:
     """Keeps `snapshot` in step with the registry."""
 
-    def __init__(self, registry: Registry, config: ServeConfig, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        config: ServeConfig,
+        metrics: ServerMetrics,
+        feedback: FeedbackStore,
+        rng: random.Random | None = None,
+    ) -> None:
         self._registry = registry
         self._config = config
         self._metrics = metrics
+        self.feedback = feedback
+        self._rng = rng or random.Random()
         self.snapshot = Snapshot()
         self.ready = False
         self._seen_seq = -1
-        # One thread reads the registry and builds sessions; another runs slow batches.
+        # One thread reads the registry and builds sessions; others run slow batches.
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="gyre-loader")
         self._inference: Executor = ThreadPoolExecutor(
             config.inference_threads, thread_name_prefix="gyre-infer"
@@ -114,6 +64,7 @@ class ModelRepository:
                 yield model, str(version), loaded.batcher.queued_requests
 
     async def start(self) -> None:
+        self.feedback.start()
         await self.refresh()
         self.ready = True
         self._task = asyncio.create_task(self._poll(), name="gyre-reload")
@@ -127,8 +78,20 @@ class ModelRepository:
             *(v.batcher.drain() for vs in self.snapshot.versions.values() for v in vs.values()),
             *self._retiring,
         )
+        for versions in self.snapshot.versions.values():
+            for loaded in versions.values():
+                _close(loaded.runtime)
+        await self.feedback.close()
         self._loader.shutdown(wait=False)
         self._inference.shutdown(wait=True)
+
+    async def call_registry(self, fn: Callable[[Registry], Any]) -> Any:
+        """Run `fn(registry)` on the loader thread (the registry's connection lives there),
+        then reload at once so the change is served without waiting for the next poll."""
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._loader, fn, self._registry)
+        await self.refresh()
+        return result
 
     async def _poll(self) -> None:
         interval = self._config.reload_interval_ms / 1000.0
@@ -140,36 +103,54 @@ class ModelRepository:
                 log.exception("reloading the registry failed; serving the previous snapshot")
 
     async def refresh(self) -> None:
-        """Load what changed in the registry and swap the snapshot."""
+        """Load what changed in the registry and swap the snapshot; update bandits."""
         loop = asyncio.get_running_loop()
         seq = await loop.run_in_executor(self._loader, self._registry.metadata.change_seq)
-        if seq == self._seen_seq:
-            return
-        records, aliases = await loop.run_in_executor(self._loader, self._read_registry)
+        if seq != self._seen_seq:
+            await self._reload(loop)
+            self._seen_seq = seq
+        await self._update_bandits()
+
+    async def _reload(self, loop: asyncio.AbstractEventLoop) -> None:
+        records, aliases, policies = await loop.run_in_executor(self._loader, self._read_registry)
         old = self.snapshot
         versions: dict[str, dict[int, LoadedVersion]] = {}
         failed: dict[tuple[str, int], str] = {}
         loaded_any = False
         for record in records:
+            key = (record.model, record.version)
             current = old.versions.get(record.model, {}).get(record.version)
-            if current is None and (record.model, record.version) in old.failed:
-                failed[(record.model, record.version)] = old.failed[(record.model, record.version)]
+            if current is None and key in old.failed:
+                failed[key] = old.failed[key]
                 continue
             if current is None:
                 try:
-                    runtime = await loop.run_in_executor(self._loader, self._load, record)
-                except GyreError as exc:
+                    current = await loop.run_in_executor(self._loader, self._load, record)
+                except (GyreError, ValueError) as exc:
                     log.error("could not load %s:%s: %s", record.model, record.version, exc)
                     self._metrics.load_event(record.model, record.version, "failed")
-                    failed[(record.model, record.version)] = str(exc)
+                    failed[key] = str(exc)
                     continue
-                current = LoadedVersion(record, runtime, self._batcher(runtime))
                 loaded_any = True
                 self._metrics.load_event(record.model, record.version, "loaded")
                 log.info("loaded %s:%s", record.model, record.version)
             versions.setdefault(record.model, {})[record.version] = current
-        self.snapshot = Snapshot(versions=versions, aliases=aliases, failed=failed)
-        self._seen_seq = seq
+        stats = await self.feedback.bandit_stats(
+            [m for m, (kind, _) in policies.items() if kind == "bandit"]
+        )
+        routes: dict[str, Route] = {}
+        for model, (kind, params) in policies.items():
+            route = build_route(
+                kind,
+                params,
+                versions.get(model, {}),
+                aliases.get(model, {}),
+                self._rng,
+                stats.get(model, {}),
+            )
+            if route is not None:
+                routes[model] = route
+        self.snapshot = Snapshot(versions=versions, aliases=aliases, failed=failed, routes=routes)
         if loaded_any:
             _freeze_heap()
         for model, old_versions in old.versions.items():
@@ -179,10 +160,39 @@ class ModelRepository:
                     self._retiring.add(task)
                     task.add_done_callback(self._retiring.discard)
 
-    def _read_registry(self) -> tuple[list[ModelVersion], dict[str, dict[str, int]]]:
-        return self._registry.metadata.versions(), self._registry.metadata.aliases()
+    async def _update_bandits(self) -> None:
+        bandits = {m: r for m, r in self.snapshot.routes.items() if r.kind == "bandit"}
+        if not bandits:
+            return
+        stats = await self.feedback.bandit_stats(list(bandits))
+        for model, route in bandits.items():
+            route.selector.update(stats.get(model, {}))  # type: ignore[union-attr]
 
-    def _load(self, record: ModelVersion) -> ModelRuntime:
+    def _read_registry(
+        self,
+    ) -> tuple[list[ModelVersion], dict[str, dict[str, int]], dict[str, tuple[str, Any]]]:
+        metadata = self._registry.metadata
+        return metadata.versions(), metadata.aliases(), metadata.policies()
+
+    def _load(self, record: ModelVersion) -> LoadedVersion:
+        settings = self._config.for_model(record.model)
+        default = (
+            default_row(record, settings.default_output)
+            if settings.default_output is not None
+            else None
+        )
+        runtime = self._runtime(record)
+        batcher = Batcher(
+            runtime,
+            settings,
+            inline_inference_max_us=self._config.inline_inference_max_us,
+            executor=self._inference,
+            max_queue_rows=self._config.max_queue_rows,
+            on_batch=self._metrics.batch_observer(record.model, str(record.version)),
+        )
+        return LoadedVersion(record, runtime, batcher, settings, default)
+
+    def _runtime(self, record: ModelVersion) -> Runtime:
         data = self._registry.onnx_bytes(record)
         runtime = ModelRuntime(
             record.model,
@@ -194,21 +204,17 @@ class ModelRepository:
         runtime.warm_up()
         return runtime
 
-    def _batcher(self, runtime: ModelRuntime) -> Batcher:
-        settings = self._config.for_model(runtime.model)
-        return Batcher(
-            runtime,
-            max_batch_size=settings.max_batch_size,
-            max_batch_delay_ms=settings.max_batch_delay_ms,
-            inline_inference_max_us=self._config.inline_inference_max_us,
-            executor=self._inference,
-            on_batch=self._metrics.batch_observer(runtime.model, str(runtime.version)),
-        )
-
     async def _retire(self, loaded: LoadedVersion) -> None:
         await loaded.batcher.drain()
+        _close(loaded.runtime)
         self._metrics.load_event(loaded.model, loaded.version, "unloaded")
         log.info("unloaded %s:%s", loaded.model, loaded.version)
+
+
+def _close(runtime: Runtime) -> None:
+    close = getattr(runtime, "close", None)
+    if close is not None:
+        close()
 
 
 def _freeze_heap() -> None:

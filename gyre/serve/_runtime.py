@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 
@@ -11,6 +12,24 @@ from gyre.errors import BadRequest
 from gyre.types import DATATYPE_TO_NUMPY, Signature, TensorSpec
 
 Tensors = dict[str, np.ndarray]
+
+
+class Runtime(Protocol):
+    """What a batcher needs of a model: ONNX sessions and Python workers both provide it."""
+
+    model: str
+    version: int
+    signature: Signature
+    batchable: bool
+    inline_allowed: bool
+    mean_call_us: float
+
+    @property
+    def what(self) -> str: ...
+
+    def validate(self, inputs: dict[str, np.ndarray]) -> tuple[Tensors, int]: ...
+
+    def run(self, feeds: Tensors) -> Tensors: ...
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
@@ -44,6 +63,7 @@ class ModelRuntime:
             onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._output_names = [spec.name for spec in signature.outputs]
+        self.inline_allowed = True
         self.batchable = all(s.batched for s in signature.inputs) and all(
             s.batched for s in signature.outputs
         )

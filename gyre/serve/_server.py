@@ -16,7 +16,12 @@ import uvicorn
 
 from gyre.config import Config
 from gyre.registry import Registry
+from gyre.serve._admin import Admin
 from gyre.serve._app import GyreApp
+from gyre.serve._auth import Gatekeeper
+from gyre.serve._cache import PredictionCache
+from gyre.serve._feedback import FeedbackStore
+from gyre.serve._inference import Predictor
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._repository import ModelRepository
 
@@ -39,12 +44,16 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def build_app(config: Config) -> GyreApp:
+def build_app(config: Config, processes: int = 1) -> GyreApp:
     """The ASGI app over the registry under `config.home`; models load at startup."""
     metrics = ServerMetrics()
     registry = Registry.from_config(config)
-    repository = ModelRepository(registry, config.serve, metrics)
-    return GyreApp(config.serve, repository, metrics)
+    feedback = FeedbackStore(config.home / "feedback.db")
+    repository = ModelRepository(registry, config.serve, metrics, feedback)
+    predictor = Predictor(PredictionCache(config.serve.cache_bytes), feedback, metrics)
+    gatekeeper = Gatekeeper(config.serve.consumers, processes=processes)
+    admin = Admin(gatekeeper, feedback, repository.call_registry)
+    return GyreApp(config.serve, repository, metrics, predictor, admin, gatekeeper)
 
 
 def serve(config: Config) -> None:

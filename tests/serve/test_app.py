@@ -447,8 +447,14 @@ def test_metrics_count_requests_batches_and_loads(client: AppClient) -> None:
     client.post("/v2/models/iris/infer", json=v2_body([ROW]))
     client.post("/v2/models/iris/infer", content=b"{")
     text = client.get("/metrics").text
-    assert 'gyre_requests_total{model="iris",protocol="v2",status="200",version="2"} 1.0' in text
-    assert 'gyre_requests_total{model="iris",protocol="v2",status="400",version="2"} 1.0' in text
+    assert (
+        'gyre_requests_total{consumer="",model="iris",protocol="v2",status="200",version="2"} 1.0'
+        in text
+    )
+    assert (
+        'gyre_requests_total{consumer="",model="iris",protocol="v2",status="400",version="2"} 1.0'
+        in text
+    )
     assert (
         'gyre_request_duration_seconds_bucket{le="0.5",model="iris",protocol="v2",version="2"}'
         in text

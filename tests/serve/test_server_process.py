@@ -103,7 +103,10 @@ def test_graceful_shutdown_answers_accepted_requests_and_exits_zero(
     Registry(home).publish("iris", iris_classifier, iris[0])
     config = tmp_path / "gyre.toml"
     # Requests wait up to 1.5 s for their batch to fill, so they are in flight at SIGTERM.
-    config.write_text("[serve.batching]\nmax_batch_size = 1000\nmax_batch_delay_ms = 1500\n")
+    config.write_text(
+        "[serve.model_defaults]\nmax_batch_size = 1000\nmax_batch_delay_ms = 1500\n"
+        "adaptive_batching = false\nlatency_slo_ms = 10000\n"
+    )
     server = start_server(home, config=config)
     body = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
     with ThreadPoolExecutor(8) as pool:

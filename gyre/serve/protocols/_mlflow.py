@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from gyre.errors import BadRequest
-from gyre.serve._runtime import ModelRuntime, Tensors
+from gyre.serve._runtime import Runtime, Tensors
 from gyre.serve.protocols._tensors import array_from_json, columns, prediction_rows, stack_rows
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -20,7 +20,7 @@ EXPECTED_BODY = (
 _decoder = msgspec.json.Decoder(dict[str, Any])
 
 
-def decode_request(body: bytes, runtime: ModelRuntime) -> Tensors:
+def decode_request(body: bytes, runtime: Runtime) -> Tensors:
     try:
         request = _decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -59,7 +59,7 @@ def decode_request(body: bytes, runtime: ModelRuntime) -> Tensors:
     return _table(names, [list(record.values()) for record in value], runtime)
 
 
-def _table(names: Any, data: list[list[Any]], runtime: ModelRuntime) -> Tensors:
+def _table(names: Any, data: list[list[Any]], runtime: Runtime) -> Tensors:
     """A table as model inputs: columns are the features of a single 2-D input, or else
     the model's inputs by name."""
     specs = runtime.signature.inputs

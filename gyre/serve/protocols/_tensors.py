@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from gyre.errors import BadRequest
-from gyre.serve._runtime import ModelRuntime, Tensors
+from gyre.serve._runtime import Runtime, Tensors
 from gyre.types import DATATYPE_TO_NUMPY, TensorSpec
 
 
@@ -43,7 +43,7 @@ def reshape(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
     return array.reshape(shape)
 
 
-def stack_rows(rows: Any, runtime: ModelRuntime, where: str) -> Tensors:
+def stack_rows(rows: Any, runtime: Runtime, where: str) -> Tensors:
     """Row-format instances (TF Serving `instances`, MLflow `instances`) as input tensors.
 
     With one input, each instance is that input's value for one row; with several, each
@@ -67,7 +67,7 @@ def stack_rows(rows: Any, runtime: ModelRuntime, where: str) -> Tensors:
     }
 
 
-def columns(values: Any, runtime: ModelRuntime, where: str) -> Tensors:
+def columns(values: Any, runtime: Runtime, where: str) -> Tensors:
     """Columnar inputs (TF Serving / MLflow `inputs`): one tensor, or an object of them."""
     specs = runtime.signature.inputs
     if isinstance(values, dict):

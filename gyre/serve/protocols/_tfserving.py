@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from gyre.errors import BadRequest
-from gyre.serve._runtime import ModelRuntime, Tensors
+from gyre.serve._runtime import Runtime, Tensors
 from gyre.serve.protocols._tensors import columns, prediction_rows, stack_rows, to_json_value
 from gyre.types import Signature
 
@@ -33,7 +33,7 @@ _TF_DTYPES = {
 _decoder = msgspec.json.Decoder(dict[str, Any])
 
 
-def decode_request(body: bytes, runtime: ModelRuntime) -> tuple[Tensors, bool]:
+def decode_request(body: bytes, runtime: Runtime) -> tuple[Tensors, bool]:
     """Named input arrays, and whether the request used the row (`instances`) format."""
     try:
         request = _decoder.decode(body)

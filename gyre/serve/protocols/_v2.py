@@ -12,7 +12,7 @@ import msgspec
 import numpy as np
 
 from gyre.errors import BadRequest
-from gyre.serve._runtime import ModelRuntime, Tensors
+from gyre.serve._runtime import Runtime, Tensors
 from gyre.serve.protocols._tensors import array_from_json, reshape
 from gyre.types import DATATYPE_TO_NUMPY, Signature, TensorSpec, datatype_of
 
@@ -84,7 +84,7 @@ def _encode_bytes_elements(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def decode_request(body: bytes, header_length: int | None, runtime: ModelRuntime) -> V2Call:
+def decode_request(body: bytes, header_length: int | None, runtime: Runtime) -> V2Call:
     """Parse a JSON (or JSON + binary) infer request into named arrays."""
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
@@ -157,7 +157,7 @@ def _wants_binary(request: InferenceRequest, output: RequestOutput | None) -> bo
 
 
 def encode_response(
-    call: V2Call, runtime: ModelRuntime, outputs: Tensors
+    call: V2Call, runtime: Runtime, outputs: Tensors, parameters: dict[str, Any] | None = None
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary data follows it."""
     request = call.request
@@ -193,6 +193,8 @@ def encode_response(
     }
     if request.id is not None:
         body["id"] = request.id
+    if parameters:
+        body["parameters"] = parameters
     header = _encoder.encode(body)
     if not blobs:
         return header, None

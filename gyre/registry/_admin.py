@@ -1,0 +1,47 @@
+"""Registry operations as JSON in, JSON out: what the server's admin endpoints call.
+
+The server mounts these routes (behind an admin key) but the writes live here, in the
+control plane's package: the data plane itself never changes the registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gyre.errors import InvalidModel
+from gyre.registry._registry import Registry
+
+
+def _reason(body: dict[str, Any], who: str) -> str:
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        raise InvalidModel("`reason` must be a string")
+    return f"{reason} (over HTTP by `{who}`)" if who else f"{reason} (over HTTP)"
+
+
+def set_alias(
+    registry: Registry, model: str, alias: str, body: dict[str, Any], who: str
+) -> dict[str, Any]:
+    version = body.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidModel('send {"version": N, "reason": "why"} to point an alias at version N')
+    previous = registry.set_alias(model, alias, version, reason=_reason(body, who))
+    return {"model": model, "alias": alias, "version": version, "previous": previous}
+
+
+def delete_alias(
+    registry: Registry, model: str, alias: str, body: dict[str, Any], who: str
+) -> dict[str, Any]:
+    registry.delete_alias(model, alias, reason=_reason(body, who))
+    return {"model": model, "alias": alias, "deleted": True}
+
+
+def set_policy(registry: Registry, model: str, body: dict[str, Any], who: str) -> dict[str, Any]:
+    kind = body.get("kind")
+    params = body.get("params", {})
+    if not isinstance(kind, str) or not isinstance(params, dict):
+        raise InvalidModel(
+            'send {"kind": "split", "params": {"weights": {"champion": 90, "challenger": 10}}}'
+        )
+    clean = registry.set_policy(model, kind, params, reason=_reason(body, who))
+    return {"model": model, "kind": kind, "params": clean}

@@ -1,0 +1,132 @@
+"""Declared consumers: API keys (stored as sha256), model scopes, rate limits, admin rights.
+
+Undeclared consumers are a named ML technical debt: once any consumer is declared, every
+model call needs a key. Health and metrics endpoints stay open for load balancers and
+scrapers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from gyre.config import ConsumerConfig
+from gyre.errors import Forbidden, RateLimited, Unauthorized
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return "gyre_" + secrets.token_urlsafe(24)
+
+
+class TokenBucket:
+    """`rate_per_s` tokens a second, up to `burst`; pure, with the time passed in."""
+
+    def __init__(self, rate_per_s: float, burst: float, now: float) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = max(burst, 1.0)
+        self.tokens = self.burst
+        self.updated = now
+
+    def take(self, now: float) -> float:
+        """0.0 when a token was taken, else the seconds until one is available."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate_per_s
+
+
+@dataclass(frozen=True)
+class Consumer:
+    name: str
+    models: frozenset[str] | None  # None: every model
+    admin: bool
+
+    def may_call(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+class Gatekeeper:
+    """Checks keys, scopes and rates. With no consumer declared everything is allowed,
+    except admin operations, which always need an admin key."""
+
+    def __init__(
+        self,
+        consumers: Mapping[str, ConsumerConfig],
+        *,
+        processes: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.enabled = bool(consumers)
+        self._clock = clock
+        self._by_hash: dict[str, Consumer] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        for name, declared in consumers.items():
+            models = None if "*" in declared.models else frozenset(declared.models)
+            self._by_hash[declared.key_sha256.lower()] = Consumer(name, models, declared.admin)
+            if declared.rate_per_s is not None:
+                # Each server process enforces its share of the declared rate.
+                rate = declared.rate_per_s / processes
+                burst = (declared.burst or declared.rate_per_s) / processes
+                self._buckets[name] = TokenBucket(rate, burst, clock())
+
+    def identify(self, key: str | None) -> Consumer | None:
+        if key is None:
+            return None
+        digest = hash_key(key)
+        for known, consumer in self._by_hash.items():
+            if hmac.compare_digest(known, digest):
+                return consumer
+        return None
+
+    def check(self, key: str | None, *, model: str | None = None, admin: bool = False) -> str:
+        """The consumer's name ("" when auth is off); raises 401/403/429 errors."""
+        if not self.enabled:
+            if admin:
+                raise Forbidden(
+                    "admin operations need an admin key; declare a consumer with "
+                    "admin = true in [serve.consumers.NAME] (see `gyre consumers key`)"
+                )
+            return ""
+        consumer = self.identify(key)
+        if consumer is None:
+            raise Unauthorized(
+                "this server needs an API key: send `Authorization: Bearer KEY` "
+                "(or `X-Api-Key: KEY`) with a key declared in [serve.consumers]"
+                if key is None
+                else "the API key is not valid; check it against [serve.consumers]"
+            )
+        if admin and not consumer.admin:
+            raise Forbidden(f"consumer `{consumer.name}` may not run admin operations")
+        if model is not None and not consumer.may_call(model):
+            raise Forbidden(f"consumer `{consumer.name}` may not call model `{model}`")
+        bucket = self._buckets.get(consumer.name)
+        if bucket is not None:
+            wait_s = bucket.take(self._clock())
+            if wait_s > 0:
+                raise RateLimited(
+                    f"consumer `{consumer.name}` is over its rate of "
+                    f"{bucket.rate_per_s:g} requests/s per server process; retry later",
+                    retry_after_s=max(1, int(wait_s + 0.999)),
+                )
+        return consumer.name
+
+
+def key_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = bytes(value).decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token:
+                return token.strip()
+        elif name == b"x-api-key":
+            return bytes(value).decode("latin-1").strip()
+    return None

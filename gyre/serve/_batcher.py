@@ -1,0 +1,268 @@
+"""Per-version request batching under deadlines (Clipper's model queue).
+
+Requests wait in a deadline-ordered queue. When the model is idle, the batch-size policy
+(`_batching.AdaptiveBatchPolicy`) picks how many rows the earliest deadline allows, and the
+queue yields that many compatible requests as one inference call. While a batch runs,
+arrivals queue and form the next one. `max_batch_delay_ms` > 0 additionally waits up to
+that long for a batch to fill when the model is idle.
+
+Every request carries a timer at its deadline: if no answer exists by then, its future
+fails with `DeadlineExceeded` (the server answers the model's default, or 504) and the
+request is skipped if still queued. A request predicted to miss its deadline even alone is
+answered at once rather than wasting inference. Admission control refuses a request with
+`Overloaded` when the measured service times say the queue cannot meet its deadline.
+
+A batch whose measured inference time is under `inline_inference_max_us` runs on the event
+loop (a thread hand-off would cost more than the model); slower ones run on a worker
+thread, where onnxruntime releases the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+import numpy as np
+
+from gyre.config import ModelServeConfig
+from gyre.errors import BadRequest, DeadlineExceeded, GyreError, Overloaded
+from gyre.serve._batching import AdaptiveBatchPolicy
+from gyre.serve._queue import DeadlineQueue
+from gyre.serve._runtime import Runtime, Tensors
+
+
+class _Pending:
+    __slots__ = ("alone", "deadline", "feeds", "future", "key", "rows", "timer")
+
+    def __init__(
+        self,
+        feeds: Tensors,
+        rows: int,
+        key: tuple[object, ...],
+        future: asyncio.Future[Tensors],
+        deadline: float,
+    ) -> None:
+        self.feeds = feeds
+        self.rows = rows
+        self.key = key
+        self.future = future
+        self.deadline = deadline
+        self.alone = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _expire(pending: _Pending, reason: str) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(DeadlineExceeded(reason))
+
+
+class Batcher:
+    """Queues requests for one model version and runs them in merged batches."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: ModelServeConfig,
+        *,
+        inline_inference_max_us: float,
+        executor: Executor,
+        max_queue_rows: int = 100_000,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.policy = AdaptiveBatchPolicy(
+            settings.max_batch_size,
+            backoff_factor=settings.batch_backoff_factor,
+            increase_rows=settings.batch_increase_rows,
+            samples=settings.latency_samples,
+            adaptive=settings.adaptive_batching,
+        )
+        self.max_batch_delay_s = max(0.0, settings.max_batch_delay_ms) / 1000.0
+        self.inline_inference_max_us = inline_inference_max_us
+        self.max_queue_rows = max_queue_rows
+        self._executor = executor
+        self._on_batch = on_batch
+        self._queue: DeadlineQueue[_Pending] = DeadlineQueue()
+        self._busy = False
+        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def queued_requests(self) -> int:
+        return len(self._queue)
+
+    def submit(self, feeds: Tensors, rows: int, deadline: float) -> asyncio.Future[Tensors]:
+        """Queue validated inputs to be answered by `deadline` (event-loop time); the future
+        resolves to this request's outputs or fails with `DeadlineExceeded`."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._admit(now, rows, deadline)
+        future: asyncio.Future[Tensors] = loop.create_future()
+        key = tuple((name, array.shape[1:], array.dtype) for name, array in feeds.items())
+        pending = _Pending(feeds, rows, key, future, deadline)
+        pending.timer = loop.call_at(
+            deadline, _expire, pending, f"deadline of {self.runtime.what} passed before an answer"
+        )
+        self._queue.push(deadline, rows, pending)
+        self._idle.clear()
+        if not self._busy:
+            self._schedule(loop)
+        return future
+
+    def _admit(self, now: float, rows: int, deadline: float) -> None:
+        queued = self._queue.rows + rows
+        wait_s = self.policy.drain_s(queued) if self.policy.calibrated else 0.0
+        if queued > self.max_queue_rows or now + wait_s > deadline:
+            raise Overloaded(
+                f"{self.runtime.what} is overloaded: {queued} rows queued, predicted wait "
+                f"{wait_s * 1000:.0f} ms exceeds the request's deadline; retry later",
+                retry_after_s=max(1, math.ceil(wait_s)),
+            )
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        full = self._queue.rows >= self.policy.max_batch_size
+        if self._scheduled is not None:
+            if full and isinstance(self._scheduled, asyncio.TimerHandle):
+                self._scheduled.cancel()
+                self._scheduled = loop.call_soon(self._flush)
+            return
+        if full or self.max_batch_delay_s == 0.0:
+            self._scheduled = loop.call_soon(self._flush)
+        else:
+            # Wait for the batch to fill, but never so long that the earliest request
+            # could no longer be computed in time.
+            latest = self._queue.earliest_deadline() - self.policy.predict_s(self._queue.rows)
+            when = min(loop.time() + self.max_batch_delay_s, latest)
+            self._scheduled = loop.call_at(when, self._flush)
+
+    def _fits(self, first: _Pending, other: _Pending) -> bool:
+        return (
+            self.runtime.batchable
+            and not first.alone
+            and not other.alone
+            and (other.key == first.key)
+        )
+
+    def _flush(self) -> None:
+        self._scheduled = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        # Requests already answered (deadline passed, caller gone) need no work; requests
+        # that cannot finish in time even alone are answered now instead of computed late.
+        queue = self._queue
+        while queue:
+            head = queue.peek()
+            if head.future.done():
+                queue.pop()
+            elif self.policy.calibrated and now + self.policy.predict_s(head.rows) > head.deadline:
+                _expire(queue.pop(), f"{self.runtime.what} cannot answer before the deadline")
+            else:
+                break
+        if not queue:
+            self._idle.set()
+            return
+        size = self.policy.batch_size(now, queue.earliest_deadline())
+        batch = queue.take(size, self._fits)
+        rows = sum(p.rows for p in batch)
+        cap_limited = bool(queue) and rows >= size
+        feeds = (
+            batch[0].feeds
+            if len(batch) == 1
+            else {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}
+        )
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        earliest = min(p.deadline for p in batch)
+        inline = (
+            self.runtime.inline_allowed and self.runtime.mean_call_us < self.inline_inference_max_us
+        )
+        if inline:
+            try:
+                outputs = self.runtime.run(feeds)
+            except Exception as exc:
+                self._fail(batch, exc)
+            else:
+                self._complete(batch, outputs)
+                self._learn(rows, now, earliest, cap_limited)
+            self._next(loop)
+            return
+        self._busy = True
+        done = loop.run_in_executor(self._executor, self.runtime.run, feeds)
+        done.add_done_callback(lambda f: self._finished(batch, f, rows, now, earliest, cap_limited))
+
+    def _learn(self, rows: int, started: float, earliest: float, cap_limited: bool) -> None:
+        finished = asyncio.get_running_loop().time()
+        self.policy.record(
+            rows, finished - started, met_deadline=finished <= earliest, cap_limited=cap_limited
+        )
+
+    def _finished(
+        self,
+        batch: list[_Pending],
+        done: asyncio.Future[Tensors],
+        rows: int,
+        started: float,
+        earliest: float,
+        cap_limited: bool,
+    ) -> None:
+        self._busy = False
+        exc = done.exception()
+        if exc is not None:
+            self._fail(batch, exc)
+        else:
+            self._complete(batch, done.result())
+            self._learn(rows, started, earliest, cap_limited)
+        self._next(asyncio.get_running_loop())
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._queue:
+            self._schedule(loop)
+        else:
+            self._idle.set()
+
+    @staticmethod
+    def _resolve(pending: _Pending, outputs: Tensors) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if not pending.future.done():
+            pending.future.set_result(outputs)
+
+    def _complete(self, batch: list[_Pending], outputs: Tensors) -> None:
+        if len(batch) == 1:
+            self._resolve(batch[0], outputs)
+            return
+        start = 0
+        for pending in batch:
+            end = start + pending.rows
+            self._resolve(pending, {name: out[start:end] for name, out in outputs.items()})
+            start = end
+
+    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
+        if isinstance(exc, GyreError):  # the model as a whole failed (e.g. worker died)
+            for pending in batch:
+                if pending.timer is not None:
+                    pending.timer.cancel()
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        if len(batch) > 1:
+            # One request's values may have broken the whole batch: run each alone, so
+            # only that request fails.
+            for pending in batch:
+                pending.alone = True
+                self._queue.push(pending.deadline, pending.rows, pending)
+            return
+        pending = batch[0]
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if not pending.future.done():
+            pending.future.set_exception(
+                BadRequest(f"{self.runtime.what} could not compute this input: {exc}")
+            )
+
+    async def drain(self) -> None:
+        """Wait until every queued request has been answered."""
+        await self._idle.wait()

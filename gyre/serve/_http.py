@@ -1,0 +1,112 @@
+"""The small HTTP vocabulary of the ASGI app: responses, headers, bodies, errors."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from gyre.errors import BadRequest, GyreError, Overloaded, PayloadTooLarge, RateLimited
+from gyre.serve._errors import error_body, status_of
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+encode_json = msgspec.json.Encoder().encode
+
+
+class Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: Headers) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+def json_response(payload: Any, status: int = 200, headers: Headers | None = None) -> Response:
+    return Response(status, encode_json(payload), JSON_HEADERS + (headers or []))
+
+
+def error_response(protocol: str, exc: GyreError) -> Response:
+    status = status_of(exc)
+    headers: Headers = []
+    if isinstance(exc, (Overloaded, RateLimited)):
+        headers.append((b"retry-after", str(exc.retry_after_s).encode()))
+    return json_response(error_body(protocol, status, str(exc)), status, headers)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole body, refused with 413 past `limit` bytes (also after decompression)."""
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"request body of {declared} bytes is over the limit of {limit} bytes "
+            "(serve.max_body_bytes); send fewer rows per request"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"request body is over the limit of {limit} bytes (serve.max_body_bytes); "
+                "send fewer rows per request"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = header(scope, b"content-encoding")
+    if encoding in ("gzip", "deflate"):
+        body = _decompress(body, encoding, limit)
+    return body
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    try:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {encoding} data: {exc}") from None
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"decompressed body is over the limit of {limit} bytes (serve.max_body_bytes)"
+        )
+    return data
+
+
+def version_number(text: str) -> int:
+    if not text.isdigit():
+        raise BadRequest(f"version {text!r} must be a positive integer")
+    return int(text)
+
+
+def deadline_ms(scope: Scope) -> float | None:
+    """The client's deadline from the `Gyre-Deadline-Ms` header, in milliseconds."""
+    value = header(scope, b"gyre-deadline-ms")
+    if value is None:
+        return None
+    try:
+        ms = float(value)
+    except ValueError:
+        raise BadRequest(
+            f"Gyre-Deadline-Ms must be a number of milliseconds, got {value!r}"
+        ) from None
+    if not ms > 0:
+        raise BadRequest(f"Gyre-Deadline-Ms must be positive, got {value!r}")
+    return ms

@@ -1,0 +1,141 @@
+"""One prediction, start to end: deadline, cache, batch, default answer, shadow, records."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gyre.errors import DeadlineExceeded, GyreError
+from gyre.serve._cache import PredictionCache, cache_key
+from gyre.serve._feedback import FeedbackStore
+from gyre.serve._metrics import ServerMetrics
+from gyre.serve._runtime import Tensors
+from gyre.serve._snapshot import LoadedVersion, Snapshot
+
+log = logging.getLogger("gyre.serve")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    loaded: LoadedVersion
+    outputs: Tensors
+    request_id: str
+    default_reason: str | None = None
+    cached: bool = False
+
+
+def _first_row(outputs: Tensors) -> Any:
+    first = next(iter(outputs.values()))
+    return first[0].tolist() if len(first) else None
+
+
+def _agree(a: Tensors, b: Tensors) -> bool:
+    x, y = next(iter(a.values())), next(iter(b.values()))
+    if x.shape != y.shape:
+        return False
+    if x.dtype.kind == "f" or y.dtype.kind == "f":
+        return bool(np.allclose(x, y, rtol=1e-5, atol=1e-6))
+    return bool(np.array_equal(x, y))
+
+
+class Predictor:
+    def __init__(
+        self, cache: PredictionCache, feedback: FeedbackStore, metrics: ServerMetrics
+    ) -> None:
+        self.cache = cache
+        self.feedback = feedback
+        self.metrics = metrics
+        self._prefix = os.urandom(4).hex()
+        self._ids = itertools.count()
+        self._mirrors: set[asyncio.Task[None]] = set()
+
+    async def predict(
+        self,
+        snapshot: Snapshot,
+        loaded: LoadedVersion,
+        inputs: dict[str, np.ndarray],
+        *,
+        deadline_ms: float | None,
+        routed: bool,
+    ) -> Prediction:
+        """Answer `inputs` with `loaded` within `deadline_ms` (capped by the model's SLO).
+
+        `routed`: the version was chosen by the model's traffic policy (the request named
+        no version), so shadows and bandits apply.
+        """
+        feeds, rows = loaded.runtime.validate(inputs)
+        model, version = loaded.model, loaded.version
+        request_id = f"{model}~{version}~{self._prefix}{next(self._ids):x}"
+        settings = loaded.settings
+        budget_ms = settings.latency_slo_ms
+        if deadline_ms is not None:
+            budget_ms = min(budget_ms, deadline_ms)
+        key = None
+        if settings.cache:
+            key = cache_key(model, version, feeds)
+            hit = self.cache.get(key)
+            self.metrics.cache_lookup(model, hit is not None)
+            if hit is not None:
+                return Prediction(loaded, hit, request_id, cached=True)
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loaded.batcher.submit(feeds, rows, loop.time() + budget_ms / 1000.0)
+        except DeadlineExceeded as exc:
+            self.metrics.prediction(model, default=loaded.default_row is not None)
+            if loaded.default_row is None:
+                raise DeadlineExceeded(
+                    f"{exc} ({budget_ms:g} ms); configure `default_output` for model "
+                    f"`{model}` to answer a default instead"
+                ) from None
+            reason = f"deadline of {budget_ms:g} ms exceeded"
+            return Prediction(loaded, loaded.default_outputs(rows), request_id, reason)
+        self.metrics.prediction(model, default=False)
+        if key is not None:
+            self.cache.put(key, outputs)
+        if routed:
+            route = snapshot.routes.get(model)
+            if route is not None and route.kind == "bandit":
+                self.feedback.record_served(request_id, model, version, _first_row(outputs))
+            shadow = snapshot.shadow_of(model)
+            if shadow is not None:
+                task = asyncio.create_task(self._mirror(shadow, feeds, request_id, loaded, outputs))
+                self._mirrors.add(task)
+                task.add_done_callback(self._mirrors.discard)
+        return Prediction(loaded, outputs, request_id)
+
+    async def _mirror(
+        self,
+        shadow: LoadedVersion,
+        feeds: Tensors,
+        request_id: str,
+        primary: LoadedVersion,
+        primary_outputs: Tensors,
+    ) -> None:
+        """Ask the shadow version too, off the request path; log both answers."""
+        try:
+            shadow_feeds, rows = shadow.runtime.validate(feeds)
+            deadline = asyncio.get_running_loop().time() + shadow.settings.latency_slo_ms / 1000
+            outputs = await shadow.batcher.submit(shadow_feeds, rows, deadline)
+        except GyreError as exc:
+            self.metrics.shadow(primary.model, "error")
+            log.info("shadow %s:%s failed: %s", shadow.model, shadow.version, exc)
+            return
+        agree = _agree(primary_outputs, outputs)
+        self.metrics.shadow(primary.model, "agree" if agree else "disagree")
+        self.feedback.record_shadow(
+            request_id,
+            primary.model,
+            (primary.version, {k: v.tolist() for k, v in primary_outputs.items()}),
+            (shadow.version, {k: v.tolist() for k, v in outputs.items()}),
+            agree,
+        )
+
+    async def drain(self) -> None:
+        if self._mirrors:
+            await asyncio.gather(*self._mirrors, return_exceptions=True)
