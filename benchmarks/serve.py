@@ -63,7 +63,7 @@ def build_model(home: Path) -> tuple[Path, np.ndarray]:
     registry = Registry(home)
     mv = registry.publish("gbdt", model, x[:1000], alias=CHAMPION)
     onnx_path = home / "gbdt.onnx"
-    onnx_path.write_bytes(registry.onnx_bytes(mv))
+    onnx_path.write_bytes(registry.artifact(mv))
     registry.close()
     return onnx_path, x[:1000].astype(np.float32)
 

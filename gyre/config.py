@@ -53,6 +53,12 @@ class ModelServeConfig:
     latency_samples: int = 64
     # Cache answers by (model, version, exact input bytes) in the shared cache.
     cache: bool = False
+    # Python models: a worker that takes longer than this on one batch is killed…
+    worker_timeout_ms: float = 10_000.0
+    # …and restarted after this backoff, doubling per consecutive failure up to the max.
+    worker_backoff_ms: float = 200.0
+    worker_backoff_max_ms: float = 10_000.0
+    worker_load_timeout_ms: float = 120_000.0
 
 
 @dataclasses.dataclass(frozen=True)

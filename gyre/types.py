@@ -60,3 +60,15 @@ class Signature(msgspec.Struct, frozen=True):
 
     def output(self, name: str) -> TensorSpec | None:
         return next((spec for spec in self.outputs if spec.name == name), None)
+
+
+def zeros_for(signature: Signature) -> dict[str, np.ndarray]:
+    """One row of zeros (empty strings for BYTES) per input: a test batch for a model."""
+    feeds = {}
+    for spec in signature.inputs:
+        shape = tuple(1 if dim < 0 else dim for dim in spec.shape)
+        if spec.datatype == "BYTES":
+            feeds[spec.name] = np.full(shape, "", dtype=object)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype=DATATYPE_TO_NUMPY[spec.datatype])
+    return feeds

@@ -34,7 +34,10 @@ def _shape(spec_shape: tuple[int, ...]) -> str:
 def publish(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Model name.")],
-    path: Annotated[Path, typer.Argument(help=".onnx, or .joblib/.pkl (scikit-learn, LightGBM).")],
+    path: Annotated[
+        Path,
+        typer.Argument(help=".onnx, .joblib/.pkl (scikit-learn, LightGBM) or .py (Python model)."),
+    ],
     sample: Annotated[
         Path | None, typer.Option(help="Sample input rows (.npy or .csv) for the parity check.")
     ] = None,
@@ -42,6 +45,9 @@ def publish(
     lineage: Annotated[
         str | None, typer.Option(help='Free-form lineage as JSON, e.g. \'{"data": "v3"}\'.')
     ] = None,
+    python_class: Annotated[
+        str, typer.Option("--class", help="The class of a .py model (load() + predict()).")
+    ] = "Model",
 ) -> None:
     """Publish a model: export to ONNX, check parity, store it as the next version."""
     try:
@@ -49,7 +55,9 @@ def publish(
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--lineage is not valid JSON: {exc}") from None
     registry = _open(ctx)
-    mv = registry.publish_file(name, path, sample=sample, alias=alias, lineage=extra)
+    mv = registry.publish_file(
+        name, path, sample=sample, alias=alias, lineage=extra, python_class=python_class
+    )
     parity = mv.parity
     check = (
         f"parity max |diff| {parity['max_abs_diff']:.2g} on {parity['rows']} rows"
@@ -109,7 +117,7 @@ def list_versions(ctx: typer.Context, name: Annotated[str | None, typer.Argument
             mv.flavor,
             _when(mv.created_at),
             ", ".join(f"{s.name} {s.datatype}{_shape(s.shape)}" for s in mv.signature.inputs),
-            mv.onnx_sha256[:12],
+            mv.artifact_sha256[:12],
         )
     console.print(table)
 
@@ -123,7 +131,7 @@ def _show_table(mv: ModelVersion) -> Table:
         ("flavor", mv.flavor),
         ("created", _when(mv.created_at)),
         ("gyre version", mv.gyre_version),
-        ("onnx sha256", f"{mv.onnx_sha256} ({mv.onnx_bytes} bytes)"),
+        ("artifact sha256", f"{mv.artifact_sha256} ({mv.artifact_bytes} bytes)"),
         (
             "native sha256",
             f"{mv.native_sha256} ({mv.native_bytes} bytes)" if mv.native_sha256 else "-",
@@ -146,3 +154,32 @@ def show(
 ) -> None:
     """Show one version: signature, artifacts, parity and lineage."""
     console.print(_show_table(_open(ctx).resolve(ref)))
+
+
+@registry_app.command()
+def policy(
+    ctx: typer.Context,
+    name: str,
+    kind: Annotated[str, typer.Argument(help="champion, split, shadow or bandit.")],
+    split: Annotated[
+        str | None, typer.Option(help="For split: TARGET=WEIGHT,… e.g. champion=90,challenger=10")
+    ] = None,
+    shadow: Annotated[str | None, typer.Option(help="For shadow: the mirrored target.")] = None,
+    primary: Annotated[str, typer.Option(help="For shadow: the answering target.")] = "champion",
+    arms: Annotated[
+        str | None, typer.Option(help="For bandit: targets, e.g. champion,challenger")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the change log.")] = "",
+) -> None:
+    """Set how requests naming only NAME are spread over its versions (aliases or numbers)."""
+    from gyre.registry._policy import parse_weights
+
+    params: dict[str, object] = {}
+    if kind == "split" and split is not None:
+        params["weights"] = parse_weights(split)
+    elif kind == "shadow":
+        params = {"primary": primary, "shadow": shadow}
+    elif kind == "bandit" and arms is not None:
+        params["arms"] = [arm.strip() for arm in arms.split(",")]
+    clean = _open(ctx).set_policy(name, kind, params, reason=reason)
+    console.print(f"{name}: traffic policy {kind} {json.dumps(clean, sort_keys=True)}")

@@ -14,9 +14,17 @@ def serve_command(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Server processes sharing the port; 0: one per core (default 1)."),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(help="Allow a non-loopback address with no consumers declared."),
+    ] = False,
 ) -> None:
     """Serve every model in the registry (v2, TF Serving and MLflow protocols)."""
     from gyre.serve import serve
 
     state: State = ctx.obj
-    serve(state.config(host=host, port=port))
+    serve(state.config(host=host, port=port, workers=workers, insecure=insecure or None))

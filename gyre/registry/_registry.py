@@ -14,7 +14,7 @@ from gyre.config import Config, RegistryConfig
 from gyre.errors import InvalidModel, ModelNotFound, RegistryError
 from gyre.registry._artifacts import LocalArtifactStore, sha256_of
 from gyre.registry._store import ModelVersion, SQLiteMetadataStore
-from gyre.types import DATATYPE_TO_NUMPY, Signature
+from gyre.types import DATATYPE_TO_NUMPY, Signature, zeros_for
 
 CHAMPION = "champion"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -74,19 +74,6 @@ def load_sample(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
     return rows, names
 
 
-def _test_input(signature: Signature) -> dict[str, np.ndarray]:
-    feeds = {}
-    for spec in signature.inputs:
-        shape = tuple(1 if dim < 0 else dim for dim in spec.shape)
-        dtype = DATATYPE_TO_NUMPY[spec.datatype]
-        feeds[spec.name] = (
-            np.full(shape, "", dtype=object)
-            if spec.datatype == "BYTES"
-            else (np.zeros(shape, dtype=dtype))
-        )
-    return feeds
-
-
 class Registry:
     """Model versions with content-addressed artifacts, aliases and a change log."""
 
@@ -113,18 +100,24 @@ class Registry:
         sample: Path | None = None,
         alias: str | None = None,
         lineage: dict[str, Any] | None = None,
+        python_class: str = "Model",
     ) -> ModelVersion:
-        """Publish `.onnx`, or `.joblib`/`.pkl` holding a scikit-learn or LightGBM model."""
+        """Publish `.onnx`, `.joblib`/`.pkl` holding a scikit-learn or LightGBM model, or a
+        `.py` file whose class `python_class` has `load()` and `predict(batch)`."""
         if not path.is_file():
             raise InvalidModel(f"model file {path} does not exist")
-        rows, names = load_sample(sample) if sample is not None else (None, None)
         suffix = path.suffix.lower()
+        if suffix == ".py":
+            return self.publish_python(
+                name, path.read_bytes(), python_class, alias=alias, lineage=lineage
+            )
+        rows, names = load_sample(sample) if sample is not None else (None, None)
         if suffix == ".onnx":
             return self.publish_onnx(
                 name, path.read_bytes(), sample=rows, alias=alias, lineage=lineage
             )
         if suffix not in (".joblib", ".pkl", ".pickle"):
-            raise InvalidModel(f"model file {path} must be .onnx, .joblib or .pkl")
+            raise InvalidModel(f"model file {path} must be .onnx, .joblib, .pkl or .py")
         if rows is None:
             raise InvalidModel(
                 f"publishing native model {path} needs sample input rows for the parity check; "
@@ -190,7 +183,7 @@ class Registry:
         return self._record(
             name,
             flavor=flavor,
-            onnx_bytes=onnx_bytes,
+            artifact=onnx_bytes,
             native_bytes=native_bytes,
             signature=signature,
             parity=parity.as_record(),
@@ -219,7 +212,7 @@ class Registry:
         except Exception as exc:
             raise InvalidModel(f"model `{name}`: not a valid ONNX graph: {exc}") from None
         signature = signature_of(onnx_model)
-        feeds = _test_input(signature)
+        feeds = zeros_for(signature)
         if sample is not None and len(signature.inputs) == 1:
             spec = signature.inputs[0]
             feeds = {spec.name: np.asarray(sample, dtype=DATATYPE_TO_NUMPY[spec.datatype])}
@@ -227,12 +220,45 @@ class Registry:
         return self._record(
             name,
             flavor="onnx",
-            onnx_bytes=onnx_bytes,
+            artifact=onnx_bytes,
             native_bytes=None,
             signature=signature,
             parity={"checked": False, "reason": "published as ONNX; no native model to compare"},
             alias=alias,
             lineage=lineage or {},
+        )
+
+    def publish_python(
+        self,
+        name: str,
+        code: bytes,
+        class_name: str = "Model",
+        *,
+        alias: str | None = None,
+        lineage: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Publish a Python model; its test inference runs in a child process."""
+        import tempfile
+
+        from gyre.registry._pymodel import probe_python_model
+
+        check_name("model", name)
+        if not class_name.isidentifier():
+            raise InvalidModel(f"{class_name!r} is not a Python class name")
+        with tempfile.TemporaryDirectory(prefix="gyre-probe-") as folder:
+            code_path = Path(folder) / "model.py"
+            code_path.write_bytes(code)
+            signature = probe_python_model(code_path, class_name)
+        return self._record(
+            name,
+            flavor="python",
+            artifact=code,
+            native_bytes=None,
+            signature=signature,
+            parity={"checked": False, "reason": "Python model: served as published"},
+            alias=alias,
+            lineage=lineage or {},
+            entrypoint=class_name,
         )
 
     def _run_onnx(
@@ -253,28 +279,30 @@ class Registry:
         name: str,
         *,
         flavor: str,
-        onnx_bytes: bytes,
+        artifact: bytes,
         native_bytes: bytes | None,
         signature: Signature,
         parity: dict[str, Any],
         alias: str | None,
         lineage: dict[str, Any],
+        entrypoint: str | None = None,
     ) -> ModelVersion:
         if alias is not None:
             check_name("alias", alias)
-        onnx_sha = self.artifacts.put(onnx_bytes)
+        artifact_sha = self.artifacts.put(artifact)
         native_sha = self.artifacts.put(native_bytes) if native_bytes is not None else None
         version = self.metadata.add_version(
             name,
             flavor=flavor,
-            onnx_sha256=onnx_sha,
-            onnx_bytes=len(onnx_bytes),
+            artifact_sha256=artifact_sha,
+            artifact_bytes=len(artifact),
             native_sha256=native_sha,
             native_bytes=len(native_bytes) if native_bytes is not None else None,
             signature=signature,
             parity=parity,
             lineage=lineage,
             gyre_version=gyre.__version__,
+            entrypoint=entrypoint,
         )
         if alias is not None:
             self.metadata.set_alias(name, alias, version, reason="set at publish")
@@ -331,8 +359,10 @@ class Registry:
             return self.metadata.version(name, aliases[CHAMPION])
         return versions[-1]
 
-    def onnx_bytes(self, mv: ModelVersion) -> bytes:
-        return self.artifacts.get(mv.onnx_sha256, what=f"model `{mv.model}` version {mv.version}")
+    def artifact(self, mv: ModelVersion) -> bytes:
+        return self.artifacts.get(
+            mv.artifact_sha256, what=f"model `{mv.model}` version {mv.version}"
+        )
 
     def load_native(self, mv: ModelVersion) -> Any:
         """The native model, unpickled only after its sha256 matches the record."""

@@ -22,14 +22,15 @@ CREATE TABLE IF NOT EXISTS versions (
     version INTEGER NOT NULL,
     created_at REAL NOT NULL,
     flavor TEXT NOT NULL,
-    onnx_sha256 TEXT NOT NULL,
-    onnx_bytes INTEGER NOT NULL,
+    artifact_sha256 TEXT NOT NULL,
+    artifact_bytes INTEGER NOT NULL,
     native_sha256 TEXT,
     native_bytes INTEGER,
     signature TEXT NOT NULL,
     parity TEXT NOT NULL,
     lineage TEXT NOT NULL,
     gyre_version TEXT NOT NULL,
+    entrypoint TEXT,
     deleted_at REAL,
     PRIMARY KEY (model, version)
 );
@@ -64,8 +65,8 @@ class ModelVersion:
     version: int
     created_at: float
     flavor: str
-    onnx_sha256: str
-    onnx_bytes: int
+    artifact_sha256: str
+    artifact_bytes: int
     native_sha256: str | None
     native_bytes: int | None
     signature: Signature
@@ -74,6 +75,8 @@ class ModelVersion:
     gyre_version: str
     deleted_at: float | None
     aliases: tuple[str, ...] = ()
+    # The class to instantiate, for flavor `python`.
+    entrypoint: str | None = None
 
 
 def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
@@ -82,8 +85,8 @@ def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
         version=row["version"],
         created_at=row["created_at"],
         flavor=row["flavor"],
-        onnx_sha256=row["onnx_sha256"],
-        onnx_bytes=row["onnx_bytes"],
+        artifact_sha256=row["artifact_sha256"],
+        artifact_bytes=row["artifact_bytes"],
         native_sha256=row["native_sha256"],
         native_bytes=row["native_bytes"],
         signature=msgspec.json.decode(row["signature"], type=Signature),
@@ -92,6 +95,7 @@ def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
         gyre_version=row["gyre_version"],
         deleted_at=row["deleted_at"],
         aliases=aliases,
+        entrypoint=row["entrypoint"],
     )
 
 
@@ -135,14 +139,15 @@ class SQLiteMetadataStore:
         model: str,
         *,
         flavor: str,
-        onnx_sha256: str,
-        onnx_bytes: int,
+        artifact_sha256: str,
+        artifact_bytes: int,
         native_sha256: str | None,
         native_bytes: int | None,
         signature: Signature,
         parity: dict[str, Any],
         lineage: dict[str, Any],
         gyre_version: str,
+        entrypoint: str | None = None,
     ) -> int:
         with self._write() as conn:
             (latest,) = conn.execute(
@@ -150,25 +155,26 @@ class SQLiteMetadataStore:
             ).fetchone()
             version = int(latest) + 1
             conn.execute(
-                "INSERT INTO versions (model, version, created_at, flavor, onnx_sha256,"
-                " onnx_bytes, native_sha256, native_bytes, signature, parity, lineage,"
-                " gyre_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO versions (model, version, created_at, flavor, artifact_sha256,"
+                " artifact_bytes, native_sha256, native_bytes, signature, parity, lineage,"
+                " gyre_version, entrypoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     model,
                     version,
                     time.time(),
                     flavor,
-                    onnx_sha256,
-                    onnx_bytes,
+                    artifact_sha256,
+                    artifact_bytes,
                     native_sha256,
                     native_bytes,
                     msgspec.json.encode(signature).decode(),
                     json.dumps(parity, sort_keys=True),
                     json.dumps(lineage, sort_keys=True),
                     gyre_version,
+                    entrypoint,
                 ),
             )
-            self._record(conn, model, "publish", version=version, onnx_sha256=onnx_sha256)
+            self._record(conn, model, "publish", version=version, artifact_sha256=artifact_sha256)
         return version
 
     def _live_version_row(self, conn: sqlite3.Connection, model: str, version: int) -> sqlite3.Row:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from gyre.errors import DeadlineExceeded, GyreError
+from gyre.errors import DeadlineExceeded, GyreError, Overloaded, Unavailable
 from gyre.serve._cache import PredictionCache, cache_key
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
@@ -86,14 +86,23 @@ class Predictor:
         loop = asyncio.get_running_loop()
         try:
             outputs = await loaded.batcher.submit(feeds, rows, loop.time() + budget_ms / 1000.0)
-        except DeadlineExceeded as exc:
+        except Overloaded:
+            raise
+        except (DeadlineExceeded, Unavailable) as exc:
+            # The deadline passed, or the model's worker died with this request in flight.
             self.metrics.prediction(model, default=loaded.default_row is not None)
             if loaded.default_row is None:
+                if isinstance(exc, Unavailable):
+                    raise
                 raise DeadlineExceeded(
                     f"{exc} ({budget_ms:g} ms); configure `default_output` for model "
                     f"`{model}` to answer a default instead"
                 ) from None
-            reason = f"deadline of {budget_ms:g} ms exceeded"
+            reason = (
+                f"deadline of {budget_ms:g} ms exceeded"
+                if isinstance(exc, DeadlineExceeded)
+                else "model unavailable"
+            )
             return Prediction(loaded, loaded.default_outputs(rows), request_id, reason)
         self.metrics.prediction(model, default=False)
         if key is not None:

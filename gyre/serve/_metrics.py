@@ -1,167 +1,134 @@
-"""Prometheus metrics of the server, in a registry of their own (no global state)."""
+"""Prometheus metrics of the server, in a registry of their own (no global state).
+
+With several server processes, prometheus_client's multiprocess mode keeps each
+process's counters and histograms in files under one folder, and `/metrics` on any
+process answers their sum. Ratios (default predictions, cache hits) are derived from the
+summed counters when rendering, so they are right in both modes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS_S = (
-    0.0005,
-    0.001,
-    0.002,
-    0.005,
-    0.01,
-    0.02,
-    0.05,
-    0.1,
-    0.2,
-    0.5,
-    1.0,
-    2.0,
-    5.0,
-)
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+)  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-class _GaugeCollector(Collector):
-    """A gauge read at scrape time, so the request path pays nothing for it."""
+class _Families:
+    """What `generate_latest` renders: the collected families plus derived ratios."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labels: list[str],
-        values: Callable[[], Iterable[tuple[tuple[str, ...], float]]],
-    ) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labels = labels
-        self._values = values
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
 
-    def collect(self) -> Iterable[Any]:
-        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labels)
-        for labels, value in self._values():
-            family.add_metric(list(labels), value)
-        yield family
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+        yield _ratio(
+            self._families,
+            "gyre_predictions",
+            "default",
+            ("true", "false"),
+            "gyre_default_prediction_ratio",
+            "Share of a model's answers that were its default prediction",
+        )
+        yield _ratio(
+            self._families,
+            "gyre_cache_lookups",
+            "result",
+            ("hit", "miss"),
+            "gyre_cache_hit_ratio",
+            "Share of prediction cache lookups that hit",
+        )
+
+
+def _ratio(
+    families: list[Metric], source: str, label: str, values: tuple[str, str], name: str, doc: str
+) -> GaugeMetricFamily:
+    counts: dict[str, list[float]] = {}
+    for family in families:
+        if family.name != source:
+            continue
+        for sample in family.samples:
+            if sample.name != f"{source}_total":
+                continue
+            model = sample.labels["model"]
+            slot = counts.setdefault(model, [0.0, 0.0])
+            slot[0 if sample.labels[label] == values[0] else 1] += sample.value
+    gauge = GaugeMetricFamily(name, doc, labels=["model"])
+    for model, (part, rest) in sorted(counts.items()):
+        gauge.add_metric([model], part / (part + rest) if part + rest else 0.0)
+    return gauge
 
 
 class ServerMetrics:
     """Every metric of `gyre serve`; label children are cached off the hot path."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
         self.requests = Counter(
             "gyre_requests",
-            "Inference and metadata requests answered",
+            "Requests answered, by model, version, protocol, status and consumer",
             ["model", "version", "protocol", "status", "consumer"],
-            registry=self.registry,
+            registry=r,
         )
         self.latency = Histogram(
             "gyre_request_duration_seconds",
             "Time from a request's arrival to its answer",
             ["model", "version", "protocol"],
             buckets=_LATENCY_BUCKETS_S,
-            registry=self.registry,
+            registry=r,
         )
         self.batch_rows = Histogram(
             "gyre_batch_size_rows",
             "Rows per inference call (after merging requests)",
             ["model", "version"],
             buckets=_BATCH_BUCKETS,
-            registry=self.registry,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gyre_queue_depth",
+            "Requests waiting for a batch (sampled every reload interval)",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.load_events = Counter(
             "gyre_model_load_events",
             "Model version loads, unloads and failed loads",
             ["model", "version", "event"],
-            registry=self.registry,
+            registry=r,
         )
         self.predictions = Counter(
-            "gyre_predictions",
-            "Answers computed or defaulted, by whether the default answered",
-            ["model", "default"],
-            registry=self.registry,
-        )
+            "gyre_predictions", "Answers by whether the default answered", ["model", "default"],
+            registry=r,
+        )  # fmt: skip
         self.cache_lookups = Counter(
-            "gyre_cache_lookups",
-            "Prediction cache lookups by result",
-            ["model", "result"],
-            registry=self.registry,
-        )
+            "gyre_cache_lookups", "Prediction cache lookups by result", ["model", "result"],
+            registry=r,
+        )  # fmt: skip
         self.shadow_results = Counter(
-            "gyre_shadow_comparisons",
-            "Shadow answers compared with the primary's",
-            ["model", "result"],
-            registry=self.registry,
-        )
+            "gyre_shadow_comparisons", "Shadow answers compared with the primary's",
+            ["model", "result"], registry=r,
+        )  # fmt: skip
         self.shed = Counter(
-            "gyre_shed_requests",
-            "Requests refused by admission control (503)",
-            ["model"],
-            registry=self.registry,
-        )
+            "gyre_shed_requests", "Requests refused by admission control (503)", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.worker_restarts = Counter(
+            "gyre_worker_restarts", "Python model workers restarted after a crash or a hang",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
         self._children: dict[tuple[str, ...], Any] = {}
-        self._counts: dict[tuple[str, str], int] = {}
-        self.gauge(
-            "gyre_default_prediction_ratio",
-            "Share of a model's answers that were its default prediction",
-            ["model"],
-            self._default_ratios,
-        )
-        self.gauge(
-            "gyre_cache_hit_ratio", "Share of cache lookups that hit", ["model"], self._hit_ratios
-        )
-
-    def gauge(
-        self,
-        name: str,
-        documentation: str,
-        labels: list[str],
-        values: Callable[[], Iterable[tuple[tuple[str, ...], float]]],
-    ) -> None:
-        self.registry.register(_GaugeCollector(name, documentation, labels, values))
-
-    def watch_queues(self, depths: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
-        self.gauge(
-            "gyre_queue_depth",
-            "Requests waiting for a batch",
-            ["model", "version"],
-            lambda: (((m, v), float(d)) for m, v, d in depths()),
-        )
-
-    def _count(self, key: tuple[str, str]) -> None:
-        self._counts[key] = self._counts.get(key, 0) + 1
-
-    def _ratios(self, hit: str, miss: str) -> Iterable[tuple[tuple[str, ...], float]]:
-        models = {m for (m, kind) in self._counts if kind in (hit, miss)}
-        for model in sorted(models):
-            hits = self._counts.get((model, hit), 0)
-            total = hits + self._counts.get((model, miss), 0)
-            yield (model,), hits / total if total else 0.0
-
-    def _default_ratios(self) -> Iterable[tuple[tuple[str, ...], float]]:
-        return self._ratios("default", "computed")
-
-    def _hit_ratios(self) -> Iterable[tuple[tuple[str, ...], float]]:
-        return self._ratios("hit", "miss")
-
-    def prediction(self, model: str, *, default: bool) -> None:
-        self.predictions.labels(model, "true" if default else "false").inc()
-        self._count((model, "default" if default else "computed"))
-
-    def cache_lookup(self, model: str, hit: bool) -> None:
-        self.cache_lookups.labels(model, "hit" if hit else "miss").inc()
-        self._count((model, "hit" if hit else "miss"))
-
-    def shadow(self, model: str, result: str) -> None:
-        self.shadow_results.labels(model, result).inc()
-
-    def shed_request(self, model: str) -> None:
-        self.shed.labels(model).inc()
 
     def observe_request(
         self,
@@ -182,11 +149,43 @@ class ServerMetrics:
         child[0].inc()
         child[1].observe(seconds)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def batch_observer(self, model: str, version: str) -> Callable[[int], None]:
         return self.batch_rows.labels(model, version).observe
+
+    def set_queue_depths(self, depths: Iterable[tuple[str, str, int]]) -> None:
+        for model, version, depth in depths:
+            self._child(self.queue_depth, model, version).set(depth)
 
     def load_event(self, model: str, version: int, event: str) -> None:
         self.load_events.labels(model, str(version), event).inc()
 
+    def prediction(self, model: str, *, default: bool) -> None:
+        self._child(self.predictions, model, "true" if default else "false").inc()
+
+    def cache_lookup(self, model: str, hit: bool) -> None:
+        self._child(self.cache_lookups, model, "hit" if hit else "miss").inc()
+
+    def shadow(self, model: str, result: str) -> None:
+        self._child(self.shadow_results, model, result).inc()
+
+    def worker_restart(self, model: str, version: int) -> None:
+        self.worker_restarts.labels(model, str(version)).inc()
+
+    def shed_request(self, model: str) -> None:
+        self._child(self.shed, model).inc()
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is not None:
+            summed = CollectorRegistry()
+            MultiProcessCollector(summed, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            families = list(summed.collect())
+        else:
+            families = list(self.registry.collect())
+        return generate_latest(_Families(families))  # type: ignore[arg-type,unused-ignore]

@@ -26,6 +26,7 @@ from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._runtime import ModelRuntime, Runtime
 from gyre.serve._snapshot import LoadedVersion, Route, Snapshot, build_route, default_row
+from gyre.serve._worker import PythonRuntime
 
 log = logging.getLogger("gyre.serve")
 
@@ -56,7 +57,6 @@ class ModelRepository:
         )
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
-        metrics.watch_queues(self._queue_depths)
 
     def _queue_depths(self) -> Iterable[tuple[str, str, int]]:
         for model, versions in self.snapshot.versions.items():
@@ -97,6 +97,7 @@ class ModelRepository:
         interval = self._config.reload_interval_ms / 1000.0
         while True:
             await asyncio.sleep(interval)
+            self._metrics.set_queue_depths(self._queue_depths())
             try:
                 await self.refresh()
             except Exception:  # keep serving the last good snapshot
@@ -151,6 +152,7 @@ class ModelRepository:
             if route is not None:
                 routes[model] = route
         self.snapshot = Snapshot(versions=versions, aliases=aliases, failed=failed, routes=routes)
+        self._metrics.set_queue_depths(self._queue_depths())
         if loaded_any:
             _freeze_heap()
         for model, old_versions in old.versions.items():
@@ -193,7 +195,9 @@ class ModelRepository:
         return LoadedVersion(record, runtime, batcher, settings, default)
 
     def _runtime(self, record: ModelVersion) -> Runtime:
-        data = self._registry.onnx_bytes(record)
+        data = self._registry.artifact(record)
+        if record.flavor == "python":
+            return self._python_runtime(record, data)
         runtime = ModelRuntime(
             record.model,
             record.version,
@@ -202,6 +206,24 @@ class ModelRepository:
             intra_op_threads=self._config.onnx_intra_op_threads,
         )
         runtime.warm_up()
+        return runtime
+
+    def _python_runtime(self, record: ModelVersion, code: bytes) -> Runtime:
+        folder = self._registry.home / "workers"
+        folder.mkdir(parents=True, exist_ok=True)
+        code_path = folder / f"{record.artifact_sha256}.py"
+        if not code_path.exists():
+            code_path.write_bytes(code)
+        runtime = PythonRuntime(
+            record.model,
+            record.version,
+            code_path,
+            record.entrypoint or "Model",
+            record.signature,
+            self._config.for_model(record.model),
+            on_restart=lambda: self._metrics.worker_restart(record.model, record.version),
+        )
+        runtime.warm_up(calls=1)
         return runtime
 
     async def _retire(self, loaded: LoadedVersion) -> None:

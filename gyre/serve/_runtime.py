@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from gyre.errors import BadRequest
-from gyre.types import DATATYPE_TO_NUMPY, Signature, TensorSpec
+from gyre.types import DATATYPE_TO_NUMPY, Signature, TensorSpec, zeros_for
 
 Tensors = dict[str, np.ndarray]
 
@@ -36,34 +36,16 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-class ModelRuntime:
-    """An onnxruntime session for one version, with the checks every protocol shares."""
+class SignatureRuntime:
+    """What every runtime shares: the checks against the version's signature, and timing.
+    Subclasses implement `run`."""
 
-    def __init__(
-        self,
-        model: str,
-        version: int,
-        onnx_bytes: bytes,
-        signature: Signature,
-        *,
-        intra_op_threads: int = 1,
-    ) -> None:
-        import onnxruntime as ort
+    inline_allowed = True
 
+    def __init__(self, model: str, version: int, signature: Signature) -> None:
         self.model = model
         self.version = version
         self.signature = signature
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        # Spinning threads would steal the cores the HTTP event loop runs on.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        self._output_names = [spec.name for spec in signature.outputs]
-        self.inline_allowed = True
         self.batchable = all(s.batched for s in signature.inputs) and all(
             s.batched for s in signature.outputs
         )
@@ -128,27 +110,52 @@ class ModelRuntime:
         )
 
     def run(self, feeds: Tensors) -> Tensors:
-        start = time.perf_counter()
-        outputs = self._session.run(self._output_names, feeds)
-        elapsed_us = (time.perf_counter() - start) * 1e6
+        raise NotImplementedError
+
+    def _timed(self, started: float) -> None:
+        elapsed_us = (time.perf_counter() - started) * 1e6
         self.mean_call_us = (
             elapsed_us if self.mean_call_us == 0.0 else 0.9 * self.mean_call_us + 0.1 * elapsed_us
         )
-        return dict(zip(self._output_names, outputs, strict=True))
 
     def warm_up(self, calls: int = 3) -> None:
         """Run a few calls on zeros so the first request does not pay for lazy setup."""
-        feeds: Tensors = {}
-        for spec in self.signature.inputs:
-            shape = tuple(1 if dim < 0 else dim for dim in spec.shape)
-            dtype = DATATYPE_TO_NUMPY[spec.datatype]
-            feeds[spec.name] = (
-                np.full(shape, "", dtype=object)
-                if spec.datatype == "BYTES"
-                else np.zeros(shape, dtype=dtype)
-            )
+        feeds = zeros_for(self.signature)
         for _ in range(calls):
             self.run(feeds)
+
+
+class ModelRuntime(SignatureRuntime):
+    """An onnxruntime session for one version."""
+
+    def __init__(
+        self,
+        model: str,
+        version: int,
+        onnx_bytes: bytes,
+        signature: Signature,
+        *,
+        intra_op_threads: int = 1,
+    ) -> None:
+        import onnxruntime as ort
+
+        super().__init__(model, version, signature)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        # Spinning threads would steal the cores the HTTP event loop runs on.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(
+            onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._output_names = [spec.name for spec in signature.outputs]
+
+    def run(self, feeds: Tensors) -> Tensors:
+        start = time.perf_counter()
+        outputs = self._session.run(self._output_names, feeds)
+        self._timed(start)
+        return dict(zip(self._output_names, outputs, strict=True))
 
 
 def _datatype_name(array: np.ndarray) -> str:

@@ -1,20 +1,31 @@
-"""Running the server: uvicorn (uvloop + httptools) around the gyre ASGI app.
+"""Running the server: uvicorn (uvloop + httptools) around the gyre ASGI app, in one
+process or in `workers` processes sharing the port through SO_REUSEPORT.
 
 uvicorn handles SIGTERM/SIGINT gracefully: it stops accepting, lets accepted requests
-finish, then runs the app's shutdown, which drains every batch queue.
+finish, then runs the app's shutdown, which drains every batch queue. With several
+workers, the parent forwards the signal, waits for every worker, restarts a worker that
+dies on its own, and exits 0 after a clean shutdown.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
+import multiprocessing
+import os
+import shutil
 import signal
+import socket
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 
 import uvicorn
 
 from gyre.config import Config
+from gyre.errors import ConfigError
 from gyre.registry import Registry
 from gyre.serve._admin import Admin
 from gyre.serve._app import GyreApp
@@ -22,8 +33,10 @@ from gyre.serve._auth import Gatekeeper
 from gyre.serve._cache import PredictionCache
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._inference import Predictor
-from gyre.serve._metrics import ServerMetrics
+from gyre.serve._metrics import MULTIPROCESS_DIR_ENV, ServerMetrics
 from gyre.serve._repository import ModelRepository
+
+log = logging.getLogger("gyre.serve")
 
 
 class _Server(uvicorn.Server):
@@ -44,9 +57,10 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def build_app(config: Config, processes: int = 1) -> GyreApp:
-    """The ASGI app over the registry under `config.home`; models load at startup."""
-    metrics = ServerMetrics()
+def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None) -> GyreApp:
+    """The ASGI app over the registry under `config.home`; models load at startup.
+    `processes` > 1: one of that many workers, whose metrics are summed via `metrics_dir`."""
+    metrics = ServerMetrics(metrics_dir)
     registry = Registry.from_config(config)
     feedback = FeedbackStore(config.home / "feedback.db")
     repository = ModelRepository(registry, config.serve, metrics, feedback)
@@ -56,32 +70,135 @@ def build_app(config: Config, processes: int = 1) -> GyreApp:
     return GyreApp(config.serve, repository, metrics, predictor, admin, gatekeeper)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: Config) -> None:
+    """Refuse to serve every model to anyone on the network by accident."""
+    serve = config.serve
+    if not serve.consumers and not serve.insecure and not _is_loopback(serve.host):
+        raise ConfigError(
+            f"refusing to serve on {serve.host} with no consumers declared: anyone who can "
+            "reach it could call every model. Declare consumers in [serve.consumers] "
+            "(`gyre consumers key`), or pass --insecure to serve openly anyway"
+        )
+
+
+def _uvicorn_config(config: Config, app: GyreApp) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=config.serve.host,
+        port=config.serve.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(config.serve.shutdown_timeout_s),
+        server_header=False,
+        # No proxy-header rewriting: gyre does not use the client address, and the
+        # middleware costs ~10% of a small request.
+        proxy_headers=False,
+    )
+
+
+def _reuseport_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _run_worker(config: Config, processes: int, metrics_dir: str) -> None:
+    """One worker process: bind with SO_REUSEPORT (it joins the port's group when it
+    starts listening, after its models are loaded) and serve until told to stop."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    server = _Server(_uvicorn_config(config, build_app(config, processes, metrics_dir)))
+    sock = _reuseport_socket(config.serve.host, config.serve.port)
+    server.run(sockets=[sock])
+    raise SystemExit(0 if server.started else 1)
+
+
 def serve(config: Config) -> None:
     """Serve until SIGTERM or SIGINT; returns after a graceful shutdown."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = build_app(config)
-    server = _Server(
-        uvicorn.Config(
-            app,
-            host=config.serve.host,
-            port=config.serve.port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=int(config.serve.shutdown_timeout_s),
-            server_header=False,
-            # No proxy-header rewriting: gyre does not use the client address, and the
-            # middleware costs ~10% of a small request.
-            proxy_headers=False,
-        )
-    )
-    logging.getLogger("gyre.serve").info(
-        "gyre serving %s on http://%s:%s", config.home, config.serve.host, config.serve.port
-    )
-    server.run()
-    if not server.started:
-        raise SystemExit(1)
+    check_exposure(config)
+    workers = config.serve.workers or os.cpu_count() or 1
+    log.info(
+        "gyre serving %s on http://%s:%s with %d process(es)",
+        config.home, config.serve.host, config.serve.port, workers,
+    )  # fmt: skip
+    if workers == 1:
+        server = _Server(_uvicorn_config(config, build_app(config)))
+        server.run()
+        if not server.started:
+            raise SystemExit(1)
+        return
+    _supervise(config, workers)
+
+
+def _supervise(config: Config, workers: int) -> None:
+    # Counters and histograms of every worker are summed on /metrics (prometheus_client's
+    # multiprocess mode reads this variable in each freshly spawned worker).
+    metrics_dir = tempfile.mkdtemp(prefix="gyre-metrics-")
+    os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
+    # Hold the port (bound, never listening) so a port of 0 means the same port for all.
+    holder = _reuseport_socket(config.serve.host, config.serve.port)
+    port = holder.getsockname()[1]
+    config = _with_port(config, port)
+    ctx = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def start() -> multiprocessing.process.BaseProcess:
+        process = ctx.Process(target=_run_worker, args=(config, workers, metrics_dir), daemon=False)
+        process.start()
+        return process
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    processes = [start() for _ in range(workers)]
+    failed_starts = 0
+    try:
+        while not stopping.is_set():
+            time.sleep(0.2)
+            for i, process in enumerate(processes):
+                if process.exitcode is not None and not stopping.is_set():
+                    failed_starts += 1
+                    if failed_starts > 3 * workers:
+                        raise SystemExit("gyre serve: workers keep failing; see the log above")
+                    log.error(
+                        "worker pid %s exited with %s; restarting", process.pid, process.exitcode
+                    )
+                    processes[i] = start()
+    finally:
+        for process in processes:
+            if process.exitcode is None and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.join(timeout=config.serve.shutdown_timeout_s + 10)
+            if process.exitcode is None:
+                process.kill()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        holder.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _with_port(config: Config, port: int) -> Config:
+    import dataclasses
+
+    return dataclasses.replace(config, serve=dataclasses.replace(config.serve, port=port))

@@ -102,12 +102,12 @@ def test_publish_onnx_file_checks_graph_and_runs_a_test_inference(
 ) -> None:
     source = registry.publish("src", iris_classifier, iris[0])
     path = tmp_path / "model.onnx"
-    path.write_bytes(registry.onnx_bytes(source))
+    path.write_bytes(registry.artifact(source))
     mv = registry.publish_file("copy", path)
     assert mv.flavor == "onnx"
     assert mv.parity["checked"] is False
     assert mv.signature == source.signature
-    assert mv.onnx_sha256 == source.onnx_sha256  # content-addressed: stored once
+    assert mv.artifact_sha256 == source.artifact_sha256  # content-addressed: stored once
 
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a protobuf")
@@ -118,7 +118,7 @@ def test_publish_onnx_file_checks_graph_and_runs_a_test_inference(
 @pytest.mark.parametrize(
     ("filename", "content", "message"),
     [
-        ("model.txt", b"x", "must be .onnx, .joblib or .pkl"),
+        ("model.txt", b"x", "must be .onnx, .joblib, .pkl or .py"),
         ("model.joblib", b"garbage", "could not load"),
     ],
 )
@@ -198,16 +198,16 @@ def test_corrupted_and_missing_artifacts_are_refused_with_the_expected_hash(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     mv = registry.publish("m", iris_classifier, iris[0])
-    path = registry.artifacts.path_of(mv.onnx_sha256)
+    path = registry.artifacts.path_of(mv.artifact_sha256)
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     with pytest.raises(
         ArtifactCorrupted,
-        match=f"model `m` version 1 is corrupted: expected sha256 {mv.onnx_sha256}",
+        match=f"model `m` version 1 is corrupted: expected sha256 {mv.artifact_sha256}",
     ):
-        registry.onnx_bytes(mv)
+        registry.artifact(mv)
     path.unlink()
     with pytest.raises(ArtifactCorrupted, match="model `m` version 1 is missing"):
-        registry.onnx_bytes(mv)
+        registry.artifact(mv)
 
 
 def test_native_model_loads_only_after_its_hash_matches(

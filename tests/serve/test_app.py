@@ -489,7 +489,7 @@ def test_a_corrupted_artifact_fails_its_version_only(
 ) -> None:
     registry = Registry(home)
     mv = registry.publish("other", iris_classifier, iris[0][:, :4] * 2)
-    path = registry.artifacts.path_of(mv.onnx_sha256)
+    path = registry.artifacts.path_of(mv.artifact_sha256)
     path.write_bytes(b"corrupt")
     client.refresh()
     response = client.post("/v2/models/other/infer", json=v2_body([ROW]))

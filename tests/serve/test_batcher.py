@@ -30,7 +30,7 @@ class CountingRuntime(ModelRuntime):
 @pytest.fixture
 def runtime(registry: Registry, iris_classifier: Pipeline, iris: tuple) -> CountingRuntime:
     mv = registry.publish("iris", iris_classifier, iris[0])
-    return CountingRuntime("iris", 1, registry.onnx_bytes(mv), mv.signature)
+    return CountingRuntime("iris", 1, registry.artifact(mv), mv.signature)
 
 
 def _batcher(runtime: ModelRuntime, inline_us: float = 1e9, **settings: object) -> Batcher:

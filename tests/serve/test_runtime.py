@@ -10,7 +10,7 @@ from gyre.serve import ModelRuntime
 @pytest.fixture
 def runtime(registry: Registry, iris_classifier: Pipeline, iris: tuple) -> ModelRuntime:
     mv = registry.publish("iris", iris_classifier, iris[0])
-    return ModelRuntime("iris", 1, registry.onnx_bytes(mv), mv.signature)
+    return ModelRuntime("iris", 1, registry.artifact(mv), mv.signature)
 
 
 def test_run_matches_the_native_model(

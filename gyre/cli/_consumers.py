@@ -1,0 +1,39 @@
+"""`gyre consumers key`: make an API key and the config lines that declare its consumer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gyre.cli._main import app, console
+
+consumers_app = typer.Typer(help="Declared consumers of the server.", no_args_is_help=True)
+app.add_typer(consumers_app, name="consumers")
+
+
+@consumers_app.command()
+def key(
+    name: Annotated[str, typer.Argument(help="Consumer name, e.g. checkout-service.")],
+    models: Annotated[str, typer.Option(help="Models it may call, comma-separated.")] = "*",
+    rate: Annotated[float | None, typer.Option(help="Requests per second, all processes.")] = None,
+    admin: Annotated[bool, typer.Option(help="May move aliases and change policies.")] = False,
+) -> None:
+    """Print a new API key (shown once) and the gyre.toml lines that declare it (hashed)."""
+    from gyre.serve._auth import hash_key, new_key
+
+    secret = new_key()
+    listed = ", ".join(f'"{m.strip()}"' for m in models.split(","))
+    lines = [
+        f"[serve.consumers.{name}]",
+        f'key_sha256 = "{hash_key(secret)}"',
+        f"models = [{listed}]",
+    ]
+    if rate is not None:
+        lines.append(f"rate_per_s = {rate}")
+    if admin:
+        lines.append("admin = true")
+    console.print(f"API key for {name} (store it now; gyre keeps only its hash):")
+    console.print(secret, markup=False, highlight=False)
+    console.print("\nAdd to gyre.toml:")
+    console.print("\n".join(lines), markup=False, highlight=False)
