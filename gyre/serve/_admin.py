@@ -39,11 +39,16 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 class Admin:
     def __init__(
-        self, gatekeeper: Gatekeeper, feedback: FeedbackStore, registry_call: RegistryCall
+        self,
+        gatekeeper: Gatekeeper,
+        feedback: FeedbackStore,
+        registry_call: RegistryCall,
+        on_reward: Callable[[str, int, float], None],
     ) -> None:
         self.gatekeeper = gatekeeper
         self.feedback = feedback
         self._registry_call = registry_call
+        self._on_reward = on_reward
 
     async def handle(self, method: str, parts: list[str], scope: Scope, body: bytes) -> Response:
         key = key_of(scope["headers"])
@@ -96,6 +101,8 @@ class Admin:
         model, version, scored, new = await self.feedback.feedback(
             request_id, None if reward is None else float(reward), body.get("label")
         )
+        if new:
+            self._on_reward(model, version, scored)
         return json_response(
             {"request_id": request_id, "model": model, "version": version, "reward": scored,
              "recorded": new}

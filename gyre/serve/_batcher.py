@@ -113,8 +113,11 @@ class Batcher:
         return future
 
     def _admit(self, now: float, rows: int, deadline: float) -> None:
-        queued = self._queue.rows + rows
-        wait_s = self.policy.drain_s(queued) if self.policy.calibrated else 0.0
+        # Shedding is for a queue that cannot keep up. A request that would miss its
+        # deadline even with nothing ahead of it is admitted: it gets the default (or 504).
+        ahead = self._queue.rows
+        queued = ahead + rows
+        wait_s = self.policy.drain_s(queued) if self.policy.calibrated and ahead else 0.0
         if queued > self.max_queue_rows or now + wait_s > deadline:
             raise Overloaded(
                 f"{self.runtime.what} is overloaded: {queued} rows queued, predicted wait "

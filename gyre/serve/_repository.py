@@ -25,6 +25,7 @@ from gyre.serve._batcher import Batcher
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._runtime import ModelRuntime, Runtime
+from gyre.serve._selection import ThompsonSampling
 from gyre.serve._snapshot import LoadedVersion, Route, Snapshot, build_route, default_row
 from gyre.serve._worker import PythonRuntime
 
@@ -92,6 +93,13 @@ class ModelRepository:
         result = await loop.run_in_executor(self._loader, fn, self._registry)
         await self.refresh()
         return result
+
+    def observe_reward(self, model: str, version: int, reward: float) -> None:
+        """Credit a reward to this process's bandit at once; other processes read it from
+        the feedback store at their next reload."""
+        route = self.snapshot.routes.get(model)
+        if route is not None and isinstance(route.selector, ThompsonSampling):
+            route.selector.observe(version, reward)
 
     async def _poll(self) -> None:
         interval = self._config.reload_interval_ms / 1000.0
@@ -168,7 +176,8 @@ class ModelRepository:
             return
         stats = await self.feedback.bandit_stats(list(bandits))
         for model, route in bandits.items():
-            route.selector.update(stats.get(model, {}))  # type: ignore[union-attr]
+            if isinstance(route.selector, ThompsonSampling):
+                route.selector.update(stats.get(model, {}))
 
     def _read_registry(
         self,

@@ -102,7 +102,13 @@ class SignatureRuntime:
         elif array.dtype.kind in "iuf" and np.can_cast(array.dtype, want, casting="same_kind"):
             # Numbers of the same kind or a safer one (FP64 -> FP32, INT32 -> FP32) are cast;
             # narrowing across kinds (FP32 -> INT64) would change values and is refused.
-            return array.astype(want)
+            try:
+                with np.errstate(over="raise"):
+                    return array.astype(want)
+            except FloatingPointError:
+                raise BadRequest(
+                    f"input `{spec.name}` has values beyond the range of {spec.datatype}"
+                ) from None
         raise BadRequest(
             f"input `{spec.name}` has datatype {_datatype_name(array)}; {self.what} expects "
             f"{self.expected(spec)}, and {_datatype_name(array)} cannot be converted to "

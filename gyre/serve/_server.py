@@ -66,7 +66,7 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
     repository = ModelRepository(registry, config.serve, metrics, feedback)
     predictor = Predictor(PredictionCache(config.serve.cache_bytes), feedback, metrics)
     gatekeeper = Gatekeeper(config.serve.consumers, processes=processes)
-    admin = Admin(gatekeeper, feedback, repository.call_registry)
+    admin = Admin(gatekeeper, feedback, repository.call_registry, repository.observe_reward)
     return GyreApp(config.serve, repository, metrics, predictor, admin, gatekeeper)
 
 

@@ -54,3 +54,8 @@ def test_names_and_shapes_are_checked(runtime: ModelRuntime, inputs: dict, messa
 def test_mean_call_time_is_measured(runtime: ModelRuntime) -> None:
     runtime.warm_up()
     assert runtime.mean_call_us > 0
+
+
+def test_values_beyond_the_model_dtype_range_are_refused(runtime: ModelRuntime) -> None:
+    with pytest.raises(BadRequest, match="beyond the range of FP32"):
+        runtime.validate({"X": np.full((1, 4), 1e300)})

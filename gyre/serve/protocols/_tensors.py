@@ -23,8 +23,9 @@ def array_from_json(values: Any, spec: TensorSpec, where: str) -> np.ndarray:
             if array.dtype != np.bool_:
                 raise ValueError("expected true/false values")
             return array
-        array = np.array(values, dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as exc:
+        with np.errstate(over="raise", invalid="raise"):
+            array = np.array(values, dtype=dtype)
+    except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
         raise BadRequest(
             f"{where}: values are not a regular {spec.datatype} tensor ({exc}); "
             f"expected shape {list(spec.shape)} (-1: any size)"

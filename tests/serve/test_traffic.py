@@ -1,0 +1,371 @@
+"""Defaults, cache, admission, traffic policies, feedback and consumers, on the real app
+in process (Python models run in their real worker processes)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sklearn.pipeline import Pipeline
+
+from gyre.config import load_config
+from gyre.errors import ConfigError
+from gyre.registry import CHAMPION, Registry
+from gyre.serve._auth import hash_key
+from gyre.serve._server import check_exposure
+from tests.serve.apptest import AppClient
+
+PYMODELS = Path(__file__).parent / "pymodels"
+ROW = [5.1, 3.5, 1.4, 0.2]
+ADMIN_KEY, READER_KEY, LIMITED_KEY = "admin-key", "reader-key", "limited-key"
+
+
+def v2(rows: list[list[float]], name: str = "X", **extra: object) -> dict:
+    width = len(rows[0])
+    return {
+        "inputs": [{"name": name, "shape": [len(rows), width], "datatype": "FP32", "data": rows}],
+        **extra,
+    }
+
+
+def scorer_body(command: int, value: float = 1.5) -> dict:
+    return v2([[command, value]], name="x")
+
+
+def write_config(home: Path, text: str) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    path = home.parent / "gyre.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def two_versions(home: Path, iris_classifier: Pipeline, iris: tuple) -> Registry:
+    registry = Registry(home)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias="challenger")
+    return registry
+
+
+def client_for(home: Path, config_text: str = "") -> AppClient:
+    path = write_config(home, config_text)
+    return AppClient(load_config(home=home, config_file=path))
+
+
+@pytest.fixture
+def scorer_client(home: Path) -> Iterator[AppClient]:
+    Registry(home).publish_file("scorer", PYMODELS / "scorer.py")
+    client = client_for(
+        home,
+        "[serve.models.scorer]\nlatency_slo_ms = 100\nworker_timeout_ms = 1000\n"
+        "default_output = { score = -1.0 }\n",
+    )
+    yield client
+    client.close()
+
+
+# -- default predictions ----------------------------------------------------------------
+
+
+def test_a_late_answer_is_replaced_by_the_marked_default(scorer_client: AppClient) -> None:
+    fast = scorer_client.post("/v2/models/scorer/infer", json=scorer_body(0))
+    assert fast.json()["outputs"][0]["data"] == [3.0]
+    assert "gyre-default" not in fast.headers
+    slow = scorer_client.post("/v2/models/scorer/infer", json=scorer_body(1))
+    assert slow.status_code == 200
+    body = slow.json()
+    assert body["outputs"][0]["data"] == [-1.0]
+    assert body["parameters"] == {"default": True, "default_reason": "deadline of 100 ms exceeded"}
+    assert slow.headers["gyre-default"] == "deadline of 100 ms exceeded"
+    tf = scorer_client.post("/v1/models/scorer:predict", json={"instances": [[1, 1.5]]}).json()
+    assert tf == {"predictions": [-1.0], "default": True, "default_reason": tf["default_reason"]}
+    mlflow = scorer_client.post(
+        "/invocations", json={"inputs": [[1, 1.5]]}, headers={"Gyre-Model": "scorer"}
+    ).json()
+    assert mlflow["default"] is True
+    metrics = scorer_client.get("/metrics").text
+    assert 'gyre_default_prediction_ratio{model="scorer"} 0.75' in metrics
+
+
+def test_the_client_deadline_can_only_shorten_the_slo(scorer_client: AppClient) -> None:
+    # 0.2 s of work: over a 50 ms client deadline, and over the 100 ms SLO despite 10 s asked.
+    for deadline in ("50", "10000"):
+        response = scorer_client.post(
+            "/v2/models/scorer/infer", json=scorer_body(1), headers={"Gyre-Deadline-Ms": deadline}
+        )
+        assert response.headers["gyre-default"].startswith("deadline of")
+    bad = scorer_client.post(
+        "/v2/models/scorer/infer", json=scorer_body(0), headers={"Gyre-Deadline-Ms": "soon"}
+    )
+    assert bad.status_code == 400
+
+
+def test_without_a_default_a_late_answer_is_504(home: Path) -> None:
+    Registry(home).publish_file("scorer", PYMODELS / "scorer.py")
+    client = client_for(home, "[serve.models.scorer]\nlatency_slo_ms = 50\n")
+    try:
+        response = client.post("/v2/models/scorer/infer", json=scorer_body(1))
+        assert response.status_code == 504
+        assert "configure `default_output`" in response.json()["error"]
+    finally:
+        client.close()
+
+
+def test_a_default_that_does_not_fit_the_signature_fails_the_load(home: Path) -> None:
+    Registry(home).publish_file("scorer", PYMODELS / "scorer.py")
+    client = client_for(home, "[serve.models.scorer]\ndefault_output = { label = 1 }\n")
+    try:
+        response = client.post("/v2/models/scorer/infer", json=scorer_body(0))
+        assert response.status_code == 503
+        assert "default_output of model `scorer` must give every output" in response.text
+    finally:
+        client.close()
+
+
+# -- python workers ---------------------------------------------------------------------
+
+
+def test_a_crashed_or_raising_python_model_answers_cleanly(scorer_client: AppClient) -> None:
+    raised = scorer_client.post("/v2/models/scorer/infer", json=scorer_body(4))
+    assert raised.status_code == 400
+    assert "ValueError: command 4 says raise" in raised.json()["error"]
+    crashed = scorer_client.post("/v2/models/scorer/infer", json=scorer_body(2))
+    # The worker died with the request in flight: the model's default answers it.
+    assert crashed.headers["gyre-default"] == "model unavailable"
+    assert (
+        'gyre_worker_restarts_total{model="scorer",version="1"} 1.0'
+        in scorer_client.get("/metrics").text
+    )
+
+
+# -- cache ------------------------------------------------------------------------------
+
+
+def test_cache_answers_repeated_inputs(home: Path, iris_classifier: Pipeline, iris: tuple) -> None:
+    Registry(home).publish("iris", iris_classifier, iris[0])
+    client = client_for(home, "[serve.models.iris]\ncache = true\n")
+    try:
+        first = client.post("/v2/models/iris/infer", json=v2([ROW])).json()
+        second = client.post("/v2/models/iris/infer", json=v2([ROW])).json()
+        other = client.post("/v2/models/iris/infer", json=v2([[6.0, 3.0, 5.0, 2.0]])).json()
+        assert first["outputs"] == second["outputs"] != other["outputs"]
+        metrics = client.get("/metrics").text
+        assert 'gyre_cache_lookups_total{model="iris",result="hit"} 1.0' in metrics
+        assert 'gyre_cache_hit_ratio{model="iris"} 0.333' in metrics
+    finally:
+        client.close()
+
+
+# -- traffic policies -------------------------------------------------------------------
+
+
+def test_canary_split_sends_the_configured_share(two_versions: Registry, home: Path) -> None:
+    two_versions.set_policy("iris", "split", {"weights": {"champion": 90, "challenger": 10}})
+    client = client_for(home)
+    try:
+        versions = Counter(
+            client.post("/v2/models/iris/infer", json=v2([ROW])).headers["gyre-model-version"]
+            for _ in range(2000)
+        )
+        # Binomial(2000, 0.1): mean 200, sd 13.4; 4.5 sd either way.
+        assert 140 <= versions["2"] <= 260, versions
+        assert versions["1"] + versions["2"] == 2000
+        # Naming a version or alias bypasses the policy.
+        pinned = client.post("/v2/models/iris/versions/1/infer", json=v2([ROW]))
+        assert pinned.headers["gyre-model-version"] == "1"
+    finally:
+        client.close()
+
+
+def test_shadow_answers_from_primary_and_logs_both(two_versions: Registry, home: Path) -> None:
+    two_versions.set_policy("iris", "shadow", {"shadow": "challenger"})
+    client = client_for(
+        home, f'[serve.consumers.ops]\nkey_sha256 = "{hash_key(ADMIN_KEY)}"\nadmin = true\n'
+    )
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    try:
+        for _ in range(10):
+            response = client.post("/v2/models/iris/infer", json=v2([ROW]), headers=auth)
+            assert response.headers["gyre-model-version"] == "1"
+        client.loop.run_until_complete(client.app.predictor.drain())
+        rows = client.get("/v1/admin/models/iris/shadow", headers=auth).json()["comparisons"]
+        assert len(rows) == 10
+        assert {(r["primary_version"], r["shadow_version"], r["agree"]) for r in rows} == {
+            (1, 2, 1)
+        }
+        assert json.loads(rows[0]["primary_answer"]) == json.loads(rows[0]["shadow_answer"])
+        metrics = client.get("/metrics").text
+        assert 'gyre_shadow_comparisons_total{model="iris",result="agree"} 10.0' in metrics
+    finally:
+        client.close()
+
+
+def test_bandit_moves_traffic_to_the_better_version(two_versions: Registry, home: Path) -> None:
+    two_versions.set_policy("iris", "bandit", {"arms": ["champion", "challenger"]})
+    client = client_for(home)
+    rng = random.Random(7)
+    success = {"1": 0.3, "2": 0.8}  # the challenger is the better version
+    try:
+        served = []
+        for _ in range(400):
+            response = client.post("/v2/models/iris/infer", json=v2([ROW]))
+            version = response.headers["gyre-model-version"]
+            served.append(version)
+            reward = 1.0 if rng.random() < success[version] else 0.0
+            feedback = client.post(
+                "/v1/feedback",
+                json={"request_id": response.headers["gyre-request-id"], "reward": reward},
+            )
+            assert feedback.status_code == 200, feedback.text
+        late = Counter(served[-200:])
+        assert late["2"] >= 150, late
+    finally:
+        client.close()
+
+
+def test_feedback_by_label_is_scored_and_idempotent(two_versions: Registry, home: Path) -> None:
+    two_versions.set_policy("iris", "bandit", {"arms": ["1", "2"]})
+    client = client_for(home)
+    try:
+        response = client.post("/v2/models/iris/infer", json=v2([ROW]))
+        request_id = response.headers["gyre-request-id"]
+        predicted = response.json()["outputs"][0]["data"][0]
+        client.loop.run_until_complete(client.app.predictor.feedback.flush())
+        first = client.post("/v1/feedback", json={"request_id": request_id, "label": predicted})
+        assert first.json()["reward"] == 1.0 and first.json()["recorded"] is True
+        again = client.post("/v1/feedback", json={"request_id": request_id, "label": predicted})
+        assert again.json()["recorded"] is False
+        for body, message in (
+            ({"request_id": "nope"}, "not a gyre request id"),
+            ({"request_id": request_id, "reward": 2}, "from 0 to 1"),
+            ({"request_id": request_id}, "send a `reward`"),
+            ({"reward": 1}, "request_id"),
+        ):
+            bad = client.post("/v1/feedback", json=body)
+            assert bad.status_code == 400 and message in bad.json()["error"]
+    finally:
+        client.close()
+
+
+def test_policies_can_be_changed_over_http_with_an_admin_key(
+    two_versions: Registry, home: Path
+) -> None:
+    client = client_for(
+        home,
+        f'[serve.consumers.ops]\nkey_sha256 = "{hash_key(ADMIN_KEY)}"\nadmin = true\n'
+        f'[serve.consumers.app]\nkey_sha256 = "{hash_key(READER_KEY)}"\nmodels = ["iris"]\n',
+    )
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    reader = {"X-Api-Key": READER_KEY}
+    try:
+        url = "/v1/admin/models/iris/aliases/champion"
+        refused = client.request("PUT", url, json={"version": 2}, headers=reader)
+        assert refused.status_code == 403
+        moved = client.request("PUT", url, json={"version": 2, "reason": "test"}, headers=admin)
+        assert moved.json() == {"model": "iris", "alias": "champion", "version": 2, "previous": 1}
+        answer = client.post("/v2/models/iris/infer", json=v2([ROW]), headers=reader)
+        assert answer.headers["gyre-model-version"] == "2"  # served at once
+        policy = client.request(
+            "PUT",
+            "/v1/admin/models/iris/policy",
+            json={"kind": "split", "params": {"weights": {"1": 1}}},
+            headers=admin,
+        )
+        assert policy.status_code == 200
+        answer = client.post("/v2/models/iris/infer", json=v2([ROW]), headers=reader)
+        assert answer.headers["gyre-model-version"] == "1"
+        bad = client.request(
+            "PUT", "/v1/admin/models/iris/policy", json={"kind": "roulette"}, headers=admin
+        )
+        assert bad.status_code == 400 and "unknown traffic policy" in bad.json()["error"]
+        change = two_versions.metadata.changes("iris")[-1]
+        assert change["action"] == "policy" and "`ops`" in change["why"]
+    finally:
+        client.close()
+
+
+# -- consumers --------------------------------------------------------------------------
+
+
+def test_consumers_are_authenticated_scoped_and_rate_limited(
+    home: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    registry = Registry(home)
+    registry.publish("iris", iris_classifier, iris[0])
+    registry.publish("other", iris_classifier, iris[0])
+    client = client_for(
+        home,
+        f'[serve.consumers.app]\nkey_sha256 = "{hash_key(READER_KEY)}"\nmodels = ["iris"]\n'
+        f'[serve.consumers.batch]\nkey_sha256 = "{hash_key(LIMITED_KEY)}"\n'
+        "rate_per_s = 0.5\nburst = 2\n",
+    )
+    try:
+        url = "/v2/models/iris/infer"
+        assert client.post(url, json=v2([ROW])).status_code == 401
+        wrong = client.post(url, json=v2([ROW]), headers={"X-Api-Key": "guess"})
+        assert wrong.status_code == 401 and "not valid" in wrong.json()["error"]
+        ok = client.post(url, json=v2([ROW]), headers={"Authorization": f"Bearer {READER_KEY}"})
+        assert ok.status_code == 200
+        scoped = client.post(
+            "/v2/models/other/infer", json=v2([ROW]), headers={"X-Api-Key": READER_KEY}
+        )
+        assert scoped.status_code == 403 and "may not call model `other`" in scoped.text
+        statuses = [
+            client.post(url, json=v2([ROW]), headers={"X-Api-Key": LIMITED_KEY}) for _ in range(3)
+        ]
+        assert [r.status_code for r in statuses] == [200, 200, 429]
+        assert int(statuses[-1].headers["retry-after"]) >= 1
+        mlflow = client.post("/invocations", json={"inputs": [ROW]}, headers={"Gyre-Model": "iris"})
+        assert mlflow.status_code == 401 and mlflow.json()["error_code"] == "UNAUTHENTICATED"
+        assert client.get("/v2/health/ready").status_code == 200  # health stays open
+        metrics = client.get("/metrics").text
+        assert 'consumer="app",model="iris",protocol="v2",status="200"' in metrics
+        admin = client.request("PUT", "/v1/admin/models/iris/aliases/x", json={"version": 1},
+                               headers={"X-Api-Key": READER_KEY})  # fmt: skip
+        assert admin.status_code == 403
+    finally:
+        client.close()
+
+
+def test_admin_routes_are_closed_without_declared_consumers(
+    two_versions: Registry, home: Path
+) -> None:
+    client = client_for(home)
+    try:
+        response = client.request(
+            "PUT", "/v1/admin/models/iris/aliases/champion", json={"version": 2}
+        )
+        assert response.status_code == 403
+        assert "declare a consumer with admin = true" in response.json()["error"]
+    finally:
+        client.close()
+
+
+def test_an_open_server_binds_only_to_loopback(home: Path) -> None:
+    def config(host: str, insecure: bool = False, consumers: str = "") -> None:
+        path = write_config(home, consumers)
+        check_exposure(
+            load_config(
+                home=home,
+                config_file=path,
+                serve_overrides={"host": host, "insecure": insecure or None},
+            )
+        )
+
+    config("127.0.0.1")
+    config("::1")
+    config("localhost")
+    with pytest.raises(ConfigError, match=r"refusing to serve on 0\.0\.0\.0 with no consumers"):
+        config("0.0.0.0")
+    config("0.0.0.0", insecure=True)
+    config("0.0.0.0", consumers=f'[serve.consumers.a]\nkey_sha256 = "{hash_key("k")}"\n')
+
+
+def test_consumer_keys_must_be_declared_as_hashes(home: Path) -> None:
+    path = write_config(home, '[serve.consumers.a]\nkey_sha256 = "plain-text-key"\n')
+    with pytest.raises(ConfigError, match="key_sha256 must be the sha256 hex digest"):
+        load_config(home=home, config_file=path)
