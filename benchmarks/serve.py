@@ -74,6 +74,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 class Server:
     def __init__(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
         self.name = name
@@ -92,10 +109,16 @@ class Server:
         raise SystemExit(f"{name} did not start")
 
     def rss_mib(self) -> float:
-        """Peak resident memory of the server process (VmHWM), in MiB."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
-        return round(kib / 1024, 1)
+        """Peak resident memory (VmHWM) of the server and its worker processes, in MiB."""
+        total_kib = 0
+        for pid in [self.process.pid, *descendants(self.process.pid)]:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            found = re.search(r"VmHWM:\s+(\d+) kB", status)
+            total_kib += int(found.group(1)) if found else 0
+        return round(total_kib / 1024, 1)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -197,7 +220,10 @@ CASES = [  # (name, rows per request, connections)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each case")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes for gyre and FastAPI alike"
+    )
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     wrk = ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="gyre-bench-"))
@@ -208,10 +234,11 @@ def main() -> None:
     env["GYRE_BENCH_ONNX"] = str(onnx_path)
     uvicorn = [sys.executable, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools"]
     uvicorn += ["--no-access-log", "--log-level", "warning"]
+    workers = ["--workers", str(args.workers)]
     servers = {
-        "gyre": [sys.executable, "-m", "gyre", "--home", str(home), "serve"],
-        "fastapi": [*uvicorn, "baselines:fastapi_app"],
-        "ceiling": [*uvicorn, "baselines:ceiling_app"],
+        "gyre": [sys.executable, "-m", "gyre", "--home", str(home), "serve", *workers],
+        "fastapi": [*uvicorn, *workers, "baselines:fastapi_app"],
+        "ceiling": [*uvicorn, *workers, "baselines:ceiling_app"],
     }
     results: dict[str, Any] = {"cases": {}}
     for name, command in servers.items():
@@ -251,11 +278,15 @@ def main() -> None:
         "platform": platform.platform(),
         "gyre": gyre.__version__,
         "seconds_per_case": args.seconds,
+        "server_processes": args.workers,
         "load_generator": "wrk -t1 (separate process, same machine)",
         "date": time.strftime("%Y-%m-%d"),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    output = args.output or (
+        RESULTS if args.workers == 1 else RESULTS.with_name(f"serve-w{args.workers}.json")
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     shutil.rmtree(workdir, ignore_errors=True)
 

@@ -99,6 +99,10 @@ def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
     )
 
 
+# Bumped whenever the tables change; a database of another version is refused.
+SCHEMA_VERSION = 1
+
+
 class SQLiteMetadataStore:
     """The embedded metadata store. Every write is one transaction and one change record."""
 
@@ -111,7 +115,20 @@ class SQLiteMetadataStore:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        (found,) = self._conn.execute("PRAGMA user_version").fetchone()
+        tables = self._conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+        if found == 0 and tables == 0:
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif found != SCHEMA_VERSION:
+            raise RegistryError(
+                f"registry {self.path} has schema version {found}, this gyre reads version "
+                f"{SCHEMA_VERSION}; use the gyre version that wrote it, or publish into a new "
+                "home (--home)"
+            )
 
     def close(self) -> None:
         self._conn.close()

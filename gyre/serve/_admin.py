@@ -21,7 +21,7 @@ from gyre.registry import Registry
 from gyre.registry import _admin as registry_admin
 from gyre.serve._auth import Gatekeeper, key_of
 from gyre.serve._feedback import FeedbackStore, parse_request_id
-from gyre.serve._http import Response, Scope, json_response
+from gyre.serve._http import Response, Scope, header, json_response
 
 RegistryCall = Callable[[Callable[[Registry], Any]], Awaitable[Any]]
 
@@ -51,7 +51,7 @@ class Admin:
         self._on_reward = on_reward
 
     async def handle(self, method: str, parts: list[str], scope: Scope, body: bytes) -> Response:
-        key = key_of(scope["headers"])
+        key = key_of(header(scope, b"authorization"), header(scope, b"x-api-key"))
         if parts == ["feedback"] and method == "POST":
             return await self._feedback(key, _json_object(body))
         if len(parts) >= 4 and parts[:2] == ["admin", "models"]:

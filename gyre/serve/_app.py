@@ -89,7 +89,9 @@ class GyreApp:
     def _authorize(self, scope: Scope, labels: _Labels, model: str) -> None:
         labels.model = model
         if self.gatekeeper.enabled:
-            labels.consumer = self.gatekeeper.check(key_of(scope["headers"]), model=model)
+            labels.consumer = self.gatekeeper.check(
+                key_of(header(scope, b"authorization"), header(scope, b"x-api-key")), model=model
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

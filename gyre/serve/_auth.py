@@ -121,12 +121,10 @@ class Gatekeeper:
         return consumer.name
 
 
-def key_of(headers: list[tuple[bytes, bytes]]) -> str | None:
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = bytes(value).decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token:
-                return token.strip()
-        elif name == b"x-api-key":
-            return bytes(value).decode("latin-1").strip()
-    return None
+def key_of(authorization: str | None, api_key: str | None) -> str | None:
+    """The API key of `Authorization: Bearer KEY` or `X-Api-Key: KEY`."""
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return api_key.strip() if api_key is not None else None

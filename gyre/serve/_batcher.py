@@ -103,21 +103,38 @@ class Batcher:
         future: asyncio.Future[Tensors] = loop.create_future()
         key = tuple((name, array.shape[1:], array.dtype) for name, array in feeds.items())
         pending = _Pending(feeds, rows, key, future, deadline)
-        pending.timer = loop.call_at(
-            deadline, _expire, pending, f"deadline of {self.runtime.what} passed before an answer"
-        )
+        # A request answered within this turn of the event loop (an idle model that runs
+        # inline) needs no deadline timer; one that may wait on anything else gets one.
+        if self._busy or self.max_batch_delay_s > 0.0 or not self._inline():
+            self._arm(loop, pending)
         self._queue.push(deadline, rows, pending)
         self._idle.clear()
         if not self._busy:
             self._schedule(loop)
         return future
 
+    def _inline(self) -> bool:
+        runtime = self.runtime
+        return runtime.inline_allowed and runtime.mean_call_us < self.inline_inference_max_us
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
+        if pending.timer is None:
+            pending.timer = loop.call_at(
+                pending.deadline,
+                _expire,
+                pending,
+                f"deadline of {self.runtime.what} passed before an answer",
+            )
+
     def _admit(self, now: float, rows: int, deadline: float) -> None:
-        # Shedding is for a queue that cannot keep up. A request that would miss its
-        # deadline even with nothing ahead of it is admitted: it gets the default (or 504).
-        ahead = self._queue.rows
-        queued = ahead + rows
-        wait_s = self.policy.drain_s(queued) if self.policy.calibrated and ahead else 0.0
+        # Shedding is for a queue that cannot keep up. A request that fits in the next
+        # batch is admitted: if even that would miss its deadline, it gets the default
+        # (or 504) instead.
+        queued = self._queue.rows + rows
+        fits_next_batch = queued <= self.policy.cap or not self.policy.calibrated
+        if fits_next_batch and queued <= self.max_queue_rows:
+            return
+        wait_s = self.policy.drain_s(queued)
         if queued > self.max_queue_rows or now + wait_s > deadline:
             raise Overloaded(
                 f"{self.runtime.what} is overloaded: {queued} rows queued, predicted wait "
@@ -170,7 +187,8 @@ class Batcher:
         size = self.policy.batch_size(now, queue.earliest_deadline())
         batch = queue.take(size, self._fits)
         rows = sum(p.rows for p in batch)
-        cap_limited = bool(queue) and rows >= size
+        # The cap held this batch back if the next waiting request did not fit in it.
+        cap_limited = bool(queue) and rows + queue.peek().rows > size
         feeds = (
             batch[0].feeds
             if len(batch) == 1
@@ -193,6 +211,11 @@ class Batcher:
             self._next(loop)
             return
         self._busy = True
+        # From now on requests wait on a thread: every one of them needs its timer.
+        for pending in batch:
+            self._arm(loop, pending)
+        for pending in queue:
+            self._arm(loop, pending)
         done = loop.run_in_executor(self._executor, self.runtime.run, feeds)
         done.add_done_callback(lambda f: self._finished(batch, f, rows, now, earliest, cap_limited))
 

@@ -31,7 +31,10 @@ class AdaptiveBatchPolicy:
         self.increase_rows = max(1, increase_rows)
         self.adaptive = adaptive
         self.cap = self.max_batch_size if not adaptive else 1
-        self._timings: deque[tuple[int, float]] = deque(maxlen=max(2, samples))
+        self._samples = max(2, samples)
+        self._timings: deque[tuple[int, float]] = deque()
+        # Running sums over the timings window: n, Σrows, Σs, Σrows², Σrows·s.
+        self._sums = [0.0, 0.0, 0.0, 0.0, 0.0]
         self.intercept_s = 0.0
         self.slope_s = 0.0
 
@@ -40,7 +43,10 @@ class AdaptiveBatchPolicy:
     def record(self, rows: int, seconds: float, *, met_deadline: bool, cap_limited: bool) -> None:
         """One batch of `rows` took `seconds`; it met (or missed) its earliest deadline, and
         was (or was not) cut short by the cap while more rows were waiting."""
+        self._add(rows, seconds, 1.0)
         self._timings.append((rows, seconds))
+        if len(self._timings) > self._samples:
+            self._add(*self._timings.popleft(), -1.0)
         self._fit()
         if not self.adaptive:
             return
@@ -49,17 +55,23 @@ class AdaptiveBatchPolicy:
         elif cap_limited:
             self.cap = min(self.max_batch_size, self.cap + self.increase_rows)
 
+    def _add(self, rows: int, seconds: float, sign: float) -> None:
+        sums = self._sums
+        sums[0] += sign
+        sums[1] += sign * rows
+        sums[2] += sign * seconds
+        sums[3] += sign * rows * rows
+        sums[4] += sign * rows * seconds
+
     def _fit(self) -> None:
-        n = len(self._timings)
-        mean_rows = sum(r for r, _ in self._timings) / n
-        mean_s = sum(s for _, s in self._timings) / n
-        spread = sum((r - mean_rows) ** 2 for r, _ in self._timings)
-        if spread == 0.0:
+        n, sum_rows, sum_s, sum_rows2, sum_rows_s = self._sums
+        mean_rows, mean_s = sum_rows / n, sum_s / n
+        spread = sum_rows2 - n * mean_rows * mean_rows
+        if spread <= 1e-9 * max(sum_rows2, 1.0):
             # One batch size seen so far: latency proportional to rows is the safe guess.
             self.intercept_s, self.slope_s = 0.0, mean_s / max(mean_rows, 1.0)
             return
-        slope = sum((r - mean_rows) * (s - mean_s) for r, s in self._timings) / spread
-        slope = max(slope, 0.0)
+        slope = max((sum_rows_s - n * mean_rows * mean_s) / spread, 0.0)
         self.slope_s = slope
         self.intercept_s = max(mean_s - slope * mean_rows, 0.0)
 

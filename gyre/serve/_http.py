@@ -42,10 +42,12 @@ def error_response(protocol: str, exc: GyreError) -> Response:
 
 
 def header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
+    """A request header by lower-case name (the headers are indexed once per request)."""
+    index = scope.get("gyre.headers")
+    if index is None:
+        index = scope["gyre.headers"] = dict(scope["headers"])
+    value = index.get(name)
+    return None if value is None else bytes(value).decode("latin-1")
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,13 +20,24 @@ from gyre.serve._snapshot import LoadedVersion, Snapshot
 log = logging.getLogger("gyre.serve")
 
 
-@dataclass(frozen=True)
 class Prediction:
-    loaded: LoadedVersion
-    outputs: Tensors
-    request_id: str
-    default_reason: str | None = None
-    cached: bool = False
+    """One answer: the version that gave it, its outputs, and whether it is a default."""
+
+    __slots__ = ("cached", "default_reason", "loaded", "outputs", "request_id")
+
+    def __init__(
+        self,
+        loaded: LoadedVersion,
+        outputs: Tensors,
+        request_id: str,
+        default_reason: str | None = None,
+        cached: bool = False,
+    ) -> None:
+        self.loaded = loaded
+        self.outputs = outputs
+        self.request_id = request_id
+        self.default_reason = default_reason
+        self.cached = cached
 
 
 def _first_row(outputs: Tensors) -> Any:

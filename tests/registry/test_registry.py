@@ -245,3 +245,13 @@ def test_concurrent_publishes_never_share_a_version_number(home: Path) -> None:
         assert worker.exitcode == 0
     versions = sorted(queue.get(timeout=5) for _ in range(15))
     assert versions == list(range(1, 16))
+
+
+def test_a_registry_of_another_schema_version_is_refused(home: Path) -> None:
+    import sqlite3
+
+    Registry(home).close()
+    with sqlite3.connect(home / "registry.db") as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(RegistryError, match="has schema version 99, this gyre reads version 1"):
+        Registry(home)
