@@ -25,6 +25,8 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/serve.py --workers 2
+	$(BIN)/python benchmarks/batching.py
 
 clean:
 	rm -rf $(VENV) .gyre .pytest_cache .mypy_cache .ruff_cache

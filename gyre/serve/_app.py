@@ -138,9 +138,9 @@ class GyreApp:
         except Exception as exc:  # a bug, not bad input: log it, answer 500
             log.exception("unexpected error on %s %s", scope["method"], path)
             response = error_response(protocol, GyreError(f"internal error: {exc}"))
-        await send(
-            {"type": "http.response.start", "status": response.status, "headers": response.headers}
-        )
+        # With its length known up front the body goes out in one piece, not chunked.
+        headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
         if labels.model:
             self.metrics.observe_request(
