@@ -139,6 +139,8 @@ def _show_table(mv: ModelVersion) -> Table:
     ]
     rows += [(f"input {s.name}", f"{s.datatype} {_shape(s.shape)}") for s in mv.signature.inputs]
     rows += [(f"output {s.name}", f"{s.datatype} {_shape(s.shape)}") for s in mv.signature.outputs]
+    if mv.entrypoint:
+        rows.append(("python class", mv.entrypoint))
     if mv.signature.feature_names:
         rows.append(("features", ", ".join(mv.signature.feature_names)))
     rows.append(("parity", json.dumps(mv.parity, sort_keys=True)))
