@@ -72,6 +72,8 @@ class ConsumerConfig:
     # Requests per second over all server processes; none: unlimited.
     rate_per_s: float | None = None
     burst: float | None = None
+    # Event types it may ingest (POST /v1/events/TYPE); ["*"] for every type.
+    events: list[str] = dataclasses.field(default_factory=list)
     # May move aliases and change traffic policies over HTTP.
     admin: bool = False
 
@@ -114,12 +116,35 @@ class ServeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EventTypeConfig:
+    """An event type, `[collect.events.NAME]`: typed fields, entity key(s), event time."""
+
+    # field name -> "int" | "float" | "bool" | "string" | "timestamp", "?" suffix: optional
+    fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    entity: list[str] = dataclasses.field(default_factory=list)
+    time: str = ""
+    id: str | None = None
+    # "reject" a record with fields not declared, or "ignore" (drop) them.
+    unknown_fields: str = "reject"
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectConfig:
+    """Settings of event collection and the fact log."""
+
+    events: Mapping[str, EventTypeConfig] = dataclasses.field(default_factory=dict)
+    # Concurrent ingestion calls that arrive within this share one commit (one fsync).
+    group_commit_max_wait_ms: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration. Build it with `load_config`."""
 
     home: Path
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
+    collect: CollectConfig = CollectConfig()
 
 
 def _accepts(annotation: Any, value: Any) -> bool:
@@ -174,6 +199,16 @@ def _serve_section(data: Mapping[str, Any]) -> ServeConfig:
     return dataclasses.replace(serve, model_defaults=defaults, models=models, consumers=consumers)
 
 
+def _collect_section(data: Mapping[str, Any]) -> CollectConfig:
+    data = dict(data)
+    events = {
+        name: _section(EventTypeConfig, values, f"collect.events.{name}")
+        for name, values in data.pop("events", {}).items()
+    }
+    collect: CollectConfig = _section(CollectConfig, data, "collect")
+    return dataclasses.replace(collect, events=events)
+
+
 def _consumer(name: str, values: Mapping[str, Any]) -> ConsumerConfig:
     consumer: ConsumerConfig = _section(ConsumerConfig, values, f"serve.consumers.{name}")
     digest = consumer.key_sha256.lower()
@@ -204,10 +239,11 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"home", "registry", "serve"})
+    unknown = sorted(set(data) - {"home", "registry", "serve", "collect"})
     if unknown:
         raise ConfigError(
-            f"unknown section(s) {', '.join(unknown)} in {path}; known: home, registry, serve"
+            f"unknown section(s) {', '.join(unknown)} in {path}; "
+            "known: home, registry, serve, collect"
         )
     resolved_home = Path(home or os.environ.get("GYRE_HOME") or data.get("home") or DEFAULT_HOME)
     serve = _serve_section(data.get("serve", {}))
@@ -218,5 +254,6 @@ def load_config(
     return Config(
         home=resolved_home.expanduser().resolve(),
         registry=_section(RegistryConfig, data.get("registry", {}), "registry"),
+        collect=_collect_section(data.get("collect", {})),
         serve=serve,
     )

@@ -2,6 +2,9 @@
 
     GyreError
     ├── ConfigError                  the configuration file or a setting is invalid
+    ├── CollectError
+    │   ├── UnknownEventType         no such event type is declared
+    │   └── InvalidEvents            a body that is neither a JSON array nor NDJSON
     ├── RegistryError
     │   ├── ModelNotFound            no such model, version or alias
     │   ├── ArtifactCorrupted        an artifact is missing or its sha256 does not match
@@ -32,6 +35,18 @@ class GyreError(Exception):
 
 class ConfigError(GyreError):
     """The configuration is invalid; the message names the setting and the expected value."""
+
+
+class CollectError(GyreError):
+    """Something went wrong collecting events."""
+
+
+class UnknownEventType(CollectError):
+    """The event type is not declared."""
+
+
+class InvalidEvents(CollectError):
+    """The events could not be parsed at all (individual bad records are rejected instead)."""
 
 
 class RegistryError(GyreError):

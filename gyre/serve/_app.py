@@ -6,13 +6,16 @@ comparisons, one msgspec decode, one batched inference and one encode.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import gyre
+from gyre.collect import Collector, parse_events
 from gyre.config import ServeConfig
-from gyre.errors import BadRequest, GyreError, NotFound, Overloaded
+from gyre.errors import BadRequest, GyreError, NotFound, Overloaded, UnknownEventType
 from gyre.registry import parse_ref
 from gyre.serve._admin import Admin
 from gyre.serve._auth import Gatekeeper, key_of
@@ -78,6 +81,7 @@ class GyreApp:
         predictor: Predictor,
         admin: Admin,
         gatekeeper: Gatekeeper,
+        collector: Collector | None = None,
     ) -> None:
         self.config = config
         self.repository = repository
@@ -85,6 +89,8 @@ class GyreApp:
         self.predictor = predictor
         self.admin = admin
         self.gatekeeper = gatekeeper
+        self.collector = collector
+        self._ingest_threads = ThreadPoolExecutor(32, thread_name_prefix="gyre-ingest")
 
     def _authorize(self, scope: Scope, labels: _Labels, model: str) -> None:
         labels.model = model
@@ -113,6 +119,9 @@ class GyreApp:
             elif message["type"] == "lifespan.shutdown":
                 await self.predictor.drain()
                 await self.repository.stop()
+                self._ingest_threads.shutdown(wait=True)
+                if self.collector is not None:
+                    self.collector.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -168,6 +177,8 @@ class GyreApp:
             return Response(
                 200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
             )
+        if parts[0] == "v1" and len(parts) == 3 and parts[1] == "events" and method == "POST":
+            return await self._events(scope, receive, parts[2])
         if parts[0] == "v1" and len(parts) >= 2 and parts[1] in ("feedback", "admin"):
             body = await read_body(scope, receive, self.config.max_body_bytes)
             return await self.admin.handle(method, parts[1:], scope, body)
@@ -305,6 +316,27 @@ class GyreApp:
             + (f":{verb}" if verb else "")
             + "; use GET /v1/models/NAME[/versions/N|/labels/L][/metadata] or POST …:predict"
         )
+
+    # -- event ingestion ---------------------------------------------------------------------
+
+    async def _events(self, scope: Scope, receive: Receive, type_name: str) -> Response:
+        if self.collector is None:
+            raise UnknownEventType(
+                f"unknown event type `{type_name}`: no event types are declared "
+                "([collect.events.NAME] in gyre.toml)"
+            )
+        self.collector.event_type(type_name)
+        if self.gatekeeper.enabled:
+            key = key_of(header(scope, b"authorization"), header(scope, b"x-api-key"))
+            self.gatekeeper.check(key, event_type=type_name)
+        body = await read_body(scope, receive, self.config.max_body_bytes)
+        collector = self.collector
+        # Validation and the durable commit block: they run on the ingestion threads, where
+        # concurrent calls share one commit.
+        result = await asyncio.get_running_loop().run_in_executor(
+            self._ingest_threads, lambda: collector.ingest(type_name, parse_events(body))
+        )
+        return json_response(result.as_json())
 
     # -- MLflow scoring ----------------------------------------------------------------------
 

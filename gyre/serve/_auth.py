@@ -50,9 +50,13 @@ class Consumer:
     name: str
     models: frozenset[str] | None  # None: every model
     admin: bool
+    events: frozenset[str] | None = frozenset()  # None: every event type
 
     def may_call(self, model: str) -> bool:
         return self.models is None or model in self.models
+
+    def may_ingest(self, event_type: str) -> bool:
+        return self.events is None or event_type in self.events
 
 
 class Gatekeeper:
@@ -72,7 +76,10 @@ class Gatekeeper:
         self._buckets: dict[str, TokenBucket] = {}
         for name, declared in consumers.items():
             models = None if "*" in declared.models else frozenset(declared.models)
-            self._by_hash[declared.key_sha256.lower()] = Consumer(name, models, declared.admin)
+            events = None if "*" in declared.events else frozenset(declared.events)
+            self._by_hash[declared.key_sha256.lower()] = Consumer(
+                name, models, declared.admin, events
+            )
             if declared.rate_per_s is not None:
                 # Each server process enforces its share of the declared rate.
                 rate = declared.rate_per_s / processes
@@ -88,7 +95,14 @@ class Gatekeeper:
                 return consumer
         return None
 
-    def check(self, key: str | None, *, model: str | None = None, admin: bool = False) -> str:
+    def check(
+        self,
+        key: str | None,
+        *,
+        model: str | None = None,
+        admin: bool = False,
+        event_type: str | None = None,
+    ) -> str:
         """The consumer's name ("" when auth is off); raises 401/403/429 errors."""
         if not self.enabled:
             if admin:
@@ -109,6 +123,11 @@ class Gatekeeper:
             raise Forbidden(f"consumer `{consumer.name}` may not run admin operations")
         if model is not None and not consumer.may_call(model):
             raise Forbidden(f"consumer `{consumer.name}` may not call model `{model}`")
+        if event_type is not None and not consumer.may_ingest(event_type):
+            raise Forbidden(
+                f"consumer `{consumer.name}` may not send `{event_type}` events; "
+                "list the type in its `events`"
+            )
         bucket = self._buckets.get(consumer.name)
         if bucket is not None:
             wait_s = bucket.take(self._clock())

@@ -9,6 +9,7 @@ from gyre.errors import (
     DeadlineExceeded,
     Forbidden,
     GyreError,
+    InvalidEvents,
     InvalidModel,
     ModelNotFound,
     NotFound,
@@ -17,15 +18,18 @@ from gyre.errors import (
     RegistryError,
     Unauthorized,
     Unavailable,
+    UnknownEventType,
 )
 
 _STATUS: tuple[tuple[type[GyreError], int], ...] = (
     (BadRequest, 400),
     (InvalidModel, 400),
+    (InvalidEvents, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
     (NotFound, 404),
     (ModelNotFound, 404),
+    (UnknownEventType, 404),
     (PayloadTooLarge, 413),
     (RateLimited, 429),
     (Unavailable, 503),

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from gyre.collect import Collector, event_types
 from gyre.config import Config
 from gyre.errors import ConfigError
 from gyre.registry import Registry
@@ -67,7 +68,11 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
     predictor = Predictor(PredictionCache(config.serve.cache_bytes), feedback, metrics)
     gatekeeper = Gatekeeper(config.serve.consumers, processes=processes)
     admin = Admin(gatekeeper, feedback, repository.call_registry, repository.observe_reward)
-    return GyreApp(config.serve, repository, metrics, predictor, admin, gatekeeper)
+    types = event_types(config.collect.events)
+    collector = (
+        Collector(config.home, types, config.collect.group_commit_max_wait_ms) if types else None
+    )
+    return GyreApp(config.serve, repository, metrics, predictor, admin, gatekeeper, collector)
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,0 +1,243 @@
+"""The fact log: append-only, durable, idempotent, in SQLite (WAL) under the home.
+
+A fact is stored once per (type, id): a retried event with the same id is a duplicate,
+not a second fact. There is no update and no delete; corrections are new facts. Each
+append is one transaction committed with `synchronous=FULL` (fsync); `GroupCommitter`
+shares one commit among concurrent callers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gyre.collect._schema import EventType
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS facts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    event_id TEXT,
+    entity TEXT NOT NULL,
+    event_time INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    ingested_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS facts_by_id ON facts (type, event_id)
+    WHERE event_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS facts_by_time ON facts (type, event_time, seq);
+"""
+
+
+@dataclass(frozen=True)
+class Fact:
+    seq: int
+    type: str
+    event_time: int
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stored: int
+    duplicates: int
+    watermark: int
+
+
+class SQLiteFactLog:
+    """The embedded fact log. Use one instance per thread (SQLite connections are not
+    shared across threads); many processes may append to the same file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+        self.commits = 0
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def append(
+        self, batches: Sequence[tuple[EventType, Sequence[Mapping[str, Any]]]]
+    ) -> list[AppendResult]:
+        """Store validated facts, one result per batch, in one durable transaction."""
+        now = time.time()
+        conn = self._conn
+        results = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for event_type, facts in batches:
+                rows = [
+                    (
+                        event_type.name,
+                        None if event_type.id_field is None else str(fact[event_type.id_field]),
+                        event_type.entity_key(fact),
+                        fact[event_type.time_field],
+                        json.dumps(fact, separators=(",", ":")),
+                        now,
+                    )
+                    for fact in facts
+                ]
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT OR IGNORE INTO facts (type, event_id, entity, event_time, payload,"
+                    " ingested_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                stored = conn.total_changes - before
+                results.append((stored, len(rows) - stored))
+            (watermark,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM facts").fetchone()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        return [AppendResult(s, d, int(watermark)) for s, d in results]
+
+    def watermark(self) -> int:
+        """The log position of the latest fact; later steps record it as lineage."""
+        (seq,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM facts").fetchone()
+        return int(seq)
+
+    def scan(
+        self,
+        event_type: str,
+        start: int | None = None,
+        end: int | None = None,
+        *,
+        up_to_seq: int | None = None,
+        chunk: int = 10_000,
+    ) -> Iterator[Fact]:
+        """Facts of one type with start <= event time < end (microseconds), in event-time
+        order, streamed in chunks (constant memory)."""
+        last_time, last_seq = (start if start is not None else -(2**63)), -1
+        stop = end if end is not None else 2**63 - 1
+        limit_seq = up_to_seq if up_to_seq is not None else 2**63 - 1
+        while True:
+            rows = self._conn.execute(
+                "SELECT seq, event_time, payload FROM facts WHERE type = ?"
+                " AND (event_time > ? OR (event_time = ? AND seq > ?))"
+                " AND event_time < ? AND seq <= ? ORDER BY event_time, seq LIMIT ?",
+                (event_type, last_time, last_time, last_seq, stop, limit_seq, chunk),
+            ).fetchall()
+            for seq, event_time, payload in rows:
+                yield Fact(seq, event_type, event_time, json.loads(payload))
+            if len(rows) < chunk:
+                return
+            last_seq, last_time = rows[-1][0], rows[-1][1]
+
+    def tail(self, event_type: str, count: int = 10) -> list[Fact]:
+        rows = self._conn.execute(
+            "SELECT seq, event_time, payload FROM facts WHERE type = ? ORDER BY seq DESC LIMIT ?",
+            (event_type, count),
+        ).fetchall()
+        return [Fact(s, event_type, t, json.loads(p)) for s, t, p in reversed(rows)]
+
+    def stats(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT type, COUNT(*), MIN(event_time), MAX(event_time), MAX(seq) FROM facts"
+            " GROUP BY type ORDER BY type"
+        ).fetchall()
+        return [
+            {"type": t, "facts": n, "first_event_time": lo, "last_event_time": hi, "last_seq": s}
+            for t, n, lo, hi, s in rows
+        ]
+
+
+class GroupCommitter:
+    """Appends from many threads or coroutines, committed together: each caller blocks
+    until its facts are durable, and callers that arrive while a commit runs share the
+    next one (one fsync for all of them)."""
+
+    def __init__(self, path: Path, max_wait_ms: float = 2.0) -> None:
+        self.path = path
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._lock = threading.Condition()
+        self._pending: list[tuple[EventType, Sequence[Mapping[str, Any]], _Slot]] = []
+        self._closed = False
+        self.commits = 0
+        self._thread = threading.Thread(target=self._run, name="gyre-fact-log", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def append(self, event_type: EventType, facts: Sequence[Mapping[str, Any]]) -> AppendResult:
+        """Store `facts` durably; returns once they are on disk."""
+        slot = _Slot()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the fact log is closed")
+            self._pending.append((event_type, facts, slot))
+            self._lock.notify()
+        return slot.wait()
+
+    def _run(self) -> None:
+        try:
+            log = SQLiteFactLog(self.path)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._lock.wait()
+                if not self._pending and self._closed:
+                    break
+            if self.max_wait_s > 0:
+                time.sleep(self.max_wait_s)  # let concurrent callers join this commit
+            with self._lock:
+                batch, self._pending = self._pending, []
+            try:
+                results = log.append([(t, f) for t, f, _ in batch])
+            except BaseException as exc:
+                for _, _, slot in batch:
+                    slot.fail(exc)
+                continue
+            self.commits += 1
+            for (_, _, slot), result in zip(batch, results, strict=True):
+                slot.done(result)
+        log.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        self._thread.join()
+
+
+class _Slot:
+    __slots__ = ("_error", "_event", "_result")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._result: AppendResult | None = None
+        self._error: BaseException | None = None
+
+    def done(self, result: AppendResult) -> None:
+        self._result = result
+        self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._event.set()
+
+    def wait(self) -> AppendResult:
+        self._event.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result

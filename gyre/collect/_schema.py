@@ -1,0 +1,164 @@
+"""Event types: typed fields, entity key(s), the event-time field, an optional id field.
+
+Field types: `int`, `float`, `bool`, `string`, `timestamp`; a `?` suffix makes a field
+optional (absent or null). Timestamps are RFC 3339 strings with a zone
+(`2026-11-26T08:00:00Z`, `…+01:00`) or numbers of seconds since the epoch, and are stored as
+integer microseconds since the epoch, UTC.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gyre.config import EventTypeConfig
+from gyre.errors import ConfigError
+
+FIELD_TYPES = ("int", "float", "bool", "string", "timestamp")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def parse_timestamp(value: Any) -> int:
+    """Microseconds since the epoch (UTC); ValueError with the reason when not a timestamp."""
+    if isinstance(value, bool):
+        raise ValueError("expected a timestamp, got a boolean")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"timestamp {value!r} is not finite")
+        return round(value * 1_000_000)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a timestamp (RFC 3339 string or epoch seconds), got {value!r}")
+    try:
+        parsed = datetime.datetime.fromisoformat(
+            value.replace("Z", "+00:00").replace("z", "+00:00")
+        )
+    except ValueError:
+        raise ValueError(f"{value!r} is not an RFC 3339 timestamp") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {value!r} has no time zone; add Z or an offset like +01:00")
+    delta = parsed - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def format_timestamp(micros: int) -> str:
+    moment = _EPOCH + datetime.timedelta(microseconds=micros)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class EventType:
+    """A declared event type; `validate` turns a JSON record into a clean fact."""
+
+    name: str
+    fields: Mapping[str, str]
+    entity: tuple[str, ...]
+    time_field: str
+    id_field: str | None = None
+    unknown_fields: str = "reject"
+    _required: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"event type `{self.name}`"
+        if not _NAME.match(self.name):
+            raise ConfigError(f"{where}: the name must be letters, digits and '_'")
+        for name, kind in self.fields.items():
+            if not _NAME.match(name):
+                raise ConfigError(f"{where}: field name {name!r} must be letters, digits and '_'")
+            if kind.rstrip("?") not in FIELD_TYPES:
+                raise ConfigError(
+                    f"{where}: field `{name}` has type {kind!r}; use one of "
+                    f"{', '.join(FIELD_TYPES)} (with ? for optional)"
+                )
+        if not self.entity:
+            raise ConfigError(
+                f'{where}: declare its entity key field(s), e.g. entity = ["user_id"]'
+            )
+        for key in (*self.entity, self.time_field, *([self.id_field] if self.id_field else [])):
+            if key not in self.fields:
+                raise ConfigError(f"{where}: `{key}` is not one of its fields")
+            if self.fields[key].endswith("?"):
+                raise ConfigError(f"{where}: key field `{key}` cannot be optional")
+        if self.fields[self.time_field] != "timestamp":
+            raise ConfigError(f"{where}: the time field `{self.time_field}` must be a timestamp")
+        if self.unknown_fields not in ("reject", "ignore"):
+            raise ConfigError(f'{where}: unknown_fields must be "reject" or "ignore"')
+        required = frozenset(n for n, k in self.fields.items() if not k.endswith("?"))
+        object.__setattr__(self, "_required", required)
+
+    @classmethod
+    def from_config(cls, name: str, config: EventTypeConfig) -> EventType:
+        return cls(
+            name=name,
+            fields=dict(config.fields),
+            entity=tuple(config.entity),
+            time_field=config.time,
+            id_field=config.id,
+            unknown_fields=config.unknown_fields,
+        )
+
+    @property
+    def definition_hash(self) -> str:
+        canonical = json.dumps(
+            [self.name, dict(self.fields), self.entity, self.time_field, self.id_field,
+             self.unknown_fields], sort_keys=True,
+        )  # fmt: skip
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def validate(self, record: Any) -> dict[str, Any]:
+        """The record with typed values (timestamps as epoch microseconds); ValueError with
+        the reason when it does not fit the type."""
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        unknown = [k for k in record if k not in self.fields]
+        if unknown and self.unknown_fields == "reject":
+            raise ValueError(
+                f"unknown field(s) {', '.join(sorted(unknown))}; `{self.name}` has "
+                f"{', '.join(self.fields)}"
+            )
+        missing = sorted(k for k in self._required if record.get(k) is None)
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(missing)}")
+        clean: dict[str, Any] = {}
+        for name, kind in self.fields.items():
+            value = record.get(name)
+            if value is None:
+                clean[name] = None
+                continue
+            try:
+                clean[name] = _coerce(kind.rstrip("?"), value)
+            except ValueError as exc:
+                raise ValueError(f"field `{name}`: {exc}") from None
+        return clean
+
+    def entity_key(self, fact: Mapping[str, Any]) -> str:
+        return json.dumps([fact[k] for k in self.entity])
+
+
+def _coerce(kind: str, value: Any) -> Any:
+    if kind == "timestamp":
+        return parse_timestamp(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            if -(2**63) <= value < 2**63:
+                return value
+            raise ValueError(f"{value} does not fit in 64 bits")
+    elif kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind == "string" and isinstance(value, str):
+        return value
+    raise ValueError(f"expected {kind}, got {type(value).__name__} {value!r}")
+
+
+def event_types(configs: Mapping[str, EventTypeConfig]) -> dict[str, EventType]:
+    return {name: EventType.from_config(name, config) for name, config in configs.items()}
