@@ -21,7 +21,8 @@ from gyre.collect._schema import EventType
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS facts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- Facts are never deleted, so the rowid only grows: a plain key is a gapless position.
+    seq INTEGER PRIMARY KEY,
     type TEXT NOT NULL,
     event_id TEXT,
     entity TEXT NOT NULL,

@@ -1,0 +1,177 @@
+"""Event ingestion through the real server and the CLI, and durability on SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from gyre.collect import EventClient, SQLiteFactLog
+from gyre.serve._auth import hash_key
+from tests.conftest import start_server
+
+pytestmark = pytest.mark.integration
+
+CLICKS = (
+    "[collect.events.clicks]\n"
+    'fields = { id = "string", user = "int", page = "string?", at = "timestamp" }\n'
+    'entity = ["user"]\ntime = "at"\nid = "id"\n'
+)
+
+
+def click(i: int, at: str = "2026-11-26T08:00:00Z") -> dict:
+    return {"id": f"c{i}", "user": i % 5, "at": at}
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "gyre.toml"
+    path.write_text(CLICKS + "[serve]\nmax_body_bytes = 200000\n")
+    return path
+
+
+def test_ingest_over_http_json_array_and_ndjson(tmp_path: Path, config: Path) -> None:
+    server = start_server(tmp_path / "home", config=config)
+    try:
+        url = f"{server.url}/v1/events/clicks"
+        body = [click(1), click(2), {"id": "bad", "user": "x", "at": 0}, click(1)]
+        answer = httpx.post(url, json=body).json()
+        assert answer["accepted"] == 2
+        assert answer["duplicates"] == 1
+        assert answer["rejected"] == [
+            {"index": 2, "reason": "field `user`: expected int, got str 'x'"}
+        ]
+        ndjson = b'{"id": "c3", "user": 1, "at": 0}\n{oops}\n'
+        answer = httpx.post(url, content=ndjson, headers={"Content-Type": "application/x-ndjson"})
+        assert answer.json()["accepted"] == 1
+        assert "line 2 is not JSON" in answer.json()["rejected"][0]["reason"]
+        unknown = httpx.post(f"{server.url}/v1/events/nope", json=[click(1)])
+        assert unknown.status_code == 404 and "declared: clicks" in unknown.json()["error"]
+        broken = httpx.post(url, content=b"[{")
+        assert broken.status_code == 400 and "not a valid JSON array" in broken.json()["error"]
+        big = httpx.post(url, json=[click(i) for i in range(10_000)])
+        assert big.status_code == 413
+        with EventClient(server.url) as client:
+            result = client.ingest("clicks", [click(4), click(5)])
+        assert (result.accepted, result.watermark) == (2, 5)
+    finally:
+        assert server.stop() == 0
+
+
+def test_event_routes_follow_consumer_scopes(tmp_path: Path) -> None:
+    config = tmp_path / "gyre.toml"
+    config.write_text(
+        CLICKS + f'[serve.consumers.tracker]\nkey_sha256 = "{hash_key("t")}"\nevents = ["clicks"]\n'
+        f'[serve.consumers.app]\nkey_sha256 = "{hash_key("a")}"\n'
+    )
+    server = start_server(tmp_path / "home", config=config)
+    try:
+        url = f"{server.url}/v1/events/clicks"
+        assert httpx.post(url, json=[click(1)]).status_code == 401
+        assert httpx.post(url, json=[click(1)], headers={"X-Api-Key": "a"}).status_code == 403
+        assert httpx.post(url, json=[click(1)], headers={"X-Api-Key": "t"}).status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
+def gyre(tmp_path: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
+    env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "gyre", "--home", str(tmp_path / "home"), "--config", str(config),
+         *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def test_cli_types_ingest_tail_stats_export(tmp_path: Path, config: Path) -> None:
+    assert "clicks" in gyre(tmp_path, config, "events", "types").stdout
+    events = tmp_path / "clicks.ndjson"
+    events.write_text(
+        "\n".join(json.dumps(click(i, f"2026-11-2{5 + i % 2}T08:00:00Z")) for i in range(10))
+        + '\n{"id": "x", "user": 1}\n'
+    )
+    result = gyre(tmp_path, config, "events", "ingest", "clicks", str(events))
+    assert result.returncode == 2  # one record was rejected
+    assert "10 stored, 0 duplicates, 1 rejected" in result.stdout
+    assert "record 10: missing field(s) at" in result.stdout
+    tail = gyre(tmp_path, config, "events", "tail", "clicks", "-n", "2").stdout.splitlines()
+    assert [json.loads(line)["id"] for line in tail] == ["c8", "c9"]
+    assert "clicks" in gyre(tmp_path, config, "events", "stats").stdout
+    out = tmp_path / "parquet"
+    exported = gyre(tmp_path, config, "events", "export", "clicks", "--out", str(out))
+    assert "wrote 2 Parquet file(s)" in exported.stdout
+    days = sorted(p.parent.name for p in out.rglob("*.parquet"))
+    assert days == ["day=2026-11-25", "day=2026-11-26"]
+    table = pq.read_table(out / "type=clicks" / "day=2026-11-25")
+    assert table.num_rows == 5 and table.schema.field("at").type.unit == "us"
+
+
+def test_every_acknowledged_event_survives_sigkill_exactly_once(
+    tmp_path: Path, config: Path
+) -> None:
+    home = tmp_path / "home"
+    server = start_server(home, config=config)
+    url = f"{server.url}/v1/events/clicks"
+    acknowledged: set[str] = set()
+    unacknowledged: list[list[dict]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        batch_number = 0
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                batch = [click(worker * 1_000_000 + batch_number * 100 + i) for i in range(50)]
+                batch_number += 1
+                try:
+                    response = http.post(url, json=batch)
+                    ok = response.status_code == 200
+                except httpx.TransportError:
+                    ok = False
+                with lock:
+                    if ok:
+                        acknowledged.update(e["id"] for e in batch)
+                    else:
+                        unacknowledged.append(batch)
+                if not ok:
+                    return
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(random.uniform(0.8, 1.6))
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    for thread in threads:
+        thread.join(timeout=30)
+    stop.set()
+    assert len(acknowledged) > 500
+    log = SQLiteFactLog(home / "facts.db")
+    stored = [f.data["id"] for f in log.scan("clicks")]
+    assert len(stored) == len(set(stored))  # nothing twice
+    assert acknowledged <= set(stored)  # nothing acknowledged was lost
+    log.close()
+    # Clients retry what was not acknowledged: the ids make the retries idempotent.
+    restarted = start_server(home, config=config)
+    try:
+        for batch in unacknowledged:
+            answer = httpx.post(f"{restarted.url}/v1/events/clicks", json=batch).json()
+            assert answer["accepted"] + answer["duplicates"] == len(batch)
+    finally:
+        assert restarted.stop() == 0
+    log = SQLiteFactLog(home / "facts.db")
+    stored = [f.data["id"] for f in log.scan("clicks")]
+    expected = acknowledged | {e["id"] for batch in unacknowledged for e in batch}
+    assert sorted(stored) == sorted(expected)
+    log.close()
