@@ -192,14 +192,17 @@ class GroupCommitter:
             self._ready.set()
             return
         self._ready.set()
+        last_batch = 0
         while True:
             with self._lock:
                 while not self._pending and not self._closed:
                     self._lock.wait()
                 if not self._pending and self._closed:
                     break
-            if self.max_wait_s > 0:
-                time.sleep(self.max_wait_s)  # let concurrent callers join this commit
+            if self.max_wait_s > 0 and last_batch > 1:
+                # Callers have been arriving together: let the others join this commit.
+                # A lone caller is not made to wait.
+                time.sleep(self.max_wait_s)
             with self._lock:
                 batch, self._pending = self._pending, []
             try:
@@ -209,6 +212,7 @@ class GroupCommitter:
                     slot.fail(exc)
                 continue
             self.commits += 1
+            last_batch = len(batch)
             for (_, _, slot), result in zip(batch, results, strict=True):
                 slot.done(result)
         log.close()
