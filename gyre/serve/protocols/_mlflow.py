@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from gyre.errors import BadRequest
 from gyre.serve._runtime import Runtime, Tensors
-from gyre.serve.protocols._tensors import array_from_json, columns, prediction_rows, stack_rows
+from gyre.serve.protocols._tensors import (
+    array_from_json,
+    columns,
+    decode_object,
+    prediction_rows,
+    stack_rows,
+)
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 EXPECTED_BODY = (
@@ -17,16 +21,9 @@ EXPECTED_BODY = (
     '{"dataframe_records": [{"col": value}]} | {"instances": [...]} | {"inputs": ...}'
 )
 
-_decoder = msgspec.json.Decoder(dict[str, Any])
-
 
 def decode_request(body: bytes, runtime: Runtime) -> Tensors:
-    try:
-        request = _decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise BadRequest(
-            f"request body is not a JSON object: {exc}; expected {EXPECTED_BODY}"
-        ) from None
+    request = decode_object(body, EXPECTED_BODY)
     given = [key for key in FORMATS if key in request]
     if len(given) != 1:
         raise BadRequest(

@@ -5,11 +5,22 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from gyre.errors import BadRequest
 from gyre.serve._runtime import Runtime, Tensors
 from gyre.types import DATATYPE_TO_NUMPY, TensorSpec
+
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def decode_object(body: bytes, expected: str) -> dict[str, Any]:
+    """The body as a JSON object, or BadRequest naming the expected shape."""
+    try:
+        return _object_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BadRequest(f"request body is not a JSON object: {exc}; expected {expected}") from None
 
 
 def array_from_json(values: Any, spec: TensorSpec, where: str) -> np.ndarray:

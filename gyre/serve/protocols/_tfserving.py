@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from gyre.errors import BadRequest
 from gyre.serve._runtime import Runtime, Tensors
-from gyre.serve.protocols._tensors import columns, prediction_rows, stack_rows, to_json_value
+from gyre.serve.protocols._tensors import (
+    columns,
+    decode_object,
+    prediction_rows,
+    stack_rows,
+    to_json_value,
+)
 from gyre.types import Signature
 
 EXPECTED_BODY = '{"instances": [row, ...]} or {"inputs": tensor | {"name": tensor}}'
@@ -30,17 +34,10 @@ _TF_DTYPES = {
     "BYTES": "DT_STRING",
 }
 
-_decoder = msgspec.json.Decoder(dict[str, Any])
-
 
 def decode_request(body: bytes, runtime: Runtime) -> tuple[Tensors, bool]:
     """Named input arrays, and whether the request used the row (`instances`) format."""
-    try:
-        request = _decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise BadRequest(
-            f"request body is not a JSON object: {exc}; expected {EXPECTED_BODY}"
-        ) from None
+    request = decode_object(body, EXPECTED_BODY)
     if ("instances" in request) == ("inputs" in request):
         raise BadRequest(f"send exactly one of `instances` and `inputs`; expected {EXPECTED_BODY}")
     if "instances" in request:
