@@ -88,7 +88,7 @@ def serve(home: Path, config: str, workdir: Path) -> tuple[subprocess.Popen[byte
     env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "gyre", "--home", str(home), "--config", str(path), "serve",
-         "--port", str(port)],
+         "--port", str(port), "--workers", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

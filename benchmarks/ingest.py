@@ -93,7 +93,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
     server = subprocess.Popen(
         [sys.executable, "-m", "gyre", "--home", str(workdir / "home"), "--config", str(config),
-         "serve", "--port", str(port)],
+         "serve", "--port", str(port), "--workers", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -117,9 +117,13 @@ def main() -> None:
         server.wait(timeout=60)
     import gyre
 
-    results["machine"] = {"cpus": os.cpu_count(), "gyre": gyre.__version__,
-                          "date": time.strftime("%Y-%m-%d"), "seconds_per_case": args.seconds,
-                          "durability": "fsync per commit (SQLite WAL, synchronous=FULL)"}  # fmt: skip
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "gyre": gyre.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds_per_case": args.seconds,
+        "durability": "fsync per commit (SQLite WAL, synchronous=FULL)",
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| case | requests/s | events/s | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]

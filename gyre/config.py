@@ -109,7 +109,9 @@ class ServeConfig:
     # Serve without consumers on a non-loopback address (everyone may call every model).
     insecure: bool = False
     # Server processes sharing the port (SO_REUSEPORT); 0: one per core.
-    workers: int = 1
+    workers: int = 0
+    # One JSON log line per request (request id, model, version, status, ms, consumer).
+    access_log: bool = False
 
     def for_model(self, name: str) -> ModelServeConfig:
         return self.models.get(name, self.model_defaults)

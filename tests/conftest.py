@@ -73,6 +73,11 @@ class ServerProcess:
             self.process.send_signal(sig)
         return self.process.wait(timeout=timeout_s)
 
+    def kill_all(self) -> None:
+        """SIGKILL to the server and every process it started (workers included)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -86,7 +91,10 @@ def start_server(home: Path, *extra: str, config: Path | None = None) -> ServerP
     command += ["serve", "--port", str(port), *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # Its own session: a test can kill the server with every process it started.
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", home, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -16,7 +16,7 @@ def serve_command(
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Server processes sharing the port; 0: one per core (default 1)."),
+        typer.Option(help="Server processes sharing the port (default 0: one per core)."),
     ] = None,
     insecure: Annotated[
         bool,

@@ -27,6 +27,7 @@ from gyre.serve._http import (
     Scope,
     Send,
     deadline_ms,
+    encode_json,
     error_response,
     header,
     json_response,
@@ -40,6 +41,7 @@ from gyre.serve._snapshot import LoadedVersion
 from gyre.serve.protocols import _mlflow, _tfserving, _v2
 
 log = logging.getLogger("gyre.serve")
+access = logging.getLogger("gyre.access")
 
 
 class _Labels:
@@ -151,6 +153,8 @@ class GyreApp:
         headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
+        if self.config.access_log:
+            self._log_access(scope, response, labels, start)
         if labels.model:
             self.metrics.observe_request(
                 labels.model,
@@ -160,6 +164,25 @@ class GyreApp:
                 time.perf_counter() - start,
                 labels.consumer,
             )
+
+    def _log_access(self, scope: Scope, response: Response, labels: _Labels, start: float) -> None:
+        request_id = next(
+            (bytes(v).decode() for k, v in response.headers if k == b"gyre-request-id"), None
+        )
+        access.info(
+            encode_json(
+                {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": response.status,
+                    "ms": round((time.perf_counter() - start) * 1000, 3),
+                    "model": labels.model or None,
+                    "version": labels.version or None,
+                    "consumer": labels.consumer or None,
+                    "request_id": request_id,
+                }
+            ).decode()
+        )
 
     async def _route(self, scope: Scope, receive: Receive, path: str, labels: _Labels) -> Response:
         method: str = scope["method"]

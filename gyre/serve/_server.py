@@ -34,6 +34,7 @@ from gyre.serve._auth import Gatekeeper
 from gyre.serve._cache import PredictionCache
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._inference import Predictor
+from gyre.serve._lifetime import die_with_parent
 from gyre.serve._metrics import MULTIPROCESS_DIR_ENV, ServerMetrics
 from gyre.serve._repository import ModelRepository
 
@@ -125,6 +126,7 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
 def _run_worker(config: Config, processes: int, metrics_dir: str) -> None:
     """One worker process: bind with SO_REUSEPORT (it joins the port's group when it
     starts listening, after its models are loaded) and serve until told to stop."""
+    die_with_parent(signal.SIGTERM)  # graceful: finish what was accepted, then exit
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

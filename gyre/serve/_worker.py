@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from gyre.config import ModelServeConfig
 from gyre.errors import Unavailable
 from gyre.registry._pymodel import check_outputs, load_class
+from gyre.serve._lifetime import watch_parent
 from gyre.serve._runtime import SignatureRuntime, Tensors
 from gyre.types import Signature
 
@@ -36,6 +37,9 @@ def worker_main(code_path: str, class_name: str, module_name: str, signature_jso
     import msgspec
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
+    # No server, no work. (Workers are restarted from short-lived timer threads, so the
+    # parent-death signal, which follows the spawning thread, cannot be used here.)
+    watch_parent()
     signature = msgspec.json.decode(signature_json, type=Signature)
     where = f"class `{class_name}`"
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -144,15 +143,14 @@ def test_every_acknowledged_event_survives_sigkill_exactly_once(
                         acknowledged.update(e["id"] for e in batch)
                     else:
                         unacknowledged.append(batch)
-                if not ok:
+                if not ok or stop.is_set():
                     return
 
     threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
     for thread in threads:
         thread.start()
     time.sleep(random.uniform(0.8, 1.6))
-    os.kill(server.process.pid, signal.SIGKILL)
-    server.process.wait()
+    server.kill_all()
     for thread in threads:
         thread.join(timeout=30)
     stop.set()

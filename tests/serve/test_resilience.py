@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -184,3 +185,33 @@ def test_several_workers_share_the_port_reload_and_sum_metrics(
         assert len(_children(server.process.pid)) >= 2
     finally:
         assert server.stop() == 0
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path, iris_classifier: Pipeline,
+                                                    iris: tuple) -> None:  # fmt: skip
+    home = tmp_path / "home"
+    Registry(home).publish("iris", iris_classifier, iris[0])
+    server = start_server(home, "--workers", "2")
+    try:
+        deadline = time.monotonic() + 30
+        while len(_children(server.process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = _children(server.process.pid)  # two servers (and multiprocessing's tracker)
+        assert len(workers) >= 2
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_running(pid) for pid in workers):
+            time.sleep(0.1)
+        assert [pid for pid in workers if _running(pid)] == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.process.pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -369,3 +369,28 @@ def test_consumer_keys_must_be_declared_as_hashes(home: Path) -> None:
     path = write_config(home, '[serve.consumers.a]\nkey_sha256 = "plain-text-key"\n')
     with pytest.raises(ConfigError, match="key_sha256 must be the sha256 hex digest"):
         load_config(home=home, config_file=path)
+
+
+def test_the_access_log_names_request_model_version_and_consumer(
+    home: Path, iris_classifier: Pipeline, iris: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    Registry(home).publish("iris", iris_classifier, iris[0])
+    client = client_for(
+        home,
+        "[serve]\naccess_log = true\n"
+        f'[serve.consumers.app]\nkey_sha256 = "{hash_key(READER_KEY)}"\n',
+    )
+    try:
+        with caplog.at_level("INFO", logger="gyre.access"):
+            response = client.post("/v2/models/iris/infer", json=v2([ROW]),
+                                   headers={"X-Api-Key": READER_KEY})  # fmt: skip
+        (record,) = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gyre.access"]
+        assert record["request_id"] == response.headers["gyre-request-id"]
+        assert (record["model"], record["version"], record["status"], record["consumer"]) == (
+            "iris",
+            "1",
+            200,
+            "app",
+        )
+    finally:
+        client.close()
