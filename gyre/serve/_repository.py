@@ -85,6 +85,7 @@ class ModelRepository:
         await self.feedback.close()
         self._loader.shutdown(wait=False)
         self._inference.shutdown(wait=True)
+        gc.unfreeze()  # let the interpreter's final collection release everything
 
     async def call_registry(self, fn: Callable[[Registry], Any]) -> Any:
         """Run `fn(registry)` on the loader thread (the registry's connection lives there),
