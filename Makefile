@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serve.py --workers 2
 	$(BIN)/python benchmarks/batching.py
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/features.py
 
 clean:
 	rm -rf $(VENV) .gyre .pytest_cache .mypy_cache .ruff_cache
