@@ -62,7 +62,6 @@ class SQLiteFactLog:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
-        self.commits = 0
 
     def close(self) -> None:
         self._conn.close()
@@ -101,7 +100,6 @@ class SQLiteFactLog:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.commits += 1
         return [AppendResult(s, d, int(watermark)) for s, d in results]
 
     def watermark(self) -> int:

@@ -92,7 +92,11 @@ class GyreApp:
         self.admin = admin
         self.gatekeeper = gatekeeper
         self.collector = collector
-        self._ingest_threads = ThreadPoolExecutor(32, thread_name_prefix="gyre-ingest")
+        # Ingestion waits on durable commits: enough threads that concurrent callers can
+        # share one (only when event types are declared).
+        self._ingest_threads = (
+            ThreadPoolExecutor(32, thread_name_prefix="gyre-ingest") if collector else None
+        )
 
     def _authorize(self, scope: Scope, labels: _Labels, model: str) -> None:
         labels.model = model
@@ -121,7 +125,8 @@ class GyreApp:
             elif message["type"] == "lifespan.shutdown":
                 await self.predictor.drain()
                 await self.repository.stop()
-                self._ingest_threads.shutdown(wait=True)
+                if self._ingest_threads is not None:
+                    self._ingest_threads.shutdown(wait=True)
                 if self.collector is not None:
                     self.collector.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -343,7 +348,7 @@ class GyreApp:
     # -- event ingestion ---------------------------------------------------------------------
 
     async def _events(self, scope: Scope, receive: Receive, type_name: str) -> Response:
-        if self.collector is None:
+        if self.collector is None or self._ingest_threads is None:
             raise UnknownEventType(
                 f"unknown event type `{type_name}`: no event types are declared "
                 "([collect.events.NAME] in gyre.toml)"

@@ -29,13 +29,11 @@ def _size(outputs: Tensors) -> int:
 
 
 class PredictionCache:
-    """An LRU of answers within `capacity_bytes`; counts hits and misses."""
+    """An LRU of answers within `capacity_bytes` (hits and misses are counted in metrics)."""
 
     def __init__(self, capacity_bytes: int) -> None:
         self.capacity_bytes = capacity_bytes
         self.size_bytes = 0
-        self.hits = 0
-        self.misses = 0
         self._entries: OrderedDict[bytes, tuple[Tensors, int]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -44,10 +42,8 @@ class PredictionCache:
     def get(self, key: bytes) -> Tensors | None:
         entry = self._entries.get(key)
         if entry is None:
-            self.misses += 1
             return None
         self._entries.move_to_end(key)
-        self.hits += 1
         return entry[0]
 
     def put(self, key: bytes, outputs: Tensors) -> None:

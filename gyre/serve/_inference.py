@@ -23,7 +23,7 @@ log = logging.getLogger("gyre.serve")
 class Prediction:
     """One answer: the version that gave it, its outputs, and whether it is a default."""
 
-    __slots__ = ("cached", "default_reason", "loaded", "outputs", "request_id")
+    __slots__ = ("default_reason", "loaded", "outputs", "request_id")
 
     def __init__(
         self,
@@ -31,13 +31,11 @@ class Prediction:
         outputs: Tensors,
         request_id: str,
         default_reason: str | None = None,
-        cached: bool = False,
     ) -> None:
         self.loaded = loaded
         self.outputs = outputs
         self.request_id = request_id
         self.default_reason = default_reason
-        self.cached = cached
 
 
 def _first_row(outputs: Tensors) -> Any:
@@ -92,7 +90,7 @@ class Predictor:
             hit = self.cache.get(key)
             self.metrics.cache_lookup(model, hit is not None)
             if hit is not None:
-                return Prediction(loaded, hit, request_id, cached=True)
+                return Prediction(loaded, hit, request_id)
         loop = asyncio.get_running_loop()
         try:
             outputs = await loaded.batcher.submit(feeds, rows, loop.time() + budget_ms / 1000.0)

@@ -60,11 +60,3 @@ class DeadlineQueue(Generic[T]):
         for entry in skipped:
             heapq.heappush(self._heap, entry)
         return batch
-
-    def drop_while(self, done: Callable[[T], bool]) -> int:
-        """Remove items at the head that `done` says need no work; returns how many."""
-        dropped = 0
-        while self._heap and done(self._heap[0][3]):
-            self.pop()
-            dropped += 1
-        return dropped

@@ -173,7 +173,7 @@ def _supervise(config: Config, workers: int) -> None:
         process.start()
         return process
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop(_signum: int, _frame: object) -> None:
         stopping.set()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -94,7 +94,6 @@ class PythonRuntime(SignatureRuntime):
         self._failures = 0
         self._next_start = 0.0
         self._closed = False
-        self.restarts = 0
         self._start()
 
     @property
@@ -157,7 +156,6 @@ class PythonRuntime(SignatureRuntime):
             process.join(timeout=5)
             reason += f" (exit code {process.exitcode})"
         self._failures += 1
-        self.restarts += 1
         if self._on_restart is not None:
             self._on_restart()
         backoff = min(self.backoff_max_s, self.backoff_s * 2 ** (self._failures - 1))
