@@ -140,6 +140,29 @@ class CollectConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeatureViewConfig:
+    """A feature view, `[features.views.NAME]`: aggregations over one event type."""
+
+    # the event type it reads (`[collect.events.NAME]`); its entity key keys the view
+    source: str = ""
+    # e.g. ["count() over 1h", "mean(amount_usd) over 7d"]
+    aggregations: list[str] = dataclasses.field(default_factory=list)
+    # derived numeric columns, in order, e.g. {amount_usd = "amount * 1.08"}
+    transforms: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # request-time features: int, float, bool (sent with the request), hour_of_day, day_of_week
+    request: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """Feature views and the online engine."""
+
+    views: Mapping[str, FeatureViewConfig] = dataclasses.field(default_factory=dict)
+    # Log every vector the server builds from an entity (for `gyre features skew`).
+    log_served: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration. Build it with `load_config`."""
 
@@ -147,6 +170,7 @@ class Config:
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
     collect: CollectConfig = CollectConfig()
+    features: FeaturesConfig = FeaturesConfig()
 
 
 def _accepts(annotation: Any, value: Any) -> bool:
@@ -211,6 +235,16 @@ def _collect_section(data: Mapping[str, Any]) -> CollectConfig:
     return dataclasses.replace(collect, events=events)
 
 
+def _features_section(data: Mapping[str, Any]) -> FeaturesConfig:
+    data = dict(data)
+    views = {
+        name: _section(FeatureViewConfig, values, f"features.views.{name}")
+        for name, values in data.pop("views", {}).items()
+    }
+    features: FeaturesConfig = _section(FeaturesConfig, data, "features")
+    return dataclasses.replace(features, views=views)
+
+
 def _consumer(name: str, values: Mapping[str, Any]) -> ConsumerConfig:
     consumer: ConsumerConfig = _section(ConsumerConfig, values, f"serve.consumers.{name}")
     digest = consumer.key_sha256.lower()
@@ -241,11 +275,11 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"home", "registry", "serve", "collect"})
+    unknown = sorted(set(data) - {"home", "registry", "serve", "collect", "features"})
     if unknown:
         raise ConfigError(
             f"unknown section(s) {', '.join(unknown)} in {path}; "
-            "known: home, registry, serve, collect"
+            "known: home, registry, serve, collect, features"
         )
     resolved_home = Path(home or os.environ.get("GYRE_HOME") or data.get("home") or DEFAULT_HOME)
     serve = _serve_section(data.get("serve", {}))
@@ -257,5 +291,6 @@ def load_config(
         home=resolved_home.expanduser().resolve(),
         registry=_section(RegistryConfig, data.get("registry", {}), "registry"),
         collect=_collect_section(data.get("collect", {})),
+        features=_features_section(data.get("features", {})),
         serve=serve,
     )

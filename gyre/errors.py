@@ -5,6 +5,10 @@
     ├── CollectError
     │   ├── UnknownEventType         no such event type is declared
     │   └── InvalidEvents            a body that is neither a JSON array nor NDJSON
+    ├── FeatureError
+    │   ├── UnknownFeatureView       no such feature view is declared
+    │   ├── InvalidFeatureInput      an entity or request-time value is missing or mistyped
+    │   └── FeatureViewMismatch      a model was trained on another definition of its view
     ├── RegistryError
     │   ├── ModelNotFound            no such model, version or alias
     │   ├── ArtifactCorrupted        an artifact is missing or its sha256 does not match
@@ -47,6 +51,22 @@ class UnknownEventType(CollectError):
 
 class InvalidEvents(CollectError):
     """The events could not be parsed at all (individual bad records are rejected instead)."""
+
+
+class FeatureError(GyreError):
+    """Something went wrong computing features."""
+
+
+class UnknownFeatureView(FeatureError):
+    """The feature view is not declared."""
+
+
+class InvalidFeatureInput(FeatureError):
+    """An entity key or a request-time feature is missing or of the wrong type."""
+
+
+class FeatureViewMismatch(FeatureError):
+    """The model was trained on a feature view definition (hash) the server does not have."""
 
 
 class RegistryError(GyreError):

@@ -53,12 +53,15 @@ class AppendResult:
 
 class SQLiteFactLog:
     """The embedded fact log. Use one instance per thread (SQLite connections are not
-    shared across threads); many processes may append to the same file."""
+    shared across threads) unless the caller serializes its use and says so with
+    `check_same_thread=False`; many processes may append to the same file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, check_same_thread: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+        self._conn = sqlite3.connect(
+            path, timeout=60.0, isolation_level=None, check_same_thread=check_same_thread
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
@@ -133,6 +136,19 @@ class SQLiteFactLog:
             if len(rows) < chunk:
                 return
             last_seq, last_time = rows[-1][0], rows[-1][1]
+
+    def since(self, seq: int, types: Sequence[str], limit: int = 10_000) -> list[Fact]:
+        """Up to `limit` facts of `types` stored after log position `seq`, in log order:
+        what a follower of the log has not seen yet."""
+        if not types:
+            return []
+        marks = ", ".join("?" * len(types))
+        rows = self._conn.execute(
+            f"SELECT seq, type, event_time, payload FROM facts WHERE seq > ? AND type IN ({marks})"
+            " ORDER BY seq LIMIT ?",
+            (seq, *types, limit),
+        ).fetchall()
+        return [Fact(s, t, e, json.loads(p)) for s, t, e, p in rows]
 
     def tail(self, event_type: str, count: int = 10) -> list[Fact]:
         rows = self._conn.execute(

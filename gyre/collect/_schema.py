@@ -137,6 +137,23 @@ class EventType:
                 raise ValueError(f"field `{name}`: {exc}") from None
         return clean
 
+    def entity_of(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The entity key fields of `given`, typed as the facts store them; ValueError with
+        the reason when one is missing or of the wrong type."""
+        if not isinstance(given, Mapping):
+            raise ValueError(f"an entity must be an object naming {', '.join(self.entity)}")
+        key: dict[str, Any] = {}
+        for name in self.entity:
+            value = given.get(name)
+            if value is None:
+                raise ValueError(f"entity key `{name}` is missing; `{self.name}` is keyed by "
+                                 f"{', '.join(self.entity)}")  # fmt: skip
+            try:
+                key[name] = _coerce(self.fields[name], value)
+            except ValueError as exc:
+                raise ValueError(f"entity key `{name}`: {exc}") from None
+        return key
+
     def entity_key(self, fact: Mapping[str, Any]) -> str:
         return json.dumps([fact[k] for k in self.entity])
 

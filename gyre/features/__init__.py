@@ -1,16 +1,35 @@
 """Features declared once, computed the same way for training (offline, DuckDB) and for
-serving (online, incremental)."""
+serving (online, incremental), and checked for skew between the two."""
 
-from gyre.features._definitions import FUNCTIONS, Aggregation, FeatureView, window_us
-from gyre.features._offline import compile_sql, training_set
+from gyre.features._definitions import (
+    FUNCTIONS,
+    REQUEST_KINDS,
+    Aggregation,
+    FeatureView,
+    feature_views,
+    window_us,
+)
+from gyre.features._offline import compile_sql, recompute, training_set, write_training_set
 from gyre.features._online import OnlineStore
+from gyre.features._serving import OnlineFeatures, ServedLog, ServedVector, read_served
+from gyre.features._skew import SkewReport, check_skew
 
 __all__ = [
     "FUNCTIONS",
+    "REQUEST_KINDS",
     "Aggregation",
     "FeatureView",
+    "OnlineFeatures",
     "OnlineStore",
+    "ServedLog",
+    "ServedVector",
+    "SkewReport",
+    "check_skew",
     "compile_sql",
+    "feature_views",
+    "read_served",
+    "recompute",
     "training_set",
     "window_us",
+    "write_training_set",
 ]

@@ -1,9 +1,11 @@
 """The offline engine: point-in-time correct training sets, compiled to DuckDB SQL.
 
 For every query row (entity, ts) each aggregation covers the entity's facts with event
-time in (ts - window, ts]: one join on the entity and the longest window, then one
-`FILTER`ed aggregate per feature. Facts come from the fact log up to a watermark, so a
-training set is reproducible from (view hash, watermark, queries).
+time in (ts - window, ts]: row transforms compiled to SQL expressions over the facts, one
+join on the entity and the longest window, then one `FILTER`ed aggregate per feature.
+Request-time features come from the query rows themselves, through the same function the
+server uses. Facts come from the fact log up to a watermark, so a training set is
+reproducible from (view hash, watermark, queries).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from gyre.collect import SQLiteFactLog
+from gyre.errors import InvalidFeatureInput
 from gyre.features._definitions import Aggregation, FeatureView
+from gyre.features._serving import ServedVector
 
 _ARROW = {"int": "int64", "float": "float64", "bool": "bool_", "string": "string",
           "timestamp": "int64"}  # fmt: skip
@@ -22,8 +26,10 @@ _ARROW = {"int": "int64", "float": "float64", "bool": "bool_", "string": "string
 def _facts_table(log: SQLiteFactLog, view: FeatureView, watermark: int) -> Any:
     import pyarrow as pa
 
-    columns = {*view.entity, *(a.column for a in view.aggregations if a.column)}
-    names = sorted(columns)
+    used = {a.column for a in view.aggregations if a.column}
+    for expression in view.transform_expressions.values():
+        used |= expression.names
+    names = sorted((used - set(view.transforms)) | set(view.entity))
     data: dict[str, list[Any]] = {name: [] for name in [*names, "_time", "_seq"]}
     for fact in log.scan(view.source.name, up_to_seq=watermark):
         for name in names:
@@ -59,17 +65,70 @@ def _expression(agg: Aggregation) -> str:
     return f"max_by({column}, {order}) FILTER (WHERE {in_window} AND {column} IS NOT NULL)"
 
 
-def compile_sql(view: FeatureView) -> str:
-    """The SQL that computes `view` for the rows of table `queries` (entity, ts)."""
+def _facts_sql(view: FeatureView) -> str:
+    """The facts with each transform as one more column."""
+    if not view.transforms:
+        return "facts"
+    expressions = view.transform_expressions
+
+    def column(name: str) -> str:
+        if name in expressions:
+            return f"({expressions[name].sql(column)})"
+        return _quote(name)
+
+    derived = ", ".join(f"{column(name)} AS {_quote(name)}" for name in expressions)
+    return f"(SELECT *, {derived} FROM facts)"
+
+
+def compile_sql(view: FeatureView, *, per_row_watermark: bool = False) -> str:
+    """The SQL that computes `view`'s aggregations for the rows of table `queries`
+    (entity, ts; with `per_row_watermark`, also `_watermark`: only facts stored up to that
+    log position count for the row)."""
     longest = max(a.window_us for a in view.aggregations)
     on = " AND ".join(f"f.{_quote(k)} = q.{_quote(k)}" for k in view.entity)
+    if per_row_watermark:
+        on += " AND f._seq <= q._watermark"
     features = ",\n  ".join(f"{_expression(a)} AS {_quote(a.name)}" for a in view.aggregations)
     return (
         f"SELECT q._row,\n  {features}\n"
-        f"FROM queries q LEFT JOIN facts f\n"
+        f"FROM queries q LEFT JOIN {_facts_sql(view)} f\n"
         f"  ON {on} AND f._time <= q.ts AND f._time > q.ts - {longest}\n"
         f"GROUP BY q._row, q.ts\nORDER BY q._row"
     )
+
+
+def _prepared(
+    log: SQLiteFactLog,
+    view: FeatureView,
+    queries: Sequence[dict[str, Any]],
+    watermark: int | None,
+    per_row_watermark: bool = False,
+) -> tuple[Any, str]:
+    """A DuckDB connection holding the facts and the queries, and the training-set SQL."""
+    import duckdb
+    import pyarrow as pa
+
+    mark = log.watermark() if watermark is None else watermark
+    facts = _facts_table(log, view, mark)
+    rows = []
+    for i, row in enumerate(queries):
+        try:
+            request = view.request_values(row, row["ts"])
+        except ValueError as exc:
+            raise InvalidFeatureInput(f"query row {i}: {exc}") from None
+        rows.append({**row, **request, "_row": i})
+    query_table = pa.Table.from_pylist(
+        rows, schema=None if rows else pa.schema([("_row", pa.int64()), ("ts", pa.int64())])
+    )
+    connection = duckdb.connect()
+    connection.register("facts", facts)
+    connection.register("queries", query_table)
+    sql = (
+        f"SELECT q.* EXCLUDE (_row), v.* EXCLUDE (_row) FROM queries q "
+        f"JOIN ({compile_sql(view, per_row_watermark=per_row_watermark)}) v USING (_row) "
+        "ORDER BY q._row"
+    )
+    return connection, sql
 
 
 def training_set(
@@ -78,29 +137,55 @@ def training_set(
     queries: Sequence[dict[str, Any]],
     *,
     watermark: int | None = None,
-    output: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Each query row (the entity fields and `ts` in epoch microseconds, plus anything else
-    such as a label) with the view's features at `ts`. With `output`, the rows are also
-    streamed to that Parquet file by DuckDB."""
-    import duckdb
-    import pyarrow as pa
-
-    mark = log.watermark() if watermark is None else watermark
-    facts = _facts_table(log, view, mark)
-    query_table = pa.Table.from_pylist(
-        [{**row, "_row": i} for i, row in enumerate(queries)] if queries else [],
-        schema=None if queries else pa.schema([("_row", pa.int64()), ("ts", pa.int64())]),
-    )
-    connection = duckdb.connect()
-    connection.register("facts", facts)
-    connection.register("queries", query_table)
-    sql = (
-        f"SELECT q.* EXCLUDE (_row), v.* EXCLUDE (_row) FROM queries q "
-        f"JOIN ({compile_sql(view)}) v USING (_row) ORDER BY q._row"
-    )
-    if output is not None:
-        connection.execute(f"COPY ({sql}) TO '{output}' (FORMAT PARQUET)")
-    rows: list[dict[str, Any]] = connection.sql(sql).to_arrow_table().to_pylist()
-    connection.close()
+    """Each query row (the entity fields, `ts` in epoch microseconds, the values of the
+    view's request-time features as the request sent them, plus anything else such as a
+    label) with the view's features at `ts`, from the facts up to `watermark` (default:
+    all of them)."""
+    connection, sql = _prepared(log, view, queries, watermark)
+    try:
+        rows: list[dict[str, Any]] = connection.sql(sql).to_arrow_table().to_pylist()
+    finally:
+        connection.close()
     return rows
+
+
+def write_training_set(
+    log: SQLiteFactLog,
+    view: FeatureView,
+    queries: Sequence[dict[str, Any]],
+    output: Path,
+    *,
+    watermark: int | None = None,
+) -> int:
+    """`training_set` streamed by DuckDB into a Parquet file, never held in memory;
+    returns the number of rows written."""
+    connection, sql = _prepared(log, view, queries, watermark)
+    try:
+        copy = f"COPY ({sql}) TO {_literal(output)} (FORMAT PARQUET)"
+        (count,) = connection.execute(copy).fetchone()
+    finally:
+        connection.close()
+    return int(count)
+
+
+def recompute(
+    log: SQLiteFactLog, view: FeatureView, served: Sequence[ServedVector]
+) -> list[dict[str, Any]]:
+    """What the offline engine computes for each served vector: same entity, same time,
+    same request values, and only the facts the server had (its logged watermark)."""
+    queries = [
+        {**vector.entity, **vector.request, "ts": vector.at_us, "_watermark": vector.watermark}
+        for vector in served
+    ]
+    mark = max((vector.watermark for vector in served), default=0)
+    connection, sql = _prepared(log, view, queries, mark, per_row_watermark=True)
+    try:
+        rows: list[dict[str, Any]] = connection.sql(sql).to_arrow_table().to_pylist()
+    finally:
+        connection.close()
+    return rows
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"

@@ -1,7 +1,8 @@
 """The online engine: per-entity state updated as facts arrive, answering lookups fast.
 
-Each entity keeps its facts within the view's longest window, sorted by (event time,
-arrival), so late (out-of-order) facts land in place. A lookup at time t aggregates the
+Each entity keeps its facts (with the view's row transforms computed once, on arrival)
+within the view's longest window, sorted by (event time, arrival), so late (out-of-order)
+facts land in place. A lookup at time t aggregates the
 facts in (t - window, t] for every aggregation. The fact log is the truth: `rebuild`
 replays it after a restart.
 """
@@ -27,8 +28,9 @@ class OnlineStore:
 
     def update(self, facts: Iterable[Fact]) -> None:
         for fact in facts:
-            rows = self._state.setdefault(self._key(fact.data), [])
-            bisect.insort(rows, (fact.event_time, fact.seq, fact.data), key=lambda r: r[:2])
+            row = self.view.derive(fact.data) if self.view.transforms else fact.data
+            rows = self._state.setdefault(self._key(row), [])
+            bisect.insort(rows, (fact.event_time, fact.seq, row), key=lambda r: r[:2])
 
     def rebuild(self, log: SQLiteFactLog) -> int:
         """Replay the view's source from the log; returns the watermark replayed up to."""
@@ -49,7 +51,7 @@ class OnlineStore:
                 del self._state[key]
 
     def lookup(self, entity: Mapping[str, Any], at_us: int) -> dict[str, Any]:
-        """The feature vector of `entity` at time `at_us`."""
+        """The aggregations of `entity` at time `at_us`."""
         rows = self._state.get(self._key(entity), [])
         end = bisect.bisect_right(rows, at_us, key=lambda r: r[0])
         vector: dict[str, Any] = {}

@@ -7,9 +7,11 @@ from typing import Any
 from gyre.errors import (
     BadRequest,
     DeadlineExceeded,
+    FeatureViewMismatch,
     Forbidden,
     GyreError,
     InvalidEvents,
+    InvalidFeatureInput,
     InvalidModel,
     ModelNotFound,
     NotFound,
@@ -19,17 +21,21 @@ from gyre.errors import (
     Unauthorized,
     Unavailable,
     UnknownEventType,
+    UnknownFeatureView,
 )
 
 _STATUS: tuple[tuple[type[GyreError], int], ...] = (
     (BadRequest, 400),
     (InvalidModel, 400),
     (InvalidEvents, 400),
+    (InvalidFeatureInput, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
     (NotFound, 404),
     (ModelNotFound, 404),
     (UnknownEventType, 404),
+    (UnknownFeatureView, 404),
+    (FeatureViewMismatch, 409),
     (PayloadTooLarge, 413),
     (RateLimited, 429),
     (Unavailable, 503),

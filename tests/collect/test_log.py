@@ -98,3 +98,12 @@ def test_collector_keeps_good_records_and_rejects_bad_ones_with_reasons(tmp_path
     assert [r["index"] for r in result.rejected] == [1, 2]
     assert "line 2 is not JSON" in result.rejected[0]["reason"]
     assert "field `user`: expected int" in result.rejected[1]["reason"]
+
+
+def test_since_follows_the_log_in_storage_order(log: SQLiteFactLog) -> None:
+    log.append([(CLICKS, clicks(range(3), at=100))])
+    log.append([(CLICKS, clicks(range(3, 5), at=-100))])
+    assert [f.seq for f in log.since(0, ["clicks"])] == [1, 2, 3, 4, 5]
+    assert [f.data["id"] for f in log.since(3, ["clicks"], limit=1)] == ["c3"]
+    assert log.since(5, ["clicks"]) == [] and log.since(0, []) == []
+    assert log.since(0, ["other"]) == []

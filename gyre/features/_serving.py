@@ -1,0 +1,221 @@
+"""Features at serving time: online state that follows the fact log, and a log of every
+vector served, which `gyre features skew` later recomputes offline.
+
+Each server process follows the log itself (facts stored after the position it has seen),
+so an event acknowledged by any process, or written by `gyre events ingest`, counts in the
+next lookup of every process. The position a vector was computed at is logged with it:
+the offline engine recomputes it from exactly the facts the server had.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gyre.collect import SQLiteFactLog
+from gyre.errors import InvalidFeatureInput, UnknownFeatureView
+from gyre.features._definitions import FeatureView
+from gyre.features._online import OnlineStore
+
+# How often a follower drops facts older than every window of its views.
+EVICT_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True)
+class ServedVector:
+    """One vector a model was given: whose, when, from which log position, and what."""
+
+    view: str
+    definition_hash: str
+    entity: dict[str, Any]
+    request: dict[str, Any]
+    at_us: int
+    watermark: int
+    values: dict[str, Any]
+
+
+class OnlineFeatures:
+    """The declared views' online state in one server process, fed by the fact log."""
+
+    def __init__(self, views: Mapping[str, FeatureView], facts_path: Path) -> None:
+        self.views = dict(views)
+        self._stores = {name: OnlineStore(view) for name, view in self.views.items()}
+        self._types = sorted({view.source.name for view in self.views.values()})
+        self._log = SQLiteFactLog(facts_path, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._watermark = 0
+        self._evicted_at = time.monotonic()
+
+    def close(self) -> None:
+        self._log.close()
+
+    def view(self, name: str) -> FeatureView:
+        found = self.views.get(name)
+        if found is None:
+            declared = ", ".join(sorted(self.views)) or "none"
+            raise UnknownFeatureView(
+                f"unknown feature view `{name}`; declared: {declared} (see [features.views])"
+            )
+        return found
+
+    def refresh(self) -> int:
+        """Apply the facts stored since the last call; returns the log position reached."""
+        with self._lock:
+            while True:
+                facts = self._log.since(self._watermark, self._types)
+                if not facts:
+                    break
+                for store in self._stores.values():
+                    source = store.view.source.name
+                    store.update(f for f in facts if f.type == source)
+                self._watermark = facts[-1].seq
+            if time.monotonic() - self._evicted_at > EVICT_INTERVAL_S:
+                now_us = time.time_ns() // 1000
+                for store in self._stores.values():
+                    store.evict(now_us)
+                self._evicted_at = time.monotonic()
+            return self._watermark
+
+    def vectors(
+        self,
+        view_name: str,
+        entities: Sequence[Any],
+        request: Sequence[Mapping[str, Any]],
+        at_us: int | None = None,
+    ) -> list[ServedVector]:
+        """The feature vectors of `entities` now (or at `at_us`), with the request-time
+        values each request sent; InvalidFeatureInput when one is missing or mistyped."""
+        view = self.view(view_name)
+        at = time.time_ns() // 1000 if at_us is None else at_us
+        watermark = self.refresh()
+        store = self._stores[view_name]
+        served = []
+        for i, (given, sent) in enumerate(zip(entities, request, strict=True)):
+            try:
+                entity = view.source.entity_of(given)
+                values = view.request_values(sent, at)
+            except ValueError as exc:
+                where = f"entity {i}: " if len(entities) > 1 else ""
+                raise InvalidFeatureInput(f"feature view `{view_name}`: {where}{exc}") from None
+            with self._lock:
+                aggregates = store.lookup(entity, at)
+            served.append(
+                ServedVector(
+                    view_name, view.definition_hash, entity, dict(sent), at, watermark,
+                    {**aggregates, **values},
+                )
+            )  # fmt: skip
+        return served
+
+
+_SERVED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS served (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    view TEXT NOT NULL,
+    definition_hash TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    request TEXT NOT NULL,
+    at_us INTEGER NOT NULL,
+    watermark INTEGER NOT NULL,
+    vector TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS served_by_view ON served (view, id);
+"""
+
+
+@dataclass(frozen=True)
+class ServedRecord:
+    request_id: str
+    model: str
+    version: int
+    vector: ServedVector
+
+
+class ServedLog:
+    """Served vectors in `served.db` under the home. `record` never blocks a request: a
+    thread writes them in batches (observability data: WAL, no fsync per batch)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _connect(path) as conn:
+            conn.executescript(_SERVED_SCHEMA)
+        self._queue: queue.SimpleQueue[ServedRecord | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="gyre-served-log", daemon=True)
+        self._thread.start()
+
+    def record(self, request_id: str, model: str, version: int, vector: ServedVector) -> None:
+        self._queue.put(ServedRecord(request_id, model, version, vector))
+
+    def close(self) -> None:
+        """Write what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _write(self) -> None:
+        conn = _connect(self.path)
+        stopping = False
+        while not stopping:
+            batch = [self._queue.get()]
+            while not self._queue.empty() and len(batch) < 1000:
+                batch.append(self._queue.get())
+            stopping = None in batch
+            rows = [_row(record) for record in batch if record is not None]
+            if rows:
+                with conn:
+                    conn.executemany(
+                        "INSERT INTO served (request_id, model, version, view, definition_hash,"
+                        " entity, request, at_us, watermark, vector)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+        conn.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=60.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def _row(record: ServedRecord) -> tuple[Any, ...]:
+    v = record.vector
+    return (
+        record.request_id, record.model, record.version, v.view, v.definition_hash,
+        json.dumps(v.entity), json.dumps(v.request), v.at_us, v.watermark, json.dumps(v.values),
+    )  # fmt: skip
+
+
+def read_served(path: Path, view: str | None = None) -> Iterator[ServedRecord]:
+    """The logged vectors, oldest first (of one view, or all)."""
+    if not path.exists():
+        return
+    conn = _connect(path)
+    try:
+        sql = (
+            "SELECT request_id, model, version, view, definition_hash, entity, request, at_us,"
+            " watermark, vector FROM served"
+        )
+        args: tuple[Any, ...] = ()
+        if view is not None:
+            sql, args = sql + " WHERE view = ?", (view,)
+        for row in conn.execute(sql + " ORDER BY id", args):
+            request_id, model, version, name, digest, entity, request, at, mark, vector = row
+            yield ServedRecord(
+                request_id, model, version,
+                ServedVector(name, digest, json.loads(entity), json.loads(request), at, mark,
+                             json.loads(vector)),
+            )  # fmt: skip
+    finally:
+        conn.close()
