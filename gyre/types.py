@@ -48,12 +48,22 @@ class TensorSpec(msgspec.Struct, frozen=True):
         return len(self.shape) > 0 and self.shape[0] == -1
 
 
+class FeatureBinding(msgspec.Struct, frozen=True):
+    """The feature view a model was trained on: the server builds its input from an entity
+    with this view, and refuses when the view's definition (hash) has changed since."""
+
+    view: str
+    definition_hash: str
+
+
 class Signature(msgspec.Struct, frozen=True):
-    """What a model takes and returns; `feature_names` name the columns of a 2-D input."""
+    """What a model takes and returns; `feature_names` name the columns of a 2-D input;
+    `features`, when set, lets callers send an entity instead of the input."""
 
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     feature_names: tuple[str, ...] | None = None
+    features: FeatureBinding | None = None
 
     def input(self, name: str) -> TensorSpec | None:
         return next((spec for spec in self.inputs if spec.name == name), None)

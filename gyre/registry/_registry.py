@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
 import gyre
@@ -14,7 +15,10 @@ from gyre.config import Config, RegistryConfig
 from gyre.errors import InvalidModel, ModelNotFound, RegistryError
 from gyre.registry._artifacts import LocalArtifactStore, sha256_of
 from gyre.registry._store import ModelVersion, SQLiteMetadataStore
-from gyre.types import DATATYPE_TO_NUMPY, Signature, zeros_for
+from gyre.types import DATATYPE_TO_NUMPY, FeatureBinding, Signature, zeros_for
+
+if TYPE_CHECKING:
+    from gyre.features import FeatureView
 
 CHAMPION = "champion"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -144,8 +148,13 @@ class Registry:
         lineage: dict[str, Any] | None = None,
         native_bytes: bytes | None = None,
         names: tuple[str, ...] | None = None,
+        features: FeatureView | None = None,
     ) -> ModelVersion:
-        """Export a fitted scikit-learn/LightGBM model to ONNX, check parity, record it."""
+        """Export a fitted scikit-learn/LightGBM model to ONNX, check parity, record it.
+
+        `features`: the view the model was trained on (its columns are the view's features
+        in order); the server then answers requests that name an entity instead of rows.
+        """
         from gyre.registry import _export
         from gyre.registry._parity import check_parity
         from gyre.registry._signature import make_outputs_batched, signature_of
@@ -179,7 +188,15 @@ class Registry:
             buffer = io.BytesIO()
             joblib.dump(model, buffer)
             native_bytes = buffer.getvalue()
+        if features is not None:
+            names = _bind(name, features, rows.shape[1])
+            lineage = {**(lineage or {}), "feature_view": features.name,
+                       "feature_definition_hash": features.definition_hash}  # fmt: skip
         signature = signature_of(onnx_model, _export.feature_names(model) or names)
+        if features is not None:
+            signature = msgspec.structs.replace(
+                signature, features=FeatureBinding(features.name, features.definition_hash)
+            )
         return self._record(
             name,
             flavor=flavor,
@@ -377,3 +394,20 @@ class Registry:
             mv.native_sha256, what=f"native model `{mv.model}` version {mv.version}"
         )
         return joblib.load(io.BytesIO(data))
+
+
+def _bind(model: str, view: FeatureView, columns: int) -> tuple[str, ...]:
+    """The column names of a model trained on `view`; InvalidModel when they cannot be."""
+    names = tuple(view.features)
+    if columns != len(names):
+        raise InvalidModel(
+            f"model `{model}` takes {columns} columns but feature view `{view.name}` has "
+            f"{len(names)} features ({', '.join(names)}); train it on `view.matrix(rows)`"
+        )
+    text = [n for n in names if view.feature_kind(n) == "string"]
+    if text:
+        raise InvalidModel(
+            f"feature view `{view.name}`: {', '.join(text)} hold strings, which a model "
+            "cannot take; aggregate them with count or distinct_count"
+        )
+    return names

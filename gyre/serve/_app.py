@@ -15,10 +15,18 @@ from typing import Any
 import gyre
 from gyre.collect import Collector, parse_events
 from gyre.config import ServeConfig
-from gyre.errors import BadRequest, GyreError, NotFound, Overloaded, UnknownEventType
+from gyre.errors import (
+    BadRequest,
+    GyreError,
+    NotFound,
+    Overloaded,
+    UnknownEventType,
+    UnknownFeatureView,
+)
 from gyre.registry import parse_ref
 from gyre.serve._admin import Admin
 from gyre.serve._auth import Gatekeeper, key_of
+from gyre.serve._features import EntityFeatures
 from gyre.serve._http import (
     JSON_HEADERS,
     Headers,
@@ -84,6 +92,7 @@ class GyreApp:
         admin: Admin,
         gatekeeper: Gatekeeper,
         collector: Collector | None = None,
+        features: EntityFeatures | None = None,
     ) -> None:
         self.config = config
         self.repository = repository
@@ -92,6 +101,7 @@ class GyreApp:
         self.admin = admin
         self.gatekeeper = gatekeeper
         self.collector = collector
+        self.features = features
         # Ingestion waits on durable commits: enough threads that concurrent callers can
         # share one (only when event types are declared).
         self._ingest_threads = (
@@ -123,14 +133,20 @@ class GyreApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.predictor.drain()
-                await self.repository.stop()
-                if self._ingest_threads is not None:
-                    self._ingest_threads.shutdown(wait=True)
-                if self.collector is not None:
-                    self.collector.close()
+                await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def shutdown(self) -> None:
+        """Finish what was accepted, then release models, the fact log and the logs."""
+        await self.predictor.drain()
+        await self.repository.stop()
+        if self._ingest_threads is not None:
+            self._ingest_threads.shutdown(wait=True)
+        if self.collector is not None:
+            self.collector.close()
+        if self.features is not None:
+            self.features.close()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -275,13 +291,30 @@ class GyreApp:
             raise BadRequest("Inference-Header-Content-Length must be an integer")
         call = _v2.decode_request(body, int(length) if length else None, loaded.runtime)
         parameters = call.request.parameters or {}
+        inputs, vectors = call.inputs, None
+        if "entity" in parameters:
+            if inputs:
+                raise BadRequest("send either `inputs` or `parameters.entity`, not both")
+            if self.features is None:
+                raise UnknownFeatureView(
+                    f"{loaded.runtime.what} cannot be called with an entity: this server "
+                    "declares no feature views ([features.views])"
+                )
+            inputs, vectors = self.features.inputs(loaded, parameters)
+        elif not inputs:
+            raise BadRequest(
+                f"the request has no inputs; expected {_v2.EXPECTED_BODY}, or "
+                "`parameters.entity` for a model published with a feature view"
+            )
         timeout_us = parameters.get("timeout")
         requested = None
         if timeout_us is not None:
             if not isinstance(timeout_us, (int, float)) or isinstance(timeout_us, bool):
                 raise BadRequest("parameters.timeout must be a number of microseconds")
             requested = timeout_us / 1000.0
-        prediction = await self._predict(scope, loaded, call.inputs, version is None, requested)
+        prediction = await self._predict(scope, loaded, inputs, version is None, requested)
+        if vectors is not None and self.features is not None:
+            self.features.record(prediction.request_id, prediction.loaded, vectors)
         payload, json_length = _v2.encode_response(
             call, loaded.runtime, prediction.outputs, _default_fields(prediction)
         )

@@ -27,11 +27,13 @@ import uvicorn
 from gyre.collect import Collector, event_types
 from gyre.config import Config
 from gyre.errors import ConfigError
+from gyre.features import OnlineFeatures, ServedLog, feature_views
 from gyre.registry import Registry
 from gyre.serve._admin import Admin
 from gyre.serve._app import GyreApp
 from gyre.serve._auth import Gatekeeper
 from gyre.serve._cache import PredictionCache
+from gyre.serve._features import EntityFeatures
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._inference import Predictor
 from gyre.serve._lifetime import die_with_parent
@@ -73,7 +75,16 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
     collector = (
         Collector(config.home, types, config.collect.group_commit_max_wait_ms) if types else None
     )
-    return GyreApp(config.serve, repository, metrics, predictor, admin, gatekeeper, collector)
+    features = None
+    if config.features.views:
+        online = OnlineFeatures(
+            feature_views(config.features.views, types), config.home / "facts.db"
+        )
+        served = ServedLog(config.home / "served.db") if config.features.log_served else None
+        features = EntityFeatures(online, served)
+    return GyreApp(
+        config.serve, repository, metrics, predictor, admin, gatekeeper, collector, features
+    )
 
 
 def _is_loopback(host: str) -> bool:

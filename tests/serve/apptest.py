@@ -36,5 +36,5 @@ class AppClient:
 
     def close(self) -> None:
         self.loop.run_until_complete(self._client.aclose())
-        self.loop.run_until_complete(self.app.repository.stop())
+        self.loop.run_until_complete(self.app.shutdown())
         self.loop.close()

@@ -36,7 +36,8 @@ class RequestOutput(msgspec.Struct):
 
 
 class InferenceRequest(msgspec.Struct):
-    inputs: list[RequestInput]
+    # empty when `parameters.entity` names what to predict for
+    inputs: list[RequestInput] = []
     id: str | None = None
     parameters: dict[str, Any] | None = None
     outputs: list[RequestOutput] | None = None

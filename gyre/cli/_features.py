@@ -1,0 +1,110 @@
+"""`gyre features …`: the declared views with their hashes, and the skew check."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gyre.cli._main import State, app, console
+from gyre.collect import SQLiteFactLog, event_types
+from gyre.errors import UnknownFeatureView
+from gyre.features import FeatureView, check_skew, compile_sql, feature_views
+from gyre.features._skew import DEFAULT_TOLERANCE
+
+features_app = typer.Typer(help="Feature views and the skew check.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+
+def _views(ctx: typer.Context) -> dict[str, FeatureView]:
+    state: State = ctx.obj
+    config = state.config()
+    return feature_views(config.features.views, event_types(config.collect.events))
+
+
+def _known(views: dict[str, FeatureView], name: str) -> FeatureView:
+    if name not in views:
+        declared = ", ".join(sorted(views)) or "none"
+        raise UnknownFeatureView(
+            f"unknown feature view `{name}`; declared: {declared} (see [features.views])"
+        )
+    return views[name]
+
+
+@features_app.command("list")
+def list_views(ctx: typer.Context) -> None:
+    """List the declared feature views ([features.views.NAME] in gyre.toml)."""
+    table = Table(title="feature views")
+    for column in ("view", "source", "entity", "features", "hash"):
+        table.add_column(column)
+    for name, view in sorted(_views(ctx).items()):
+        table.add_row(
+            name, view.source.name, ", ".join(view.entity), str(len(view.features)),
+            view.definition_hash[:12],
+        )  # fmt: skip
+    console.print(table)
+
+
+@features_app.command()
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="VIEW")],
+    sql: Annotated[bool, typer.Option(help="Also print the offline engine's SQL.")] = False,
+) -> None:
+    """Print one view: its hash, transforms, and each feature with its kind."""
+    view = _known(_views(ctx), name)
+    console.print(f"[bold]{name}[/]  hash {view.definition_hash}", highlight=False)
+    console.print(f"source {view.source.name}, entity {', '.join(view.entity)}", highlight=False)
+    for column, text in view.transforms.items():
+        console.print(f"  transform {column} = {text}", markup=False)
+    for agg in view.aggregations:
+        kind = view.feature_kind(agg.name)
+        console.print(f"  {agg.name}: {agg} ({kind})", markup=False)
+    for feature, kind in view.request.items():
+        console.print(f"  {feature}: from the request ({kind})", markup=False)
+    if sql:
+        console.print(compile_sql(view), markup=False, highlight=False)
+
+
+@features_app.command()
+def skew(
+    ctx: typer.Context,
+    view: Annotated[str | None, typer.Option(help="Check only this view.")] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="Relative (and absolute) tolerance for float features.")
+    ] = DEFAULT_TOLERANCE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Recompute every logged serving vector offline, at its time and log position, and
+    count mismatches per feature. Exits with status 3 when any feature differs."""
+    state: State = ctx.obj
+    home = state.config().home
+    views = _views(ctx)
+    if view is not None:
+        _known(views, view)
+    log = SQLiteFactLog(home / "facts.db")
+    try:
+        reports = check_skew(log, views, home / "served.db", view=view, tolerance=tolerance)
+    finally:
+        log.close()
+    if as_json:
+        print(json.dumps([report.as_json() for report in reports], indent=2))
+    else:
+        for report in reports:
+            total = sum(report.mismatches.values())
+            other = report.other_definition
+            console.print(
+                f"[bold]{report.view}[/] ({report.definition_hash[:12]}): {report.checked} "
+                f"vectors checked, {total} mismatching values"
+                + (f", {other} served under another definition" if other else ""),
+                highlight=False,
+            )
+            for feature, count in report.mismatches.items():
+                if count:
+                    console.print(f"  {feature}: {count}", markup=False)
+            for example in report.examples:
+                console.print(f"  e.g. {json.dumps(example)}", markup=False, highlight=False)
+    if not all(report.clean for report in reports):
+        raise typer.Exit(3)
