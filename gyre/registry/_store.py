@@ -118,12 +118,18 @@ class SQLiteMetadataStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        (found,) = self._conn.execute("PRAGMA user_version").fetchone()
-        tables = self._conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
-        if found == 0 and tables == 0:
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif found != SCHEMA_VERSION:
+        # Under the write lock, in one transaction with the version stamp: a process that
+        # opens the same new registry meanwhile sees either nothing or the stamped schema.
+        with self._write() as conn:
+            (found,) = conn.execute("PRAGMA user_version").fetchone()
+            tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+            if found == 0 and tables == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                found = SCHEMA_VERSION
+        if found != SCHEMA_VERSION:
             raise RegistryError(
                 f"registry {self.path} has schema version {found}, this gyre reads version "
                 f"{SCHEMA_VERSION}; use the gyre version that wrote it, or publish into a new "

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from sklearn.ensemble import GradientBoostingClassifier
@@ -22,6 +23,7 @@ from gyre.config import Config, load_config
 from gyre.errors import InvalidModel
 from gyre.features import check_skew, feature_views, training_set
 from gyre.registry import CHAMPION, Registry
+from tests.conftest import start_server
 from tests.serve.apptest import AppClient
 
 MINUTE = 60_000_000
@@ -228,3 +230,32 @@ def test_publishing_records_the_view_and_refuses_a_mismatched_model(
     with pytest.raises(InvalidModel, match="takes 4 columns but feature view `shop_orders` has 6"):
         registry.publish("iris", iris_classifier, iris[0], features=view)
     registry.close()
+
+
+@pytest.mark.integration
+def test_every_worker_counts_the_events_any_worker_acknowledged(
+    setup: tuple[Config, Path],
+) -> None:
+    config, config_file = setup
+    now_us = time.time_ns() // 1000
+    train_and_publish(config, random.Random(1), now_us)
+    server = start_server(config.home, "--workers", "2", config=config_file)
+    acknowledged = {}
+    try:
+        for i in range(1, 21):
+            event = {"id": f"fresh{i}", "shop": 9, "amount": 1.0, "items": 1, "at": time.time()}
+            # A new connection each time: the kernel spreads them over the workers.
+            ack = httpx.post(f"{server.url}/v1/events/orders", json=[event]).json()
+            acknowledged[i] = ack["watermark"]
+            body = {"parameters": {"entity": {"shop": 9}, "request_features": {"basket": i}}}
+            assert httpx.post(f"{server.url}/v2/models/shops/infer", json=body).status_code == 200
+    finally:
+        assert server.stop() == 0
+    with sqlite3.connect(config.home / "served.db") as db:
+        rows = db.execute("SELECT watermark, vector FROM served").fetchall()
+    assert len(rows) == 20
+    for watermark, vector in rows:
+        values = json.loads(vector)
+        i = int(values["basket"])
+        assert watermark >= acknowledged[i]
+        assert values["count_events_10m"] == i
