@@ -160,6 +160,9 @@ class FeaturesConfig:
     views: Mapping[str, FeatureViewConfig] = dataclasses.field(default_factory=dict)
     # Log every vector the server builds from an entity (for `gyre features skew`).
     log_served: bool = True
+    # Each server process applies newly stored facts to its online state this often (and
+    # before every entity lookup, so an acknowledged event always counts).
+    follow_interval_ms: float = 100.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -144,8 +144,9 @@ class SQLiteFactLog:
             return []
         marks = ", ".join("?" * len(types))
         rows = self._conn.execute(
-            f"SELECT seq, type, event_time, payload FROM facts WHERE seq > ? AND type IN ({marks})"
-            " ORDER BY seq LIMIT ?",
+            # `+type`: walk the key from `seq` on; the (type, time) index would sort them all.
+            "SELECT seq, type, event_time, payload FROM facts"
+            f" WHERE seq > ? AND +type IN ({marks}) ORDER BY seq LIMIT ?",
             (seq, *types, limit),
         ).fetchall()
         return [Fact(s, t, e, json.loads(p)) for s, t, e, p in rows]

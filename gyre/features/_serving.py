@@ -24,7 +24,8 @@ from gyre.errors import InvalidFeatureInput, UnknownFeatureView
 from gyre.features._definitions import FeatureView
 from gyre.features._online import OnlineStore
 
-# How often a follower drops facts older than every window of its views.
+# How often a follower drops facts older than every window of its views (None: never,
+# for lookups at times long past).
 EVICT_INTERVAL_S = 60.0
 
 
@@ -44,16 +45,39 @@ class ServedVector:
 class OnlineFeatures:
     """The declared views' online state in one server process, fed by the fact log."""
 
-    def __init__(self, views: Mapping[str, FeatureView], facts_path: Path) -> None:
+    def __init__(
+        self,
+        views: Mapping[str, FeatureView],
+        facts_path: Path,
+        *,
+        evict_interval_s: float | None = EVICT_INTERVAL_S,
+    ) -> None:
         self.views = dict(views)
         self._stores = {name: OnlineStore(view) for name, view in self.views.items()}
         self._types = sorted({view.source.name for view in self.views.values()})
         self._log = SQLiteFactLog(facts_path, check_same_thread=False)
         self._lock = threading.Lock()
         self._watermark = 0
+        self._evict_interval_s = evict_interval_s
         self._evicted_at = time.monotonic()
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+
+    def follow(self, interval_s: float) -> None:
+        """Apply new facts every `interval_s` on a thread, so a lookup rarely has more
+        than a few facts to apply first (it still applies them: read-your-writes)."""
+
+        def run() -> None:
+            while not self._stop.wait(interval_s):
+                self.refresh()
+
+        self._follower = threading.Thread(target=run, name="gyre-features-follow", daemon=True)
+        self._follower.start()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join()
         self._log.close()
 
     def view(self, name: str) -> FeatureView:
@@ -67,8 +91,9 @@ class OnlineFeatures:
 
     def refresh(self) -> int:
         """Apply the facts stored since the last call; returns the log position reached."""
-        with self._lock:
-            while True:
+        while True:
+            # One chunk per turn of the lock: lookups interleave with a long catch-up.
+            with self._lock:
                 facts = self._log.since(self._watermark, self._types)
                 if not facts:
                     break
@@ -76,7 +101,9 @@ class OnlineFeatures:
                     source = store.view.source.name
                     store.update(f for f in facts if f.type == source)
                 self._watermark = facts[-1].seq
-            if time.monotonic() - self._evicted_at > EVICT_INTERVAL_S:
+        with self._lock:
+            interval = self._evict_interval_s
+            if interval is not None and time.monotonic() - self._evicted_at > interval:
                 now_us = time.time_ns() // 1000
                 for store in self._stores.values():
                     store.evict(now_us)

@@ -126,7 +126,7 @@ class GyreApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.repository.start()
+                    await self.startup()
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -136,6 +136,12 @@ class GyreApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def startup(self) -> None:
+        """Load the models and the online features; the server is ready after this."""
+        await self.repository.start()
+        if self.features is not None:
+            await asyncio.to_thread(self.features.start)
 
     async def shutdown(self) -> None:
         """Finish what was accepted, then release models, the fact log and the logs."""

@@ -21,9 +21,18 @@ EXPECTED = (
 class EntityFeatures:
     """The online features of this server process, and the log of what it served."""
 
-    def __init__(self, online: OnlineFeatures, served: ServedLog | None) -> None:
+    def __init__(
+        self, online: OnlineFeatures, served: ServedLog | None, follow_interval_ms: float
+    ) -> None:
         self.online = online
         self.served = served
+        self.follow_interval_ms = follow_interval_ms
+
+    def start(self) -> None:
+        """Replay the fact log into the online state (before the server is ready), then
+        follow it."""
+        self.online.refresh()
+        self.online.follow(self.follow_interval_ms / 1000.0)
 
     def close(self) -> None:
         self.online.close()

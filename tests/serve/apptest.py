@@ -17,7 +17,7 @@ class AppClient:
     def __init__(self, config: Config) -> None:
         self.app = build_app(config)
         self.loop = asyncio.new_event_loop()
-        self.loop.run_until_complete(self.app.repository.start())
+        self.loop.run_until_complete(self.app.startup())
         self._client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://gyre"
         )
