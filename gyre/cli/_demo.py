@@ -1,4 +1,5 @@
-"""`gyre demo` (what `make run` does): train, publish, serve, and show real requests."""
+"""`gyre demo` (what `make run` does): train, publish, serve, and show real requests; then
+the features loop (`_demo_features`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import typer
 from rich.panel import Panel
 from rich.syntax import Syntax
 
+from gyre.cli._demo_features import MODEL as FEATURES_MODEL
+from gyre.cli._demo_features import demo_config, run_features_demo
 from gyre.cli._main import State, app, console
+from gyre.config import load_config
 from gyre.errors import GyreError
 from gyre.registry import CHAMPION, Registry
 
@@ -80,11 +84,13 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to serve on (another if taken).")] = 8000,
     wait: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C.")] = True,
 ) -> None:
-    """Train a classifier, publish it, serve it, and call it through every protocol."""
+    """Train a classifier, publish it, serve it, and call it through every protocol; then
+    ingest events, train a model on a feature view, call it by entity, check for skew."""
     from gyre.learn import train_quickstart_model
 
     state: State = ctx.obj
-    config = state.config()
+    config_file = demo_config(state.config().home, state.config_file)
+    config = load_config(state.home, config_file)
     console.rule("[bold]gyre demo")
     trained = train_quickstart_model()
     console.print(
@@ -103,9 +109,7 @@ def demo(
     host = config.serve.host
     port = _free_port(host, port)
     command = [sys.executable, "-m", "gyre", "--home", str(config.home)]
-    if state.config_file is not None:
-        command += ["--config", str(state.config_file)]
-    command += ["serve", "--host", host, "--port", str(port)]
+    command += ["--config", str(config_file), "serve", "--host", host, "--port", str(port)]
     process = subprocess.Popen(command)
     base = f"http://{host}:{port}"
     try:
@@ -136,9 +140,10 @@ def demo(
             {"dataframe_split": {"columns": names, "data": [row]}},
             headers={"Gyre-Model": MODEL},
         )
+        run_features_demo(config, base, _show)
         console.print(
             Panel(
-                f"gyre is serving [bold]{MODEL}[/] at {base}\n"
+                f"gyre is serving [bold]{MODEL}[/] and [bold]{FEATURES_MODEL}[/] at {base}\n"
                 f"metrics: curl {base}/metrics\n"
                 + ("press Ctrl-C to stop" if wait else "stopping (--no-wait)"),
                 title="ready",

@@ -88,6 +88,9 @@ def test_demo_trains_publishes_serves_and_calls_every_protocol(home: Path) -> No
     ):
         assert f"{title}  HTTP 200" in out
     assert "curl -s -X POST" in out
+    assert "predict by entity (the server computes the features)  HTTP 200" in out
+    words = " ".join(out.split())
+    assert "1 served vector(s) recomputed offline, 0 mismatching values" in words
     assert "gyre serve exited with status 0" in out
 
 
