@@ -151,6 +151,14 @@ class SQLiteFactLog:
         ).fetchall()
         return [Fact(s, t, e, json.loads(p)) for s, t, e, p in rows]
 
+    def count(self, event_type: str, up_to_seq: int | None = None) -> int:
+        """How many facts of `event_type` were stored up to log position `up_to_seq`."""
+        (found,) = self._conn.execute(
+            "SELECT COUNT(*) FROM facts WHERE type = ? AND seq <= ?",
+            (event_type, up_to_seq if up_to_seq is not None else 2**63 - 1),
+        ).fetchone()
+        return int(found)
+
     def tail(self, event_type: str, count: int = 10) -> list[Fact]:
         rows = self._conn.execute(
             "SELECT seq, event_time, payload FROM facts WHERE type = ? ORDER BY seq DESC LIMIT ?",

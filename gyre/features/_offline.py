@@ -5,7 +5,9 @@ time in (ts - window, ts]: row transforms compiled to SQL expressions over the f
 join on the entity and the longest window, then one `FILTER`ed aggregate per feature.
 Request-time features come from the query rows themselves, through the same function the
 server uses. Facts come from the fact log up to a watermark, so a training set is
-reproducible from (view hash, watermark, queries).
+reproducible from (view hash, watermark, queries). With an export folder (`gyre events
+export`), DuckDB reads the exported Parquet itself and only the facts stored since the
+export come from the live log.
 """
 
 from __future__ import annotations
@@ -23,15 +25,28 @@ _ARROW = {"int": "int64", "float": "float64", "bool": "bool_", "string": "string
           "timestamp": "int64"}  # fmt: skip
 
 
-def _facts_table(log: SQLiteFactLog, view: FeatureView, watermark: int) -> Any:
-    import pyarrow as pa
-
+def _fact_columns(view: FeatureView) -> list[str]:
+    """The source fields the view reads: entity keys, aggregated columns, transform inputs."""
     used = {a.column for a in view.aggregations if a.column}
     for expression in view.transform_expressions.values():
         used |= expression.names
-    names = sorted((used - set(view.transforms)) | set(view.entity))
+    return sorted((used - set(view.transforms)) | set(view.entity))
+
+
+def _facts_table(
+    log: SQLiteFactLog, view: FeatureView, watermark: int, after_seq: int | None = None
+) -> Any:
+    """The view's facts stored up to `watermark` (only those after `after_seq`, if given)
+    as an Arrow table: the columns it reads, `_time` (event time, µs) and `_seq`."""
+    import pyarrow as pa
+
+    names = _fact_columns(view)
     data: dict[str, list[Any]] = {name: [] for name in [*names, "_time", "_seq"]}
-    for fact in log.scan(view.source.name, up_to_seq=watermark):
+    if after_seq is None:
+        facts: Any = log.scan(view.source.name, up_to_seq=watermark)
+    else:
+        facts = _since(log, view.source.name, after_seq, watermark)
+    for fact in facts:
         for name in names:
             data[name].append(fact.data.get(name))
         data["_time"].append(fact.event_time)
@@ -43,17 +58,71 @@ def _facts_table(log: SQLiteFactLog, view: FeatureView, watermark: int) -> Any:
     return pa.Table.from_pydict(data, schema=schema)
 
 
+def _since(log: SQLiteFactLog, event_type: str, after: int, watermark: int) -> Any:
+    while True:
+        facts = [f for f in log.since(after, [event_type]) if f.seq <= watermark]
+        yield from facts
+        if not facts or facts[-1].seq >= watermark:
+            return
+        after = facts[-1].seq
+
+
+def _register_facts(
+    connection: Any, log: SQLiteFactLog, view: FeatureView, watermark: int, export: Path | None
+) -> None:
+    """Make `facts` a relation of the view's facts up to `watermark`: from the log, or from
+    the Parquet export (deduplicated: exports may overlap) plus what the log stored since."""
+    if export is None:
+        connection.register("facts", _facts_table(log, view, watermark))
+        return
+    source = view.source
+    files = export / f"type={source.name}"
+    if not any(files.glob("*/*.parquet")):
+        raise InvalidFeatureInput(
+            f"no Parquet export of `{source.name}` in {export}; run "
+            f"`gyre events export {source.name} --out {export}` or leave the export out"
+        )
+    columns = []
+    for name in _fact_columns(view):
+        quoted = _quote(name)
+        timestamp = source.fields[name].rstrip("?") == "timestamp"
+        columns.append(f"epoch_us({quoted}) AS {quoted}" if timestamp else quoted)
+    time_column = _quote(source.time_field)
+    pattern = _literal(files / "*" / "*.parquet")
+    connection.execute(
+        f"CREATE TEMP TABLE exported AS SELECT {', '.join(columns)}, "
+        f"epoch_us({time_column}) AS _time, _seq FROM read_parquet({pattern}) "
+        f"WHERE _seq <= {int(watermark)} QUALIFY row_number() OVER (PARTITION BY _seq) = 1"
+    ).fetchall()
+    ((count, newest),) = connection.execute(
+        "SELECT count(*), coalesce(max(_seq), 0) FROM exported"
+    ).fetchall()
+    stored = log.count(source.name, up_to_seq=newest)
+    if count != stored:
+        raise InvalidFeatureInput(
+            f"the Parquet export of `{source.name}` in {export} holds {count} of the "
+            f"{stored} facts stored up to log position {newest} (an export of a time range?); "
+            f"export the type whole (`gyre events export {source.name} --out {export}`)"
+        )
+    connection.register("recent", _facts_table(log, view, watermark, after_seq=newest))
+    connection.execute(
+        "CREATE TEMP VIEW facts AS SELECT * FROM exported UNION ALL BY NAME SELECT * FROM recent"
+    ).fetchall()
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _expression(agg: Aggregation) -> str:
+def _expression(agg: Aggregation, view: FeatureView) -> str:
     in_window = f"f._time > q.ts - {agg.window_us}"
     column = f"f.{_quote(agg.column)}" if agg.column else "f._seq"
     if agg.function == "count":
         return f"count(f._seq) FILTER (WHERE {in_window})"
     if agg.function == "sum":
-        return f"coalesce(sum({column}) FILTER (WHERE {in_window}), 0)"
+        total = f"coalesce(sum({column}) FILTER (WHERE {in_window}), 0)"
+        # DuckDB sums integers as HUGEINT; the online engine's sum is a 64-bit int.
+        return f"CAST({total} AS BIGINT)" if view.feature_kind(agg.name) == "int" else total
     if agg.function == "mean":
         return f"avg({column}) FILTER (WHERE {in_window})"
     if agg.function in ("min", "max"):
@@ -88,7 +157,9 @@ def compile_sql(view: FeatureView, *, per_row_watermark: bool = False) -> str:
     on = " AND ".join(f"f.{_quote(k)} = q.{_quote(k)}" for k in view.entity)
     if per_row_watermark:
         on += " AND f._seq <= q._watermark"
-    features = ",\n  ".join(f"{_expression(a)} AS {_quote(a.name)}" for a in view.aggregations)
+    features = ",\n  ".join(
+        f"{_expression(a, view)} AS {_quote(a.name)}" for a in view.aggregations
+    )
     return (
         f"SELECT q._row,\n  {features}\n"
         f"FROM queries q LEFT JOIN {_facts_sql(view)} f\n"
@@ -102,6 +173,7 @@ def _prepared(
     view: FeatureView,
     queries: Sequence[dict[str, Any]],
     watermark: int | None,
+    export: Path | None = None,
     per_row_watermark: bool = False,
 ) -> tuple[Any, str]:
     """A DuckDB connection holding the facts and the queries, and the training-set SQL."""
@@ -109,7 +181,6 @@ def _prepared(
     import pyarrow as pa
 
     mark = log.watermark() if watermark is None else watermark
-    facts = _facts_table(log, view, mark)
     rows = []
     for i, row in enumerate(queries):
         try:
@@ -121,7 +192,7 @@ def _prepared(
         rows, schema=None if rows else pa.schema([("_row", pa.int64()), ("ts", pa.int64())])
     )
     connection = duckdb.connect()
-    connection.register("facts", facts)
+    _register_facts(connection, log, view, mark, export)
     connection.register("queries", query_table)
     sql = (
         f"SELECT q.* EXCLUDE (_row), v.* EXCLUDE (_row) FROM queries q "
@@ -137,12 +208,13 @@ def training_set(
     queries: Sequence[dict[str, Any]],
     *,
     watermark: int | None = None,
+    export: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Each query row (the entity fields, `ts` in epoch microseconds, the values of the
     view's request-time features as the request sent them, plus anything else such as a
     label) with the view's features at `ts`, from the facts up to `watermark` (default:
-    all of them)."""
-    connection, sql = _prepared(log, view, queries, watermark)
+    all of them). `export`: a `gyre events export` folder to read the older facts from."""
+    connection, sql = _prepared(log, view, queries, watermark, export)
     try:
         rows: list[dict[str, Any]] = connection.sql(sql).to_arrow_table().to_pylist()
     finally:
@@ -157,13 +229,14 @@ def write_training_set(
     output: Path,
     *,
     watermark: int | None = None,
+    export: Path | None = None,
 ) -> int:
     """`training_set` streamed by DuckDB into a Parquet file, never held in memory;
     returns the number of rows written."""
-    connection, sql = _prepared(log, view, queries, watermark)
+    connection, sql = _prepared(log, view, queries, watermark, export)
     try:
         copy = f"COPY ({sql}) TO {_literal(output)} (FORMAT PARQUET)"
-        (count,) = connection.execute(copy).fetchone()
+        ((count,),) = connection.execute(copy).fetchall()
     finally:
         connection.close()
     return int(count)

@@ -5,6 +5,8 @@ brute-force reference spells out. A Spark or PostgreSQL engine joins `ENGINES`."
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gyre.collect import EventType, SQLiteFactLog
+from gyre.collect import EventType, SQLiteFactLog, export_parquet
 from gyre.features import (
     FUNCTIONS,
     Aggregation,
@@ -55,6 +57,18 @@ def offline_engine(log: SQLiteFactLog, view: FeatureView, queries: Sequence[dict
     return training_set(log, view, queries)
 
 
+def parquet_engine(log: SQLiteFactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
+    """The offline engine reading a Parquet export of the log instead of the log."""
+    folder = Path(tempfile.mkdtemp(prefix="gyre-export-"))
+    try:
+        export_parquet(log, view.source, folder)
+        if not any(folder.rglob("*.parquet")):
+            return training_set(log, view, queries)
+        return training_set(log, view, queries, export=folder)
+    finally:
+        shutil.rmtree(folder)
+
+
 def online_engine(log: SQLiteFactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
     store = OnlineStore(view)
     store.rebuild(log)
@@ -73,6 +87,7 @@ def follower_engine(log: SQLiteFactLog, view: FeatureView, queries: Sequence[dic
 
 ENGINES: dict[str, Engine] = {
     "offline-duckdb": offline_engine,
+    "offline-duckdb-parquet": parquet_engine,
     "online-store": online_engine,
     "online-follower": follower_engine,
 }

@@ -129,3 +129,27 @@ request = {basket = "float"}
     bad.write_text('[features.views.x]\nsource = "nope"\naggregations = ["count() over 1h"]\n')
     with pytest.raises(ConfigError, match="source `nope` is not a declared event type"):
         feature_views(load_config(tmp_path, bad).features.views, types)
+
+
+def test_the_cli_lists_and_shows_views_with_their_hash(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config_file = tmp_path / "gyre.toml"
+    config_file.write_text(
+        '[collect.events.orders]\nfields = {shop = "int", amount = "float", at = "timestamp"}\n'
+        'entity = ["shop"]\ntime = "at"\n'
+        '[features.views.spend]\nsource = "orders"\ntransforms = {cents = "amount * 100"}\n'
+        'aggregations = ["sum(cents) over 1d"]\nrequest = {hour = "hour_of_day"}\n'
+    )
+    cli = [sys.executable, "-m", "gyre", "--home", str(tmp_path), "--config", str(config_file)]
+    listed = subprocess.run([*cli, "features", "list"], capture_output=True, text=True)
+    shown = subprocess.run([*cli, "features", "show", "spend", "--sql"], capture_output=True,
+                           text=True)  # fmt: skip
+    assert listed.returncode == 0 and "spend" in listed.stdout
+    assert "transform cents = amount * 100" in shown.stdout
+    assert "sum_cents_1d: sum(cents) over 1d (float)" in shown.stdout
+    assert "hour: from the request (hour_of_day)" in shown.stdout
+    assert "FILTER (WHERE" in shown.stdout
+    unknown = subprocess.run([*cli, "features", "show", "nope"], capture_output=True, text=True)
+    assert unknown.returncode == 1 and "unknown feature view `nope`" in unknown.stderr

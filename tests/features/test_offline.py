@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gyre.collect import SQLiteFactLog
+from gyre.collect import SQLiteFactLog, export_parquet
 from gyre.errors import InvalidFeatureInput
 from gyre.features import ServedVector, recompute, training_set, write_training_set
 from tests.features.test_conformance import MINUTE, ORDERS, VIEW, order
@@ -47,3 +47,30 @@ def test_a_query_row_without_its_request_values_is_refused(tmp_path: Path) -> No
     log = SQLiteFactLog(tmp_path / "facts.db")
     with pytest.raises(InvalidFeatureInput, match="query row 1: request feature `basket`"):
         training_set(log, VIEW, [{"shop": 1, "ts": 0, "basket": 1}, {"shop": 1, "ts": 0}])
+
+
+def test_the_engine_reads_a_parquet_export_plus_what_the_log_stored_since(
+    tmp_path: Path,
+) -> None:
+    log = SQLiteFactLog(tmp_path / "facts.db")
+    log.append([(ORDERS, [order(i, i * 30) for i in range(10)])])  # one every 30 minutes
+    export = tmp_path / "export"
+    export_parquet(log, ORDERS, export)
+    export_parquet(log, ORDERS, export)  # exported twice: the facts count once
+    log.append([(ORDERS, [order(50, 250, amount=5.0), order(51, 10)])])  # after the export
+    queries = [{"shop": 1, "ts": t * MINUTE, "basket": 0, "label": t} for t in (20, 260, 300)]
+    assert training_set(log, VIEW, queries, export=export) == training_set(log, VIEW, queries)
+    mark = 5
+    at_mark = training_set(log, VIEW, queries, export=export, watermark=mark)
+    assert at_mark == training_set(log, VIEW, queries, watermark=mark)
+
+
+def test_an_incomplete_export_is_refused(tmp_path: Path) -> None:
+    log = SQLiteFactLog(tmp_path / "facts.db")
+    log.append([(ORDERS, [order(i, i * 30) for i in range(10)])])
+    export = tmp_path / "export"
+    export_parquet(log, ORDERS, export, start=100 * MINUTE)  # a time range only
+    with pytest.raises(InvalidFeatureInput, match="holds 6 of the 10 facts"):
+        training_set(log, VIEW, [{"shop": 1, "ts": 0, "basket": 0}], export=export)
+    with pytest.raises(InvalidFeatureInput, match="no Parquet export of `orders`"):
+        training_set(log, VIEW, [{"shop": 1, "ts": 0, "basket": 0}], export=tmp_path / "none")
