@@ -264,6 +264,11 @@ def main() -> None:
         "gyre": [sys.executable, "-m", "gyre", "--home", str(home), "serve", *workers],
         "fastapi": [*uvicorn, *workers, "baselines:fastapi_app"],
         "ceiling": [*uvicorn, *workers, "baselines:ceiling_app"],
+        "parse-ceiling": [*uvicorn, *workers, "baselines:parse_ceiling_app"],
+    }
+    ceiling_cases = {
+        "ceiling": ("1-row c=64", "32-row c=16"),
+        "parse-ceiling": ("32-row c=16",),
     }
     results: dict[str, Any] = {"cases": {}}
     for name, command in servers.items():
@@ -272,7 +277,8 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/v2/models/gbdt/infer"
         try:
             run_wrk(wrk, url, bodies[1], 16, 2, workdir)  # warm up
-            cases = CASES if name != "ceiling" else [c for c in CASES if c[0] == "1-row c=64"]
+            wanted = ceiling_cases.get(name)
+            cases = CASES if wanted is None else [c for c in CASES if c[0] in wanted]
             for case, batch, connections in cases:
                 result = run_wrk(wrk, url, bodies[batch], connections, args.seconds, workdir)
                 result["rows_per_s"] = round(result["req_per_s"] * batch, 1)
@@ -305,6 +311,12 @@ def main() -> None:
         "gyre/fastapi p99, 1-row c=64": ratio(c64, "p99_ms", "fastapi"),
         "gyre/fastapi rows/s, 32-row c=16": ratio(c16x32, "rows_per_s", "fastapi"),
         "gyre/ceiling req/s, 1-row c=64": ratio(c64, "req_per_s", "ceiling"),
+        "gyre/ceiling rows/s, 32-row c=16": ratio(c16x32, "rows_per_s", "ceiling"),
+        "gyre/parse-ceiling rows/s, 32-row c=16": ratio(c16x32, "rows_per_s", "parse-ceiling"),
+        # The most any server that parses JSON on this stack could show against FastAPI.
+        "parse-ceiling/fastapi rows/s, 32-row c=16": round(
+            c16x32["parse-ceiling"]["rows_per_s"] / c16x32["fastapi"]["rows_per_s"], 2
+        ),
     }
     results["machine"] = {
         "cpus": os.cpu_count(),

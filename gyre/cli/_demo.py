@@ -66,7 +66,8 @@ def _curl(method: str, url: str, body: Any = None, headers: dict[str, str] | Non
 
 def _show(
     title: str, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
-) -> None:
+) -> int:
+    """Make the request, print it as a curl command and its answer; returns the status."""
     response = httpx.request(method, url, json=body, headers=headers, timeout=10.0)
     try:
         answer = json.dumps(response.json(), indent=2)
@@ -76,6 +77,7 @@ def _show(
     # Soft wrap keeps the command on one logical line, so it can be copied and pasted.
     console.print(_curl(method, url, body, headers), soft_wrap=True, markup=False, highlight=False)
     console.print(Syntax(answer, "json"))
+    return response.status_code
 
 
 @app.command()

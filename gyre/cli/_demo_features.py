@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,16 +83,25 @@ def _labelled_rows(
     return rows
 
 
-def _wait_model(base: str, model: str, timeout_s: float = 30.0) -> None:
+def _wait_model(base: str, model: str, reload_interval_s: float, timeout_s: float = 30.0) -> None:
+    """Until every server process has loaded `model`: each polls the registry on its own,
+    so after the first answers, wait one more reload interval, then check on several new
+    connections (the kernel spreads them over the processes)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if httpx.get(f"{base}/v2/models/{model}/ready", timeout=5.0).status_code == 200:
-            return
-        time.sleep(0.2)
-    raise GyreError(f"the server did not load `{model}` within {timeout_s:.0f} s")
+    confirmed = 0
+    while confirmed < 10:
+        if time.monotonic() > deadline:
+            raise GyreError(f"the server did not load `{model}` within {timeout_s:.0f} s")
+        if httpx.get(f"{base}/v2/models/{model}/ready", timeout=5.0).status_code != 200:
+            confirmed = 0
+            time.sleep(0.2)
+            continue
+        if confirmed == 0:
+            time.sleep(reload_interval_s + 0.5)
+        confirmed += 1
 
 
-def run_features_demo(config: Config, base: str, show: Any) -> None:
+def run_features_demo(config: Config, base: str, show: Callable[..., int]) -> None:
     from gyre.learn import train_on_view
 
     console.rule("[bold]features: events → training set → model → call by entity → skew")
@@ -122,13 +132,15 @@ def run_features_demo(config: Config, base: str, show: Any) -> None:
     )
     registry.close()
     console.print(f"published [bold]{MODEL}[/] version {version.version} with its feature view")
-    _wait_model(base, MODEL)
-    show(
+    _wait_model(base, MODEL, config.serve.reload_interval_ms / 1000.0)
+    status = show(
         "predict by entity (the server computes the features)",
         "POST",
         f"{base}/v2/models/{MODEL}/infer",
         {"parameters": {"entity": {"shop": 7}, "request_features": {"basket": 24.5}}},
     )
+    if status != 200:
+        raise GyreError(f"the call by entity answered HTTP {status} (shown above)")
     log = SQLiteFactLog(config.home / "facts.db")
     try:
         deadline = time.monotonic() + 10.0
