@@ -133,9 +133,11 @@ class OnlineFeatures:
                 raise InvalidFeatureInput(f"feature view `{view_name}`: {where}{exc}") from None
             with self._lock:
                 aggregates = store.lookup(entity, at)
+            # Only the declared request values: what the offline engine needs to recompute.
+            kept = {name: sent[name] for name in view.request if name in sent}
             served.append(
                 ServedVector(
-                    view_name, view.definition_hash, entity, dict(sent), at, watermark,
+                    view_name, view.definition_hash, entity, kept, at, watermark,
                     {**aggregates, **values},
                 )
             )  # fmt: skip
