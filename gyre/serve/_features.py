@@ -3,6 +3,7 @@ server builds the input from the online features, and logs the exact vector it u
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from gyre.errors import BadRequest, FeatureViewMismatch, UnknownFeatureView
 from gyre.features import OnlineFeatures, ServedLog, ServedVector
+from gyre.serve._metrics import ServerMetrics
 from gyre.serve._snapshot import LoadedVersion
 
 EXPECTED = (
@@ -22,11 +24,16 @@ class EntityFeatures:
     """The online features of this server process, and the log of what it served."""
 
     def __init__(
-        self, online: OnlineFeatures, served: ServedLog | None, follow_interval_ms: float
+        self,
+        online: OnlineFeatures,
+        served: ServedLog | None,
+        follow_interval_ms: float,
+        metrics: ServerMetrics,
     ) -> None:
         self.online = online
         self.served = served
         self.follow_interval_ms = follow_interval_ms
+        self.metrics = metrics
 
     def start(self) -> None:
         """Replay the fact log into the online state (before the server is ready), then
@@ -73,8 +80,12 @@ class EntityFeatures:
                 f"{len(entities)} entities but {len(sent)} request_features objects; "
                 f"send one object for all or one per entity: {EXPECTED}"
             )
+        started = time.perf_counter()
         vectors = self.online.vectors(view.name, entities, sent)
         table = view.matrix([vector.values for vector in vectors])
+        self.metrics.features_built(
+            view.name, len(vectors), time.perf_counter() - started, vectors[0].watermark
+        )
         return {signature.inputs[0].name: table}, vectors
 
     def record(self, request_id: str, loaded: LoadedVersion, vectors: list[ServedVector]) -> None:

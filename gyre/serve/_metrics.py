@@ -128,6 +128,23 @@ class ServerMetrics:
             "gyre_worker_restarts", "Python model workers restarted after a crash or a hang",
             ["model", "version"], registry=r,
         )  # fmt: skip
+        self.feature_vectors = Counter(
+            "gyre_feature_vectors", "Feature vectors built from an entity, by view", ["view"],
+            registry=r,
+        )  # fmt: skip
+        self.feature_lookup = Histogram(
+            "gyre_feature_lookup_seconds",
+            "Time to build an entity request's vectors (following the fact log first)",
+            ["view"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.feature_log_position = Gauge(
+            "gyre_feature_log_position",
+            "Fact-log position the online features have applied (the least over processes)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self._children: dict[tuple[str, ...], Any] = {}
 
     def observe_request(
@@ -177,6 +194,11 @@ class ServerMetrics:
 
     def worker_restart(self, model: str, version: int) -> None:
         self.worker_restarts.labels(model, str(version)).inc()
+
+    def features_built(self, view: str, vectors: int, seconds: float, position: int) -> None:
+        self._child(self.feature_vectors, view).inc(vectors)
+        self._child(self.feature_lookup, view).observe(seconds)
+        self.feature_log_position.set(position)
 
     def shed_request(self, model: str) -> None:
         self._child(self.shed, model).inc()

@@ -101,6 +101,10 @@ def test_entity_requests_are_served_logged_and_free_of_skew(setup: tuple[Config,
         answer = client.post("/v2/models/shops/infer", json=several).json()
         assert answer["outputs"][0]["shape"][0] == 2
         served += 2
+        metrics = client.get("/metrics").text
+        assert f'gyre_feature_vectors_total{{view="shop_orders"}} {served}.0' in metrics
+        assert 'gyre_feature_lookup_seconds_count{view="shop_orders"} 61.0' in metrics
+        assert "gyre_feature_log_position 780.0" in metrics  # 300 for training + 12 x 40
     finally:
         client.close()
     views = feature_views(config.features.views, event_types(config.collect.events))
