@@ -228,24 +228,16 @@ def _serve_section(data: Mapping[str, Any]) -> ServeConfig:
     return dataclasses.replace(serve, model_defaults=defaults, models=models, consumers=consumers)
 
 
-def _collect_section(data: Mapping[str, Any]) -> CollectConfig:
+def _with_tables(
+    section_cls: type[Any], table_cls: type[Any], data: Mapping[str, Any], where: str, key: str
+) -> Any:
+    """A section whose `key` holds named tables, e.g. [collect] and [collect.events.NAME]."""
     data = dict(data)
-    events = {
-        name: _section(EventTypeConfig, values, f"collect.events.{name}")
-        for name, values in data.pop("events", {}).items()
+    tables = {
+        name: _section(table_cls, values, f"{where}.{key}.{name}")
+        for name, values in data.pop(key, {}).items()
     }
-    collect: CollectConfig = _section(CollectConfig, data, "collect")
-    return dataclasses.replace(collect, events=events)
-
-
-def _features_section(data: Mapping[str, Any]) -> FeaturesConfig:
-    data = dict(data)
-    views = {
-        name: _section(FeatureViewConfig, values, f"features.views.{name}")
-        for name, values in data.pop("views", {}).items()
-    }
-    features: FeaturesConfig = _section(FeaturesConfig, data, "features")
-    return dataclasses.replace(features, views=views)
+    return dataclasses.replace(_section(section_cls, data, where), **{key: tables})
 
 
 def _consumer(name: str, values: Mapping[str, Any]) -> ConsumerConfig:
@@ -293,7 +285,11 @@ def load_config(
     return Config(
         home=resolved_home.expanduser().resolve(),
         registry=_section(RegistryConfig, data.get("registry", {}), "registry"),
-        collect=_collect_section(data.get("collect", {})),
-        features=_features_section(data.get("features", {})),
+        collect=_with_tables(
+            CollectConfig, EventTypeConfig, data.get("collect", {}), "collect", "events"
+        ),
+        features=_with_tables(
+            FeaturesConfig, FeatureViewConfig, data.get("features", {}), "features", "views"
+        ),
         serve=serve,
     )

@@ -10,8 +10,7 @@ from rich.table import Table
 
 from gyre.cli._main import State, app, console
 from gyre.collect import SQLiteFactLog, event_types
-from gyre.errors import UnknownFeatureView
-from gyre.features import FeatureView, check_skew, compile_sql, feature_views
+from gyre.features import FeatureView, check_skew, compile_sql, feature_views, find_view
 from gyre.features._skew import DEFAULT_TOLERANCE
 
 features_app = typer.Typer(help="Feature views and the skew check.", no_args_is_help=True)
@@ -22,15 +21,6 @@ def _views(ctx: typer.Context) -> dict[str, FeatureView]:
     state: State = ctx.obj
     config = state.config()
     return feature_views(config.features.views, event_types(config.collect.events))
-
-
-def _known(views: dict[str, FeatureView], name: str) -> FeatureView:
-    if name not in views:
-        declared = ", ".join(sorted(views)) or "none"
-        raise UnknownFeatureView(
-            f"unknown feature view `{name}`; declared: {declared} (see [features.views])"
-        )
-    return views[name]
 
 
 @features_app.command("list")
@@ -54,7 +44,7 @@ def show(
     sql: Annotated[bool, typer.Option(help="Also print the offline engine's SQL.")] = False,
 ) -> None:
     """Print one view: its hash, transforms, and each feature with its kind."""
-    view = _known(_views(ctx), name)
+    view = find_view(_views(ctx), name)
     console.print(f"[bold]{name}[/]  hash {view.definition_hash}", highlight=False)
     console.print(f"source {view.source.name}, entity {', '.join(view.entity)}", highlight=False)
     for column, text in view.transforms.items():
@@ -83,7 +73,7 @@ def skew(
     home = state.config().home
     views = _views(ctx)
     if view is not None:
-        _known(views, view)
+        find_view(views, view)
     log = SQLiteFactLog(home / "facts.db")
     try:
         reports = check_skew(log, views, home / "served.db", view=view, tolerance=tolerance)

@@ -7,6 +7,7 @@ from gyre.features._definitions import (
     Aggregation,
     FeatureView,
     feature_views,
+    find_view,
     window_us,
 )
 from gyre.features._offline import compile_sql, recompute, training_set, write_training_set
@@ -27,6 +28,7 @@ __all__ = [
     "check_skew",
     "compile_sql",
     "feature_views",
+    "find_view",
     "read_served",
     "recompute",
     "training_set",

@@ -24,7 +24,7 @@ import numpy as np
 
 from gyre.collect import EventType
 from gyre.config import FeatureViewConfig
-from gyre.errors import ConfigError
+from gyre.errors import ConfigError, UnknownFeatureView
 from gyre.features._expressions import Expression, compile_expression
 
 FUNCTIONS = ("count", "sum", "mean", "min", "max", "last", "distinct_count")
@@ -231,6 +231,17 @@ def _request_value(name: str, kind: str, value: Any) -> Any:
     if kind == "float" and number and math.isfinite(value):
         return float(value)
     raise ValueError(f"request feature `{name}` must be a finite {kind}, got {value!r}")
+
+
+def find_view(views: Mapping[str, FeatureView], name: str) -> FeatureView:
+    """The declared view `name`, or UnknownFeatureView naming the declared ones."""
+    found = views.get(name)
+    if found is None:
+        declared = ", ".join(sorted(views)) or "none"
+        raise UnknownFeatureView(
+            f"unknown feature view `{name}`; declared: {declared} (see [features.views])"
+        )
+    return found
 
 
 def feature_views(

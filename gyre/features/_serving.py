@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from gyre.collect import SQLiteFactLog
-from gyre.errors import InvalidFeatureInput, UnknownFeatureView
-from gyre.features._definitions import FeatureView
+from gyre.errors import InvalidFeatureInput
+from gyre.features._definitions import FeatureView, find_view
 from gyre.features._online import OnlineStore
 
 # How often a follower drops facts older than every window of its views (None: never,
@@ -80,15 +80,6 @@ class OnlineFeatures:
             self._follower.join()
         self._log.close()
 
-    def view(self, name: str) -> FeatureView:
-        found = self.views.get(name)
-        if found is None:
-            declared = ", ".join(sorted(self.views)) or "none"
-            raise UnknownFeatureView(
-                f"unknown feature view `{name}`; declared: {declared} (see [features.views])"
-            )
-        return found
-
     def refresh(self) -> int:
         """Apply the facts stored since the last call; returns the log position reached."""
         while True:
@@ -119,7 +110,7 @@ class OnlineFeatures:
     ) -> list[ServedVector]:
         """The feature vectors of `entities` now (or at `at_us`), with the request-time
         values each request sent; InvalidFeatureInput when one is missing or mistyped."""
-        view = self.view(view_name)
+        view = find_view(self.views, view_name)
         at = time.time_ns() // 1000 if at_us is None else at_us
         watermark = self.refresh()
         store = self._stores[view_name]

@@ -77,6 +77,15 @@ def train_and_publish(config: Config, rng: random.Random, now_us: int) -> None:
     registry.close()
 
 
+def post_once(config: Config, url: str, body: dict) -> httpx.Response:
+    """One request to a fresh in-process server over `config`."""
+    client = AppClient(config)
+    try:
+        return client.post(url, json=body)
+    finally:
+        client.close()
+
+
 def test_entity_requests_are_served_logged_and_free_of_skew(setup: tuple[Config, Path]) -> None:
     config, config_file = setup
     rng = random.Random(7)
@@ -176,11 +185,7 @@ def test_bad_entity_requests_get_the_reason(
 ) -> None:
     config, _ = setup
     train_and_publish(config, random.Random(1), time.time_ns() // 1000)
-    client = AppClient(config)
-    try:
-        response = client.post("/v2/models/shops/infer", json=body)
-    finally:
-        client.close()
+    response = post_once(config, "/v2/models/shops/infer", body)
     assert response.status_code == status
     assert message in response.json()["error"]
 
@@ -192,12 +197,8 @@ def test_a_changed_view_definition_is_refused_for_the_old_model(
     train_and_publish(config, random.Random(1), time.time_ns() // 1000)
     changed = tmp_path / "changed.toml"
     changed.write_text(CONFIG.replace("count() over 10m", "count() over 20m"))
-    client = AppClient(load_config(config.home, changed))
-    try:
-        body = {"parameters": {"entity": {"shop": 1}, "request_features": {"basket": 1}}}
-        response = client.post("/v2/models/shops/infer", json=body)
-    finally:
-        client.close()
+    body = {"parameters": {"entity": {"shop": 1}, "request_features": {"basket": 1}}}
+    response = post_once(load_config(config.home, changed), "/v2/models/shops/infer", body)
     assert response.status_code == 409
     assert "retrain and publish on the current definition" in response.json()["error"]
 
@@ -209,12 +210,7 @@ def test_a_model_without_a_view_cannot_take_an_entity(
     registry = Registry.from_config(config)
     registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
     registry.close()
-    client = AppClient(config)
-    try:
-        body = {"parameters": {"entity": {"shop": 1}}}
-        response = client.post("/v2/models/iris/infer", json=body)
-    finally:
-        client.close()
+    response = post_once(config, "/v2/models/iris/infer", {"parameters": {"entity": {"shop": 1}}})
     assert response.status_code == 400
     assert "published without a feature view" in response.json()["error"]
 
