@@ -112,7 +112,7 @@ class OnlineFeatures:
         values each request sent; InvalidFeatureInput when one is missing or mistyped."""
         view = find_view(self.views, view_name)
         at = time.time_ns() // 1000 if at_us is None else at_us
-        watermark = self.refresh()
+        self.refresh()
         store = self._stores[view_name]
         served = []
         for i, (given, sent) in enumerate(zip(entities, request, strict=True)):
@@ -123,7 +123,10 @@ class OnlineFeatures:
                 where = f"entity {i}: " if len(entities) > 1 else ""
                 raise InvalidFeatureInput(f"feature view `{view_name}`: {where}{exc}") from None
             with self._lock:
+                # Facts are applied a chunk and its position at a time under this lock, so
+                # the lookup saw exactly the facts up to the position read with it.
                 aggregates = store.lookup(entity, at)
+                watermark = self._watermark
             # Only the declared request values: what the offline engine needs to recompute.
             kept = {name: sent[name] for name in view.request if name in sent}
             served.append(

@@ -4,11 +4,13 @@ plant)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +261,46 @@ def test_every_worker_counts_the_events_any_worker_acknowledged(
         i = int(values["basket"])
         assert watermark >= acknowledged[i]
         assert values["count_events_10m"] == i
+
+
+@pytest.mark.integration
+def test_no_skew_while_events_stream_in_during_lookups(setup: tuple[Config, Path]) -> None:
+    """Ingestion, the online followers and lookups all run at once; every served vector
+    must still match the offline engine at its logged log position."""
+    config, config_file = setup
+    # The followers apply new facts all the time, racing the lookups.
+    config_file.write_text(CONFIG + "\n[features]\nfollow_interval_ms = 1.0\n")
+    train_and_publish(config, random.Random(1), time.time_ns() // 1000)
+    server = start_server(config.home, "--workers", "2", config=config_file)
+    stop = threading.Event()
+
+    def ingest() -> None:
+        with httpx.Client(base_url=server.url) as http:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                batch = [{"id": f"s{i}-{j}", "shop": j % 3, "amount": 1.0 + j, "items": j % 4,
+                          "at": time.time()} for j in range(20)]  # fmt: skip
+                assert http.post("/v1/events/orders", json=batch).status_code == 200
+
+    feeder = threading.Thread(target=ingest)
+    feeder.start()
+    answered = 0
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                body = {"parameters": {"entity": [{"shop": 0}, {"shop": 1}, {"shop": 2}],
+                                       "request_features": {"basket": 1.5}}}  # fmt: skip
+                assert http.post("/v2/models/shops/infer", json=body).status_code == 200
+                answered += 3
+    finally:
+        stop.set()
+        feeder.join()
+        assert server.stop() == 0
+    views = feature_views(config.features.views, event_types(config.collect.events))
+    log = SQLiteFactLog(config.home / "facts.db")
+    (report,) = check_skew(log, views, config.home / "served.db")
+    log.close()
+    assert report.checked == answered > 30
+    assert sum(report.mismatches.values()) == 0, report.examples
