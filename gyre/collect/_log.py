@@ -137,19 +137,17 @@ class SQLiteFactLog:
                 return
             last_seq, last_time = rows[-1][0], rows[-1][1]
 
-    def since(self, seq: int, types: Sequence[str], limit: int = 10_000) -> list[Fact]:
-        """Up to `limit` facts of `types` stored after log position `seq`, in log order:
-        what a follower of the log has not seen yet."""
-        if not types:
-            return []
-        marks = ", ".join("?" * len(types))
+    def since(self, seq: int, types: Sequence[str], limit: int = 10_000) -> tuple[list[Fact], int]:
+        """The facts of `types` among the next `limit` facts stored after log position
+        `seq`, in log order, and the position read up to: what a follower of the log has
+        not seen yet, and where to go on from (past facts of other types too)."""
         rows = self._conn.execute(
-            # `+type`: walk the key from `seq` on; the (type, time) index would sort them all.
-            "SELECT seq, type, event_time, payload FROM facts"
-            f" WHERE seq > ? AND +type IN ({marks}) ORDER BY seq LIMIT ?",
-            (seq, *types, limit),
+            "SELECT seq, type, event_time, payload FROM facts WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
         ).fetchall()
-        return [Fact(s, t, e, json.loads(p)) for s, t, e, p in rows]
+        wanted = set(types)
+        facts = [Fact(s, t, e, json.loads(p)) for s, t, e, p in rows if t in wanted]
+        return facts, (rows[-1][0] if rows else seq)
 
     def count(self, event_type: str, up_to_seq: int | None = None) -> int:
         """How many facts of `event_type` were stored up to log position `up_to_seq`."""

@@ -59,12 +59,12 @@ def _facts_table(
 
 
 def _since(log: SQLiteFactLog, event_type: str, after: int, watermark: int) -> Any:
-    while True:
-        facts = [f for f in log.since(after, [event_type]) if f.seq <= watermark]
-        yield from facts
-        if not facts or facts[-1].seq >= watermark:
+    while after < watermark:
+        facts, position = log.since(after, [event_type])
+        yield from (f for f in facts if f.seq <= watermark)
+        if position == after:
             return
-        after = facts[-1].seq
+        after = position
 
 
 def _register_facts(

@@ -85,13 +85,13 @@ class OnlineFeatures:
         while True:
             # One chunk per turn of the lock: lookups interleave with a long catch-up.
             with self._lock:
-                facts = self._log.since(self._watermark, self._types)
-                if not facts:
+                facts, position = self._log.since(self._watermark, self._types)
+                if position == self._watermark:
                     break
                 for store in self._stores.values():
                     source = store.view.source.name
                     store.update(f for f in facts if f.type == source)
-                self._watermark = facts[-1].seq
+                self._watermark = position
         with self._lock:
             interval = self._evict_interval_s
             if interval is not None and time.monotonic() - self._evicted_at > interval:

@@ -103,7 +103,10 @@ def test_collector_keeps_good_records_and_rejects_bad_ones_with_reasons(tmp_path
 def test_since_follows_the_log_in_storage_order(log: SQLiteFactLog) -> None:
     log.append([(CLICKS, clicks(range(3), at=100))])
     log.append([(CLICKS, clicks(range(3, 5), at=-100))])
-    assert [f.seq for f in log.since(0, ["clicks"])] == [1, 2, 3, 4, 5]
-    assert [f.data["id"] for f in log.since(3, ["clicks"], limit=1)] == ["c3"]
-    assert log.since(5, ["clicks"]) == [] and log.since(0, []) == []
-    assert log.since(0, ["other"]) == []
+    facts, position = log.since(0, ["clicks"])
+    assert [f.seq for f in facts] == [1, 2, 3, 4, 5] and position == 5
+    facts, position = log.since(3, ["clicks"], limit=1)
+    assert [f.data["id"] for f in facts] == ["c3"] and position == 4
+    assert log.since(5, ["clicks"]) == ([], 5)
+    # Facts of other types are passed over, and the position moves past them.
+    assert log.since(0, ["other"]) == ([], 5)
