@@ -1,8 +1,9 @@
-"""`gyre features …`: the declared views with their hashes, and the skew check."""
+"""`gyre features …`: the declared views with their hashes, training sets, the skew check."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,7 +11,15 @@ from rich.table import Table
 
 from gyre.cli._main import State, app, console
 from gyre.collect import SQLiteFactLog, event_types
-from gyre.features import FeatureView, check_skew, compile_sql, feature_views, find_view
+from gyre.features import (
+    FeatureView,
+    check_skew,
+    compile_sql,
+    feature_views,
+    find_view,
+    read_queries,
+    write_training_set,
+)
 from gyre.features._skew import DEFAULT_TOLERANCE
 
 features_app = typer.Typer(help="Feature views and the skew check.", no_args_is_help=True)
@@ -59,6 +68,43 @@ def show(
 
 
 @features_app.command()
+def build(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="VIEW")],
+    queries: Annotated[
+        Path,
+        typer.Argument(
+            help="Rows of entity, ts (epoch µs or RFC 3339), request values, label: "
+            ".parquet, .csv, .json or .ndjson."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="The Parquet file to write.")],
+    export: Annotated[
+        Path | None, typer.Option(help="A `gyre events export` folder to read facts from.")
+    ] = None,
+    watermark: Annotated[
+        int | None, typer.Option(help="Only facts stored up to this log position.")
+    ] = None,
+) -> None:
+    """Build VIEW's point-in-time correct training set for the rows of QUERIES."""
+    state: State = ctx.obj
+    view = find_view(_views(ctx), name)
+    log = SQLiteFactLog(state.config().home / "facts.db")
+    try:
+        mark = log.watermark() if watermark is None else watermark
+        rows = write_training_set(
+            log, view, read_queries(queries), out, watermark=mark, export=export
+        )
+    finally:
+        log.close()
+    console.print(
+        f"{out}: {rows} rows of view `{name}` ({view.definition_hash[:12]}) at fact-log "
+        f"watermark {mark}",
+        highlight=False,
+    )
+
+
+@features_app.command()
 def skew(
     ctx: typer.Context,
     view: Annotated[str | None, typer.Option(help="Check only this view.")] = None,
@@ -66,6 +112,9 @@ def skew(
         float, typer.Option(help="Relative (and absolute) tolerance for float features.")
     ] = DEFAULT_TOLERANCE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    export: Annotated[
+        Path | None, typer.Option(help="A `gyre events export` folder to read facts from.")
+    ] = None,
 ) -> None:
     """Recompute every logged serving vector offline, at its time and log position, and
     count mismatches per feature. Exits with status 3 when any feature differs."""
@@ -76,7 +125,9 @@ def skew(
         find_view(views, view)
     log = SQLiteFactLog(home / "facts.db")
     try:
-        reports = check_skew(log, views, home / "served.db", view=view, tolerance=tolerance)
+        reports = check_skew(
+            log, views, home / "served.db", view=view, tolerance=tolerance, export=export
+        )
     finally:
         log.close()
     if as_json:

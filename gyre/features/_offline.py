@@ -243,7 +243,11 @@ def write_training_set(
 
 
 def recompute(
-    log: SQLiteFactLog, view: FeatureView, served: Sequence[ServedVector]
+    log: SQLiteFactLog,
+    view: FeatureView,
+    served: Sequence[ServedVector],
+    *,
+    export: Path | None = None,
 ) -> list[dict[str, Any]]:
     """What the offline engine computes for each served vector: same entity, same time,
     same request values, and only the facts the server had (its logged watermark)."""
@@ -252,7 +256,7 @@ def recompute(
         for vector in served
     ]
     mark = max((vector.watermark for vector in served), default=0)
-    connection, sql = _prepared(log, view, queries, mark, per_row_watermark=True)
+    connection, sql = _prepared(log, view, queries, mark, export, per_row_watermark=True)
     try:
         rows: list[dict[str, Any]] = connection.sql(sql).to_arrow_table().to_pylist()
     finally:

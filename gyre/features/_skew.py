@@ -63,8 +63,10 @@ def check_skew(
     view: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     max_examples: int = 5,
+    export: Path | None = None,
 ) -> list[SkewReport]:
-    """Compare the served vectors (of one view, or all) with the offline engine."""
+    """Compare the served vectors (of one view, or all) with the offline engine (reading
+    older facts from a Parquet `export` of each view's source, if given)."""
     reports = {
         name: SkewReport(name, v.definition_hash, mismatches=dict.fromkeys(v.features, 0))
         for name, v in views.items()
@@ -81,11 +83,11 @@ def check_skew(
         batch = pending[record.vector.view]
         batch.append(record)
         if len(batch) >= CHUNK:
-            _compare(log, views[report.view], batch, report, tolerance, max_examples)
+            _compare(log, views[report.view], batch, report, tolerance, max_examples, export)
             batch.clear()
     for name, batch in pending.items():
         if batch:
-            _compare(log, views[name], batch, reports[name], tolerance, max_examples)
+            _compare(log, views[name], batch, reports[name], tolerance, max_examples, export)
     return list(reports.values())
 
 
@@ -96,8 +98,9 @@ def _compare(
     report: SkewReport,
     tolerance: float,
     max_examples: int,
+    export: Path | None,
 ) -> None:
-    offline = recompute(log, view, [record.vector for record in records])
+    offline = recompute(log, view, [record.vector for record in records], export=export)
     for record, row in zip(records, offline, strict=True):
         report.checked += 1
         for name in view.features:

@@ -74,3 +74,52 @@ def test_an_incomplete_export_is_refused(tmp_path: Path) -> None:
         training_set(log, VIEW, [{"shop": 1, "ts": 0, "basket": 0}], export=export)
     with pytest.raises(InvalidFeatureInput, match="no Parquet export of `orders`"):
         training_set(log, VIEW, [{"shop": 1, "ts": 0, "basket": 0}], export=tmp_path / "none")
+
+
+def test_the_cli_builds_a_training_set_from_a_query_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    config_file = tmp_path / "gyre.toml"
+    config_file.write_text(
+        '[collect.events.orders]\nfields = {id = "string", shop = "int", amount = "float", '
+        'at = "timestamp"}\nentity = ["shop"]\ntime = "at"\nid = "id"\n'
+        '[features.views.spend]\nsource = "orders"\naggregations = ["sum(amount) over 1h"]\n'
+    )
+    cli = [sys.executable, "-m", "gyre", "--home", str(tmp_path), "--config", str(config_file)]
+    events = tmp_path / "orders.ndjson"
+    events.write_text(
+        '{"id": "a", "shop": 1, "amount": 2.5, "at": "2026-11-26T08:00:00Z"}\n'
+        '{"id": "b", "shop": 1, "amount": 4.0, "at": "2026-11-26T08:30:00Z"}\n'
+    )
+    subprocess.run([*cli, "events", "ingest", "orders", str(events)], check=True)
+    queries = tmp_path / "queries.csv"
+    queries.write_text(
+        "shop,ts,label\n1,2026-11-26T08:15:00Z,0\n1,2026-11-26T08:45:00+00:00,1\n2,0,0\n"
+    )
+    out = tmp_path / "train.parquet"
+    built = subprocess.run(
+        [*cli, "features", "build", "spend", str(queries), "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert "3 rows of view `spend`" in " ".join(built.stdout.split())
+    rows = pq.read_table(out).to_pylist()
+    assert [r["sum_amount_1h"] for r in rows] == [2.5, 6.5, 0.0]
+    export = tmp_path / "export"
+    subprocess.run([*cli, "events", "export", "orders", "--out", str(export)], check=True)
+    again = tmp_path / "again.parquet"
+    subprocess.run(
+        [*cli, "features", "build", "spend", str(queries), "--out", str(again), "--export",
+         str(export)], check=True, capture_output=True,
+    )  # fmt: skip
+    assert pq.read_table(again).to_pylist() == rows
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"shop": 1}\n')
+    refused = subprocess.run(
+        [*cli, "features", "build", "spend", str(bad), "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "query row 0 has no `ts`" in refused.stderr

@@ -136,6 +136,13 @@ def test_entity_requests_are_served_logged_and_free_of_skew(setup: tuple[Config,
     cli = [sys.executable, "-m", "gyre", "--home", str(config.home), "--config", str(config_file)]
     result = subprocess.run([*cli, "features", "skew"], capture_output=True, text=True)
     assert result.returncode == 3 and "1 mismatching values" in result.stdout
+    export = config.home / "export"
+    subprocess.run([*cli, "events", "export", "orders", "--out", str(export)], check=True)
+    from_export = [*cli, "features", "skew", "--export", str(export), "--json"]
+    result = subprocess.run(from_export, capture_output=True, text=True)
+    (reported,) = json.loads(result.stdout)
+    assert result.returncode == 3 and reported["checked"] == served
+    assert reported["mismatches"]["sum_amount_1h"] == 1
     listed = subprocess.run([*cli, "features", "list"], capture_output=True, text=True)
     assert (
         "shop_orders" in listed.stdout
