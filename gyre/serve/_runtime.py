@@ -59,22 +59,28 @@ class SignatureRuntime:
     def expected(self, spec: TensorSpec) -> str:
         return f"{spec.datatype} {_shape_text(spec.shape)}"
 
+    def _expected_inputs(self) -> str:
+        return ", ".join(f"`{s.name}` {self.expected(s)}" for s in self.signature.inputs)
+
     def validate(self, inputs: Mapping[str, np.ndarray]) -> tuple[Tensors, int]:
         """Check names, datatypes and shapes; returns the inputs cast to the model's dtypes
         and the number of rows (batch size; 1 for an unbatched model)."""
-        expected = ", ".join(f"`{s.name}` {self.expected(s)}" for s in self.signature.inputs)
-        unknown = sorted(set(inputs) - {s.name for s in self.signature.inputs})
-        if unknown:
+        if len(inputs) > len(self.signature.inputs) or any(
+            self.signature.input(name) is None for name in inputs
+        ):
+            unknown = sorted(set(inputs) - {s.name for s in self.signature.inputs})
             raise BadRequest(
                 f"{self.what} has no input {', '.join(f'`{n}`' for n in unknown)}; "
-                f"it expects {expected}"
+                f"it expects {self._expected_inputs()}"
             )
         feeds: Tensors = {}
         rows: int | None = None
         for spec in self.signature.inputs:
             array = inputs.get(spec.name)
             if array is None:
-                raise BadRequest(f"{self.what} needs input `{spec.name}`; it expects {expected}")
+                raise BadRequest(
+                    f"{self.what} needs input `{spec.name}`; it expects {self._expected_inputs()}"
+                )
             feeds[spec.name] = array = self._cast(spec, array)
             if array.ndim != len(spec.shape) or any(
                 want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=False)
