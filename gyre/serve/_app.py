@@ -47,6 +47,7 @@ from gyre.serve._metrics import ServerMetrics
 from gyre.serve._repository import ModelRepository
 from gyre.serve._snapshot import LoadedVersion
 from gyre.serve.protocols import _mlflow, _tfserving, _v2
+from gyre.types import FeatureBinding
 
 log = logging.getLogger("gyre.serve")
 access = logging.getLogger("gyre.access")
@@ -241,12 +242,19 @@ class GyreApp:
         inputs: Any,
         routed: bool,
         requested_deadline_ms: float | None = None,
+        *,
+        features: FeatureBinding | None = None,
     ) -> Prediction:
         wanted = deadline_ms(scope)
         if requested_deadline_ms is not None:
             wanted = requested_deadline_ms if wanted is None else min(wanted, requested_deadline_ms)
         return await self.predictor.predict(
-            self.repository.snapshot, loaded, inputs, deadline_ms=wanted, routed=routed
+            self.repository.snapshot,
+            loaded,
+            inputs,
+            deadline_ms=wanted,
+            routed=routed,
+            features=features,
         )
 
     # -- Open Inference Protocol v2 ----------------------------------------------------------
@@ -318,7 +326,10 @@ class GyreApp:
             if not isinstance(timeout_us, (int, float)) or isinstance(timeout_us, bool):
                 raise BadRequest("parameters.timeout must be a number of microseconds")
             requested = timeout_us / 1000.0
-        prediction = await self._predict(scope, loaded, inputs, version is None, requested)
+        binding = loaded.runtime.signature.features if vectors is not None else None
+        prediction = await self._predict(
+            scope, loaded, inputs, version is None, requested, features=binding
+        )
         if vectors is not None and self.features is not None:
             self.features.record(prediction.request_id, prediction.loaded, vectors)
         payload, json_length = _v2.encode_response(

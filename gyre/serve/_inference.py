@@ -16,6 +16,7 @@ from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._runtime import Tensors
 from gyre.serve._snapshot import LoadedVersion, Snapshot
+from gyre.types import FeatureBinding
 
 log = logging.getLogger("gyre.serve")
 
@@ -71,11 +72,13 @@ class Predictor:
         *,
         deadline_ms: float | None,
         routed: bool,
+        features: FeatureBinding | None = None,
     ) -> Prediction:
         """Answer `inputs` with `loaded` within `deadline_ms` (capped by the model's SLO).
 
         `routed`: the version was chosen by the model's traffic policy (the request named
-        no version), so shadows and bandits apply.
+        no version), so shadows and bandits apply. `features`: the inputs were built from
+        this feature view, so a shadow bound to another view is not asked.
         """
         feeds, rows = loaded.runtime.validate(inputs)
         model, version = loaded.model, loaded.version
@@ -120,7 +123,13 @@ class Predictor:
             if route is not None and route.kind == "bandit":
                 self.feedback.record_served(request_id, model, version, _first_row(outputs))
             shadow = snapshot.shadow_of(model)
-            if shadow is not None:
+            if shadow is not None and features not in (None, shadow.runtime.signature.features):
+                # Inputs built from a feature view mean nothing to a version trained on
+                # another one.
+                self.metrics.shadow(model, "error")
+                log.info("shadow %s:%s not asked: it was trained on other features",
+                         model, shadow.version)  # fmt: skip
+            elif shadow is not None:
                 task = asyncio.create_task(self._mirror(shadow, feeds, request_id, loaded, outputs))
                 self._mirrors.add(task)
                 task.add_done_callback(self._mirrors.discard)

@@ -311,3 +311,42 @@ def test_no_skew_while_events_stream_in_during_lookups(setup: tuple[Config, Path
     log.close()
     assert report.checked == answered > 30
     assert sum(report.mismatches.values()) == 0, report.examples
+
+
+def test_a_shadow_is_asked_only_when_it_was_trained_on_the_same_features(
+    setup: tuple[Config, Path],
+) -> None:
+    config, _ = setup
+    now_us = time.time_ns() // 1000
+    train_and_publish(config, random.Random(1), now_us)  # version 1, champion
+    train_and_publish(config, random.Random(2), now_us)  # version 2, same view
+    registry = Registry.from_config(config)
+    registry.set_alias("shops", "challenger", 2)
+    registry.set_alias("shops", CHAMPION, 1)
+    registry.set_policy("shops", "shadow", {"shadow": "challenger"})
+    registry.close()
+    body = {"parameters": {"entity": {"shop": 1}, "request_features": {"basket": 1}}}
+    client = AppClient(config)
+    try:
+        assert client.post("/v2/models/shops/infer", json=body).status_code == 200
+        client.loop.run_until_complete(client.app.predictor.drain())
+        metrics = client.get("/metrics").text
+        assert 'gyre_shadow_comparisons_total{model="shops",result="agree"}' in metrics
+    finally:
+        client.close()
+    # A challenger trained on raw columns (no view) must not get the view's vectors.
+    registry = Registry.from_config(config)
+    table = np.random.default_rng(0).normal(size=(50, 6))
+    raw = GradientBoostingClassifier(n_estimators=5).fit(table, np.arange(50) % 2)
+    registry.publish("shops", raw, table)  # version 3
+    registry.set_alias("shops", "challenger", 3)
+    registry.close()
+    client = AppClient(config)
+    try:
+        assert client.post("/v2/models/shops/infer", json=body).status_code == 200
+        client.loop.run_until_complete(client.app.predictor.drain())
+        metrics = client.get("/metrics").text
+        assert 'gyre_shadow_comparisons_total{model="shops",result="error"} 1.0' in metrics
+        assert 'result="agree"' not in metrics
+    finally:
+        client.close()
