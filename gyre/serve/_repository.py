@@ -81,7 +81,7 @@ class ModelRepository:
         )
         for versions in self.snapshot.versions.values():
             for loaded in versions.values():
-                _close(loaded.runtime)
+                _close(loaded)
         await self.feedback.close()
         self._loader.shutdown(wait=False)
         self._inference.shutdown(wait=True)
@@ -194,15 +194,20 @@ class ModelRepository:
             else None
         )
         runtime = self._runtime(record)
+        own = None
+        if not runtime.inline_allowed:
+            # A worker call may block for its whole timeout: such a version gets a thread of
+            # its own, so a hung worker never holds up another model's batches.
+            own = ThreadPoolExecutor(1, thread_name_prefix=f"gyre-{record.model}")
         batcher = Batcher(
             runtime,
             settings,
             inline_inference_max_us=self._config.inline_inference_max_us,
-            executor=self._inference,
+            executor=own or self._inference,
             max_queue_rows=self._config.max_queue_rows,
             on_batch=self._metrics.batch_observer(record.model, str(record.version)),
         )
-        return LoadedVersion(record, runtime, batcher, settings, default)
+        return LoadedVersion(record, runtime, batcher, settings, default, own)
 
     def _runtime(self, record: ModelVersion) -> Runtime:
         data = self._registry.artifact(record)
@@ -238,15 +243,17 @@ class ModelRepository:
 
     async def _retire(self, loaded: LoadedVersion) -> None:
         await loaded.batcher.drain()
-        _close(loaded.runtime)
+        _close(loaded)
         self._metrics.load_event(loaded.model, loaded.version, "unloaded")
         log.info("unloaded %s:%s", loaded.model, loaded.version)
 
 
-def _close(runtime: Runtime) -> None:
-    close = getattr(runtime, "close", None)
+def _close(loaded: LoadedVersion) -> None:
+    close = getattr(loaded.runtime, "close", None)
     if close is not None:
         close()
+    if loaded.executor is not None:
+        loaded.executor.shutdown(wait=True)
 
 
 def _freeze_heap() -> None:

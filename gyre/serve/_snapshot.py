@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ class LoadedVersion:
     settings: ModelServeConfig
     # One row of the model's default answer, per output; None: no default (504 instead).
     default_row: dict[str, np.ndarray] | None = None
+    # The thread this version's batches run on when it has one of its own (Python models).
+    executor: Executor | None = None
 
     @property
     def model(self) -> str:
