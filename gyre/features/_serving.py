@@ -10,6 +10,7 @@ the offline engine recomputes it from exactly the facts the server had.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -23,6 +24,8 @@ from gyre.collect import SQLiteFactLog
 from gyre.errors import InvalidFeatureInput
 from gyre.features._definitions import FeatureView, find_view
 from gyre.features._online import OnlineStore
+
+log = logging.getLogger("gyre.features")
 
 # How often a follower drops facts older than every window of its views (None: never,
 # for lookups at times long past).
@@ -69,7 +72,10 @@ class OnlineFeatures:
 
         def run() -> None:
             while not self._stop.wait(interval_s):
-                self.refresh()
+                try:
+                    self.refresh()
+                except Exception:  # a busy or broken log: keep following, lookups retry too
+                    log.exception("following the fact log failed; retrying")
 
         self._follower = threading.Thread(target=run, name="gyre-features-follow", daemon=True)
         self._follower.start()
@@ -194,7 +200,9 @@ class ServedLog:
                 batch.append(self._queue.get())
             stopping = None in batch
             rows = [_row(record) for record in batch if record is not None]
-            if rows:
+            if not rows:
+                continue
+            try:
                 with conn:
                     conn.executemany(
                         "INSERT INTO served (request_id, model, version, view, definition_hash,"
@@ -202,6 +210,9 @@ class ServedLog:
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         rows,
                     )
+            except sqlite3.Error:
+                # Observability data: a full disk must not stop serving, nor grow the queue.
+                log.exception("could not log %d served vectors; they are dropped", len(rows))
         conn.close()
 
 
