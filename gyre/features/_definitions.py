@@ -11,7 +11,6 @@ Both engines, offline (DuckDB) and online (incremental), compute exactly this de
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import math
@@ -35,6 +34,8 @@ _UNITS_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_00
 _WINDOW = re.compile(r"^(\d+)([smhd])$")
 _AGGREGATION = re.compile(r"^\s*(\w+)\(\s*(\w*)\s*\)\s+over\s+(\w+)\s*$")
 _NUMERIC = {"int", "float"}
+_HOUR_US = 3_600_000_000
+_DAY_US = 86_400_000_000
 
 
 def window_us(text: str) -> int:
@@ -191,12 +192,11 @@ class FeatureView:
         """The request-time features of a request made at `at_us` that sent `given`;
         ValueError with the reason when a sent value is missing or of the wrong type."""
         values: dict[str, Any] = {}
-        moment = datetime.datetime.fromtimestamp(at_us / 1_000_000, datetime.UTC)
         for name, kind in self.request.items():
             if kind == "hour_of_day":
-                values[name] = moment.hour
-            elif kind == "day_of_week":
-                values[name] = moment.weekday()
+                values[name] = at_us // _HOUR_US % 24
+            elif kind == "day_of_week":  # Monday 0; 1970-01-01 was a Thursday (3)
+                values[name] = (at_us // _DAY_US + 3) % 7
             else:
                 values[name] = _request_value(name, kind, given.get(name))
         return values

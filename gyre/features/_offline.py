@@ -89,11 +89,19 @@ def _register_facts(
         columns.append(f"epoch_us({quoted}) AS {quoted}" if timestamp else quoted)
     time_column = _quote(source.time_field)
     pattern = _literal(files / "*" / "*.parquet")
-    connection.execute(
-        f"CREATE TEMP TABLE exported AS SELECT {', '.join(columns)}, "
-        f"epoch_us({time_column}) AS _time, _seq FROM read_parquet({pattern}) "
-        f"WHERE _seq <= {int(watermark)} QUALIFY row_number() OVER (PARTITION BY _seq) = 1"
-    ).fetchall()
+    import duckdb
+
+    try:
+        connection.execute(
+            f"CREATE TEMP TABLE exported AS SELECT {', '.join(columns)}, "
+            f"epoch_us({time_column}) AS _time, _seq FROM read_parquet({pattern}) "
+            f"WHERE _seq <= {int(watermark)} QUALIFY row_number() OVER (PARTITION BY _seq) = 1"
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise InvalidFeatureInput(
+            f"could not read the Parquet export of `{source.name}` in {files} ({exc}); "
+            f"export it again with `gyre events export {source.name} --out {export}`"
+        ) from None
     ((count, newest),) = connection.execute(
         "SELECT count(*), coalesce(max(_seq), 0) FROM exported"
     ).fetchall()

@@ -123,3 +123,13 @@ def test_the_cli_builds_a_training_set_from_a_query_file(tmp_path: Path) -> None
         capture_output=True, text=True,
     )  # fmt: skip
     assert refused.returncode == 1 and "query row 0 has no `ts`" in refused.stderr
+
+
+def test_an_unreadable_export_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    log = SQLiteFactLog(tmp_path / "facts.db")
+    log.append([(ORDERS, [order(0, 0)])])
+    broken = tmp_path / "export" / "type=orders" / "day=1970-01-01"
+    broken.mkdir(parents=True)
+    (broken / "part-1-0.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InvalidFeatureInput, match="export it again with `gyre events export"):
+        training_set(log, VIEW, [{"shop": 1, "ts": 0, "basket": 0}], export=tmp_path / "export")
