@@ -9,7 +9,8 @@ again from a Parquet export of it (`gyre events export`; the same rows, checked)
 the same view rebuilt from the log, then single-entity lookups at the latest time (p50/p99
 in microseconds), both of the bare store and as the server makes them
 (`OnlineFeatures.vectors`: checking the log for new facts first, typing the entity key,
-adding request-time features). Results go to benchmarks/results/features.json.
+adding request-time features), and the restart path: saving the online state and restoring
+it from that snapshot. Results go to benchmarks/results/features.json.
 """
 
 from __future__ import annotations
@@ -113,6 +114,17 @@ def main() -> None:
     # Synthetic event times sit in 1970: no eviction by the wall clock.
     served = OnlineFeatures({VIEW.name: VIEW}, log.path, evict_interval_s=None)
     served.refresh()
+    served.evict(now)  # what a server keeps: the facts its windows need
+    snapshot = log.path.with_name("online.snapshot")
+    started = time.perf_counter()
+    served.save_snapshot(snapshot)
+    snapshot_save_s = time.perf_counter() - started
+    restored = OnlineFeatures({VIEW.name: VIEW}, log.path, evict_interval_s=None)
+    started = time.perf_counter()
+    assert restored.load_snapshot(snapshot)
+    restored.refresh()
+    snapshot_restore_s = time.perf_counter() - started
+    restored.close()
     served_timings = []
     for _ in range(args.lookups):
         shop = rng.randrange(SHOPS)
@@ -132,6 +144,9 @@ def main() -> None:
         "offline_from_parquet_build_s": round(parquet_build_s, 2),
         "offline_from_parquet_rows_per_s": round(args.queries / parquet_build_s),
         "online_rebuild_s": round(rebuild_s, 2),
+        "online_snapshot_save_s": round(snapshot_save_s, 2),
+        "online_snapshot_restore_s": round(snapshot_restore_s, 2),
+        "online_snapshot_mib": round(snapshot.stat().st_size / 2**20, 1),
         "online_lookup_p50_us": round(float(np.percentile(micros, 50)), 1),
         "online_lookup_p99_us": round(float(np.percentile(micros, 99)), 1),
         "served_lookup_p50_us": round(float(np.percentile(served_micros, 50)), 1),

@@ -163,6 +163,9 @@ class FeaturesConfig:
     # Each server process applies newly stored facts to its online state this often (and
     # before every entity lookup, so an acknowledged event always counts).
     follow_interval_ms: float = 100.0
+    # Save the online state this often (and at shutdown), so a restart reads the log only
+    # from there; 0: never (a restart replays the whole log).
+    snapshot_interval_s: float = 300.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,16 @@ class OnlineStore:
         for fact in facts:
             row = self.view.derive(fact.data) if self.view.transforms else fact.data
             rows = self._state.setdefault(self._key(row), [])
-            bisect.insort(rows, (fact.event_time, fact.seq, row), key=lambda r: r[:2])
+            bisect.insort(rows, (fact.event_time, fact.seq, row), key=_order)
+
+    def dump(self) -> list[list[Any]]:
+        """The state as plain data (entity key, then its facts as [time, seq, row])."""
+        return [[list(key), [list(fact) for fact in rows]] for key, rows in self._state.items()]
+
+    def load(self, state: list[list[Any]]) -> None:
+        """Replace the state with one from `dump`."""
+        # Facts stay [time, seq, row] lists: they are only indexed, like the tuples.
+        self._state = {tuple(key): rows for key, rows in state}
 
     def rebuild(self, log: SQLiteFactLog) -> int:
         """Replay the view's source from the log; returns the watermark replayed up to."""
@@ -77,3 +86,9 @@ def _aggregate(function: str, column: str | None, window: list[tuple[int, int, A
     if function == "mean":
         return sum(values) / len(values)
     return min(values) if function == "min" else max(values)
+
+
+def _order(fact: Any) -> tuple[int, int]:
+    """A stored fact's place: (event time, arrival). Facts are tuples, or lists when
+    restored from a snapshot; the key is a tuple either way, so they compare."""
+    return (fact[0], fact[1])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -20,12 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from gyre.collect import SQLiteFactLog
 from gyre.errors import InvalidFeatureInput
 from gyre.features._definitions import FeatureView, find_view
 from gyre.features._online import OnlineStore
 
 log = logging.getLogger("gyre.features")
+
+SNAPSHOT_FORMAT = 1
 
 # How often a follower drops facts older than every window of its views (None: never,
 # for lookups at times long past).
@@ -66,15 +71,22 @@ class OnlineFeatures:
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
 
-    def follow(self, interval_s: float) -> None:
+    def follow(
+        self, interval_s: float, snapshot: Path | None = None, snapshot_interval_s: float = 0.0
+    ) -> None:
         """Apply new facts every `interval_s` on a thread, so a lookup rarely has more
-        than a few facts to apply first (it still applies them: read-your-writes)."""
+        than a few facts to apply first (it still applies them: read-your-writes); with
+        `snapshot`, also save the state there every `snapshot_interval_s`."""
 
         def run() -> None:
+            saved_at = time.monotonic()
             while not self._stop.wait(interval_s):
                 try:
                     self.refresh()
-                except Exception:  # a busy or broken log: keep following, lookups retry too
+                    if snapshot and time.monotonic() - saved_at > snapshot_interval_s:
+                        self.save_snapshot(snapshot)
+                        saved_at = time.monotonic()
+                except Exception:  # a busy or broken log or disk: keep going, retry later
                     log.exception("following the fact log failed; retrying")
 
         self._follower = threading.Thread(target=run, name="gyre-features-follow", daemon=True)
@@ -85,6 +97,53 @@ class OnlineFeatures:
         if self._follower is not None:
             self._follower.join()
         self._log.close()
+
+    def save_snapshot(self, path: Path) -> int:
+        """Write the online state and the log position it reflects (atomically: a reader
+        sees the old snapshot or the new one); returns that position."""
+        with self._lock:  # a copy of the lists; stored rows are never changed in place
+            watermark = self._watermark
+            views = {
+                name: {"hash": store.view.definition_hash, "entities": store.dump()}
+                for name, store in self._stores.items()
+            }
+        state = {"format": SNAPSHOT_FORMAT, "watermark": watermark, "views": views}
+        data = msgspec.msgpack.encode(state)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+        return watermark
+
+    def load_snapshot(self, path: Path) -> bool:
+        """Start from a snapshot instead of an empty state, when it holds exactly these
+        views' definitions and the log still reaches its position; the log is read from
+        there on. Returns whether it was used."""
+        try:
+            state = msgspec.msgpack.decode(path.read_bytes())
+        except FileNotFoundError:
+            return False
+        except (msgspec.DecodeError, OSError) as exc:
+            log.warning("ignoring the online snapshot %s: %s", path, exc)
+            return False
+        try:
+            views = state["views"]
+            usable = (
+                state["format"] == SNAPSHOT_FORMAT
+                and set(views) == set(self._stores)
+                and all(views[n]["hash"] == s.view.definition_hash for n, s in self._stores.items())
+                and state["watermark"] <= self._log.watermark()
+            )
+        except (KeyError, TypeError):
+            usable = False
+        if not usable:
+            log.info("the online snapshot %s does not match these views or this log", path)
+            return False
+        with self._lock:
+            for name, store in self._stores.items():
+                store.load(views[name]["entities"])
+            self._watermark = int(state["watermark"])
+        return True
 
     def refresh(self) -> int:
         """Apply the facts stored since the last call; returns the log position reached."""
@@ -98,14 +157,17 @@ class OnlineFeatures:
                     source = store.view.source.name
                     store.update(f for f in facts if f.type == source)
                 self._watermark = position
+        interval = self._evict_interval_s
+        if interval is not None and time.monotonic() - self._evicted_at > interval:
+            self.evict(time.time_ns() // 1000)
+        return self._watermark
+
+    def evict(self, now_us: int) -> None:
+        """Forget facts too old for any window at `now_us`."""
         with self._lock:
-            interval = self._evict_interval_s
-            if interval is not None and time.monotonic() - self._evicted_at > interval:
-                now_us = time.time_ns() // 1000
-                for store in self._stores.values():
-                    store.evict(now_us)
-                self._evicted_at = time.monotonic()
-            return self._watermark
+            for store in self._stores.values():
+                store.evict(now_us)
+            self._evicted_at = time.monotonic()
 
     def vectors(
         self,

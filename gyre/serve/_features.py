@@ -3,16 +3,21 @@ server builds the input from the online features, and logs the exact vector it u
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gyre.config import FeaturesConfig
 from gyre.errors import BadRequest, FeatureViewMismatch, UnknownFeatureView
 from gyre.features import OnlineFeatures, ServedLog, ServedVector
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._snapshot import LoadedVersion
+
+log = logging.getLogger("gyre.serve")
 
 EXPECTED = (
     '"parameters": {"entity": {"KEY": VALUE, …} or [{…}, …], '
@@ -27,22 +32,33 @@ class EntityFeatures:
         self,
         online: OnlineFeatures,
         served: ServedLog | None,
-        follow_interval_ms: float,
+        config: FeaturesConfig,
+        snapshot: Path,
         metrics: ServerMetrics,
     ) -> None:
         self.online = online
         self.served = served
-        self.follow_interval_ms = follow_interval_ms
+        self.config = config
+        self.snapshot = snapshot if config.snapshot_interval_s > 0 else None
         self.metrics = metrics
 
     def start(self) -> None:
-        """Replay the fact log into the online state (before the server is ready), then
-        follow it."""
+        """Load the online state (from the snapshot, if any and still valid), read the
+        fact log from there (before the server is ready), then follow it."""
+        if self.snapshot is not None and self.online.load_snapshot(self.snapshot):
+            log.info("online features restored from %s", self.snapshot)
         self.online.refresh()
-        self.online.follow(self.follow_interval_ms / 1000.0)
+        self.online.follow(
+            self.config.follow_interval_ms / 1000.0, self.snapshot, self.config.snapshot_interval_s
+        )
 
     def close(self) -> None:
         self.online.close()
+        if self.snapshot is not None:
+            try:
+                self.online.save_snapshot(self.snapshot)
+            except OSError as exc:
+                log.warning("could not save the online snapshot: %s", exc)
         if self.served is not None:
             self.served.close()
 

@@ -81,7 +81,9 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
             feature_views(config.features.views, types), config.home / "facts.db"
         )
         served = ServedLog(config.home / "served.db") if config.features.log_served else None
-        features = EntityFeatures(online, served, config.features.follow_interval_ms, metrics)
+        features = EntityFeatures(
+            online, served, config.features, config.home / "online.snapshot", metrics
+        )
     return GyreApp(
         config.serve, repository, metrics, predictor, admin, gatekeeper, collector, features
     )

@@ -264,6 +264,7 @@ def test_every_worker_counts_the_events_any_worker_acknowledged(
     with sqlite3.connect(config.home / "served.db") as db:
         rows = db.execute("SELECT watermark, vector FROM served").fetchall()
     assert len(rows) == 20
+    assert (config.home / "online.snapshot").is_file()  # saved at shutdown for the restart
     for watermark, vector in rows:
         values = json.loads(vector)
         i = int(values["basket"])
