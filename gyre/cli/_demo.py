@@ -112,7 +112,9 @@ def demo(
     port = _free_port(host, port)
     command = [sys.executable, "-m", "gyre", "--home", str(config.home)]
     command += ["--config", str(config_file), "serve", "--host", host, "--port", str(port)]
-    process = subprocess.Popen(command)
+    # Its own session: Ctrl-C reaches the demo only, which then stops the server once
+    # (a second SIGINT would cut the server's graceful shutdown short).
+    process = subprocess.Popen(command, start_new_session=True)
     base = f"http://{host}:{port}"
     try:
         _wait_ready(base, process)
