@@ -72,6 +72,8 @@ def _register_facts(
 ) -> None:
     """Make `facts` a relation of the view's facts up to `watermark`: from the log, or from
     the Parquet export (deduplicated: exports may overlap) plus what the log stored since."""
+    import duckdb
+
     if export is None:
         connection.register("facts", _facts_table(log, view, watermark))
         return
@@ -89,8 +91,6 @@ def _register_facts(
         columns.append(f"epoch_us({quoted}) AS {quoted}" if timestamp else quoted)
     time_column = _quote(source.time_field)
     pattern = _literal(files / "*" / "*.parquet")
-    import duckdb
-
     try:
         connection.execute(
             f"CREATE TEMP TABLE exported AS SELECT {', '.join(columns)}, "
