@@ -22,7 +22,9 @@ from gyre.features import (
 )
 from gyre.features._skew import DEFAULT_TOLERANCE
 
-features_app = typer.Typer(help="Feature views and the skew check.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="Feature views, training sets and the skew check.", no_args_is_help=True
+)
 app.add_typer(features_app, name="features")
 
 
