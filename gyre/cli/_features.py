@@ -141,7 +141,8 @@ def skew(
             console.print(
                 f"[bold]{report.view}[/] ({report.definition_hash[:12]}): {report.checked} "
                 f"vectors checked, {total} mismatching values"
-                + (f", {other} served under another definition" if other else ""),
+                + (f", {other} served under another definition" if other else "")
+                + (f", {report.later} served after the check began" if report.later else ""),
                 highlight=False,
             )
             for feature, count in report.mismatches.items():

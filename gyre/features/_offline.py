@@ -176,19 +176,31 @@ def compile_sql(view: FeatureView, *, per_row_watermark: bool = False) -> str:
     )
 
 
-def _prepared(
-    log: SQLiteFactLog,
+def _facts_connection(
+    log: SQLiteFactLog, view: FeatureView, watermark: int, export: Path | None
+) -> Any:
+    """A DuckDB connection holding the view's facts up to `watermark` as `facts`."""
+    import duckdb
+
+    connection = duckdb.connect()
+    try:
+        _register_facts(connection, log, view, watermark, export)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _register_queries(
+    connection: Any,
     view: FeatureView,
     queries: Sequence[dict[str, Any]],
-    watermark: int | None,
-    export: Path | None = None,
     per_row_watermark: bool = False,
-) -> tuple[Any, str]:
-    """A DuckDB connection holding the facts and the queries, and the training-set SQL."""
-    import duckdb
+) -> str:
+    """Register the query rows (with their request-time features) as `queries`, replacing
+    any before; returns the training-set SQL over them."""
     import pyarrow as pa
 
-    mark = log.watermark() if watermark is None else watermark
     rows = []
     for i, row in enumerate(queries):
         try:
@@ -199,15 +211,28 @@ def _prepared(
     query_table = pa.Table.from_pylist(
         rows, schema=None if rows else pa.schema([("_row", pa.int64()), ("ts", pa.int64())])
     )
-    connection = duckdb.connect()
-    _register_facts(connection, log, view, mark, export)
     connection.register("queries", query_table)
-    sql = (
+    return (
         f"SELECT q.* EXCLUDE (_row), v.* EXCLUDE (_row) FROM queries q "
         f"JOIN ({compile_sql(view, per_row_watermark=per_row_watermark)}) v USING (_row) "
         "ORDER BY q._row"
     )
-    return connection, sql
+
+
+def _prepared(
+    log: SQLiteFactLog,
+    view: FeatureView,
+    queries: Sequence[dict[str, Any]],
+    watermark: int | None,
+    export: Path | None,
+) -> tuple[Any, str]:
+    mark = log.watermark() if watermark is None else watermark
+    connection = _facts_connection(log, view, mark, export)
+    try:
+        return connection, _register_queries(connection, view, queries)
+    except BaseException:
+        connection.close()
+        raise
 
 
 def training_set(
@@ -250,6 +275,32 @@ def write_training_set(
     return int(count)
 
 
+class Recomputation:
+    """The offline engine over one view's facts up to a log position, read once, for any
+    number of batches of served vectors (the skew check)."""
+
+    def __init__(
+        self, log: SQLiteFactLog, view: FeatureView, watermark: int, export: Path | None = None
+    ) -> None:
+        self.view = view
+        self.watermark = watermark
+        self._connection = _facts_connection(log, view, watermark, export)
+
+    def rows(self, served: Sequence[ServedVector]) -> list[dict[str, Any]]:
+        """What the offline engine computes for each served vector: same entity, same time,
+        same request values, and only the facts the server had (its logged position, at
+        most this recomputation's)."""
+        queries = [
+            {**v.entity, **v.request, "ts": v.at_us, "_watermark": v.watermark} for v in served
+        ]
+        sql = _register_queries(self._connection, self.view, queries, per_row_watermark=True)
+        rows: list[dict[str, Any]] = self._connection.sql(sql).to_arrow_table().to_pylist()
+        return rows
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 def recompute(
     log: SQLiteFactLog,
     view: FeatureView,
@@ -257,19 +308,13 @@ def recompute(
     *,
     export: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """What the offline engine computes for each served vector: same entity, same time,
-    same request values, and only the facts the server had (its logged watermark)."""
-    queries = [
-        {**vector.entity, **vector.request, "ts": vector.at_us, "_watermark": vector.watermark}
-        for vector in served
-    ]
+    """`Recomputation.rows` for one batch of served vectors."""
     mark = max((vector.watermark for vector in served), default=0)
-    connection, sql = _prepared(log, view, queries, mark, export, per_row_watermark=True)
+    recomputation = Recomputation(log, view, mark, export)
     try:
-        rows: list[dict[str, Any]] = connection.sql(sql).to_arrow_table().to_pylist()
+        return recomputation.rows(served)
     finally:
-        connection.close()
-    return rows
+        recomputation.close()
 
 
 def _literal(path: Path) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from gyre.collect import SQLiteFactLog
 from gyre.features._definitions import FeatureView
-from gyre.features._offline import recompute
+from gyre.features._offline import Recomputation
 from gyre.features._serving import ServedRecord, read_served
 
 DEFAULT_TOLERANCE = 1e-9
@@ -27,6 +27,8 @@ class SkewReport:
     checked: int = 0
     # served under another definition of the view: not comparable, counted apart
     other_definition: int = 0
+    # served from a log position past the one the check read up to: for the next check
+    later: int = 0
     mismatches: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -40,6 +42,7 @@ class SkewReport:
             "definition_hash": self.definition_hash,
             "checked": self.checked,
             "other_definition": self.other_definition,
+            "later": self.later,
             "mismatches": self.mismatches,
             "examples": self.examples,
         }
@@ -66,49 +69,82 @@ def check_skew(
     export: Path | None = None,
 ) -> list[SkewReport]:
     """Compare the served vectors (of one view, or all) with the offline engine (reading
-    older facts from a Parquet `export` of each view's source, if given)."""
-    reports = {
-        name: SkewReport(name, v.definition_hash, mismatches=dict.fromkeys(v.features, 0))
+    older facts from a Parquet `export` of each view's source, if given). Each view's
+    facts are read once, up to the log's position when the check starts; vectors served
+    from a later position are counted as `later`, for the next check."""
+    mark = log.watermark()
+    checks = {
+        name: _ViewCheck(log, v, mark, export, tolerance, max_examples)
         for name, v in views.items()
         if view is None or name == view
     }
-    pending: dict[str, list[ServedRecord]] = {name: [] for name in reports}
-    for record in read_served(served_path, view):
-        report = reports.get(record.vector.view)
-        if report is None:
-            continue  # a view no longer declared
-        if record.vector.definition_hash != report.definition_hash:
-            report.other_definition += 1
-            continue
-        batch = pending[record.vector.view]
-        batch.append(record)
-        if len(batch) >= CHUNK:
-            _compare(log, views[report.view], batch, report, tolerance, max_examples, export)
-            batch.clear()
-    for name, batch in pending.items():
-        if batch:
-            _compare(log, views[name], batch, reports[name], tolerance, max_examples, export)
-    return list(reports.values())
+    try:
+        for record in read_served(served_path, view):
+            check = checks.get(record.vector.view)
+            if check is not None:  # else a view no longer declared
+                check.add(record)
+        for check in checks.values():
+            check.flush()
+    finally:
+        for check in checks.values():
+            check.close()
+    return [check.report for check in checks.values()]
 
 
-def _compare(
-    log: SQLiteFactLog,
-    view: FeatureView,
-    records: list[ServedRecord],
-    report: SkewReport,
-    tolerance: float,
-    max_examples: int,
-    export: Path | None,
-) -> None:
-    offline = recompute(log, view, [record.vector for record in records], export=export)
-    for record, row in zip(records, offline, strict=True):
+class _ViewCheck:
+    """One view's served vectors, compared in batches against one offline recomputation."""
+
+    def __init__(
+        self,
+        log: SQLiteFactLog,
+        view: FeatureView,
+        mark: int,
+        export: Path | None,
+        tolerance: float,
+        max_examples: int,
+    ) -> None:
+        self.view = view
+        self.report = SkewReport(
+            view.name, view.definition_hash, mismatches=dict.fromkeys(view.features, 0)
+        )
+        self._log, self._mark, self._export = log, mark, export
+        self._tolerance, self._max_examples = tolerance, max_examples
+        self._engine: Recomputation | None = None
+        self._batch: list[ServedRecord] = []
+
+    def add(self, record: ServedRecord) -> None:
+        if record.vector.definition_hash != self.view.definition_hash:
+            self.report.other_definition += 1
+        elif record.vector.watermark > self._mark:
+            self.report.later += 1
+        else:
+            self._batch.append(record)
+            if len(self._batch) >= CHUNK:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._batch:
+            return
+        if self._engine is None:  # the facts are read once, on the first batch
+            self._engine = Recomputation(self._log, self.view, self._mark, self._export)
+        offline = self._engine.rows([record.vector for record in self._batch])
+        for record, row in zip(self._batch, offline, strict=True):
+            self._compare(record, row)
+        self._batch.clear()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+    def _compare(self, record: ServedRecord, row: Mapping[str, Any]) -> None:
+        report = self.report
         report.checked += 1
-        for name in view.features:
+        for name in self.view.features:
             served = record.vector.values.get(name)
-            if same_value(served, row[name], tolerance):
+            if same_value(served, row[name], self._tolerance):
                 continue
             report.mismatches[name] += 1
-            if len(report.examples) < max_examples:
+            if len(report.examples) < self._max_examples:
                 report.examples.append(
                     {
                         "request_id": record.request_id,
