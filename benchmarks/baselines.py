@@ -7,9 +7,21 @@
 - `parse_ceiling_app`: the same, but it also parses each body into tensors with gyre's own
   v2 decoder (msgspec, then numpy) before answering the constant: no JSON-speaking server
   on this stack can beat it, whatever its model costs.
+- `model_ceiling_app`: the parse ceiling plus one onnxruntime call per request (the
+  session as gyre configures it) and gyre's v2 encoder: what JSON serving of this model
+  costs on this stack with no batching, metrics, deadlines or routing at all.
+
+Run one baseline process with `python baselines.py APP --port P`: it binds its own socket
+with SO_REUSEPORT, as each of gyre's worker processes does, so that when the benchmark
+starts N of them the kernel spreads connections over them the way it does over gyre's.
+(`uvicorn --workers N` shares one listening socket instead; the first process to wake
+often accepts every connection wrk opens, and then one process serves all the load while
+the others idle. That made the baselines' rates swing by 2x between runs.)
 """
 
+import argparse
 import os
+import socket
 from typing import Any
 
 ONNX_PATH_ENV = "GYRE_BENCH_ONNX"
@@ -93,6 +105,40 @@ async def parse_ceiling_app(scope: dict[str, Any], receive: Any, send: Any) -> N
     await _answer_constant(send)
 
 
+_MODEL: Any = None  # loaded by main() for model_ceiling_app
+
+
+async def model_ceiling_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    from gyre.serve.protocols._v2 import decode_request, encode_response
+
+    if scope["type"] != "http":
+        return
+    call = decode_request(await _read_body(receive), None, _MODEL)
+    feeds, _ = _MODEL.validate(call.inputs)
+    body, _ = encode_response(call, _MODEL, _MODEL.run(feeds))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _runtime() -> Any:
+    """The benchmark's model as gyre runs it: one onnxruntime thread, no spinning."""
+    import onnx
+
+    from gyre.registry._signature import signature_of
+    from gyre.serve._runtime import ModelRuntime
+
+    with open(os.environ[ONNX_PATH_ENV], "rb") as artifact:
+        onnx_bytes = artifact.read()
+    signature = signature_of(onnx.load_from_string(onnx_bytes), None)
+    return ModelRuntime("gbdt", 1, onnx_bytes, signature)
+
+
 class _NoOutputs:
     """Just enough of a runtime for the decoder: the request names no outputs."""
 
@@ -102,8 +148,27 @@ class _NoOutputs:
 _RUNTIME: Any = _NoOutputs()
 
 
-def __getattr__(name: str) -> Any:
-    # uvicorn imports `baselines:fastapi_app`; build it only then, in the server process.
-    if name == "fastapi_app":
-        return _fastapi_app()
-    raise AttributeError(name)
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="Run one baseline server process.")
+    parser.add_argument("app", choices=["fastapi_app", "ceiling_app", "parse_ceiling_app",
+                                        "model_ceiling_app"])  # fmt: skip
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", args.port))
+    global _MODEL
+    if args.app == "model_ceiling_app":
+        _MODEL = _runtime()
+    app = _fastapi_app() if args.app == "fastapi_app" else globals()[args.app]
+    config = uvicorn.Config(
+        app, loop="uvloop", http="httptools", access_log=False, log_level="warning"
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,6 @@
 """Serving benchmark: gyre against in-process onnxruntime, FastAPI + uvicorn, and the
-ceiling of gyre's own HTTP stack, all in one run on this machine.
+ceilings of gyre's own HTTP stack (see baselines.py), all in one run on this machine.
+With `--workers N`, every server runs N processes sharing the port through SO_REUSEPORT.
 
     make bench            # or: .venv/bin/python benchmarks/serve.py [--seconds 10]
 
@@ -91,27 +92,47 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def listening(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:`port` (one per process sharing it)."""
+    wanted = f"0100007F:{port:04X}"
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        count += fields[1] == wanted and fields[3] == "0A"
+    return count
+
+
 class Server:
-    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
+    """One server under test: its processes (one per command) sharing `port`."""
+
+    def __init__(
+        self, name: str, commands: list[list[str]], env: dict[str, str], port: int, sockets: int
+    ) -> None:
         self.name = name
         self.port = port
-        self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE
-        )
+        self.processes = [
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE
+            )
+            for command in commands
+        ]
+        # Load starts only when every process listens, or the first one would get it all.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if any(process.poll() is not None for process in self.processes):
+                self.stop()
                 raise SystemExit(f"{name} exited during startup")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
+            if listening(port) >= sockets:
+                return
             time.sleep(0.2)
+        self.stop()
         raise SystemExit(f"{name} did not start")
 
     def rss_mib(self) -> float:
-        """Peak resident memory (VmHWM) of the server and its worker processes, in MiB."""
+        """Peak resident memory (VmHWM) of the server's processes and children, in MiB."""
         total_kib = 0
-        for pid in [self.process.pid, *descendants(self.process.pid)]:
+        parents = [process.pid for process in self.processes]
+        for pid in parents + [child for parent in parents for child in descendants(parent)]:
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
@@ -121,11 +142,14 @@ class Server:
         return round(total_kib / 1024, 1)
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def v2_body(rows: np.ndarray) -> str:
@@ -257,23 +281,29 @@ def main() -> None:
     bodies = {1: v2_body(rows[:1]), 32: v2_body(rows[:32])}
     env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
     env["GYRE_BENCH_ONNX"] = str(onnx_path)
-    uvicorn = [sys.executable, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools"]
-    uvicorn += ["--no-access-log", "--log-level", "warning"]
-    workers = ["--workers", str(args.workers)]
-    servers = {
-        "gyre": [sys.executable, "-m", "gyre", "--home", str(home), "serve", *workers],
-        "fastapi": [*uvicorn, *workers, "baselines:fastapi_app"],
-        "ceiling": [*uvicorn, *workers, "baselines:ceiling_app"],
-        "parse-ceiling": [*uvicorn, *workers, "baselines:parse_ceiling_app"],
+    gyre_command = [sys.executable, "-m", "gyre", "--home", str(home), "serve"]
+    baseline = [sys.executable, str(HERE / "baselines.py")]
+    servers = {  # name: the command of one process; gyre starts its own workers
+        "gyre": [*gyre_command, "--workers", str(args.workers)],
+        "fastapi": [*baseline, "fastapi_app"],
+        "ceiling": [*baseline, "ceiling_app"],
+        "parse-ceiling": [*baseline, "parse_ceiling_app"],
+        "model-ceiling": [*baseline, "model_ceiling_app"],
     }
     ceiling_cases = {
         "ceiling": ("1-row c=64", "32-row c=16"),
         "parse-ceiling": ("32-row c=16",),
+        "model-ceiling": ("32-row c=16",),
     }
     results: dict[str, Any] = {"cases": {}}
     for name, command in servers.items():
         port = free_port()
-        server = Server(name, [*command, "--port", str(port)], env, port)
+        commands = (
+            [[*command, "--port", str(port)]]
+            if name == "gyre"
+            else [[*command, "--port", str(port)] for _ in range(args.workers)]
+        )
+        server = Server(name, commands, env, port, sockets=args.workers)
         url = f"http://127.0.0.1:{port}/v2/models/gbdt/infer"
         try:
             run_wrk(wrk, url, bodies[1], 16, 2, workdir)  # warm up
@@ -313,9 +343,14 @@ def main() -> None:
         "gyre/ceiling req/s, 1-row c=64": ratio(c64, "req_per_s", "ceiling"),
         "gyre/ceiling rows/s, 32-row c=16": ratio(c16x32, "rows_per_s", "ceiling"),
         "gyre/parse-ceiling rows/s, 32-row c=16": ratio(c16x32, "rows_per_s", "parse-ceiling"),
-        # The most any server that parses JSON on this stack could show against FastAPI.
+        "gyre/model-ceiling rows/s, 32-row c=16": ratio(c16x32, "rows_per_s", "model-ceiling"),
+        # The most any server that parses JSON on this stack could show against FastAPI,
+        # with no model, then with this model and nothing else.
         "parse-ceiling/fastapi rows/s, 32-row c=16": round(
             c16x32["parse-ceiling"]["rows_per_s"] / c16x32["fastapi"]["rows_per_s"], 2
+        ),
+        "model-ceiling/fastapi rows/s, 32-row c=16": round(
+            c16x32["model-ceiling"]["rows_per_s"] / c16x32["fastapi"]["rows_per_s"], 2
         ),
     }
     results["machine"] = {
