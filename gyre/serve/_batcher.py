@@ -89,6 +89,9 @@ class Batcher:
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        # Validated inputs of a signature without free dimensions past the first all have
+        # the same row shape and dtype: any two requests can then share a batch.
+        self._uniform = all(-1 not in spec.shape[1:] for spec in runtime.signature.inputs)
 
     @property
     def queued_requests(self) -> int:
@@ -101,7 +104,11 @@ class Batcher:
         now = loop.time()
         self._admit(now, rows, deadline)
         future: asyncio.Future[Tensors] = loop.create_future()
-        key = tuple((name, array.shape[1:], array.dtype) for name, array in feeds.items())
+        key = (
+            ()
+            if self._uniform
+            else tuple((name, array.shape[1:], array.dtype) for name, array in feeds.items())
+        )
         pending = _Pending(feeds, rows, key, future, deadline)
         # A request answered within this turn of the event loop (an idle model that runs
         # inline) needs no deadline timer; one that may wait on anything else gets one.
@@ -189,18 +196,22 @@ class Batcher:
         rows = sum(p.rows for p in batch)
         # The cap held this batch back if the next waiting request did not fit in it.
         cap_limited = bool(queue) and rows + queue.peek().rows > size
-        feeds = (
-            batch[0].feeds
-            if len(batch) == 1
-            else {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}
-        )
         if self._on_batch is not None:
             self._on_batch(rows)
-        earliest = min(p.deadline for p in batch)
-        inline = (
-            self.runtime.inline_allowed and self.runtime.mean_call_us < self.inline_inference_max_us
-        )
-        if inline:
+        earliest = batch[0].deadline  # the queue hands requests out in deadline order
+        try:
+            feeds = (
+                batch[0].feeds
+                if len(batch) == 1
+                else {
+                    name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds
+                }
+            )
+        except Exception as exc:  # requests that cannot be merged run alone; none is left waiting
+            self._fail(batch, exc)
+            self._next(loop)
+            return
+        if self._inline():
             try:
                 outputs = self.runtime.run(feeds)
             except Exception as exc:

@@ -118,9 +118,9 @@ class Predictor:
         self.metrics.prediction(model, default=False)
         if key is not None:
             self.cache.put(key, outputs)
-        if routed:
-            route = snapshot.routes.get(model)
-            if route is not None and route.kind == "bandit":
+        route = snapshot.routes.get(model) if routed else None
+        if route is not None:
+            if route.kind == "bandit":
                 self.feedback.record_served(request_id, model, version, _first_row(outputs))
             shadow = snapshot.shadow_of(model)
             if shadow is not None and features not in (None, shadow.runtime.signature.features):

@@ -51,6 +51,17 @@ class SignatureRuntime:
         )
         # Exponentially weighted mean of one inference call, in microseconds.
         self.mean_call_us = 0.0
+        self._input_names = frozenset(spec.name for spec in signature.inputs)
+        # Per input: its spec, the dtype requests are cast to, and the dimensions that
+        # must match exactly (index, size); -1 dimensions take any size.
+        self._checks = [
+            (
+                spec,
+                DATATYPE_TO_NUMPY[spec.datatype],
+                [(i, d) for i, d in enumerate(spec.shape) if d != -1],
+            )
+            for spec in signature.inputs
+        ]
 
     @property
     def what(self) -> str:
@@ -65,37 +76,36 @@ class SignatureRuntime:
     def validate(self, inputs: Mapping[str, np.ndarray]) -> tuple[Tensors, int]:
         """Check names, datatypes and shapes; returns the inputs cast to the model's dtypes
         and the number of rows (batch size; 1 for an unbatched model)."""
-        if len(inputs) > len(self.signature.inputs) or any(
-            self.signature.input(name) is None for name in inputs
-        ):
-            unknown = sorted(set(inputs) - {s.name for s in self.signature.inputs})
+        if not self._input_names.issuperset(inputs):
+            unknown = sorted(set(inputs) - self._input_names)
             raise BadRequest(
                 f"{self.what} has no input {', '.join(f'`{n}`' for n in unknown)}; "
                 f"it expects {self._expected_inputs()}"
             )
         feeds: Tensors = {}
         rows: int | None = None
-        for spec in self.signature.inputs:
+        for spec, want, fixed in self._checks:
             array = inputs.get(spec.name)
             if array is None:
                 raise BadRequest(
                     f"{self.what} needs input `{spec.name}`; it expects {self._expected_inputs()}"
                 )
-            feeds[spec.name] = array = self._cast(spec, array)
-            if array.ndim != len(spec.shape) or any(
-                want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=False)
-            ):
+            if array.dtype != want or spec.datatype == "BYTES":
+                array = self._cast(spec, array)
+            feeds[spec.name] = array
+            shape = array.shape
+            if len(shape) != len(spec.shape) or any(shape[i] != d for i, d in fixed):
                 raise BadRequest(
-                    f"input `{spec.name}` has shape {_shape_text(array.shape)}; {self.what} "
+                    f"input `{spec.name}` has shape {_shape_text(shape)}; {self.what} "
                     f"expects {self.expected(spec)} (-1: any size)"
                 )
             if spec.batched:
-                if rows is not None and array.shape[0] != rows:
+                if rows is not None and shape[0] != rows:
                     raise BadRequest(
                         f"inputs of {self.what} must have the same number of rows; "
-                        f"`{spec.name}` has {array.shape[0]}, another has {rows}"
+                        f"`{spec.name}` has {shape[0]}, another has {rows}"
                     )
-                rows = array.shape[0]
+                rows = shape[0]
         return feeds, rows if rows is not None else 1
 
     def _cast(self, spec: TensorSpec, array: np.ndarray) -> np.ndarray:

@@ -10,6 +10,8 @@ from gyre.config import ModelServeConfig
 from gyre.errors import BadRequest, DeadlineExceeded, Overloaded
 from gyre.registry import Registry
 from gyre.serve import Batcher, ModelRuntime
+from gyre.serve._runtime import SignatureRuntime
+from gyre.types import Signature, TensorSpec
 
 
 class CountingRuntime(ModelRuntime):
@@ -82,6 +84,35 @@ def test_a_request_larger_than_max_batch_size_runs_alone(
     chunks = [iris[0][:1], iris[0][:20], iris[0][:1]]
     asyncio.run(_submit_all(_batcher(runtime, max_batch_size=8), chunks))
     assert sorted(runtime.calls) == [1, 1, 20]
+
+
+class RowSums(SignatureRuntime):
+    """A model of any row width: each row's sum; it records each call's input shape."""
+
+    def __init__(self) -> None:
+        x = TensorSpec(name="X", datatype="FP32", shape=(-1, -1))
+        y = TensorSpec(name="Y", datatype="FP32", shape=(-1,))
+        super().__init__("sums", 1, Signature(inputs=(x,), outputs=(y,)))
+        self.shapes: list[tuple[int, ...]] = []
+
+    def run(self, feeds: dict) -> dict:
+        self.shapes.append(feeds["X"].shape)
+        return {"Y": feeds["X"].sum(axis=1)}
+
+
+def test_only_requests_of_one_row_shape_share_a_batch() -> None:
+    runtime = RowSums()
+    chunks = [np.ones((1, 3)), np.ones((2, 5)), np.ones((2, 3)), np.ones((1, 5))]
+
+    async def scenario() -> list[dict]:
+        batcher = _batcher(runtime)
+        loop = asyncio.get_running_loop()
+        futures = [batcher.submit(*runtime.validate(_feeds(c)), loop.time() + 10) for c in chunks]
+        return list(await asyncio.wait_for(asyncio.gather(*futures), 5))
+
+    results = asyncio.run(scenario())
+    assert sorted(runtime.shapes) == [(3, 3), (3, 5)]
+    assert [list(r["Y"]) for r in results] == [[3.0], [5.0, 5.0], [3.0, 3.0], [5.0]]
 
 
 def test_requests_arriving_while_a_batch_runs_form_the_next_batch(
