@@ -7,6 +7,7 @@ comparisons, one msgspec decode, one batched inference and one encode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,9 @@ from gyre.types import FeatureBinding
 
 log = logging.getLogger("gyre.serve")
 access = logging.getLogger("gyre.access")
+
+# How often a server process that shares its metrics with others publishes its tallies.
+METRICS_FLUSH_S = 0.1
 
 
 class _Labels:
@@ -108,6 +112,7 @@ class GyreApp:
         self._ingest_threads = (
             ThreadPoolExecutor(32, thread_name_prefix="gyre-ingest") if collector else None
         )
+        self._metrics_flusher: asyncio.Task[None] | None = None
 
     def _authorize(self, scope: Scope, labels: _Labels, model: str) -> None:
         labels.model = model
@@ -143,10 +148,23 @@ class GyreApp:
         await self.repository.start()
         if self.features is not None:
             await asyncio.to_thread(self.features.start)
+        if self.metrics.multiprocess_dir is not None:
+            # Another process's /metrics reads this one's values from its files.
+            self._metrics_flusher = asyncio.create_task(self._flush_metrics())
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_S)
+            self.metrics.flush()
 
     async def shutdown(self) -> None:
         """Finish what was accepted, then release models, the fact log and the logs."""
         await self.predictor.drain()
+        if self._metrics_flusher is not None:
+            self._metrics_flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._metrics_flusher
+        self.metrics.flush()
         await self.repository.stop()
         if self._ingest_threads is not None:
             self._ingest_threads.shutdown(wait=True)

@@ -17,6 +17,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from gyre.registry import CHAMPION, Registry
+from gyre.serve._app import METRICS_FLUSH_S
 from gyre.serve._auth import hash_key
 from tests.conftest import start_server
 
@@ -163,13 +164,18 @@ def test_several_workers_share_the_port_reload_and_sum_metrics(
             assert httpx.post(f"{server.url}/v2/models/iris/infer", json=IRIS,
                               headers=headers).status_code == 200  # fmt: skip
         assert httpx.post(f"{server.url}/v2/models/iris/infer", json=IRIS).status_code == 401
-        metrics = httpx.get(f"{server.url}/metrics").text
-        summed = re.search(
+        # Each process publishes its counts within METRICS_FLUSH_S; any one sums them all.
+        counted = re.compile(
             r'gyre_requests_total\{consumer="app",model="iris",protocol="v2",status="200",'
-            r'version="1"\} ([0-9.]+)',
-            metrics,
+            r'version="1"\} ([0-9.]+)'
         )
-        assert summed is not None and float(summed.group(1)) == 100.0
+        summed = None
+        deadline = time.monotonic() + 5
+        while summed != 100.0 and time.monotonic() < deadline:
+            time.sleep(METRICS_FLUSH_S)
+            found = counted.search(httpx.get(f"{server.url}/metrics").text)
+            summed = float(found.group(1)) if found else None
+        assert summed == 100.0
         registry.publish("iris", iris_classifier, iris[0])
         registry.set_alias("iris", CHAMPION, 2)
         time.sleep(2.5)
