@@ -14,13 +14,16 @@ answered at once rather than wasting inference. Admission control refuses a requ
 
 A batch whose measured inference time is under `inline_inference_max_us` runs on the event
 loop (a thread hand-off would cost more than the model); slower ones run on a worker
-thread, where onnxruntime releases the GIL.
+thread, where onnxruntime releases the GIL. When whole batches wait, inline ones run back to
+back for up to FLUSH_BUDGET_S before the loop gets a turn. Batch durations, which the
+policy learns from, are measured with perf_counter: uvloop's clock ticks in milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -31,6 +34,11 @@ from gyre.errors import BadRequest, DeadlineExceeded, GyreError, Overloaded
 from gyre.serve._batching import AdaptiveBatchPolicy
 from gyre.serve._queue import DeadlineQueue
 from gyre.serve._runtime import Runtime, Tensors
+
+# The longest one flush runs inline batches back to back before it lets the event loop read
+# and answer again. Back to back rather than one per loop turn, a server process spent 15%
+# less CPU per 32-row request on the serving benchmark (requests queued batches deep).
+FLUSH_BUDGET_S = 0.001
 
 
 class _Pending:
@@ -174,8 +182,23 @@ class Batcher:
         )
 
     def _flush(self) -> None:
+        """Run batches while the model answers inline and whole batches are waiting, for up
+        to FLUSH_BUDGET_S; then give the event loop back (or leave a batch on a thread)."""
         self._scheduled = None
         loop = asyncio.get_running_loop()
+        until = time.perf_counter() + FLUSH_BUDGET_S
+        while self._run_batch(loop):
+            more = self._queue and (
+                self.max_batch_delay_s == 0.0 or self._queue.rows >= self.policy.max_batch_size
+            )
+            if not more or time.perf_counter() >= until:
+                break
+        if not self._busy:
+            self._next(loop)
+
+    def _run_batch(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Take the next batch and run it: True when it ran inline (another may follow),
+        False when nothing was left to run or the batch went to a thread."""
         now = loop.time()
         # Requests already answered (deadline passed, caller gone) need no work; requests
         # that cannot finish in time even alone are answered now instead of computed late.
@@ -189,8 +212,7 @@ class Batcher:
             else:
                 break
         if not queue:
-            self._idle.set()
-            return
+            return False
         size = self.policy.batch_size(now, queue.earliest_deadline())
         batch = queue.take(size, self._fits)
         rows = sum(p.rows for p in batch)
@@ -209,8 +231,8 @@ class Batcher:
             )
         except Exception as exc:  # requests that cannot be merged run alone; none is left waiting
             self._fail(batch, exc)
-            self._next(loop)
-            return
+            return True
+        started = time.perf_counter()
         if self._inline():
             try:
                 outputs = self.runtime.run(feeds)
@@ -218,9 +240,8 @@ class Batcher:
                 self._fail(batch, exc)
             else:
                 self._complete(batch, outputs)
-                self._learn(rows, now, earliest, cap_limited)
-            self._next(loop)
-            return
+                self._learn(rows, started, earliest, cap_limited)
+            return True
         self._busy = True
         # From now on requests wait on a thread: every one of them needs its timer.
         for pending in batch:
@@ -228,13 +249,16 @@ class Batcher:
         for pending in queue:
             self._arm(loop, pending)
         done = loop.run_in_executor(self._executor, self.runtime.run, feeds)
-        done.add_done_callback(lambda f: self._finished(batch, f, rows, now, earliest, cap_limited))
+        done.add_done_callback(
+            lambda f: self._finished(batch, f, rows, started, earliest, cap_limited)
+        )
+        return False
 
     def _learn(self, rows: int, started: float, earliest: float, cap_limited: bool) -> None:
-        finished = asyncio.get_running_loop().time()
-        self.policy.record(
-            rows, finished - started, met_deadline=finished <= earliest, cap_limited=cap_limited
-        )
+        # Durations by perf_counter: uvloop's loop clock ticks in whole milliseconds.
+        seconds = time.perf_counter() - started
+        met_deadline = asyncio.get_running_loop().time() <= earliest
+        self.policy.record(rows, seconds, met_deadline=met_deadline, cap_limited=cap_limited)
 
     def _finished(
         self,

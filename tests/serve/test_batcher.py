@@ -4,12 +4,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import uvloop
 from sklearn.pipeline import Pipeline
 
 from gyre.config import ModelServeConfig
 from gyre.errors import BadRequest, DeadlineExceeded, Overloaded
 from gyre.registry import Registry
 from gyre.serve import Batcher, ModelRuntime
+from gyre.serve._batcher import FLUSH_BUDGET_S
 from gyre.serve._runtime import SignatureRuntime
 from gyre.types import Signature, TensorSpec
 
@@ -127,6 +129,59 @@ def test_requests_arriving_while_a_batch_runs_form_the_next_batch(
 
     asyncio.run(scenario())
     assert runtime.calls == [1, 10]
+
+
+def _done_after_one_turn(batcher: Batcher, chunks: list[np.ndarray]) -> list[bool]:
+    """Which requests are answered after one turn of the loop, then wait for the rest."""
+
+    async def scenario() -> list[bool]:
+        futures = [_submit(batcher, chunk) for chunk in chunks]
+        await asyncio.sleep(0)  # the flush runs in this turn
+        done = [future.done() for future in futures]
+        await asyncio.wait_for(asyncio.gather(*futures), 5)
+        return done
+
+    return asyncio.run(scenario())
+
+
+def test_waiting_inline_batches_run_back_to_back(runtime: CountingRuntime, iris: tuple) -> None:
+    chunks = [iris[0][i : i + 3] for i in range(0, 15, 3)]
+    done = _done_after_one_turn(_batcher(runtime, max_batch_size=6), chunks)
+    assert done == [True] * 5
+    assert runtime.calls == [6, 6, 3]
+
+
+def test_a_flush_gives_the_loop_back_after_its_budget(
+    runtime: CountingRuntime, iris: tuple
+) -> None:
+    runtime.delay_s = 2 * FLUSH_BUDGET_S
+    chunks = [iris[0][i : i + 3] for i in range(0, 15, 3)]
+    done = _done_after_one_turn(_batcher(runtime, max_batch_size=6), chunks)
+    assert done == [True, True, False, False, False]
+    assert runtime.calls == [6, 6, 3]
+
+
+def test_with_a_delay_a_partial_batch_still_waits_to_fill(
+    runtime: CountingRuntime, iris: tuple
+) -> None:
+    chunks = [iris[0][i : i + 3] for i in range(0, 9, 3)]
+    batcher = _batcher(runtime, max_batch_size=6, max_batch_delay_ms=50)
+    assert _done_after_one_turn(batcher, chunks) == [True, True, False]
+    assert runtime.calls == [6, 3]
+
+
+def test_batch_durations_are_learned_finer_than_the_loop_clock(
+    runtime: CountingRuntime, iris: tuple
+) -> None:
+    async def scenario() -> Batcher:
+        batcher = _batcher(runtime)
+        for _ in range(10):
+            await _submit(batcher, iris[0][:1])
+        return batcher
+
+    # uvloop's clock ticks in milliseconds; a 1-row batch takes microseconds.
+    batcher = uvloop.run(scenario())
+    assert 0 < batcher.policy.predict_s(1) < 0.001
 
 
 def test_delay_waits_for_a_batch_to_fill(runtime: CountingRuntime, iris: tuple) -> None:
