@@ -263,6 +263,7 @@ CASES = [  # (name, rows per request, connections)
     ("1-row c=16", 1, 16),
     ("1-row c=64", 1, 64),
     ("32-row c=16", 32, 16),
+    ("32-row c=64", 32, 64),
 ]
 
 
@@ -292,8 +293,8 @@ def main() -> None:
     }
     ceiling_cases = {
         "ceiling": ("1-row c=64", "32-row c=16"),
-        "parse-ceiling": ("32-row c=16",),
-        "model-ceiling": ("32-row c=16",),
+        "parse-ceiling": ("32-row c=16", "32-row c=64"),
+        "model-ceiling": ("32-row c=16", "32-row c=64"),
     }
     results: dict[str, Any] = {"cases": {}}
     for name, command in servers.items():
@@ -332,6 +333,7 @@ def main() -> None:
         result["rows_per_s"] = round(result["req_per_s"] * batch, 1)
         results["in_process"][f"{batch}-row"] = result
     c64, c16x32 = results["cases"]["1-row c=64"], results["cases"]["32-row c=16"]
+    c64x32 = results["cases"]["32-row c=64"]
 
     def ratio(case: dict[str, Any], metric: str, baseline: str) -> float:
         return round(case["gyre"][metric] / case[baseline][metric], 2)
@@ -351,6 +353,11 @@ def main() -> None:
         ),
         "model-ceiling/fastapi rows/s, 32-row c=16": round(
             c16x32["model-ceiling"]["rows_per_s"] / c16x32["fastapi"]["rows_per_s"], 2
+        ),
+        "gyre/fastapi rows/s, 32-row c=64": ratio(c64x32, "rows_per_s", "fastapi"),
+        "gyre/model-ceiling rows/s, 32-row c=64": ratio(c64x32, "rows_per_s", "model-ceiling"),
+        "model-ceiling/fastapi rows/s, 32-row c=64": round(
+            c64x32["model-ceiling"]["rows_per_s"] / c64x32["fastapi"]["rows_per_s"], 2
         ),
     }
     results["machine"] = {
