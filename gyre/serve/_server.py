@@ -136,10 +136,10 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_worker(config: Config, processes: int, metrics_dir: str) -> None:
+def _run_worker(config: Config, processes: int, metrics_dir: str, supervisor: int) -> None:
     """One worker process: bind with SO_REUSEPORT (it joins the port's group when it
     starts listening, after its models are loaded) and serve until told to stop."""
-    die_with_parent(signal.SIGTERM)  # graceful: finish what was accepted, then exit
+    die_with_parent(supervisor, signal.SIGTERM)  # graceful: finish what was accepted, exit
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -182,7 +182,9 @@ def _supervise(config: Config, workers: int) -> None:
     stopping = threading.Event()
 
     def start() -> multiprocessing.process.BaseProcess:
-        process = ctx.Process(target=_run_worker, args=(config, workers, metrics_dir), daemon=False)
+        process = ctx.Process(
+            target=_run_worker, args=(config, workers, metrics_dir, os.getpid()), daemon=False
+        )
         process.start()
         return process
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -32,14 +33,14 @@ log = logging.getLogger("gyre.serve")
 
 
 def worker_main(code_path: str, class_name: str, module_name: str, signature_json: bytes,
-                conn: Connection) -> None:  # fmt: skip
+                conn: Connection, server: int) -> None:  # fmt: skip
     """The worker process: load the class once, then answer batches until told to stop."""
     import msgspec
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
     # No server, no work. (Workers are restarted from short-lived timer threads, so the
     # parent-death signal, which follows the spawning thread, cannot be used here.)
-    watch_parent()
+    watch_parent(server)
     signature = msgspec.json.decode(signature_json, type=Signature)
     where = f"class `{class_name}`"
     try:
@@ -104,7 +105,9 @@ class PythonRuntime(SignatureRuntime):
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         process = ctx.Process(
-            target=worker_main, args=(*self._args, self._signature_json, child), daemon=True
+            target=worker_main,
+            args=(*self._args, self._signature_json, child, os.getpid()),
+            daemon=True,
         )
         process.start()
         child.close()
