@@ -144,9 +144,9 @@ class Batcher:
     def _admit(self, now: float, rows: int, deadline: float) -> None:
         # Shedding is for a queue that cannot keep up. A request that fits in the next
         # batch is admitted: if even that would miss its deadline, it gets the default
-        # (or 504) instead.
+        # (or 504) instead. Into an empty queue, any request is the next batch.
         queued = self._queue.rows + rows
-        fits_next_batch = queued <= self.policy.cap or not self.policy.calibrated
+        fits_next_batch = not self._queue or queued <= self.policy.cap or not self.policy.calibrated
         if fits_next_batch and queued <= self.max_queue_rows:
             return
         wait_s = self.policy.drain_s(queued)

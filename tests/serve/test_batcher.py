@@ -293,6 +293,22 @@ def test_admission_control_sheds_what_the_queue_cannot_serve_in_time(
     assert "predicted wait" in str(shed[0])
 
 
+def test_a_lone_request_larger_than_the_cap_is_admitted(
+    runtime: CountingRuntime, iris: tuple
+) -> None:
+    async def scenario() -> dict:
+        batcher = _batcher(runtime, adaptive_batching=True)
+        # A model with a large fixed cost per call: 10 ms, plus 0.1 ms a row. Nothing has
+        # waited yet, so the cap is still 1 row.
+        batcher.policy.record(1, 0.0101, met_deadline=True, cap_limited=False)
+        batcher.policy.record(2, 0.0102, met_deadline=True, cap_limited=False)
+        assert batcher.policy.cap == 1
+        # Alone, 32 rows take ~13 ms; in 1-row batches they would take ~320 ms.
+        return await _submit(batcher, iris[0][:32], deadline_s=0.1)
+
+    assert len(asyncio.run(scenario())["label"]) == 32
+
+
 def test_drain_waits_for_queued_requests(runtime: CountingRuntime, iris: tuple) -> None:
     async def scenario() -> list[bool]:
         batcher = _batcher(runtime, inline_us=0.0)
