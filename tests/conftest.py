@@ -82,6 +82,15 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
 
+def process_running(pid: int) -> bool:
+    """Whether `pid` is alive (a zombie, dead but not yet reaped, is not)."""
+    try:
+        state = (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def start_server(home: Path, *extra: str, config: Path | None = None) -> ServerProcess:
     port = free_port()
     log = home.parent / f"serve-{port}.log"

@@ -3,9 +3,10 @@
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+
+from tests.conftest import process_running
 
 # The child is slow to start (as a server worker importing its modules is), and its parent
 # is already gone when it asks to follow it.
@@ -24,14 +25,6 @@ print(child.pid, flush=True)
 """
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process semantics")
 @pytest.mark.parametrize("call", ["die_with_parent", "watch_parent"])
 def test_a_child_of_a_parent_dead_before_it_started_exits(call: str) -> None:
@@ -45,9 +38,9 @@ def test_a_child_of_a_parent_dead_before_it_started_exits(call: str) -> None:
     child = int(parent.stdout.strip())
     try:
         deadline = time.monotonic() + 20
-        while _running(child) and time.monotonic() < deadline:
+        while process_running(child) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _running(child)
+        assert not process_running(child)
     finally:
-        if _running(child):
+        if process_running(child):
             subprocess.run(["kill", "-9", str(child)], check=False)

@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from gyre.registry import CHAMPION, Registry
 from gyre.serve._app import METRICS_FLUSH_S
 from gyre.serve._auth import hash_key
-from tests.conftest import start_server
+from tests.conftest import process_running, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -207,17 +207,9 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path, iris_classif
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait()
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(_running(pid) for pid in workers):
+        while time.monotonic() < deadline and any(process_running(pid) for pid in workers):
             time.sleep(0.1)
-        assert [pid for pid in workers if _running(pid)] == []
+        assert [pid for pid in workers if process_running(pid)] == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.process.pid, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
