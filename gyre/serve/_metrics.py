@@ -171,7 +171,11 @@ class ServerMetrics:
         tally[1 + bisect_left(child._upper_bounds, value)] += 1.0
 
     def flush(self) -> None:
-        """Add what was tallied since the last flush to the prometheus values."""
+        """Add what was tallied since the last flush to the prometheus values.
+
+        A histogram child's `_sum`, `_buckets` and `_upper_bounds` are prometheus_client's
+        own fields (its version is pinned); tests/serve/test_metrics.py checks the result
+        against prometheus' own `observe`."""
         counted, self._counted = self._counted, {}
         observed, self._observed = self._observed, {}
         for child, amount in counted.items():
