@@ -9,7 +9,6 @@ shares one commit among concurrent callers.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gyre._sqlite import connect_wal
 from gyre.collect._schema import EventType
 
 _SCHEMA = """
@@ -57,12 +57,10 @@ class SQLiteFactLog:
     `check_same_thread=False`; many processes may append to the same file."""
 
     def __init__(self, path: Path, *, check_same_thread: bool = True) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._conn = sqlite3.connect(
-            path, timeout=60.0, isolation_level=None, check_same_thread=check_same_thread
+        self._conn = connect_wal(
+            path, timeout_s=60.0, isolation_level=None, check_same_thread=check_same_thread
         )
-        self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from gyre._sqlite import connect_wal
 from gyre.collect import SQLiteFactLog
 from gyre.errors import InvalidFeatureInput
 from gyre.features._definitions import FeatureView, find_view
@@ -279,8 +280,7 @@ class ServedLog:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=60.0)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = connect_wal(path, timeout_s=60.0)
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from gyre._sqlite import connect_wal
 from gyre.errors import ModelNotFound, RegistryError
 from gyre.types import Signature
 
@@ -107,13 +108,11 @@ class SQLiteMetadataStore:
     """The embedded metadata store. Every write is one transaction and one change record."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._conn = sqlite3.connect(
-            path, timeout=30.0, isolation_level=None, check_same_thread=False
+        self._conn = connect_wal(
+            path, timeout_s=30.0, isolation_level=None, check_same_thread=False
         )
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._migrate()
 

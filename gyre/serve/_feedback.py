@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from gyre._sqlite import connect_wal
 from gyre.errors import BadRequest, NotFound
 
 _SCHEMA = """
@@ -60,9 +61,7 @@ class FeedbackStore:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn = connect_wal(self.path, timeout_s=30.0, isolation_level=None)
             self._conn.executescript(_SCHEMA)
         return self._conn
 
