@@ -43,7 +43,7 @@ def parse_events(body: bytes) -> list[Any]:
     if text.startswith(b"["):
         try:
             records = _decode(text)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise InvalidEvents(f"body is not a valid JSON array: {exc}") from None
         return list(records)
     records = []
@@ -52,7 +52,7 @@ def parse_events(body: bytes) -> list[Any]:
             continue
         try:
             records.append(_decode(line))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             records.append(_Unparsed(f"line {number} is not JSON: {exc}"))
     return records
 

@@ -33,7 +33,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
         return {}
     try:
         return _decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise BadRequest(f"body must be a JSON object: {exc}") from None
 
 

@@ -63,6 +63,13 @@ def test_ingest_over_http_json_array_and_ndjson(tmp_path: Path, config: Path) ->
         with EventClient(server.url) as client:
             result = client.ingest("clicks", [click(4), click(5)])
         assert (result.accepted, result.watermark) == (2, 5)
+        # JSON nested past the decoder's limit is bad input, not a server error.
+        deep = b"[" * 5_000 + b"]" * 5_000
+        answer = httpx.post(url, content=b'{"id": "c6", "user": 1, "at": 0}\n' + deep)
+        assert answer.json()["accepted"] == 1
+        assert "line 2 is not JSON" in answer.json()["rejected"][0]["reason"]
+        too_deep = httpx.post(url, content=b"[" + deep + b"]")
+        assert too_deep.status_code == 400 and "not a valid JSON array" in too_deep.text
     finally:
         assert server.stop() == 0
 

@@ -90,6 +90,23 @@ def test_raw_bytes_never_cause_a_500(
     _assert_clean(response.status_code, response.content)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["/v2/models/iris/infer", "/v1/models/iris:predict", "/invocations", "/v1/feedback"],
+)
+@pytest.mark.parametrize("depth", [2_000, 200_000])
+def test_json_nested_past_the_decoder_limit_is_a_400(
+    client: AppClient, url: str, depth: int
+) -> None:
+    nested = b"[" * depth + b"]" * depth
+    response = client.post(url, content=nested, headers={"Gyre-Model": "iris"})
+    assert response.status_code == 400, response.content
+    body = b'{"inputs": [{"name": "X", "data": ' + nested + b"}]}"
+    response = client.post(url, content=body, headers={"Gyre-Model": "iris"})
+    assert response.status_code == 400, response.content
+    assert "recursion" in response.text  # in `error`, or MLflow's `message`
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     path=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789/:@._-", max_size=40),

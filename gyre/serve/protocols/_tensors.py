@@ -19,7 +19,7 @@ def decode_object(body: bytes, expected: str) -> dict[str, Any]:
     """The body as a JSON object, or BadRequest naming the expected shape."""
     try:
         return _object_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise BadRequest(f"request body is not a JSON object: {exc}; expected {expected}") from None
 
 

@@ -100,7 +100,7 @@ def decode_request(body: bytes, header_length: int | None, runtime: Runtime) -> 
         request = _decoder.decode(header)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"invalid infer request: {exc}; expected {EXPECTED_BODY}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     offset = 0
     arrays: dict[str, np.ndarray] = {}
