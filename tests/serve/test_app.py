@@ -190,6 +190,19 @@ def test_v2_every_datatype_round_trips_in_json_and_binary(client: AppClient, dat
     assert response.content[length:] == raw
 
 
+@pytest.mark.parametrize("datatype", ["INT32", "INT64"])
+def test_v2_integer_tensors_refuse_fractions_rather_than_truncate(
+    client: AppClient, datatype: str
+) -> None:
+    body = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": datatype,
+                        "data": [1, 2, 3.5, 4]}]}  # fmt: skip
+    response = client.post(f"/v2/models/id-{datatype.lower()}/infer", json=body)
+    assert response.status_code == 400
+    assert "3.5 is not a whole number" in response.json()["error"]
+    body["inputs"][0]["data"] = [1, 2, 3.0, 4]  # a whole number written as a float is one
+    assert client.post(f"/v2/models/id-{datatype.lower()}/infer", json=body).status_code == 200
+
+
 def test_v2_bytes_that_are_not_utf8_are_refused(client: AppClient) -> None:
     raw = struct.pack("<I", 1) + b"a" + struct.pack("<I", 2) + b"\xff\xfe"
     header = json.dumps(
@@ -222,7 +235,11 @@ def test_v2_two_inputs(client: AppClient) -> None:
         (b'{"inputs": "x"}', 400, r"Expected `array`, got `str` - at `\$.inputs`.*expected \{"),
         (json.dumps(v2_body([ROW], "FP17")).encode(), 400, "unknown datatype 'FP17'"),
         (json.dumps(v2_body([[1, 2, 3]])).encode(), 400, r"3 values do not fill shape \[1, 4\]"),
-        (json.dumps(v2_body([["a", "b", "c", "d"]])).encode(), 400, "not a regular FP32 tensor"),
+        (
+            json.dumps(v2_body([["a", "b", "c", "d"]])).encode(),
+            400,
+            r"not a regular FP32 tensor .*; expected shape \[1, 4\]",
+        ),
         (
             json.dumps({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32"}]}).encode(),
             400,

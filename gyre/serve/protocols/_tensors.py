@@ -34,6 +34,8 @@ def array_from_json(values: Any, spec: TensorSpec, where: str) -> np.ndarray:
             if array.dtype != np.bool_:
                 raise ValueError("expected true/false values")
             return array
+        if dtype.kind in "iu":
+            _check_whole(values)
         with np.errstate(over="raise", invalid="raise"):
             array = np.array(values, dtype=dtype)
     except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
@@ -42,6 +44,15 @@ def array_from_json(values: Any, spec: TensorSpec, where: str) -> np.ndarray:
             f"expected shape {list(spec.shape)} (-1: any size)"
         ) from None
     return array
+
+
+def _check_whole(values: Any) -> None:
+    """numpy truncates 1.5 to 1 when it builds an integer array: refuse that instead."""
+    probe = np.array(values)
+    if probe.dtype.kind == "f":
+        fractional = probe[np.isfinite(probe) & (probe != np.trunc(probe))]
+        if fractional.size:
+            raise ValueError(f"{float(fractional[0])} is not a whole number")
 
 
 def reshape(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:

@@ -136,7 +136,7 @@ def decode_request(body: bytes, header_length: int | None, runtime: Runtime) -> 
         else:
             # JSON data is parsed as the datatype the request declares; the runtime then
             # casts it to the model's datatype when that keeps values.
-            declared = TensorSpec(name=item.name, datatype=item.datatype, shape=())
+            declared = TensorSpec(name=item.name, datatype=item.datatype, shape=tuple(item.shape))
             array = array_from_json(item.data, declared, where)
         arrays[item.name] = reshape(array, item.shape, where)
     if offset != len(binary):
