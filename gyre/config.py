@@ -91,6 +91,8 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 16 * 1024 * 1024
+    # The request line and headers of one request; past this: 431 and the connection closes.
+    max_header_bytes: int = 64 * 1024
     reload_interval_ms: int = 500
     default_model: str | None = None
     model_defaults: ModelServeConfig = ModelServeConfig()

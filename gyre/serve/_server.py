@@ -9,6 +9,7 @@ dies on its own, and exits 0 after a clean shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterator
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gyre.collect import Collector, event_types
 from gyre.config import Config
@@ -35,6 +37,7 @@ from gyre.serve._auth import Gatekeeper
 from gyre.serve._cache import PredictionCache
 from gyre.serve._features import EntityFeatures
 from gyre.serve._feedback import FeedbackStore
+from gyre.serve._http import encode_json
 from gyre.serve._inference import Predictor
 from gyre.serve._lifetime import die_with_parent
 from gyre.serve._metrics import MULTIPROCESS_DIR_ENV, ServerMetrics
@@ -109,13 +112,61 @@ def check_exposure(config: Config) -> None:
         )
 
 
+def bounded_http(max_header_bytes: int) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, refusing a request head over `max_header_bytes`.
+
+    uvicorn bounds bodies (it stops reading until the app takes what it has) but not the
+    request line and headers: they are buffered in full however long they run, so one
+    client could fill the server's memory. Counting happens per chunk received: a chunk
+    that starts and ends inside a head is all head bytes, so the count is exact except
+    for the one chunk in which a pipelined head follows the previous request's body.
+    """
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _in_head = True
+        _head_bytes = 0
+
+        def data_received(self, data: bytes) -> None:
+            in_head = self._in_head
+            super().data_received(data)
+            if in_head and self._in_head and not self.transport.is_closing():
+                self._head_bytes += len(data)
+                if self._head_bytes > max_header_bytes:
+                    self._refuse_head()
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_head, self._head_bytes = True, 0
+            super().on_message_complete()
+
+        def _refuse_head(self) -> None:
+            body = encode_json(
+                {
+                    "error": f"the request line and headers are over the limit of "
+                    f"{max_header_bytes} bytes (serve.max_header_bytes); send fewer or "
+                    "shorter headers"
+                }
+            )
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"content-type: application/json\r\nconnection: close\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            self.transport.close()
+
+    return BoundedHttpToolsProtocol
+
+
 def _uvicorn_config(config: Config, app: GyreApp) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=config.serve.host,
         port=config.serve.port,
         loop="uvloop",
-        http="httptools",
+        http=bounded_http(config.serve.max_header_bytes),
         lifespan="on",
         access_log=False,
         log_level="warning",

@@ -96,6 +96,42 @@ def test_garbage_on_the_socket_does_not_hurt_the_server(served: ServerProcess) -
     assert httpx.get(f"{served.url}/v2/health/live").status_code == 200
 
 
+def _rss_kib(pid: int) -> int:
+    """Resident memory of a process and its children (the server's workers)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return rss + sum(_rss_kib(int(child)) for child in children)
+
+
+def test_endless_headers_get_431_and_bounded_memory(served: ServerProcess) -> None:
+    host, port = served.url.removeprefix("http://").split(":")
+    before = _rss_kib(served.process.pid)
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n")
+        line = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+        with pytest.raises(OSError):  # the server closes the connection; sending fails
+            while sent < 64 * 1024 * 1024:
+                sock.sendall(line)
+                sent += len(line)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer
+    assert b"serve.max_header_bytes" in answer
+    assert sent < 4 * 1024 * 1024
+    assert _rss_kib(served.process.pid) - before < 16 * 1024
+    # Long headers under the limit, one request after another on the same connection.
+    big = {f"x-pad-{i}": "b" * 1000 for i in range(40)}
+    with httpx.Client() as client:
+        for _ in range(3):
+            response = client.post(
+                f"{served.url}/v2/models/iris/infer",
+                json={"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]},
+                headers=big,
+            )
+            assert response.status_code == 200
+
+
 def test_graceful_shutdown_answers_accepted_requests_and_exits_zero(
     tmp_path: Path, iris_classifier: Pipeline, iris: tuple
 ) -> None:
