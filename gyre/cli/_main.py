@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gyre.config import Config, load_config
 from gyre.errors import GyreError
@@ -56,5 +57,5 @@ def main() -> None:
     try:
         app()
     except GyreError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise SystemExit(1) from None

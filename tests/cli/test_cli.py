@@ -77,6 +77,12 @@ def test_errors_are_one_clear_line_and_exit_1(home: Path, model_files: tuple[Pat
     result = gyre(home, "registry", "show", "nope", check=False)
     assert result.returncode == 1
     assert "no model `nope`" in result.stderr
+    # Messages are printed as they are: a [section] is not taken for terminal markup.
+    config = home.parent / "bad.toml"
+    config.write_text("[serve]\nbogus = 1\n")
+    result = gyre(home, "--config", str(config), "registry", "list", check=False)
+    assert result.returncode == 1
+    assert "unknown setting(s) bogus in [serve]" in result.stderr
 
 
 def test_demo_trains_publishes_serves_and_calls_every_protocol(home: Path) -> None:
