@@ -93,6 +93,9 @@ class ServeConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     # The request line and headers of one request; past this: 431 and the connection closes.
     max_header_bytes: int = 64 * 1024
+    # A client gets this long for a request's line and headers, counted from the connection
+    # or from the head's first bytes; then 408 and the connection closes.
+    header_timeout_s: float = 10.0
     reload_interval_ms: int = 500
     default_model: str | None = None
     model_defaults: ModelServeConfig = ModelServeConfig()

@@ -112,48 +112,87 @@ def check_exposure(config: Config) -> None:
         )
 
 
-def bounded_http(max_header_bytes: int) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol, refusing a request head over `max_header_bytes`.
+def bounded_http(max_header_bytes: int, header_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, refusing a request head over `max_header_bytes` (431)
+    or slower than `header_timeout_s` (408).
 
     uvicorn bounds bodies (it stops reading until the app takes what it has) but not the
     request line and headers: they are buffered in full however long they run, so one
-    client could fill the server's memory. Counting happens per chunk received: a chunk
-    that starts and ends inside a head is all head bytes, so the count is exact except
-    for the one chunk in which a pipelined head follows the previous request's body.
+    client could fill the server's memory. Nor does it time them: its keep-alive timer
+    stops at a request's first byte, so a client trickling a head (or connecting and
+    sending nothing) held its connection forever. Counting happens per chunk received: a
+    chunk that starts and ends inside a head is all head bytes, so the count is exact
+    except for the one chunk in which a pipelined head follows the previous request's body.
+    A request whose head arrives in one chunk, the usual case, arms no timer.
     """
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _in_head = True
         _head_bytes = 0
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_timer()
+            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             in_head = self._in_head
             super().data_received(data)
-            if in_head and self._in_head and not self.transport.is_closing():
+            if not self._in_head or self.transport.is_closing():
+                return
+            if self._head_timer is None:
+                self._arm_head_timer()
+            if in_head:
                 self._head_bytes += len(data)
                 if self._head_bytes > max_header_bytes:
-                    self._refuse_head()
+                    self._refuse(
+                        b"431 Request Header Fields Too Large",
+                        f"the request line and headers are over the limit of "
+                        f"{max_header_bytes} bytes (serve.max_header_bytes); send fewer or "
+                        "shorter headers",
+                    )
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            self._disarm_head_timer()
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             self._in_head, self._head_bytes = True, 0
             super().on_message_complete()
 
-        def _refuse_head(self) -> None:
-            body = encode_json(
-                {
-                    "error": f"the request line and headers are over the limit of "
-                    f"{max_header_bytes} bytes (serve.max_header_bytes); send fewer or "
-                    "shorter headers"
-                }
+        def _arm_head_timer(self) -> None:
+            self._head_timer = self.loop.call_later(header_timeout_s, self._head_timed_out)
+
+        def _disarm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.cycle is not None and not self.cycle.response_complete:
+                # A pipelined head stalls behind a request still being answered: answer
+                # that one, then close.
+                self.cycle.keep_alive = False
+                return
+            self._refuse(
+                b"408 Request Timeout",
+                f"the request line and headers took over {header_timeout_s:g} s "
+                "(serve.header_timeout_s); send the whole head at once",
             )
+
+        def _refuse(self, status: bytes, message: str) -> None:
+            if self.transport.is_closing():
+                return
+            body = encode_json({"error": message})
             self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                b"content-type: application/json\r\nconnection: close\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                b"content-length: %d\r\n\r\n%s" % (status, len(body), body)
             )
             self.transport.close()
 
@@ -166,7 +205,7 @@ def _uvicorn_config(config: Config, app: GyreApp) -> uvicorn.Config:
         host=config.serve.host,
         port=config.serve.port,
         loop="uvloop",
-        http=bounded_http(config.serve.max_header_bytes),
+        http=bounded_http(config.serve.max_header_bytes, config.serve.header_timeout_s),
         lifespan="on",
         access_log=False,
         log_level="warning",

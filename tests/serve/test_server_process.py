@@ -132,6 +132,42 @@ def test_endless_headers_get_431_and_bounded_memory(served: ServerProcess) -> No
             assert response.status_code == 200
 
 
+def test_a_head_that_trickles_in_or_never_comes_gets_408(
+    tmp_path: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    home = tmp_path / "home"
+    registry = Registry(home)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.close()
+    config = tmp_path / "gyre.toml"
+    config.write_text("[serve]\nheader_timeout_s = 0.5\nworkers = 1\n")
+    server = start_server(home, config=config)
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as silent,
+            socket.create_connection((host, int(port)), timeout=10) as trickle,
+        ):
+            start = time.monotonic()
+            trickle.sendall(b"GET /v2/health/live HTTP/1.1\r\n")
+            for _ in range(3):
+                time.sleep(0.2)
+                trickle.sendall(b"X-Slow: 1\r\n")
+            for sock in (silent, trickle):
+                answer = sock.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 408 "), answer
+                assert b"serve.header_timeout_s" in answer
+                assert sock.recv(4096) == b""  # closed
+            assert time.monotonic() - start < 5
+        # A client that sends whole requests, with pauses between them, is not affected.
+        with httpx.Client() as client:
+            for _ in range(3):
+                assert client.get(f"{server.url}/v2/health/live").status_code == 200
+                time.sleep(0.3)
+    finally:
+        assert server.stop() == 0
+
+
 def test_graceful_shutdown_answers_accepted_requests_and_exits_zero(
     tmp_path: Path, iris_classifier: Pipeline, iris: tuple
 ) -> None:
