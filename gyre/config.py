@@ -96,6 +96,8 @@ class ServeConfig:
     # A client gets this long for a request's line and headers, counted from the connection
     # or from the head's first bytes; then 408 and the connection closes.
     header_timeout_s: float = 10.0
+    # The longest pause between two pieces of a request's body; then 408 and close.
+    body_idle_timeout_s: float = 30.0
     reload_interval_ms: int = 500
     default_model: str | None = None
     model_defaults: ModelServeConfig = ModelServeConfig()

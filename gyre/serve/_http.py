@@ -62,6 +62,9 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            # Not the end of the body: what came is cut short, and nobody waits for an answer.
+            raise BadRequest("the connection closed before the whole body arrived")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -112,69 +112,86 @@ def check_exposure(config: Config) -> None:
         )
 
 
-def bounded_http(max_header_bytes: int, header_timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol, refusing a request head over `max_header_bytes` (431)
-    or slower than `header_timeout_s` (408).
+def bounded_http(
+    max_header_bytes: int, header_timeout_s: float, body_idle_timeout_s: float
+) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, with the bounds on reading a request that it lacks.
 
-    uvicorn bounds bodies (it stops reading until the app takes what it has) but not the
-    request line and headers: they are buffered in full however long they run, so one
-    client could fill the server's memory. Nor does it time them: its keep-alive timer
-    stops at a request's first byte, so a client trickling a head (or connecting and
-    sending nothing) held its connection forever. Counting happens per chunk received: a
-    chunk that starts and ends inside a head is all head bytes, so the count is exact
-    except for the one chunk in which a pipelined head follows the previous request's body.
-    A request whose head arrives in one chunk, the usual case, arms no timer.
+    uvicorn bounds a body's buffer (it stops reading until the app takes what it has) but
+    not the request line and headers: they are buffered in full however long they run, so
+    one client could fill the server's memory (431 past `max_header_bytes` here). Nor does
+    it time reads: its keep-alive timer stops at a request's first byte and none starts at
+    connect, so a client that connected and sent nothing, trickled a head, or paused in a
+    body, held its connection forever (the slowloris attacks; 408 here past
+    `header_timeout_s` for a head, or a pause of `body_idle_timeout_s` in a body).
+
+    Its state comes from uvicorn's own: `cycle` is the newest request whose head was
+    read, and its `more_body` stays true until its body is complete. A chunk that starts
+    outside a body and makes no new request belongs to one unfinished head, so head bytes
+    are counted exactly, except in the chunk where a head follows the previous request
+    (uvicorn's keep-alive timer bounds that one). A request that arrives in one chunk, the
+    usual case, arms no timer and costs one extra call.
     """
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
-        _in_head = True
         _head_bytes = 0
-        _head_timer: asyncio.TimerHandle | None = None
+        _read_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._arm_head_timer()
+            self._arm(header_timeout_s)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_head_timer()
+            self._disarm()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            in_head = self._in_head
+            before = self.cycle
+            outside_body = before is None or not before.more_body
             super().data_received(data)
-            if not self._in_head or self.transport.is_closing():
+            cycle = self.cycle
+            if cycle is not before or not outside_body:
+                # A head was completed, or a body continued.
+                self._head_bytes = 0
+                if cycle.more_body:
+                    self._arm(body_idle_timeout_s)  # each piece restarts the pause clock
+                elif self._read_timer is not None:
+                    self._disarm()
                 return
-            if self._head_timer is None:
-                self._arm_head_timer()
-            if in_head:
-                self._head_bytes += len(data)
-                if self._head_bytes > max_header_bytes:
-                    self._refuse(
-                        b"431 Request Header Fields Too Large",
-                        f"the request line and headers are over the limit of "
-                        f"{max_header_bytes} bytes (serve.max_header_bytes); send fewer or "
-                        "shorter headers",
-                    )
+            if self._read_timer is None:
+                self._arm(header_timeout_s)  # from the head's first bytes
+            self._head_bytes += len(data)
+            if self._head_bytes > max_header_bytes:
+                self._refuse(
+                    b"431 Request Header Fields Too Large",
+                    f"the request line and headers are over the limit of {max_header_bytes} "
+                    "bytes (serve.max_header_bytes); send fewer or shorter headers",
+                )
 
-        def on_headers_complete(self) -> None:
-            self._in_head = False
-            self._disarm_head_timer()
-            super().on_headers_complete()
+        def _in_body(self) -> bool:
+            return self.cycle is not None and self.cycle.more_body
 
-        def on_message_complete(self) -> None:
-            self._in_head, self._head_bytes = True, 0
-            super().on_message_complete()
+        def _arm(self, seconds: float) -> None:
+            self._disarm()
+            self._read_timer = self.loop.call_later(seconds, self._read_timed_out)
 
-        def _arm_head_timer(self) -> None:
-            self._head_timer = self.loop.call_later(header_timeout_s, self._head_timed_out)
+        def _disarm(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
 
-        def _disarm_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_timed_out(self) -> None:
-            self._head_timer = None
+        def _read_timed_out(self) -> None:
+            self._read_timer = None
+            if self._in_body():
+                if self.flow.read_paused:  # the app has not taken what came: not the client
+                    self._arm(body_idle_timeout_s)
+                    return
+                self._refuse(
+                    b"408 Request Timeout",
+                    f"the body paused for over {body_idle_timeout_s:g} s "
+                    "(serve.body_idle_timeout_s) before it was complete",
+                )
+                return
             if self.cycle is not None and not self.cycle.response_complete:
                 # A pipelined head stalls behind a request still being answered: answer
                 # that one, then close.
@@ -187,13 +204,20 @@ def bounded_http(max_header_bytes: int, header_timeout_s: float) -> type[asyncio
             )
 
         def _refuse(self, status: bytes, message: str) -> None:
+            """Answer `status` unless another answer is under way, and close."""
             if self.transport.is_closing():
                 return
-            body = encode_json({"error": message})
-            self.transport.write(
-                b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                b"content-length: %d\r\n\r\n%s" % (status, len(body), body)
-            )
+            cycle = self.cycle
+            if self._in_body():  # of this cycle's request, which may have been answered already
+                answering = cycle is not None and not cycle.response_started
+            else:  # of a request after this cycle's
+                answering = cycle is None or cycle.response_complete
+            if answering:
+                body = encode_json({"error": message})
+                self.transport.write(
+                    b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
+                    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (status, len(body), body)
+                )
             self.transport.close()
 
     return BoundedHttpToolsProtocol
@@ -205,7 +229,11 @@ def _uvicorn_config(config: Config, app: GyreApp) -> uvicorn.Config:
         host=config.serve.host,
         port=config.serve.port,
         loop="uvloop",
-        http=bounded_http(config.serve.max_header_bytes, config.serve.header_timeout_s),
+        http=bounded_http(
+            config.serve.max_header_bytes,
+            config.serve.header_timeout_s,
+            config.serve.body_idle_timeout_s,
+        ),
         lifespan="on",
         access_log=False,
         log_level="warning",

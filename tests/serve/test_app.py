@@ -516,3 +516,21 @@ def test_a_corrupted_artifact_fails_its_version_only(
     assert client.post("/v2/models/iris/infer", json=v2_body([ROW])).status_code == 200
     assert 'event="failed",model="other"' in client.get("/metrics").text
     registry.close()
+
+
+def test_a_body_cut_short_by_a_disconnect_is_refused_not_processed() -> None:
+    import asyncio
+
+    from gyre.errors import BadRequest
+    from gyre.serve._http import read_body
+
+    messages = iter(
+        [{"type": "http.request", "body": b'[{"id": 1}]\n[{"i', "more_body": True},
+         {"type": "http.disconnect"}]
+    )  # fmt: skip
+
+    async def receive() -> dict:
+        return next(messages)
+
+    with pytest.raises(BadRequest, match="closed before the whole body arrived"):
+        asyncio.run(read_body({"headers": []}, receive, 1000))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
@@ -132,7 +133,25 @@ def test_endless_headers_get_431_and_bounded_memory(served: ServerProcess) -> No
             assert response.status_code == 200
 
 
-def test_a_head_that_trickles_in_or_never_comes_gets_408(
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length, read from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        received = sock.recv(65536)
+        assert received, f"the connection closed after {data!r}"
+        data += received
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(v for k, _, v in (line.partition(b": ") for line in head.split(b"\r\n"))
+                      if k.lower() == b"content-length"))  # fmt: skip
+    while len(body) < length:
+        received = sock.recv(65536)
+        assert received, "the connection closed inside a body"
+        body += received
+    assert len(body) == length
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_request_that_trickles_in_or_never_comes_gets_408(
     tmp_path: Path, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     home = tmp_path / "home"
@@ -140,30 +159,68 @@ def test_a_head_that_trickles_in_or_never_comes_gets_408(
     registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
     registry.close()
     config = tmp_path / "gyre.toml"
-    config.write_text("[serve]\nheader_timeout_s = 0.5\nworkers = 1\n")
+    config.write_text(
+        "[serve]\nworkers = 1\n"
+        "header_timeout_s = 0.5\nbody_idle_timeout_s = 0.5\nmax_header_bytes = 4096\n"
+    )
     server = start_server(home, config=config)
     try:
         host, port = server.url.removeprefix("http://").split(":")
+        body = json.dumps(
+            {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
+        ).encode()
+        head = (
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
         with (
             socket.create_connection((host, int(port)), timeout=10) as silent,
             socket.create_connection((host, int(port)), timeout=10) as trickle,
+            socket.create_connection((host, int(port)), timeout=10) as stalled,
         ):
             start = time.monotonic()
+            stalled.sendall(head + body[:10])
             trickle.sendall(b"GET /v2/health/live HTTP/1.1\r\n")
             for _ in range(3):
                 time.sleep(0.2)
                 trickle.sendall(b"X-Slow: 1\r\n")
-            for sock in (silent, trickle):
+            for sock, setting in (
+                (silent, b"serve.header_timeout_s"),
+                (trickle, b"serve.header_timeout_s"),
+                (stalled, b"serve.body_idle_timeout_s"),
+            ):
                 answer = sock.recv(4096)
                 assert answer.startswith(b"HTTP/1.1 408 "), answer
-                assert b"serve.header_timeout_s" in answer
+                assert setting in answer
                 assert sock.recv(4096) == b""  # closed
             assert time.monotonic() - start < 5
-        # A client that sends whole requests, with pauses between them, is not affected.
-        with httpx.Client() as client:
-            for _ in range(3):
-                assert client.get(f"{server.url}/v2/health/live").status_code == 200
+        # Whole requests with pauses between them, and a body whose pieces come with pauses
+        # shorter than the limit, are served.
+        with socket.create_connection((host, int(port)), timeout=10) as patient:
+            for _ in range(2):
+                patient.sendall(head)
+                for piece in (body[:10], body[10:20], body[20:]):
+                    time.sleep(0.3)
+                    patient.sendall(piece)
+                assert _read_response(patient).startswith(b"HTTP/1.1 200 ")
                 time.sleep(0.3)
+            # Requests bigger than max_header_bytes that arrive whole: only heads count.
+            rows = [ROW] * 400
+            large = json.dumps(
+                {"inputs": [{"name": "X", "shape": [400, 4], "datatype": "FP32", "data": rows}]}
+            ).encode()
+            request = (
+                b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(large), large)
+            )
+            for _ in range(2):
+                patient.sendall(request)
+                assert _read_response(patient).startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.1)
+            patient.setblocking(False)
+            with pytest.raises(BlockingIOError):  # nothing more was sent: no 431, no close
+                patient.recv(4096)
+        assert "Traceback" not in server.output()
     finally:
         assert server.stop() == 0
 
