@@ -24,15 +24,20 @@ pytestmark = pytest.mark.integration
 ROW = [5.1, 3.5, 1.4, 0.2]
 
 
+def _iris_home(root: Path, iris_classifier: Pipeline, iris: tuple) -> Path:
+    """A gyre home under `root` with the iris classifier published as champion."""
+    home = root / "home"
+    registry = Registry(home)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.close()
+    return home
+
+
 @pytest.fixture(scope="module")
 def served(
     tmp_path_factory: pytest.TempPathFactory, iris_classifier: Pipeline, iris: tuple
 ) -> Iterator[ServerProcess]:
-    home = tmp_path_factory.mktemp("served") / "home"
-    registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
-    registry.close()
-    server = start_server(home)
+    server = start_server(_iris_home(tmp_path_factory.mktemp("served"), iris_classifier, iris))
     yield server
     assert server.stop() == 0
 
@@ -154,10 +159,7 @@ def _read_response(sock: socket.socket) -> bytes:
 def test_a_request_that_trickles_in_or_never_comes_gets_408(
     tmp_path: Path, iris_classifier: Pipeline, iris: tuple
 ) -> None:
-    home = tmp_path / "home"
-    registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
-    registry.close()
+    home = _iris_home(tmp_path, iris_classifier, iris)
     config = tmp_path / "gyre.toml"
     config.write_text(
         "[serve]\nworkers = 1\n"
