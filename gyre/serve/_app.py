@@ -303,11 +303,11 @@ class GyreApp:
             if rest == ["infer"] and method == "POST":
                 return await self._v2_infer(scope, receive, labels, model, version)
             if method == "GET" and rest in ([], ["ready"]):
+                loaded = snapshot.resolve(model, version)
+                labels.version = str(loaded.version)
                 if rest == ["ready"]:
-                    snapshot.resolve(model, version)
                     return json_response({"name": model, "ready": True})
                 versions = snapshot.model_versions(model)
-                loaded = snapshot.resolve(model, version)
                 listed = sorted(versions) if version is None else [loaded.version]
                 return json_response(_v2.model_metadata(model, listed, loaded.runtime.signature))
         raise NotFound(f"no v2 route {method} /v2/{'/'.join(parts)}; see docs/protocols.md")

@@ -463,11 +463,15 @@ def test_mlflow_ping(client: AppClient) -> None:
 def test_metrics_count_requests_batches_and_loads(client: AppClient) -> None:
     client.post("/v2/models/iris/infer", json=v2_body([ROW]))
     client.post("/v2/models/iris/infer", content=b"{")
+    client.get("/v2/models/iris/ready")
+    client.get("/v2/models/iris")
     text = client.get("/metrics").text
+    # Readiness and metadata by model name count against the version that answered.
     assert (
-        'gyre_requests_total{consumer="",model="iris",protocol="v2",status="200",version="2"} 1.0'
+        'gyre_requests_total{consumer="",model="iris",protocol="v2",status="200",version="2"} 3.0'
         in text
     )
+    assert 'model="iris",protocol="v2",version=""' not in text
     assert (
         'gyre_requests_total{consumer="",model="iris",protocol="v2",status="400",version="2"} 1.0'
         in text
