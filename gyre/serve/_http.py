@@ -113,5 +113,7 @@ def deadline_ms(scope: Scope) -> float | None:
             f"Gyre-Deadline-Ms must be a number of milliseconds, got {value!r}"
         ) from None
     if not ms > 0:
-        raise BadRequest(f"Gyre-Deadline-Ms must be positive, got {value!r}")
+        raise BadRequest(
+            f"Gyre-Deadline-Ms must be a positive number of milliseconds, got {value!r}"
+        )
     return ms
