@@ -202,6 +202,67 @@ def _accepts(annotation: Any, value: Any) -> bool:
     return isinstance(value, annotation)
 
 
+# The values numeric settings may take: (lowest, is it allowed, highest, is it allowed);
+# None: unbounded on that side. Settings not named here take any value of their type.
+_Bounds = tuple[float | None, bool, float | None, bool]
+_POSITIVE: _Bounds = (0, False, None, False)
+_NON_NEGATIVE: _Bounds = (0, True, None, False)
+_BOUNDS: dict[str, _Bounds] = {
+    "parity_tolerance": _NON_NEGATIVE,
+    "parity_max_rows": _POSITIVE,
+    "port": (0, True, 65535, True),
+    "workers": _NON_NEGATIVE,
+    "max_body_bytes": _POSITIVE,
+    "max_header_bytes": _POSITIVE,
+    "header_timeout_s": _POSITIVE,
+    "body_idle_timeout_s": _POSITIVE,
+    "reload_interval_ms": _POSITIVE,
+    "inline_inference_max_us": _NON_NEGATIVE,
+    "inference_threads": _POSITIVE,
+    "onnx_intra_op_threads": _NON_NEGATIVE,
+    "shutdown_timeout_s": _NON_NEGATIVE,
+    "cache_bytes": _NON_NEGATIVE,
+    "max_queue_rows": _POSITIVE,
+    "max_batch_size": _POSITIVE,
+    "max_batch_delay_ms": _NON_NEGATIVE,
+    "latency_slo_ms": _POSITIVE,
+    "batch_backoff_factor": (0, False, 1, False),
+    "batch_increase_rows": _POSITIVE,
+    "latency_samples": _POSITIVE,
+    "worker_timeout_ms": _POSITIVE,
+    "worker_backoff_ms": _NON_NEGATIVE,
+    "worker_backoff_max_ms": _NON_NEGATIVE,
+    "worker_load_timeout_ms": _POSITIVE,
+    "rate_per_s": _POSITIVE,
+    "burst": _POSITIVE,
+    "group_commit_max_wait_ms": _NON_NEGATIVE,
+    "follow_interval_ms": _POSITIVE,
+    "snapshot_interval_s": _NON_NEGATIVE,
+}
+
+
+def _check_bounds(settings: Any, where: str) -> None:
+    """ConfigError naming the first numeric setting of `settings` out of its range."""
+    for field in dataclasses.fields(settings):
+        bounds = _BOUNDS.get(field.name)
+        value = getattr(settings, field.name)
+        if bounds is None or value is None:
+            continue
+        low, low_ok, high, high_ok = bounds
+        too_low = low is not None and (value < low if low_ok else value <= low)
+        too_high = high is not None and (value > high if high_ok else value >= high)
+        if too_low or too_high or value != value:  # value != value: NaN
+            wanted = []
+            if low is not None:
+                wanted.append(f"{'>=' if low_ok else '>'} {low:g}")
+            if high is not None:
+                wanted.append(f"{'<=' if high_ok else '<'} {high:g}")
+            raise ConfigError(
+                f"[{where}] {field.name} = {value!r} is out of range: must be "
+                + " and ".join(wanted)
+            )
+
+
 def _section(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
@@ -220,7 +281,9 @@ def _section(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
                 f"[{where}] {name} = {value!r} has the wrong type; expected {expected}"
             )
         values[name] = float(value) if hints[name] is float else value
-    return cls(**values)
+    settings = cls(**values)
+    _check_bounds(settings, where)
+    return settings
 
 
 def _serve_section(data: Mapping[str, Any]) -> ServeConfig:
@@ -292,6 +355,7 @@ def load_config(
         serve = dataclasses.replace(
             serve, **{k: v for k, v in serve_overrides.items() if v is not None}
         )
+        _check_bounds(serve, "serve")
     return Config(
         home=resolved_home.expanduser().resolve(),
         registry=_section(RegistryConfig, data.get("registry", {}), "registry"),

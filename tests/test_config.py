@@ -55,6 +55,37 @@ def test_wrong_type_is_refused(tmp_path: Path) -> None:
         load_config(home=tmp_path, config_file=path)
 
 
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[serve]\nworkers = -1", r"\[serve\] workers = -1 is out of range: must be >= 0"),
+        ("[serve]\nport = 99999", r"port = 99999 is out of range: must be >= 0 and <= 65535"),
+        ("[serve]\nheader_timeout_s = 0", r"header_timeout_s = 0.0 is out of range: must be > 0"),
+        ("[serve]\ncache_bytes = -1", "cache_bytes = -1 is out of range"),
+        ("[serve.model_defaults]\nlatency_slo_ms = nan", "latency_slo_ms = nan is out of range"),
+        (
+            "[serve.models.iris]\nbatch_backoff_factor = 1.5",
+            r"\[serve.models.iris\] batch_backoff_factor = 1.5 .* must be > 0 and < 1",
+        ),
+        ("[registry]\nparity_max_rows = 0", r"\[registry\] parity_max_rows = 0 is out of range"),
+        ("[features]\nfollow_interval_ms = -5", "follow_interval_ms = -5.0 is out of range"),
+    ],
+)
+def test_numbers_out_of_range_are_refused(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "gyre.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(home=tmp_path, config_file=path)
+
+
+def test_command_line_overrides_are_checked_too(tmp_path: Path) -> None:
+    # `gyre serve --workers -1` once started a supervisor of no workers that never returned.
+    with pytest.raises(ConfigError, match=r"\[serve\] workers = -1 is out of range"):
+        load_config(home=tmp_path, serve_overrides={"workers": -1})
+    with pytest.raises(ConfigError, match="port = 70000 is out of range"):
+        load_config(home=tmp_path, serve_overrides={"port": 70000})
+
+
 def test_invalid_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[serve\n")
