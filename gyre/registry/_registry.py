@@ -53,6 +53,13 @@ def load_sample(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
     if not path.is_file():
         raise InvalidModel(f"sample file {path} does not exist")
     if suffix == ".npy":
+        # Checked first: for other bytes numpy suggests unpickling, which gyre never does.
+        with path.open("rb") as file:
+            if file.read(6) != b"\x93NUMPY":
+                raise InvalidModel(
+                    f"sample file {path} is not a .npy file; write the rows with numpy.save, "
+                    "or as a .csv file"
+                )
         try:
             rows = np.load(path, allow_pickle=False)
         except ValueError as exc:

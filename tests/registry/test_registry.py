@@ -133,6 +133,26 @@ def test_bad_model_files_are_refused(
         registry.publish_file("m", path, sample=sample)
 
 
+def test_bad_sample_files_are_refused_without_advice_to_unpickle(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from gyre.registry._registry import load_sample
+
+    text = tmp_path / "text.npy"
+    text.write_text("1,2,3\n")
+    with pytest.raises(InvalidModel, match=r"is not a \.npy file; write the rows with numpy\.save"):
+        load_sample(text)
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    cut = tmp_path / "cut.npy"
+    np.save(cut, np.ones((3, 2)))
+    cut.write_bytes(cut.read_bytes()[:100])
+    for path in (objects, cut):
+        with pytest.raises(InvalidModel, match=r"is not a numeric \.npy array") as caught:
+            load_sample(path)
+        assert "unsafely" not in str(caught.value)
+
+
 def test_objects_that_are_not_models_are_refused(registry: Registry, iris: tuple) -> None:
     with pytest.raises(InvalidModel, match=r"cannot publish a builtins\.dict"):
         registry.publish("m", {"not": "a model"}, iris[0])
