@@ -39,7 +39,7 @@ def _log(ctx: typer.Context) -> SQLiteFactLog:
 
 @events_app.command("types")
 def list_types(ctx: typer.Context) -> None:
-    """List the declared event types ([collect.events.NAME] in gyre.toml)."""
+    r"""List the declared event types (\[collect.events.NAME] in gyre.toml)."""
     state: State = ctx.obj
     types = event_types(state.config().collect.events)
     table = Table(title="event types")

@@ -36,7 +36,7 @@ def _views(ctx: typer.Context) -> dict[str, FeatureView]:
 
 @features_app.command("list")
 def list_views(ctx: typer.Context) -> None:
-    """List the declared feature views ([features.views.NAME] in gyre.toml)."""
+    r"""List the declared feature views (\[features.views.NAME] in gyre.toml)."""
     table = Table(title="feature views")
     for column in ("view", "source", "entity", "features", "hash"):
         table.add_column(column)

@@ -85,6 +85,12 @@ def test_errors_are_one_clear_line_and_exit_1(home: Path, model_files: tuple[Pat
     assert "unknown setting(s) bogus in [serve]" in result.stderr
 
 
+def test_help_keeps_config_section_names(home: Path) -> None:
+    # rich reads [a.b] as a style tag and drops it unless it is escaped.
+    assert "[collect.events.NAME] in gyre.toml" in gyre(home, "events", "--help").stdout
+    assert "[features.views.NAME] in gyre.toml" in gyre(home, "features", "--help").stdout
+
+
 def test_demo_trains_publishes_serves_and_calls_every_protocol(home: Path) -> None:
     out = gyre(home, "demo", "--no-wait", "--port", "0").stdout
     for title in (
