@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gyre.collect import SQLiteFactLog
-from gyre.errors import InvalidFeatureInput
+from gyre.errors import FeatureError, InvalidFeatureInput
 from gyre.features._definitions import Aggregation, FeatureView
 from gyre.features._serving import ServedVector
 
@@ -266,10 +266,15 @@ def write_training_set(
 ) -> int:
     """`training_set` streamed by DuckDB into a Parquet file, never held in memory;
     returns the number of rows written."""
+    import duckdb
+
     connection, sql = _prepared(log, view, queries, watermark, export)
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         copy = f"COPY ({sql}) TO {_literal(output)} (FORMAT PARQUET)"
         ((count,),) = connection.execute(copy).fetchall()
+    except (OSError, duckdb.IOException) as exc:
+        raise FeatureError(f"cannot write the training set to {output}: {exc}") from None
     finally:
         connection.close()
     return int(count)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gyre.collect import parse_events, parse_timestamp
-from gyre.errors import InvalidFeatureInput
+from gyre.errors import InvalidEvents, InvalidFeatureInput
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
@@ -21,25 +21,34 @@ def read_queries(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InvalidFeatureInput(f"query file {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
+    import pyarrow as pa
 
-        rows = pq.read_table(path).to_pylist()
-    elif suffix == ".csv":
-        import pyarrow.csv as pcsv
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        rows = pcsv.read_csv(path).to_pylist()
-    elif suffix in (".json", ".ndjson", ".jsonl"):
-        rows = parse_events(path.read_bytes())
-    else:
-        raise InvalidFeatureInput(
-            f"query file {path}: use .parquet, .csv, .json or .ndjson (one row per line)"
-        )
+            rows = pq.read_table(path).to_pylist()
+        elif suffix == ".csv":
+            import pyarrow.csv as pcsv
+
+            rows = pcsv.read_csv(path).to_pylist()
+        elif suffix in (".json", ".ndjson", ".jsonl"):
+            rows = parse_events(path.read_bytes())
+        else:
+            raise InvalidFeatureInput(
+                f"query file {path}: use .parquet, .csv, .json or .ndjson (one row per line)"
+            )
+    except (pa.ArrowException, OSError, InvalidEvents) as exc:
+        raise InvalidFeatureInput(f"query file {path} cannot be read as {suffix}: {exc}") from None
     return [_with_ts(i, row) for i, row in enumerate(rows)]
 
 
 def _with_ts(index: int, row: Any) -> dict[str, Any]:
-    if not isinstance(row, dict) or "ts" not in row:
+    if not isinstance(row, dict):
+        # An NDJSON line that is not JSON comes back from parse_events with its reason.
+        reason = getattr(row, "reason", f"expected an object, got {type(row).__name__}")
+        raise InvalidFeatureInput(f"query row {index}: {reason}")
+    if "ts" not in row:
         raise InvalidFeatureInput(f"query row {index} has no `ts` (the time of the row)")
     ts = row["ts"]
     if isinstance(ts, datetime.datetime):

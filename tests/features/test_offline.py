@@ -125,6 +125,39 @@ def test_the_cli_builds_a_training_set_from_a_query_file(tmp_path: Path) -> None
     assert refused.returncode == 1 and "query row 0 has no `ts`" in refused.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", r"empty\.csv cannot be read as \.csv: Empty CSV file"),
+        ("bad.parquet", b"not parquet", r"cannot be read as \.parquet: .*magic bytes"),
+        ("cut.json", b'[{"shop": 1', r"cannot be read as \.json: .*not a valid JSON array"),
+        ("cut.ndjson", b'{"shop": 1, "ts": 0}\n{"shop', "query row 1: line 2 is not JSON"),
+        ("scalars.json", b"[1, 2]", "query row 0: expected an object, got int"),
+    ],
+)
+def test_unreadable_query_files_are_refused_with_the_reason(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    from gyre.features._queries import read_queries
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InvalidFeatureInput, match=message):
+        read_queries(path)
+
+
+def test_the_training_set_goes_where_asked_creating_its_folder(tmp_path: Path) -> None:
+    from gyre.errors import FeatureError
+
+    log = SQLiteFactLog(tmp_path / "facts.db")
+    queries = [{"shop": 1, "ts": 0, "basket": 1.0}]
+    out = tmp_path / "new" / "folder" / "train.parquet"
+    assert write_training_set(log, VIEW, queries, out) == 1 and out.is_file()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FeatureError, match="cannot write the training set to"):
+        write_training_set(log, VIEW, queries, tmp_path / "file" / "train.parquet")
+
+
 def test_an_unreadable_export_is_refused_with_what_to_do(tmp_path: Path) -> None:
     log = SQLiteFactLog(tmp_path / "facts.db")
     log.append([(ORDERS, [order(0, 0)])])
