@@ -83,7 +83,9 @@ def _show(
 @app.command()
 def demo(
     ctx: typer.Context,
-    port: Annotated[int, typer.Option(help="Port to serve on (another if taken).")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="Port to serve on (another if taken).", min=0, max=65535)
+    ] = 8000,
     wait: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C.")] = True,
 ) -> None:
     """Train a classifier, publish it, serve it, and call it through every protocol; then

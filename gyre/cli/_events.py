@@ -80,7 +80,7 @@ def ingest(
 def tail(
     ctx: typer.Context,
     type_name: Annotated[str, typer.Argument(metavar="TYPE")],
-    count: Annotated[int, typer.Option("-n", help="How many of the latest facts.")] = 10,
+    count: Annotated[int, typer.Option("-n", help="How many of the latest facts.", min=1)] = 10,
 ) -> None:
     """Print the latest facts of TYPE, one JSON object a line."""
     for fact in _log(ctx).tail(type_name, count):

@@ -85,7 +85,7 @@ def build(
         Path | None, typer.Option(help="A `gyre events export` folder to read facts from.")
     ] = None,
     watermark: Annotated[
-        int | None, typer.Option(help="Only facts stored up to this log position.")
+        int | None, typer.Option(help="Only facts stored up to this log position.", min=0)
     ] = None,
 ) -> None:
     """Build VIEW's point-in-time correct training set for the rows of QUERIES."""
@@ -111,7 +111,7 @@ def skew(
     ctx: typer.Context,
     view: Annotated[str | None, typer.Option(help="Check only this view.")] = None,
     tolerance: Annotated[
-        float, typer.Option(help="Relative (and absolute) tolerance for float features.")
+        float, typer.Option(help="Relative (and absolute) tolerance for float features.", min=0)
     ] = DEFAULT_TOLERANCE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     export: Annotated[
