@@ -56,6 +56,6 @@ def main() -> None:
 
     try:
         app()
-    except GyreError as exc:
+    except (GyreError, OSError) as exc:  # OSError: a path, a permission, a full disk
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise SystemExit(1) from None

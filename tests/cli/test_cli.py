@@ -83,6 +83,10 @@ def test_errors_are_one_clear_line_and_exit_1(home: Path, model_files: tuple[Pat
     result = gyre(home, "--config", str(config), "registry", "list", check=False)
     assert result.returncode == 1
     assert "unknown setting(s) bogus in [serve]" in result.stderr
+    # The file system refusing a path is one line too.
+    result = gyre(Path("/proc/gyre-home"), "registry", "list", check=False)
+    assert result.returncode == 1 and "error:" in result.stderr
+    assert "Traceback" not in result.stderr
     # Numbers a command cannot use are usage errors (status 2), not tracebacks.
     for args in (["demo", "--port", "70000"], ["events", "tail", "x", "-n", "0"]):
         result = gyre(home, *args, check=False)
