@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated
 
 import typer
@@ -23,9 +25,11 @@ def key(
     from gyre.serve._auth import hash_key, new_key
 
     secret = new_key()
-    listed = ", ".join(f'"{m.strip()}"' for m in models.split(","))
+    # TOML as written by hand where it can be, quoted where the name needs it.
+    table = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+    listed = ", ".join(json.dumps(m.strip()) for m in models.split(","))
     lines = [
-        f"[serve.consumers.{name}]",
+        f"[serve.consumers.{table}]",
         f'key_sha256 = "{hash_key(secret)}"',
         f"models = [{listed}]",
     ]
@@ -33,7 +37,7 @@ def key(
         lines.append(f"rate_per_s = {rate}")
     if admin:
         lines.append("admin = true")
-    console.print(f"API key for {name} (store it now; gyre keeps only its hash):")
+    console.print(f"API key for {name} (store it now; gyre keeps only its hash):", markup=False)
     console.print(secret, markup=False, highlight=False)
     console.print("\nAdd to gyre.toml:")
     console.print("\n".join(lines), markup=False, highlight=False)

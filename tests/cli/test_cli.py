@@ -93,6 +93,20 @@ def test_errors_are_one_clear_line_and_exit_1(home: Path, model_files: tuple[Pat
         assert result.returncode == 2 and "Invalid value" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("name", ["checkout-service", "team a/report #2"])
+def test_consumers_key_prints_config_that_loads(home: Path, name: str) -> None:
+    from gyre.config import load_config
+    from gyre.serve._auth import hash_key
+
+    out = gyre(home, "consumers", "key", name, "--models", 'iris, "odd"', "--rate", "5").stdout
+    secret = out.splitlines()[1].strip()
+    config = home.parent / "consumers.toml"
+    config.write_text(out.split("Add to gyre.toml:", 1)[1])
+    consumer = load_config(home=home, config_file=config).serve.consumers[name]
+    assert consumer.key_sha256 == hash_key(secret)
+    assert consumer.models == ["iris", '"odd"'] and consumer.rate_per_s == 5.0
+
+
 def test_help_keeps_config_section_names(home: Path) -> None:
     # rich reads [a.b] as a style tag and drops it unless it is escaped.
     assert "[collect.events.NAME] in gyre.toml" in gyre(home, "events", "--help").stdout
