@@ -13,6 +13,7 @@ by the server against the live aliases, so moving an alias moves the traffic wit
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from gyre.errors import InvalidModel
@@ -37,8 +38,12 @@ def check_policy(kind: str, params: dict[str, Any]) -> dict[str, Any]:
             raise InvalidModel('split needs {"weights": {"champion": 90, "challenger": 10}}')
         clean = {}
         for target, weight in weights.items():
-            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
-                raise InvalidModel(f"split weight of {target!r} must be a number >= 0")
+            if (
+                not isinstance(weight, (int, float))
+                or isinstance(weight, bool)
+                or not 0 <= weight < math.inf  # NaN fails too
+            ):
+                raise InvalidModel(f"split weight of {target!r} must be a finite number >= 0")
             clean[_target(target, "split")] = float(weight)
         if sum(clean.values()) <= 0:
             raise InvalidModel("split weights must not all be 0")

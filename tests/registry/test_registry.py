@@ -275,3 +275,25 @@ def test_a_registry_of_another_schema_version_is_refused(home: Path) -> None:
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(RegistryError, match="has schema version 99, this gyre reads version 1"):
         Registry(home)
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "message"),
+    [
+        ("split", {"weights": {"champion": float("inf"), "challenger": 1}}, "finite number"),
+        ("split", {"weights": {"champion": float("nan"), "challenger": 1}}, "finite number"),
+        ("split", {"weights": {"champion": -1}}, "finite number >= 0"),
+        ("split", {"weights": {"champion": 0}}, "must not all be 0"),
+        ("bandit", {"arms": ["champion"]}, "two or more"),
+        ("shadow", {}, "shadow needs"),
+        ("roulette", {}, "unknown traffic policy"),
+    ],
+)
+def test_bad_traffic_policies_are_refused(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple, kind: str, params: dict,
+    message: str,
+) -> None:  # fmt: skip
+    # An infinite weight once made every request to the model fail in the split's choice.
+    registry.publish("m", iris_classifier, iris[0], alias="champion")
+    with pytest.raises(InvalidModel, match=message):
+        registry.set_policy("m", kind, params)
