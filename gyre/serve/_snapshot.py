@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -156,7 +157,8 @@ def build_route(
 
     if kind == "split":
         weights = [(resolve(t), w) for t, w in params["weights"].items()]
-        usable = [(v, w) for v, w in weights if v is not None and w > 0]
+        # A weight stored before the registry refused infinities gets no traffic either.
+        usable = [(v, w) for v, w in weights if v is not None and 0 < w < math.inf]
         return Route(kind, WeightedSplit(usable, rng)) if usable else None
     if kind == "shadow":
         primary, shadow = resolve(params["primary"]), resolve(params["shadow"])

@@ -183,6 +183,19 @@ def test_canary_split_sends_the_configured_share(two_versions: Registry, home: P
         client.close()
 
 
+def test_a_stored_infinite_split_weight_gets_no_traffic(two_versions: Registry, home: Path) -> None:
+    # Stored directly, as the registry did before it refused non-finite weights.
+    weights = {"champion": float("inf"), "challenger": 1.0}
+    two_versions.metadata.set_policy("iris", "split", {"weights": weights}, reason="old")
+    client = client_for(home)
+    try:
+        for _ in range(20):
+            answer = client.post("/v2/models/iris/infer", json=v2([ROW]))
+            assert answer.status_code == 200 and answer.headers["gyre-model-version"] == "2"
+    finally:
+        client.close()
+
+
 def test_shadow_answers_from_primary_and_logs_both(two_versions: Registry, home: Path) -> None:
     two_versions.set_policy("iris", "shadow", {"shadow": "challenger"})
     client = client_for(
