@@ -120,4 +120,4 @@ def export(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     files = export_parquet(_log(ctx), event_type, out, lo, hi)
-    console.print(f"wrote {len(files)} Parquet file(s) under {out}")
+    console.print(f"wrote {len(files)} Parquet file(s) under {out}", markup=False)

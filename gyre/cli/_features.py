@@ -103,6 +103,7 @@ def build(
         f"{out}: {rows} rows of view `{name}` ({view.definition_hash[:12]}) at fact-log "
         f"watermark {mark}",
         highlight=False,
+        markup=False,
     )
 
 

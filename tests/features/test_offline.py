@@ -77,6 +77,7 @@ def test_an_incomplete_export_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_cli_builds_a_training_set_from_a_query_file(tmp_path: Path) -> None:
+    import os
     import subprocess
     import sys
 
@@ -99,13 +100,13 @@ def test_the_cli_builds_a_training_set_from_a_query_file(tmp_path: Path) -> None
     queries.write_text(
         "shop,ts,label\n1,2026-11-26T08:15:00Z,0\n1,2026-11-26T08:45:00+00:00,1\n2,0,0\n"
     )
-    out = tmp_path / "train.parquet"
+    out = tmp_path / "[run1]" / "train.parquet"  # a folder to create; brackets are not markup
     built = subprocess.run(
         [*cli, "features", "build", "spend", str(queries), "--out", str(out)],
-        capture_output=True, text=True,
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "500"},
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
-    assert "3 rows of view `spend`" in " ".join(built.stdout.split())
+    assert f"{out}: 3 rows of view `spend`" in built.stdout
     rows = pq.read_table(out).to_pylist()
     assert [r["sum_amount_1h"] for r in rows] == [2.5, 6.5, 0.0]
     export = tmp_path / "export"
