@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,13 +24,21 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
+# Epoch seconds of 0001-01-01 and of 10000-01-01: the range of an RFC 3339 timestamp.
+_FIRST_S, _END_S = -62_135_596_800, 253_402_300_800
+
+
 def parse_timestamp(value: Any) -> int:
     """Microseconds since the epoch (UTC); ValueError with the reason when not a timestamp."""
     if isinstance(value, bool):
         raise ValueError("expected a timestamp, got a boolean")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise ValueError(f"timestamp {value!r} is not finite")
+        if not _FIRST_S <= value < _END_S:  # NaN and infinities fail too
+            shown = f"{value!r}"[:40]
+            raise ValueError(
+                f"timestamp {shown} is not epoch seconds of the years 1 to 9999 (finite, "
+                "as an RFC 3339 string can be)"
+            )
         return round(value * 1_000_000)
     if not isinstance(value, str):
         raise ValueError(f"expected a timestamp (RFC 3339 string or epoch seconds), got {value!r}")
@@ -171,7 +178,12 @@ def _coerce(kind: str, value: Any) -> Any:
             raise ValueError(f"{value} does not fit in 64 bits")
     elif kind == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                raise ValueError(
+                    f"an integer of {len(str(abs(value)))} digits is too large for a float"
+                ) from None
     elif kind == "string" and isinstance(value, str):
         return value
     raise ValueError(f"expected {kind}, got {type(value).__name__} {value!r}")

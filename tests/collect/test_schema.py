@@ -27,6 +27,7 @@ def test_a_good_record_is_typed_and_timestamps_become_epoch_microseconds() -> No
         ({"restaurant_id": "17"}, "field `restaurant_id`: expected int, got str '17'"),
         ({"restaurant_id": True}, "field `restaurant_id`: expected int, got bool"),
         ({"restaurant_id": 2**70}, "does not fit in 64 bits"),
+        ({"amount": 10**400}, "field `amount`: an integer of 401 digits is too large"),
         ({"amount": "12"}, "field `amount`: expected float, got str"),
         ({"paid": 1}, "field `paid`: expected bool, got int"),
         ({"order_id": 5}, "field `order_id`: expected string, got int"),
@@ -57,8 +58,11 @@ def test_unknown_fields_can_be_ignored_per_type() -> None:
 def test_timestamps_accept_offsets_and_epoch_seconds() -> None:
     assert parse_timestamp("2026-11-26T09:00:00+01:00") == parse_timestamp("2026-11-26T08:00:00Z")
     assert parse_timestamp(1.5) == 1_500_000
-    with pytest.raises(ValueError, match="not finite"):
-        parse_timestamp(float("inf"))
+    assert parse_timestamp(253_402_300_799) == parse_timestamp("9999-12-31T23:59:59Z")
+    # Out of that range a number would overflow the 64-bit columns and the date functions.
+    for value in (float("inf"), float("nan"), 10**400, 253_402_300_800, -62_135_596_801):
+        with pytest.raises(ValueError, match="is not epoch seconds of the years 1 to 9999"):
+            parse_timestamp(value)
 
 
 @pytest.mark.parametrize(
