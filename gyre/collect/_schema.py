@@ -182,7 +182,7 @@ def _coerce(kind: str, value: Any) -> Any:
                 return float(value)
             except OverflowError:  # an integer of hundreds of digits
                 raise ValueError(
-                    f"an integer of {len(str(abs(value)))} digits is too large for a float"
+                    f"an integer of {int(value).bit_length()} bits is too large for a float"
                 ) from None
     elif kind == "string" and isinstance(value, str):
         return value
