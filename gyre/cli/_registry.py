@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -122,7 +122,7 @@ def list_versions(ctx: typer.Context, name: Annotated[str | None, typer.Argument
     console.print(table)
 
 
-def _show_table(mv: ModelVersion) -> Table:
+def _show_table(mv: ModelVersion, policy: tuple[Any, Any, str | None]) -> Table:
     table = Table(title=f"{mv.model} version {mv.version}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -145,6 +145,17 @@ def _show_table(mv: ModelVersion) -> Table:
         rows.append(("features", ", ".join(mv.signature.feature_names)))
     rows.append(("parity", json.dumps(mv.parity, sort_keys=True)))
     rows.append(("lineage", json.dumps(mv.lineage, sort_keys=True)))
+    kind, params, broken = policy
+    stored = f"{kind} {json.dumps(params, sort_keys=True, default=repr, ensure_ascii=False)}"
+    rows.append(
+        (
+            "traffic policy",
+            stored
+            if broken is None
+            else f"BROKEN: {stored}: {broken}; the server ignores it and serves the champion "
+            f"until `gyre registry policy {mv.model} …` sets a valid one",
+        )
+    )
     for field, value in rows:
         table.add_row(field, value)
     return table
@@ -155,7 +166,9 @@ def show(
     ctx: typer.Context, ref: Annotated[str, typer.Argument(help="NAME[:VERSION|@ALIAS]")]
 ) -> None:
     """Show one version: signature, artifacts, parity and lineage."""
-    console.print(_show_table(_open(ctx).resolve(ref)))
+    registry = _open(ctx)
+    mv = registry.resolve(ref)
+    console.print(_show_table(mv, registry.policy(mv.model)))
 
 
 @registry_app.command()

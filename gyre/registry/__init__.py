@@ -1,7 +1,9 @@
 """The model registry: versions, aliases, signatures, content-addressed ONNX artifacts."""
 
 from gyre.registry._artifacts import LocalArtifactStore
-from gyre.registry._registry import CHAMPION, Registry, load_sample, parse_ref
+from gyre.registry._names import CHAMPION, parse_ref
+from gyre.registry._policy import check_policy, target_version
+from gyre.registry._registry import Registry, load_sample
 from gyre.registry._store import ModelVersion, SQLiteMetadataStore
 
 __all__ = [
@@ -10,6 +12,8 @@ __all__ = [
     "ModelVersion",
     "Registry",
     "SQLiteMetadataStore",
+    "check_policy",
     "load_sample",
     "parse_ref",
+    "target_version",
 ]

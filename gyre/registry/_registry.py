@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,40 +10,17 @@ import msgspec
 import numpy as np
 
 import gyre
+from gyre._numbers import is_int64
 from gyre.config import Config, RegistryConfig
 from gyre.errors import InvalidModel, ModelNotFound, RegistryError
 from gyre.registry._artifacts import LocalArtifactStore, sha256_of
+from gyre.registry._names import CHAMPION, check_name, parse_ref
+from gyre.registry._policy import check_policy
 from gyre.registry._store import ModelVersion, SQLiteMetadataStore
 from gyre.types import DATATYPE_TO_NUMPY, FeatureBinding, Signature, zeros_for
 
 if TYPE_CHECKING:
     from gyre.features import FeatureView
-
-CHAMPION = "champion"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def check_name(kind: str, name: str) -> str:
-    if not _NAME.match(name) or (kind == "alias" and name.isdigit()):
-        raise InvalidModel(
-            f"{kind} name {name!r} is not allowed: use 1-128 letters, digits, '_', '.', '-', "
-            "starting with a letter or digit"
-            + (" (and not only digits)" if kind == "alias" else "")
-        )
-    return name
-
-
-def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
-    """`NAME`, `NAME:VERSION` or `NAME@ALIAS` -> (name, version, alias)."""
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return check_name("model", name), None, check_name("alias", alias)
-    if ":" in ref:
-        name, version = ref.split(":", 1)
-        if not version.isdigit():
-            raise InvalidModel(f"version in {ref!r} must be a number, as in `{name}:3`")
-        return check_name("model", name), int(version), None
-    return check_name("model", ref), None, None
 
 
 def load_sample(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
@@ -335,6 +311,8 @@ class Registry:
     # -- aliases and versions ---------------------------------------------------------------
 
     def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> int | None:
+        if not is_int64(version) or version < 1:
+            raise InvalidModel(f"version {version!r} is not a version number (1, 2, 3, …)")
         return self.metadata.set_alias(
             check_name("model", name), check_name("alias", alias), version, reason=reason
         )
@@ -343,12 +321,19 @@ class Registry:
         self, name: str, kind: str, params: dict[str, Any] | None = None, *, reason: str = ""
     ) -> dict[str, Any]:
         """Set the traffic policy of model `name` (see `gyre.registry._policy`)."""
-        from gyre.registry._policy import check_policy
-
         self.versions(name)  # the model must exist
         clean = check_policy(kind, params or {})
         self.metadata.set_policy(name, kind, clean, reason=reason)
         return clean
+
+    def policy(self, name: str) -> tuple[Any, Any, str | None]:
+        """Model `name`'s stored traffic policy as (kind, params, why it cannot be used or
+        None); ("champion", {}, None) when none is set."""
+        kind, params = self.metadata.policies().get(name, ("champion", {}))
+        try:
+            return kind, check_policy(kind, params), None
+        except InvalidModel as exc:
+            return kind, params, str(exc)
 
     def delete_alias(self, name: str, alias: str, *, reason: str = "") -> None:
         self.metadata.delete_alias(name, alias, reason=reason)

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from gyre._numbers import is_int64
 from gyre._sqlite import connect_wal
 from gyre.errors import ModelNotFound, RegistryError
 from gyre.types import Signature
@@ -98,6 +99,13 @@ def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
         aliases=aliases,
         entrypoint=row["entrypoint"],
     )
+
+
+def _json_or_text(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return text
 
 
 # Bumped whenever the tables change; a database of another version is refused.
@@ -200,9 +208,13 @@ class SQLiteMetadataStore:
         return version
 
     def _live_version_row(self, conn: sqlite3.Connection, model: str, version: int) -> sqlite3.Row:
-        row: sqlite3.Row | None = conn.execute(
-            "SELECT * FROM versions WHERE model = ? AND version = ?", (model, version)
-        ).fetchone()
+        row: sqlite3.Row | None = (
+            conn.execute(
+                "SELECT * FROM versions WHERE model = ? AND version = ?", (model, version)
+            ).fetchone()
+            if is_int64(version)  # SQLite cannot even compare with a larger one
+            else None
+        )
         if row is None or row["deleted_at"] is not None:
             state = "is deleted" if row is not None else "does not exist"
             raise ModelNotFound(
@@ -319,10 +331,12 @@ class SQLiteMetadataStore:
             )
             self._record(conn, model, "policy", kind=kind, params=params, why=reason)
 
-    def policies(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        """{model: (kind, params)} for models with a traffic policy other than the default."""
+    def policies(self) -> dict[str, tuple[Any, Any]]:
+        """{model: (kind, params)} for models with a traffic policy other than the default,
+        as stored: readers check them with `check_policy` (params that are not JSON come
+        back as their text, which it refuses)."""
         return {
-            row["model"]: (row["kind"], json.loads(row["params"]))
+            row["model"]: (row["kind"], _json_or_text(row["params"]))
             for row in self._conn.execute("SELECT * FROM policies ORDER BY model")
         }
 

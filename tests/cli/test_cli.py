@@ -93,6 +93,24 @@ def test_errors_are_one_clear_line_and_exit_1(home: Path, model_files: tuple[Pat
         assert result.returncode == 2 and "Invalid value" in result.stderr, result.stderr
 
 
+def test_policies_the_server_cannot_use_are_refused_and_shown_broken(
+    home: Path, model_files: tuple[Path, Path]
+) -> None:
+    from gyre.registry import Registry
+
+    model, sample = model_files
+    gyre(home, "registry", "publish", "iris", str(model), "--sample", str(sample))
+    for split in ("\u00b2=100", "champion=1e308,challenger=1e308", "champion=1e400"):
+        result = gyre(home, "registry", "policy", "iris", "split", "--split", split, check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "traffic policy       │ champion {}" in gyre(home, "registry", "show", "iris").stdout
+    registry = Registry(home)  # as an older gyre stored it
+    registry.metadata.set_policy("iris", "split", {"weights": {"\u00b2": 100}}, reason="old")
+    registry.close()
+    shown = gyre(home, "registry", "show", "iris").stdout
+    assert 'BROKEN: split {"weights": {"\u00b2": 100}}' in shown, shown
+
+
 @pytest.mark.parametrize("name", ["checkout-service", "team a/report #2"])
 def test_consumers_key_prints_config_that_loads(home: Path, name: str) -> None:
     from gyre.config import load_config

@@ -10,7 +10,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from gyre.errors import ArtifactCorrupted, InvalidModel, ModelNotFound, ParityError, RegistryError
-from gyre.registry import CHAMPION, Registry
+from gyre.registry import CHAMPION, Registry, parse_ref
 from gyre.types import TensorSpec
 
 
@@ -287,6 +287,17 @@ def test_a_registry_of_another_schema_version_is_refused(home: Path) -> None:
         ("bandit", {"arms": ["champion"]}, "two or more"),
         ("shadow", {}, "shadow needs"),
         ("roulette", {}, "unknown traffic policy"),
+        # Each finite, but their sum is not: the split's choice then failed on every request.
+        ("split", {"weights": {"champion": 1e308, "challenger": 1e308}}, "add up to a finite"),
+        ("split", {"weights": {"champion": 10**400}}, r"10000000000000000000… \(401 characters"),
+        # str.isdigit() took these for version numbers, int() did not: every reload failed.
+        ("split", {"weights": {"\u00b2": 100}}, "not an alias name or a version number"),
+        ("split", {"weights": {"\u0661": 100}}, "not an alias name or a version number"),
+        ("shadow", {"shadow": "\uff12"}, "not an alias name or a version number"),
+        ("bandit", {"arms": ["champion", True]}, "not an alias name or a version number"),
+        ("bandit", {"arms": ["champion", 2**64]}, "not an alias name or a version number"),
+        ("bandit", {"arms": ["champion", "0"]}, "not an alias name or a version number"),
+        ("split", [1, 2], "must be an object"),
     ],
 )
 def test_bad_traffic_policies_are_refused(
@@ -297,3 +308,45 @@ def test_bad_traffic_policies_are_refused(
     registry.publish("m", iris_classifier, iris[0], alias="champion")
     with pytest.raises(InvalidModel, match=message):
         registry.set_policy("m", kind, params)
+    assert registry.policy("m") == ("champion", {}, None)  # nothing was stored
+
+
+def test_policy_targets_are_stored_as_the_server_reads_them(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    registry.publish("m", iris_classifier, iris[0], alias="champion")
+    clean = registry.set_policy("m", "split", {"weights": {"champion": 1, "007": 2}})
+    assert clean == {"weights": {"champion": 1.0, "7": 2.0}}
+    assert registry.policy("m") == ("split", clean, None)
+
+
+def test_a_broken_stored_policy_is_reported_not_raised(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    registry.publish("m", iris_classifier, iris[0], alias="champion")
+    registry.metadata.set_policy("m", "split", {"weights": {"\u00b2": 100}}, reason="old gyre")
+    kind, params, broken = registry.policy("m")
+    assert (kind, params) == ("split", {"weights": {"\u00b2": 100}})
+    assert broken is not None and "not an alias name or a version number" in broken
+
+
+@pytest.mark.parametrize("version", [2**63, -1, 0, True])
+def test_alias_versions_sqlite_cannot_hold_are_refused(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple, version: int
+) -> None:
+    registry.publish("m", iris_classifier, iris[0])
+    with pytest.raises(InvalidModel, match="is not a version number"):
+        registry.set_alias("m", "champion", version)
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        registry.delete_version("m", 2**70)
+
+
+@pytest.mark.parametrize("ref", ["m:\u00b2", "m:\u0661", "m:9223372036854775808", "m:+1", "m: 1"])
+def test_references_take_ascii_version_numbers_within_64_bits(ref: str) -> None:
+    with pytest.raises(InvalidModel, match="whole number in ASCII digits"):
+        parse_ref(ref)
+
+
+def test_names_may_not_end_in_a_newline() -> None:
+    with pytest.raises(InvalidModel, match="is not allowed"):
+        parse_ref("iris\n")
