@@ -152,6 +152,15 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.broken_entries = Gauge(
+            "gyre_registry_broken_entries",
+            "Stored registry entries the server cannot use (1) and ignores until they are "
+            "set again, by model and entry (e.g. `policy`); the log says why",
+            ["model", "entry"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._broken: set[tuple[str, str]] = set()
         self._children: dict[tuple[str, ...], Any] = {}
         # Updates not yet added to prometheus' values: increments per counter child, and
         # per histogram child its sum and per-bucket counts.
@@ -219,6 +228,13 @@ class ServerMetrics:
     def set_queue_depths(self, depths: Iterable[tuple[str, str, int]]) -> None:
         for model, version, depth in depths:
             self._child(self.queue_depth, model, version).set(depth)
+
+    def set_broken_entries(self, broken: Iterable[tuple[str, str]]) -> None:
+        """Mark these (model, entry) pairs broken, and those marked before and now fixed not."""
+        now = set(broken)
+        for model, entry in now | self._broken:
+            self._child(self.broken_entries, model, entry).set(1 if (model, entry) in now else 0)
+        self._broken = now
 
     def load_event(self, model: str, version: int, event: str) -> None:
         self.load_events.labels(model, str(version), event).inc()

@@ -19,7 +19,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from gyre.config import ServeConfig
-from gyre.errors import GyreError
+from gyre.errors import GyreError, InvalidModel
 from gyre.registry import ModelVersion, Registry
 from gyre.serve._batcher import Batcher
 from gyre.serve._feedback import FeedbackStore
@@ -92,7 +92,10 @@ class ModelRepository:
         then reload at once so the change is served without waiting for the next poll."""
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self._loader, fn, self._registry)
-        await self.refresh()
+        try:
+            await self.refresh()
+        except Exception:  # the change is stored: the next poll serves it, or says why not
+            log.exception("reloading after a registry change failed; the next poll retries")
         return result
 
     def observe_reward(self, model: str, version: int, reward: float) -> None:
@@ -149,18 +152,31 @@ class ModelRepository:
             [m for m, (kind, _) in policies.items() if kind == "bandit"]
         )
         routes: dict[str, Route] = {}
+        broken: dict[tuple[str, str], str] = {}
         for model, (kind, params) in policies.items():
-            route = build_route(
-                kind,
-                params,
-                versions.get(model, {}),
-                aliases.get(model, {}),
-                self._rng,
-                stats.get(model, {}),
-            )
+            try:
+                route = build_route(
+                    kind,
+                    params,
+                    versions.get(model, {}),
+                    aliases.get(model, {}),
+                    self._rng,
+                    stats.get(model, {}),
+                )
+            except InvalidModel as exc:
+                # A stored value the registry would refuse today: the rest is served, and so
+                # is this model, the default way, until its policy is set again.
+                broken[(model, "policy")] = str(exc)
+                log.error("model %s: its stored traffic policy %s %s cannot be used (%s); "
+                          "serving its champion until `gyre registry policy %s …` sets one",
+                          model, kind, params, exc, model)  # fmt: skip
+                continue
             if route is not None:
                 routes[model] = route
-        self.snapshot = Snapshot(versions=versions, aliases=aliases, failed=failed, routes=routes)
+        self.snapshot = Snapshot(
+            versions=versions, aliases=aliases, failed=failed, routes=routes, broken=broken
+        )
+        self._metrics.set_broken_entries(broken)
         self._metrics.set_queue_depths(self._queue_depths())
         if loaded_any:
             _freeze_heap()

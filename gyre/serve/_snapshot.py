@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ import numpy as np
 
 from gyre.config import ModelServeConfig
 from gyre.errors import NotFound, Unavailable
-from gyre.registry import CHAMPION, ModelVersion
+from gyre.registry import CHAMPION, ModelVersion, check_policy, target_version
 from gyre.serve._batcher import Batcher
 from gyre.serve._runtime import Runtime
 from gyre.serve._selection import FixedChoice, ThompsonSampling, WeightedSplit
@@ -89,6 +88,8 @@ class Snapshot:
     aliases: dict[str, dict[str, int]] = field(default_factory=dict)
     failed: dict[tuple[str, int], str] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
+    # Stored entries that cannot be used, by (model, entry), with the reason.
+    broken: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def model_versions(self, model: str) -> dict[int, LoadedVersion]:
         found = self.versions.get(model)
@@ -149,16 +150,19 @@ def build_route(
     bandit_stats: dict[int, tuple[int, float]],
 ) -> Route | None:
     """A policy's targets (aliases or version numbers) resolved against what is loaded;
-    targets that resolve to nothing loaded are left out (None: serve the default way)."""
+    targets that resolve to nothing loaded are left out (None: serve the default way).
+
+    The stored policy is checked by the registry's own reader first: a policy it refuses
+    (InvalidModel) is the caller's to report, and the model is served the default way."""
+    params = check_policy(kind, params)
 
     def resolve(target: str) -> int | None:
-        version = int(target) if target.isdigit() else aliases.get(target)
+        version = target_version(target, aliases)
         return version if version in versions else None
 
     if kind == "split":
         weights = [(resolve(t), w) for t, w in params["weights"].items()]
-        # A weight stored before the registry refused infinities gets no traffic either.
-        usable = [(v, w) for v, w in weights if v is not None and 0 < w < math.inf]
+        usable = [(v, w) for v, w in weights if v is not None and w > 0]
         return Route(kind, WeightedSplit(usable, rng)) if usable else None
     if kind == "shadow":
         primary, shadow = resolve(params["primary"]), resolve(params["shadow"])

@@ -183,15 +183,85 @@ def test_canary_split_sends_the_configured_share(two_versions: Registry, home: P
         client.close()
 
 
-def test_a_stored_infinite_split_weight_gets_no_traffic(two_versions: Registry, home: Path) -> None:
-    # Stored directly, as the registry did before it refused non-finite weights.
-    weights = {"champion": float("inf"), "challenger": 1.0}
-    two_versions.metadata.set_policy("iris", "split", {"weights": weights}, reason="old")
-    client = client_for(home)
+@pytest.mark.parametrize(
+    "stored",
+    [
+        ("split", {"weights": {"champion": float("inf"), "challenger": 1.0}}),
+        ("split", {"weights": {"champion": 1e308, "challenger": 1e308}}),
+        ("split", {"weights": {"\u00b2": 100.0}}),
+        ("bandit", {"arms": ["champion", "\u0662"]}),
+        ("roulette", {}),
+        ("split", "{not json"),
+    ],
+)
+def test_a_stored_policy_the_server_cannot_use_stops_nothing(
+    two_versions: Registry, home: Path, iris_classifier: Pipeline, iris: tuple, stored: tuple
+) -> None:
+    """Written as an older gyre (or a hand) could: the server starts, serves the model by its
+    champion, keeps serving and reloading everything else, and says what is broken."""
+    two_versions.publish("other", iris_classifier, iris[0], alias=CHAMPION)
+    two_versions.publish("other", iris_classifier, iris[0], alias="challenger")
+    two_versions.set_policy("other", "split", {"weights": {"challenger": 1}})
+    kind, params = stored
+    if isinstance(params, str):
+        with two_versions.metadata._write() as conn:
+            conn.execute(
+                "INSERT INTO policies VALUES ('iris', ?, ?, 0)", (kind, params)
+            )  # fmt: skip
+    else:
+        two_versions.metadata.set_policy("iris", kind, params, reason="as stored before")
+    two_versions.set_alias("iris", CHAMPION, 2)
+    client = client_for(home)  # the startup itself used to fail here
     try:
         for _ in range(20):
             answer = client.post("/v2/models/iris/infer", json=v2([ROW]))
             assert answer.status_code == 200 and answer.headers["gyre-model-version"] == "2"
+        other = client.post("/v2/models/other/infer", json=v2([ROW]))
+        assert other.headers["gyre-model-version"] == "2"  # its own policy still applies
+        metrics = client.get("/metrics").text
+        assert 'gyre_registry_broken_entries{entry="policy",model="iris"} 1.0' in metrics
+        # Later changes are still served: a new version, an alias move, a valid policy.
+        two_versions.publish("iris", iris_classifier, iris[0])
+        two_versions.set_alias("iris", CHAMPION, 3)
+        client.refresh()
+        answer = client.post("/v2/models/iris/infer", json=v2([ROW]))
+        assert answer.headers["gyre-model-version"] == "3"
+        two_versions.set_policy("iris", "split", {"weights": {"challenger": 1}})
+        client.refresh()
+        answer = client.post("/v2/models/iris/infer", json=v2([ROW]))
+        assert answer.headers["gyre-model-version"] == "2"
+        metrics = client.get("/metrics").text
+        assert 'gyre_registry_broken_entries{entry="policy",model="iris"} 0.0' in metrics
+    finally:
+        client.close()
+
+
+def test_a_policy_the_server_could_not_use_is_refused_over_http(
+    two_versions: Registry, home: Path
+) -> None:
+    client = client_for(
+        home, f'[serve.consumers.ops]\nkey_sha256 = "{hash_key(ADMIN_KEY)}"\nadmin = true\n'
+    )
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    try:
+        for params in (
+            {"weights": {"\u00b2": 100}},
+            {"weights": {"champion": 1e308, "challenger": 1e308}},
+        ):
+            body = {"kind": "split", "params": params}
+            answer = client.request("PUT", "/v1/admin/models/iris/policy", json=body, headers=auth)
+            assert answer.status_code == 400, answer.text
+        # A weight of 400 digits is valid JSON: it is refused, not a 500.
+        body = b'{"kind": "split", "params": {"weights": {"champion": 1' + b"0" * 400 + b"}}}"
+        answer = client.request("PUT", "/v1/admin/models/iris/policy", content=body, headers=auth)
+        assert answer.status_code == 400 and "finite number" in answer.text, answer.text
+        # A version SQLite cannot hold is refused too.
+        body = b'{"version": 9223372036854775808}'
+        answer = client.request(
+            "PUT", "/v1/admin/models/iris/aliases/champion", content=body, headers=auth
+        )
+        assert answer.status_code == 400 and "not a version number" in answer.text, answer.text
+        assert two_versions.policy("iris") == ("champion", {}, None)
     finally:
         client.close()
 
