@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from gyre._json import MALFORMED, reason
 from gyre.collect._log import GroupCommitter
 from gyre.collect._schema import EventType
 from gyre.errors import InvalidEvents, UnknownEventType
@@ -43,8 +44,8 @@ def parse_events(body: bytes) -> list[Any]:
     if text.startswith(b"["):
         try:
             records = _decode(text)
-        except (msgspec.DecodeError, RecursionError) as exc:
-            raise InvalidEvents(f"body is not a valid JSON array: {exc}") from None
+        except MALFORMED as exc:
+            raise InvalidEvents(f"body is not a valid JSON array: {reason(exc)}") from None
         return list(records)
     records = []
     for number, line in enumerate(text.split(b"\n"), start=1):
@@ -52,8 +53,8 @@ def parse_events(body: bytes) -> list[Any]:
             continue
         try:
             records.append(_decode(line))
-        except (msgspec.DecodeError, RecursionError) as exc:
-            records.append(_Unparsed(f"line {number} is not JSON: {exc}"))
+        except MALFORMED as exc:
+            records.append(_Unparsed(f"line {number} is not JSON: {reason(exc)}"))
     return records
 
 

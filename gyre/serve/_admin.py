@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from gyre._json import MALFORMED, reason
 from gyre.errors import BadRequest, NotFound
 from gyre.registry import Registry
 from gyre.registry import _admin as registry_admin
@@ -33,8 +34,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
         return {}
     try:
         return _decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        raise BadRequest(f"body must be a JSON object: {exc}") from None
+    except MALFORMED as exc:
+        raise BadRequest(f"body must be a JSON object: {reason(exc)}") from None
 
 
 class Admin:

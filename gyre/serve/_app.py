@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,11 +36,13 @@ from gyre.serve._http import (
     Response,
     Scope,
     Send,
+    byte_count,
     deadline_ms,
     encode_json,
     error_response,
     header,
     json_response,
+    positive_ms,
     read_body,
     version_number,
 )
@@ -318,10 +321,8 @@ class GyreApp:
         loaded = self.repository.snapshot.resolve(model, version)
         labels.version = str(loaded.version)
         body = await read_body(scope, receive, self.config.max_body_bytes)
-        length = header(scope, b"inference-header-content-length")
-        if length is not None and not length.isdigit():
-            raise BadRequest("Inference-Header-Content-Length must be an integer")
-        call = _v2.decode_request(body, int(length) if length else None, loaded.runtime)
+        length = byte_count(scope, b"inference-header-content-length")
+        call = _v2.decode_request(body, length, loaded.runtime)
         parameters = call.request.parameters or {}
         inputs, vectors = call.inputs, None
         if "entity" in parameters:
@@ -343,7 +344,11 @@ class GyreApp:
         if timeout_us is not None:
             if not isinstance(timeout_us, (int, float)) or isinstance(timeout_us, bool):
                 raise BadRequest("parameters.timeout must be a number of microseconds")
-            requested = timeout_us / 1000.0
+            try:
+                ms = float(timeout_us) / 1000.0
+            except OverflowError:  # an integer too large for a float
+                ms = math.inf if timeout_us > 0 else -math.inf
+            requested = positive_ms(ms, "parameters.timeout", "microseconds", timeout_us)
         binding = loaded.runtime.signature.features if vectors is not None else None
         prediction = await self._predict(
             scope, loaded, inputs, version is None, requested, features=binding

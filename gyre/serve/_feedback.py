@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from gyre._numbers import parse_count
 from gyre._sqlite import connect_wal
 from gyre.errors import BadRequest, NotFound
 
@@ -41,12 +42,13 @@ CREATE TABLE IF NOT EXISTS shadow (
 def parse_request_id(request_id: str) -> tuple[str, int]:
     """The model and version a gyre request id (`MODEL~VERSION~UNIQUE`) was served by."""
     parts = request_id.split("~")
-    if len(parts) != 3 or not parts[1].isdigit():
+    version = parse_count(parts[1]) if len(parts) == 3 else None
+    if version is None:
         raise BadRequest(
             f"request_id {request_id!r} is not a gyre request id; use the Gyre-Request-Id "
             "header of the prediction's response"
         )
-    return parts[0], int(parts[1])
+    return parts[0], version
 
 
 class FeedbackStore:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
+from gyre._numbers import parse_count
 from gyre.errors import BadRequest, GyreError, Overloaded, PayloadTooLarge, RateLimited
 from gyre.serve._errors import error_body, status_of
 
@@ -53,7 +55,8 @@ def header(scope: Scope, name: bytes) -> str | None:
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole body, refused with 413 past `limit` bytes (also after decompression)."""
     declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    size = None if declared is None else parse_count(declared)
+    if size is not None and size > limit:
         raise PayloadTooLarge(
             f"request body of {declared} bytes is over the limit of {limit} bytes "
             "(serve.max_body_bytes); send fewer rows per request"
@@ -96,9 +99,23 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 def version_number(text: str) -> int:
-    if not text.isdigit():
-        raise BadRequest(f"version {text!r} must be a positive integer")
-    return int(text)
+    version = parse_count(text)
+    if version is None:
+        raise BadRequest(f"version {text!r} must be a whole number in ASCII digits, as in 3")
+    return version
+
+
+def byte_count(scope: Scope, name: bytes) -> int | None:
+    """A header that counts bytes (`Inference-Header-Content-Length`), or None if absent."""
+    value = header(scope, name)
+    if value is None:
+        return None
+    count = parse_count(value.strip())
+    if count is None:
+        raise BadRequest(
+            f"{name.decode()} must be a number of bytes in ASCII digits, got {value!r}"
+        )
+    return count
 
 
 def deadline_ms(scope: Scope) -> float | None:
@@ -109,11 +126,15 @@ def deadline_ms(scope: Scope) -> float | None:
     try:
         ms = float(value)
     except ValueError:
-        raise BadRequest(
-            f"Gyre-Deadline-Ms must be a number of milliseconds, got {value!r}"
-        ) from None
-    if not ms > 0:
-        raise BadRequest(
-            f"Gyre-Deadline-Ms must be a positive number of milliseconds, got {value!r}"
-        )
+        ms = math.nan
+    return positive_ms(ms, "Gyre-Deadline-Ms", "milliseconds", value)
+
+
+def positive_ms(ms: float, what: str, unit: str, given: object) -> float:
+    """A deadline a client asked for, in ms. One rule for every way to ask (the header,
+    v2's `parameters.timeout`): a positive number, else 400; past the model's latency SLO
+    it is capped by the SLO, so infinity means "the SLO"."""
+    if not ms > 0:  # 0, negative and NaN
+        shown = repr(given) if len(repr(given)) <= 40 else f"{repr(given)[:30]}…"
+        raise BadRequest(f"{what} must be a positive number of {unit}, got {shown}")
     return ms

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from gyre._json import MALFORMED, reason
 from gyre.errors import BadRequest
 from gyre.serve._runtime import Runtime, Tensors
 from gyre.types import DATATYPE_TO_NUMPY, TensorSpec
@@ -19,8 +20,10 @@ def decode_object(body: bytes, expected: str) -> dict[str, Any]:
     """The body as a JSON object, or BadRequest naming the expected shape."""
     try:
         return _object_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        raise BadRequest(f"request body is not a JSON object: {exc}; expected {expected}") from None
+    except MALFORMED as exc:
+        raise BadRequest(
+            f"request body is not a JSON object: {reason(exc)}; expected {expected}"
+        ) from None
 
 
 def array_from_json(values: Any, spec: TensorSpec, where: str) -> np.ndarray:
@@ -56,14 +59,24 @@ def _check_whole(values: Any) -> None:
 
 
 def reshape(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
+    """`array` in the request's `shape`; a shape numpy cannot build (too many dimensions,
+    dimensions past 64 bits, or a size too large even with no values) is a bad request."""
     if any(dim < 0 for dim in shape):
         raise BadRequest(f"{where}: shape {shape} has a negative dimension")
     if array.size != math.prod(shape):
         raise BadRequest(
-            f"{where}: {array.size} values do not fill shape {shape} "
-            f"({math.prod(shape)} values expected)"
+            f"{where}: {array.size} values do not fill shape {_short(shape)} "
+            f"({_short(math.prod(shape))} values expected)"
         )
-    return array.reshape(shape)
+    try:
+        return array.reshape(shape)
+    except (ValueError, OverflowError) as exc:  # 65 dimensions; [0, 2**62, 2**62]
+        raise BadRequest(f"{where}: shape {_short(shape)} cannot be built: {exc}") from None
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else f"{text[:60]}… ({len(text)} characters)"
 
 
 def stack_rows(rows: Any, runtime: Runtime, where: str) -> Tensors:

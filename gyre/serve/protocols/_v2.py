@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from gyre._json import MALFORMED, reason
 from gyre.errors import BadRequest
 from gyre.serve._runtime import Runtime, Tensors
 from gyre.serve.protocols._tensors import array_from_json, reshape
@@ -100,8 +101,8 @@ def decode_request(body: bytes, header_length: int | None, runtime: Runtime) -> 
         request = _decoder.decode(header)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"invalid infer request: {exc}; expected {EXPECTED_BODY}") from None
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except MALFORMED as exc:
+        raise BadRequest(f"request body is not valid JSON: {reason(exc)}") from None
     offset = 0
     arrays: dict[str, np.ndarray] = {}
     for item in request.inputs:
