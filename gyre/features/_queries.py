@@ -8,6 +8,7 @@ Arrow timestamp column.
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from gyre.collect import parse_events, parse_timestamp
 from gyre.errors import InvalidEvents, InvalidFeatureInput
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+# Epoch microseconds written as text; ASCII digits only (str.isdigit also takes "²").
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def read_queries(path: Path) -> list[dict[str, Any]]:
@@ -55,7 +58,7 @@ def _with_ts(index: int, row: Any) -> dict[str, Any]:
         moment = ts if ts.tzinfo else ts.replace(tzinfo=datetime.UTC)
         delta = moment - _EPOCH
         ts = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    elif isinstance(ts, str) and ts.strip().lstrip("-").isdigit():
+    elif isinstance(ts, str) and _INTEGER.fullmatch(ts.strip()):
         ts = int(ts)  # a CSV column mixing times and microseconds reads as text
     elif isinstance(ts, str):
         try:

@@ -134,6 +134,8 @@ def test_the_cli_builds_a_training_set_from_a_query_file(tmp_path: Path) -> None
         ("cut.json", b'[{"shop": 1', r"cannot be read as \.json: .*not a valid JSON array"),
         ("cut.ndjson", b'{"shop": 1, "ts": 0}\n{"shop', "query row 1: line 2 is not JSON"),
         ("scalars.json", b"[1, 2]", "query row 0: expected an object, got int"),
+        # str.isdigit() took "²" for microseconds, and int() then raised a ValueError.
+        ("digits.csv", "shop,ts\n1,\u00b2\n".encode(), "`ts` '\u00b2' is not an RFC 3339"),
     ],
 )
 def test_unreadable_query_files_are_refused_with_the_reason(
