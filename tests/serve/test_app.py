@@ -427,6 +427,30 @@ def test_mlflow_formats_agree(client: AppClient, iris_classifier: Pipeline) -> N
         assert [p["label"] for p in response.json()["predictions"]] == expected
 
 
+def test_mlflow_records_are_matched_by_name_or_refused(
+    client: AppClient, iris_classifier: Pipeline
+) -> None:
+    rows = [ROW, [6.7, 3.0, 5.2, 2.3]]
+    expected = iris_classifier.predict(np.array(rows)).tolist()
+    # Each record in its own key order: every one is matched to the feature names.
+    records = [
+        {name: row[FEATURES.index(name)] for name in order}
+        for row, order in zip(rows, (FEATURES[::-1], FEATURES[1:] + FEATURES[:1]), strict=True)
+    ]
+    named = client.post(
+        "/invocations", json={"dataframe_records": records}, headers={"Gyre-Model": "iris:1"}
+    )
+    assert [p["label"] for p in named.json()["predictions"]] == expected, named.text
+    # Version 2 records no feature names: its records' values used to be taken in the order
+    # they came, so a reordered record was scored as another row, without a word.
+    unnamed = client.post(
+        "/invocations", json={"dataframe_records": records}, headers={"Gyre-Model": "iris:2"}
+    )
+    assert unnamed.status_code == 400, unnamed.text
+    assert "published without feature names" in unnamed.json()["message"]
+    assert "dataframe_split" in unnamed.json()["message"]
+
+
 def test_mlflow_errors_use_mlflow_error_shape(client: AppClient) -> None:
     missing = client.post(
         "/invocations",

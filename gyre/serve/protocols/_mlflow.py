@@ -47,18 +47,23 @@ def decode_request(body: bytes, runtime: Runtime) -> Tensors:
     if not isinstance(value, list) or not value or not all(isinstance(r, dict) for r in value):
         raise BadRequest("`dataframe_records` must be a non-empty list of objects")
     names = list(value[0])
-    missing = [i for i, record in enumerate(value) if list(record) != names]
+    missing = [i for i, record in enumerate(value) if set(record) != set(names)]
     if missing:
         raise BadRequest(
             f"`dataframe_records` row {missing[0]} has columns {sorted(value[missing[0]])}, "
             f"row 0 has {sorted(names)}; every record needs the same columns"
         )
-    return _table(names, [list(record.values()) for record in value], runtime)
+    rows = [[record[name] for name in names] for record in value]
+    return _table(names, rows, runtime, keyed=True)
 
 
-def _table(names: Any, data: list[list[Any]], runtime: Runtime) -> Tensors:
+def _table(names: Any, data: list[list[Any]], runtime: Runtime, *, keyed: bool = False) -> Tensors:
     """A table as model inputs: columns are the features of a single 2-D input, or else
-    the model's inputs by name."""
+    the model's inputs by name.
+
+    `keyed`: the columns are known only by their names (records, whose key order is the
+    sender's), so they must be matched to the model's feature names: a version published
+    without them cannot take such a table, rather than read it in whatever order came."""
     specs = runtime.signature.inputs
     if names is not None and (
         not isinstance(names, list) or not all(isinstance(n, str) for n in names)
@@ -70,6 +75,13 @@ def _table(names: Any, data: list[list[Any]], runtime: Runtime) -> Tensors:
         if table.ndim != 2:
             raise BadRequest(f"dataframe rows must all have the same length, got {table.shape}")
         features = runtime.signature.feature_names
+        if keyed and features is None:
+            raise BadRequest(
+                f"{runtime.what} was published without feature names, so the keys of "
+                "`dataframe_records` cannot be matched to its columns; publish it with named "
+                "columns (a CSV sample with a header, or a model fitted on a DataFrame), or "
+                "send `dataframe_split` or `instances` with the values in the model's order"
+            )
         if names is not None and features is not None:
             absent = [f for f in features if f not in names]
             if absent:
