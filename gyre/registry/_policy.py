@@ -85,6 +85,17 @@ def check_policy(kind: Any, params: Any) -> dict[str, Any]:
     raise InvalidModel(f"unknown traffic policy {kind!r}; use one of {', '.join(KINDS)}")
 
 
+def targets(kind: str, params: dict[str, Any]) -> list[str]:
+    """The targets a checked policy names."""
+    if kind == "split":
+        return list(params["weights"])
+    if kind == "shadow":
+        return [params["primary"], params["shadow"]]
+    if kind == "bandit":
+        return list(params["arms"])
+    return []
+
+
 def _weight(target: str, weight: Any) -> float:
     value = math.nan
     if isinstance(weight, (int, float)) and not isinstance(weight, bool):

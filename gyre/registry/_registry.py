@@ -10,12 +10,12 @@ import msgspec
 import numpy as np
 
 import gyre
-from gyre._numbers import is_int64
+from gyre._numbers import is_int64, parse_count
 from gyre.config import Config, RegistryConfig
 from gyre.errors import InvalidModel, ModelNotFound, RegistryError
 from gyre.registry._artifacts import LocalArtifactStore, sha256_of
 from gyre.registry._names import CHAMPION, check_name, parse_ref
-from gyre.registry._policy import check_policy
+from gyre.registry._policy import check_policy, target_version, targets
 from gyre.registry._store import ModelVersion, SQLiteMetadataStore
 from gyre.types import DATATYPE_TO_NUMPY, FeatureBinding, Signature, zeros_for
 
@@ -320,9 +320,21 @@ class Registry:
     def set_policy(
         self, name: str, kind: str, params: dict[str, Any] | None = None, *, reason: str = ""
     ) -> dict[str, Any]:
-        """Set the traffic policy of model `name` (see `gyre.registry._policy`)."""
-        self.versions(name)  # the model must exist
+        """Set the traffic policy of model `name` (see `gyre.registry._policy`). Every
+        target must name a version that exists now: a split to a missing alias would send
+        its share to the champion without a word."""
+        live = {mv.version for mv in self.versions(name)}
         clean = check_policy(kind, params or {})
+        aliases = self.metadata.aliases(name).get(name, {})
+        for target in targets(kind, clean):
+            if target_version(target, aliases) not in live:
+                raise InvalidModel(
+                    f"model `{name}` has no version {target}; versions: "
+                    f"{', '.join(map(str, sorted(live)))}"
+                    if parse_count(target) is not None
+                    else f"model `{name}` has no alias `{target}`; set it first "
+                    f"(`gyre registry alias {name} {target} VERSION`) or name a version"
+                )
         self.metadata.set_policy(name, kind, clean, reason=reason)
         return clean
 
@@ -336,10 +348,22 @@ class Registry:
             return kind, params, str(exc)
 
     def delete_alias(self, name: str, alias: str, *, reason: str = "") -> None:
+        self._not_in_policy(name, alias)
         self.metadata.delete_alias(name, alias, reason=reason)
 
     def delete_version(self, name: str, version: int, *, reason: str = "") -> None:
+        self._not_in_policy(name, str(version))
         self.metadata.delete_version(name, version, reason=reason)
+
+    def _not_in_policy(self, name: str, target: str) -> None:
+        """Refuse to remove what the model's traffic policy sends traffic to."""
+        kind, params, broken = self.policy(name)
+        if broken is None and target in targets(kind, params):
+            what = f"version {target}" if parse_count(target) is not None else f"alias `{target}`"
+            raise RegistryError(
+                f"the {kind} traffic policy of model `{name}` sends traffic to {what}; change "
+                f"the policy first (`gyre registry policy {name} champion` to undo it)"
+            )
 
     def versions(self, name: str | None = None) -> list[ModelVersion]:
         found = self.metadata.versions(name)

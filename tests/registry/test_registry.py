@@ -314,10 +314,33 @@ def test_bad_traffic_policies_are_refused(
 def test_policy_targets_are_stored_as_the_server_reads_them(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
-    registry.publish("m", iris_classifier, iris[0], alias="champion")
+    for _ in range(7):
+        registry.publish("m", iris_classifier, iris[0], alias="champion")
     clean = registry.set_policy("m", "split", {"weights": {"champion": 1, "007": 2}})
     assert clean == {"weights": {"champion": 1.0, "7": 2.0}}
     assert registry.policy("m") == ("split", clean, None)
+
+
+def test_a_policy_must_name_versions_that_exist_and_keeps_them(
+    registry: Registry, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    registry.publish("m", iris_classifier, iris[0], alias="champion")
+    registry.publish("m", iris_classifier, iris[0])
+    # A split to a missing alias sent its share to the champion without a word.
+    with pytest.raises(InvalidModel, match="has no alias `challneger`; set it first"):
+        registry.set_policy("m", "split", {"weights": {"champion": 90, "challneger": 10}})
+    with pytest.raises(InvalidModel, match="has no version 7; versions: 1, 2"):
+        registry.set_policy("m", "bandit", {"arms": ["champion", "7"]})
+    registry.set_alias("m", "challenger", 2)
+    registry.set_policy("m", "split", {"weights": {"champion": 90, "challenger": 10}})
+    # What the policy sends traffic to stays until the policy changes.
+    with pytest.raises(RegistryError, match="sends traffic to alias `challenger`; change"):
+        registry.delete_alias("m", "challenger")
+    registry.set_policy("m", "bandit", {"arms": ["champion", "2"]})
+    with pytest.raises(RegistryError, match="sends traffic to version 2"):
+        registry.delete_version("m", 2)
+    registry.set_policy("m", "champion")
+    registry.delete_alias("m", "challenger")
 
 
 def test_a_broken_stored_policy_is_reported_not_raised(
