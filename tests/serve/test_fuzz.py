@@ -13,10 +13,12 @@ so the last test restarts on what the fuzzing stored.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -188,9 +190,19 @@ model_names = st.sampled_from(["iris", "adder", "nope", "iris\u00b2", "ir%is"])
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[str, str, bytes, dict[str, str]]:
     """(method, path, body, headers) for one route gyre serves, with hostile parts."""
-    headers = dict(AUTH) if draw(st.integers(0, 9)) else {}
+    who = draw(st.integers(0, 9))
+    headers = dict(AUTH) if who > 1 else {}
+    if who == 1:  # a key that is not one
+        name = draw(st.sampled_from(["Authorization", "X-Api-Key"]))
+        headers[name] = draw(
+            st.text(max_size=20)
+            | st.sampled_from(["Bearer", "Bearer ", "Basic Zm9vOmJhcg==", f"bearer  {ADMIN_KEY}",
+                               f"Bearer {ADMIN_KEY}\u00b2", f"{ADMIN_KEY} "])
+        )  # fmt: skip
     if draw(st.integers(0, 5)) == 0:
         headers["Gyre-Deadline-Ms"] = draw(number_texts)
+    if draw(st.integers(0, 9)) == 0:
+        headers["Content-Encoding"] = draw(st.sampled_from(["gzip", "deflate", "br", "x"]))
     route = draw(st.integers(0, 9))
     model = draw(model_names)
     if route <= 2:  # v2 infer, by model or by version
@@ -474,11 +486,25 @@ def test_a_real_server_answers_hostile_requests_and_keeps_serving(
     server: ServerProcess, request: tuple[str, str, bytes, dict[str, str]]
 ) -> None:
     method, path, body, headers = request
-    with httpx.Client(base_url=server.url, timeout=10) as http:
-        answer = http.request(method, path, content=body, headers=_utf8(headers))
-        _assert_clean(answer.status_code, answer.content, request)
-        good = http.post("/v2/models/iris/infer", json=GOOD_V2, headers=AUTH)
-        assert good.status_code == 200, good.text
+    # http.client sends header values as given (httpx refuses some that a client may send,
+    # such as a leading space); only line breaks, which would end the header, are taken out.
+    port = int(server.url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest(method, quote(path, safe="/:@~"), skip_accept_encoding=True)
+        for name, value in _utf8(headers).items():
+            connection.putheader(name, value.replace(b"\r", b"").replace(b"\n", b""))
+        connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        answer = connection.getresponse()
+        content = answer.read()
+        # uvicorn's own parser refuses some bytes (a control character in a header) first.
+        if (answer.status, content) != (400, b"Invalid HTTP request received."):
+            _assert_clean(answer.status, content, request)
+    finally:
+        connection.close()
+    good = httpx.post(f"{server.url}/v2/models/iris/infer", json=GOOD_V2, headers=AUTH)
+    assert good.status_code == 200, good.text
     assert server.process.poll() is None
 
 
