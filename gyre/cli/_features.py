@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gyre.cli._main import State, app, console
+from gyre.cli._main import State, app, console, err_console
 from gyre.collect import SQLiteFactLog, event_types
 from gyre.features import (
     FeatureView,
@@ -17,10 +18,18 @@ from gyre.features import (
     compile_sql,
     feature_views,
     find_view,
+    outside_facts,
     read_queries,
     write_training_set,
 )
 from gyre.features._skew import DEFAULT_TOLERANCE
+
+
+class TimeUnit(enum.StrEnum):
+    s = "s"
+    ms = "ms"
+    us = "us"
+
 
 features_app = typer.Typer(
     help="Feature views, training sets and the skew check.", no_args_is_help=True
@@ -76,7 +85,8 @@ def build(
     queries: Annotated[
         Path,
         typer.Argument(
-            help="Rows of entity, ts (epoch µs or RFC 3339), request values, label: "
+            help="Rows of entity, ts (RFC 3339, or epoch seconds; see --ts-unit), request "
+            "values, label: "
             ".parquet, .csv, .json or .ndjson."
         ),
     ],
@@ -87,6 +97,9 @@ def build(
     watermark: Annotated[
         int | None, typer.Option(help="Only facts stored up to this log position.", min=0)
     ] = None,
+    ts_unit: Annotated[
+        TimeUnit, typer.Option(help="The unit of numbers in `ts` (as for events: seconds).")
+    ] = TimeUnit.s,
 ) -> None:
     """Build VIEW's point-in-time correct training set for the rows of QUERIES."""
     state: State = ctx.obj
@@ -94,9 +107,17 @@ def build(
     log = SQLiteFactLog(state.config().home / "facts.db")
     try:
         mark = log.watermark() if watermark is None else watermark
-        rows = write_training_set(
-            log, view, read_queries(queries), out, watermark=mark, export=export
+        query_rows = read_queries(queries, ts_unit.value)
+        source = next((s for s in log.stats() if s["type"] == view.source.name), {})
+        warning = outside_facts(
+            query_rows,
+            source.get("first_event_time"),
+            source.get("last_event_time"),
+            max((agg.window_us for agg in view.aggregations), default=0),
         )
+        if warning is not None:
+            err_console.print(f"warning: {warning}", markup=False, highlight=False)
+        rows = write_training_set(log, view, query_rows, out, watermark=mark, export=export)
     finally:
         log.close()
     console.print(

@@ -28,18 +28,30 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _FIRST_S, _END_S = -62_135_596_800, 253_402_300_800
 
 
-def parse_timestamp(value: Any) -> int:
-    """Microseconds since the epoch (UTC); ValueError with the reason when not a timestamp."""
+# A number's unit, as its count per second: events are in seconds; a query file may say
+# otherwise (`gyre features build --ts-unit`).
+TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000}
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds"}
+
+
+def parse_timestamp(value: Any, unit: str = "s") -> int:
+    """Microseconds since the epoch (UTC); ValueError with the reason when not a timestamp.
+
+    One rule wherever gyre reads a time: an RFC 3339 string with a zone (`T` or a space
+    between date and time), or a number of `unit`s since the epoch (seconds unless said)."""
     if isinstance(value, bool):
         raise ValueError("expected a timestamp, got a boolean")
     if isinstance(value, (int, float)):
-        if not _FIRST_S <= value < _END_S:  # NaN and infinities fail too
+        per_s = TIME_UNITS[unit]
+        if not _FIRST_S * per_s <= value < _END_S * per_s:  # NaN and infinities fail too
             shown = f"{value!r}"[:40]
             raise ValueError(
-                f"timestamp {shown} is not epoch seconds of the years 1 to 9999 (finite, "
-                "as an RFC 3339 string can be)"
+                f"timestamp {shown} is not epoch {_UNIT_NAMES[unit]} of the years 1 to 9999 "
+                "(finite, as an RFC 3339 string can be)"
             )
-        return round(value * 1_000_000)
+        if isinstance(value, int):
+            return value * (1_000_000 // per_s)
+        return round(value * (1_000_000 / per_s))
     if not isinstance(value, str):
         raise ValueError(f"expected a timestamp (RFC 3339 string or epoch seconds), got {value!r}")
     try:

@@ -12,7 +12,7 @@ from gyre.features._definitions import (
 )
 from gyre.features._offline import compile_sql, recompute, training_set, write_training_set
 from gyre.features._online import OnlineStore
-from gyre.features._queries import read_queries
+from gyre.features._queries import outside_facts, read_queries
 from gyre.features._serving import OnlineFeatures, ServedLog, ServedVector, read_served
 from gyre.features._skew import SkewReport, check_skew
 
@@ -30,6 +30,7 @@ __all__ = [
     "compile_sql",
     "feature_views",
     "find_view",
+    "outside_facts",
     "read_queries",
     "read_served",
     "recompute",

@@ -1,8 +1,9 @@
 """Query rows for a training set from a file: Parquet, CSV, or JSON (an array or NDJSON).
 
 Each row names the entity, its time `ts` and anything else to carry along (a label, the
-request-time values). `ts` is an integer of epoch microseconds, an RFC 3339 string, or an
-Arrow timestamp column.
+request-time values). `ts` is read as events' times are (`gyre.collect.parse_timestamp`):
+an RFC 3339 string, or a number since the epoch in the unit the caller names (seconds by
+default, as for events), or an Arrow timestamp column.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gyre.collect import parse_events, parse_timestamp
+from gyre.collect import format_timestamp, parse_events, parse_timestamp
 from gyre.errors import InvalidEvents, InvalidFeatureInput
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-# Epoch microseconds written as text; ASCII digits only (str.isdigit also takes "²").
-_INTEGER = re.compile(r"-?[0-9]+")
+# A number of the epoch written as text; ASCII digits only (str.isdigit also takes "²").
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
-def read_queries(path: Path) -> list[dict[str, Any]]:
+def read_queries(path: Path, unit: str = "s") -> list[dict[str, Any]]:
+    """The rows of a query file, each with `ts` in epoch microseconds; numbers in `ts`
+    count `unit`s (s, ms or us) since the epoch."""
     if not path.is_file():
         raise InvalidFeatureInput(f"query file {path} does not exist")
     suffix = path.suffix.lower()
@@ -43,10 +46,10 @@ def read_queries(path: Path) -> list[dict[str, Any]]:
             )
     except (pa.ArrowException, OSError, InvalidEvents) as exc:
         raise InvalidFeatureInput(f"query file {path} cannot be read as {suffix}: {exc}") from None
-    return [_with_ts(i, row) for i, row in enumerate(rows)]
+    return [_with_ts(i, row, unit) for i, row in enumerate(rows)]
 
 
-def _with_ts(index: int, row: Any) -> dict[str, Any]:
+def _with_ts(index: int, row: Any, unit: str) -> dict[str, Any]:
     if not isinstance(row, dict):
         # An NDJSON line that is not JSON comes back from parse_events with its reason.
         reason = getattr(row, "reason", f"expected an object, got {type(row).__name__}")
@@ -57,17 +60,35 @@ def _with_ts(index: int, row: Any) -> dict[str, Any]:
     if isinstance(ts, datetime.datetime):
         moment = ts if ts.tzinfo else ts.replace(tzinfo=datetime.UTC)
         delta = moment - _EPOCH
-        ts = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    elif isinstance(ts, str) and _INTEGER.fullmatch(ts.strip()):
-        ts = int(ts)  # a CSV column mixing times and microseconds reads as text
-    elif isinstance(ts, str):
-        try:
-            ts = parse_timestamp(ts)
-        except ValueError as exc:
-            raise InvalidFeatureInput(f"query row {index}: `ts` {exc}") from None
-    elif not isinstance(ts, int) or isinstance(ts, bool):
+        return {**row, "ts": (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds}
+    if isinstance(ts, str) and _NUMBER.fullmatch(ts.strip()):
+        ts = float(ts) if "." in ts else int(ts)  # a CSV column mixing times and numbers
+    try:
+        return {**row, "ts": parse_timestamp(ts, unit)}
+    except ValueError as exc:
         raise InvalidFeatureInput(
-            f"query row {index}: `ts` must be epoch microseconds (an integer) or an RFC 3339 "
-            f"string, got {ts!r}"
-        )
-    return {**row, "ts": ts}
+            f"query row {index}: `ts` {exc}"
+            + ("; name the unit with --ts-unit" if isinstance(ts, (int, float)) else "")
+        ) from None
+
+
+def outside_facts(
+    rows: list[dict[str, Any]], first_us: int | None, last_us: int | None, window_us: int
+) -> str | None:
+    """A warning when query times fall where no fact can reach them (a wrong `ts` unit, or
+    facts not ingested yet): before the first fact, or past the last by more than the
+    view's longest window. Their features are computed from no facts at all."""
+    if not rows:
+        return None
+    if first_us is None or last_us is None:
+        return f"all {len(rows)} query rows: the fact log has no facts of the view's source"
+    before = sum(1 for row in rows if row["ts"] < first_us)
+    after = sum(1 for row in rows if row["ts"] > last_us + window_us)
+    if not before and not after:
+        return None
+    return (
+        f"{before} of {len(rows)} query rows are before the first fact "
+        f"({format_timestamp(first_us)}) and {after} past the last "
+        f"({format_timestamp(last_us)}) by more than the longest window; their features see "
+        "no facts. Check the unit of `ts` (--ts-unit) and the facts' times"
+    )
