@@ -70,9 +70,24 @@ def _register_lightgbm_in_skl2onnx() -> None:
     )
 
 
+def check_fitted(model: Any) -> None:
+    """An unfitted model is refused before export, whose own errors would mislead ("no
+    known ways to retrieve the number of classes")."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        raise InvalidModel(
+            f"{type(model).__name__} is not fitted; call fit(X, y) on it before publishing"
+        ) from None
+
+
 def to_onnx(model: Any, n_features: int) -> Any:
     """Export a fitted model with one FP32 input `X` of shape [N, n_features]."""
     flavor = flavor_of(model)
+    check_fitted(model)
     try:
         if flavor == "lightgbm":
             from onnxmltools import convert_lightgbm

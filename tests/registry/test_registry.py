@@ -6,6 +6,7 @@ import lightgbm
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -373,3 +374,19 @@ def test_references_take_ascii_version_numbers_within_64_bits(ref: str) -> None:
 def test_names_may_not_end_in_a_newline() -> None:
     with pytest.raises(InvalidModel, match="is not allowed"):
         parse_ref("iris\n")
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        LogisticRegression(),
+        make_pipeline(StandardScaler(), LogisticRegression()),
+        lightgbm.LGBMClassifier(),
+    ],
+)
+def test_an_unfitted_model_is_refused_saying_so(
+    registry: Registry, iris: tuple, model: BaseEstimator
+) -> None:
+    # The exporters' own errors said "no known ways to retrieve the number of classes".
+    with pytest.raises(InvalidModel, match="is not fitted; call fit"):
+        registry.publish("m", model, iris[0])
