@@ -479,3 +479,15 @@ def test_the_access_log_names_request_model_version_and_consumer(
         )
     finally:
         client.close()
+
+
+def test_settings_for_a_model_the_registry_lacks_are_reported_at_start(
+    two_versions: Registry, home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = client_for(home, "[serve.models.irsi]\nlatency_slo_ms = 50\n")
+    client.close()
+    assert "[serve.models.irsi] names no model in the registry; did you mean `iris`?" in (
+        caplog.text
+    )
+    with pytest.raises(ConfigError, match=r"default_model 'irsi:2' names no model.*`iris`"):
+        client_for(home, '[serve]\ndefault_model = "irsi:2"\n')
