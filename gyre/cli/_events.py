@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from gyre.cli._main import State, app, console
+from gyre.cli._main import JsonOption, State, app, console, print_json
 from gyre.collect import (
     Collector,
     SQLiteFactLog,
@@ -38,10 +37,20 @@ def _log(ctx: typer.Context) -> SQLiteFactLog:
 
 
 @events_app.command("types")
-def list_types(ctx: typer.Context) -> None:
+def list_types(ctx: typer.Context, as_json: JsonOption = False) -> None:
     r"""List the declared event types (\[collect.events.NAME] in gyre.toml)."""
     state: State = ctx.obj
     types = event_types(state.config().collect.events)
+    if as_json:
+        print_json(
+            [
+                {"type": name, "fields": dict(t.fields), "entity": list(t.entity),
+                 "time": t.time_field, "id": t.id_field, "unknown_fields": t.unknown_fields,
+                 "definition_hash": t.definition_hash}
+                for name, t in sorted(types.items())
+            ]
+        )  # fmt: skip
+        return
     table = Table(title="event types")
     for column in ("type", "fields", "entity", "time", "id", "unknown fields", "hash"):
         table.add_column(column)
@@ -82,15 +91,18 @@ def tail(
     type_name: Annotated[str, typer.Argument(metavar="TYPE")],
     count: Annotated[int, typer.Option("-n", help="How many of the latest facts.", min=1)] = 10,
 ) -> None:
-    """Print the latest facts of TYPE, one JSON object a line."""
+    """Print the latest facts of TYPE, one JSON object a line (NDJSON)."""
     for fact in _log(ctx).tail(type_name, count):
-        console.print(json.dumps({"_seq": fact.seq, **fact.data}), markup=False, highlight=False)
+        print_json({"_seq": fact.seq, **fact.data})
 
 
 @events_app.command()
-def stats(ctx: typer.Context) -> None:
+def stats(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Facts per type, their event-time range and the log's watermark."""
     log = _log(ctx)
+    if as_json:
+        print_json({"watermark": log.watermark(), "types": log.stats()})
+        return
     table = Table(title=f"fact log (watermark {log.watermark()})")
     for column in ("type", "facts", "first event", "last event", "last seq"):
         table.add_column(column)

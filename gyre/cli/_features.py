@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gyre.cli._main import State, app, console, err_console
+from gyre.cli._main import JsonOption, State, app, console, err_console, print_json
 from gyre.collect import SQLiteFactLog, event_types
 from gyre.features import (
     FeatureView,
@@ -43,9 +43,27 @@ def _views(ctx: typer.Context) -> dict[str, FeatureView]:
     return feature_views(config.features.views, event_types(config.collect.events))
 
 
+def _view_json(name: str, view: FeatureView) -> dict[str, object]:
+    return {
+        "view": name,
+        "source": view.source.name,
+        "entity": list(view.entity),
+        "definition_hash": view.definition_hash,
+        "transforms": dict(view.transforms),
+        "features": [
+            {"name": agg.name, "definition": str(agg), "kind": view.feature_kind(agg.name)}
+            for agg in view.aggregations
+        ]
+        + [{"name": f, "definition": "request", "kind": k} for f, k in view.request.items()],
+    }
+
+
 @features_app.command("list")
-def list_views(ctx: typer.Context) -> None:
+def list_views(ctx: typer.Context, as_json: JsonOption = False) -> None:
     r"""List the declared feature views (\[features.views.NAME] in gyre.toml)."""
+    if as_json:
+        print_json([_view_json(name, view) for name, view in sorted(_views(ctx).items())])
+        return
     table = Table(title="feature views")
     for column in ("view", "source", "entity", "features", "hash"):
         table.add_column(column)
@@ -62,9 +80,13 @@ def show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="VIEW")],
     sql: Annotated[bool, typer.Option(help="Also print the offline engine's SQL.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Print one view: its hash, transforms, and each feature with its kind."""
     view = find_view(_views(ctx), name)
+    if as_json:
+        print_json({**_view_json(name, view), **({"sql": compile_sql(view)} if sql else {})})
+        return
     console.print(f"[bold]{name}[/]  hash {view.definition_hash}", highlight=False)
     console.print(f"source {view.source.name}, entity {', '.join(view.entity)}", highlight=False)
     for column, text in view.transforms.items():
@@ -135,7 +157,7 @@ def skew(
     tolerance: Annotated[
         float, typer.Option(help="Relative (and absolute) tolerance for float features.", min=0)
     ] = DEFAULT_TOLERANCE,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: JsonOption = False,
     export: Annotated[
         Path | None, typer.Option(help="A `gyre events export` folder to read facts from.")
     ] = None,
@@ -155,7 +177,7 @@ def skew(
     finally:
         log.close()
     if as_json:
-        print(json.dumps([report.as_json() for report in reports], indent=2))
+        print_json([report.as_json() for report in reports])
     else:
         for report in reports:
             total = sum(report.mismatches.values())

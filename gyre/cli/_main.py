@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,8 +14,22 @@ from rich.markup import escape
 from gyre.config import Config, load_config
 from gyre.errors import GyreError
 
-console = Console()
-err_console = Console(stderr=True)
+# Output to a pipe or a file is never wrapped or cut to 80 columns (rich's width there):
+# scripts read it whole. A terminal gets its own width.
+_UNBOUNDED = 1_000_000
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _UNBOUNDED)
+err_console = Console(
+    stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else _UNBOUNDED
+)
+
+# `--json` on every listing: one JSON document on stdout (NDJSON for streams).
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def print_json(payload: Any) -> None:
+    """One JSON document on stdout, not through rich (no markup, no wrapping)."""
+    sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
+
 
 app = typer.Typer(
     name="gyre",

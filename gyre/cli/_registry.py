@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gyre.cli._main import State, app, console
+from gyre.cli._main import JsonOption, State, app, console, print_json
 from gyre.registry import ModelVersion, Registry
 
 registry_app = typer.Typer(help="Model versions, aliases and artifacts.", no_args_is_help=True)
@@ -103,9 +103,16 @@ def delete(
 
 
 @registry_app.command("list")
-def list_versions(ctx: typer.Context, name: Annotated[str | None, typer.Argument()] = None) -> None:
+def list_versions(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument()] = None,
+    as_json: JsonOption = False,
+) -> None:
     """List models and their versions."""
     versions = _open(ctx).versions(name)
+    if as_json:
+        print_json([_version_json(mv) for mv in versions])
+        return
     table = Table(title=f"models in {ctx.obj.config().home}")
     for column in ("model", "version", "aliases", "flavor", "created", "inputs", "sha256"):
         table.add_column(column)
@@ -120,6 +127,32 @@ def list_versions(ctx: typer.Context, name: Annotated[str | None, typer.Argument
             mv.artifact_sha256[:12],
         )
     console.print(table)
+
+
+def _version_json(mv: ModelVersion) -> dict[str, Any]:
+    """Every recorded field, hashes in full."""
+    return {
+        "model": mv.model,
+        "version": mv.version,
+        "aliases": list(mv.aliases),
+        "flavor": mv.flavor,
+        "created_at": _when(mv.created_at),
+        "gyre_version": mv.gyre_version,
+        "artifact_sha256": mv.artifact_sha256,
+        "artifact_bytes": mv.artifact_bytes,
+        "native_sha256": mv.native_sha256,
+        "native_bytes": mv.native_bytes,
+        "inputs": [_spec_json(s) for s in mv.signature.inputs],
+        "outputs": [_spec_json(s) for s in mv.signature.outputs],
+        "feature_names": list(mv.signature.feature_names or []) or None,
+        "python_class": mv.entrypoint,
+        "parity": mv.parity,
+        "lineage": mv.lineage,
+    }
+
+
+def _spec_json(spec: Any) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
 
 
 def _show_table(mv: ModelVersion, policy: tuple[Any, Any, str | None]) -> Table:
@@ -163,11 +196,18 @@ def _show_table(mv: ModelVersion, policy: tuple[Any, Any, str | None]) -> Table:
 
 @registry_app.command()
 def show(
-    ctx: typer.Context, ref: Annotated[str, typer.Argument(help="NAME[:VERSION|@ALIAS]")]
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="NAME[:VERSION|@ALIAS]")],
+    as_json: JsonOption = False,
 ) -> None:
     """Show one version: signature, artifacts, parity and lineage."""
     registry = _open(ctx)
     mv = registry.resolve(ref)
+    if as_json:
+        kind, params, broken = registry.policy(mv.model)
+        policy = {"kind": kind, "params": params, "broken": broken}
+        print_json({**_version_json(mv), "traffic_policy": policy})
+        return
     console.print(_show_table(mv, registry.policy(mv.model)))
 
 

@@ -155,3 +155,45 @@ def test_importing_the_server_pulls_no_training_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_listings_print_json_that_scripts_can_read(
+    home: Path, model_files: tuple[Path, Path]
+) -> None:
+    import json
+
+    model, sample = model_files
+    gyre(home, "registry", "publish", "iris", str(model), "--sample", str(sample))
+    config = home.parent / "gyre.toml"
+    config.write_text(
+        '[collect.events.orders]\nfields = {id = "string", shop = "int", amount = "float", '
+        'at = "timestamp"}\nentity = ["shop"]\ntime = "at"\nid = "id"\n'
+        '[features.views.spend]\nsource = "orders"\naggregations = ["sum(amount) over 1h"]\n'
+    )
+    events = home.parent / "orders.ndjson"
+    events.write_text('{"id": "a", "shop": 1, "amount": 2.5, "at": "2026-11-26T08:00:00Z"}\n')
+    gyre(home, "--config", str(config), "events", "ingest", "orders", str(events))
+
+    def parsed(*args: str) -> object:
+        return json.loads(gyre(home, "--config", str(config), *args, "--json").stdout)
+
+    (listed,) = parsed("registry", "list")
+    assert listed["model"] == "iris" and len(listed["artifact_sha256"]) == 64
+    shown = parsed("registry", "show", "iris")
+    assert shown["version"] == 1 and shown["traffic_policy"]["kind"] == "champion"
+    assert parsed("events", "types")[0]["type"] == "orders"
+    assert parsed("events", "stats")["types"][0]["facts"] == 1
+    assert parsed("features", "list")[0]["features"][0]["name"] == "sum_amount_1h"
+    assert parsed("features", "show", "spend")["source"] == "orders"
+    assert parsed("features", "skew") == [] or isinstance(parsed("features", "skew"), list)
+    tail = gyre(home, "--config", str(config), "events", "tail", "orders").stdout
+    assert [json.loads(line)["id"] for line in tail.splitlines()] == ["a"]
+    # A table sent to a pipe is not cut to 80 columns.
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("COLUMNS",) and not k.startswith("GYRE_")
+    }
+    piped = subprocess.run(
+        [sys.executable, "-m", "gyre", "--home", str(home), "registry", "show", "iris"],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    assert listed["artifact_sha256"] in piped.stdout and "…" not in piped.stdout
