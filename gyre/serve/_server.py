@@ -69,7 +69,7 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
     `processes` > 1: one of that many workers, whose metrics are summed via `metrics_dir`."""
     metrics = ServerMetrics(metrics_dir)
     registry = Registry.from_config(config)
-    feedback = FeedbackStore(config.home / "feedback.db")
+    feedback = FeedbackStore.open(config.home / "feedback.db")
     repository = ModelRepository(registry, config.serve, metrics, feedback)
     predictor = Predictor(PredictionCache(config.serve.cache_bytes), feedback, metrics)
     gatekeeper = Gatekeeper(config.serve.consumers, processes=processes)

@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from gyre.registry import CHAMPION, Registry
 from gyre.serve._app import METRICS_FLUSH_S
 from gyre.serve._auth import hash_key
-from tests.conftest import process_running, start_server
+from tests.conftest import ServerProcess, process_running, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -213,3 +213,37 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path, iris_classif
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.process.pid, signal.SIGKILL)
+
+
+def _wait_for_workers(server: ServerProcess, loaded: str, workers: int = 2) -> None:
+    """Until `workers` processes have loaded `loaded` (then they listen within moments)."""
+    deadline = time.monotonic() + 60
+    while server.output().count(f"loaded {loaded}") < workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.output().count(f"loaded {loaded}") >= workers, server.output()
+    time.sleep(0.5)
+
+
+def test_feedback_posted_at_once_to_another_worker_is_taken(
+    tmp_path: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    home = tmp_path / "home"
+    registry = Registry(home)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias="challenger")
+    registry.set_policy("iris", "bandit", {"arms": ["champion", "challenger"]})
+    server = start_server(home, "--workers", "2")
+    try:
+        _wait_for_workers(server, "iris:2")
+        for _ in range(40):
+            # A new connection each: the kernel spreads them over both workers, so about
+            # half of the posts reach a worker that has not written the answer's record.
+            answer = httpx.post(f"{server.url}/v2/models/iris/infer", json=IRIS)
+            request_id = answer.headers["gyre-request-id"]
+            feedback = httpx.post(
+                f"{server.url}/v1/feedback", json={"request_id": request_id, "reward": 1}
+            )
+            assert feedback.status_code == 200, feedback.text
+            assert feedback.json()["recorded"] is True
+    finally:
+        assert server.stop() == 0
