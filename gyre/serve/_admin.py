@@ -7,6 +7,9 @@
 | DELETE | `/v1/admin/models/{m}/aliases/{alias}` | `{"reason"?: "…"}` (or no body) |
 | PUT | `/v1/admin/models/{m}/policy` | `{"kind": "split", "params": {…}, "reason"?: "…"}` |
 | GET | `/v1/admin/models/{m}/shadow` | — (the logged shadow comparisons) |
+
+The caller was admitted (key, rate) before these run; the body is read only after the
+route's own checks (an admin key, a known route) have passed.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import msgspec
 from gyre.errors import BadRequest, Forbidden, NotFound
 from gyre.registry import Registry
 from gyre.registry import _admin as registry_admin
-from gyre.serve._auth import Gatekeeper, key_of
+from gyre.serve._auth import Consumer, Gatekeeper
 from gyre.serve._feedback import FeedbackStore
-from gyre.serve._http import Response, Scope, header, json_response
+from gyre.serve._http import Response, json_response
 
 RegistryCall = Callable[[Callable[[Registry], Any]], Awaitable[Any]]
+BodyReader = Callable[[], Awaitable[bytes]]
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -50,14 +54,18 @@ class Admin:
         self._registry_call = registry_call
         self._on_reward = on_reward
 
-    async def handle(self, method: str, parts: list[str], scope: Scope, body: bytes) -> Response:
-        key = key_of(header(scope, b"authorization"), header(scope, b"x-api-key"))
+    async def handle(
+        self, method: str, parts: list[str], consumer: Consumer | None, body: BodyReader
+    ) -> Response:
+        """Answer `method /v1/{parts}` for `consumer` (None: no consumers are declared);
+        `body()` reads the request's body."""
         if parts == ["feedback"] and method == "POST":
-            return await self._feedback(key, _json_object(body))
+            return await self._feedback(consumer, _json_object(await body()))
         if len(parts) >= 4 and parts[:2] == ["admin", "models"]:
             model, rest = parts[2], parts[3:]
-            who = self.gatekeeper.check(key, model=model, admin=True)
-            data = _json_object(body)
+            self.gatekeeper.authorize(consumer, model=model, admin=True)
+            who = consumer.name if consumer is not None else ""  # not None: admin needs one
+            data = _json_object(await body())
             if len(rest) == 2 and rest[0] == "aliases" and method in ("PUT", "POST"):
                 alias = rest[1]
                 return json_response(
@@ -82,10 +90,9 @@ class Admin:
                 return json_response({"comparisons": await self.feedback.shadow_rows(model)})
         raise NotFound(f"no route {method} /v1/{'/'.join(parts)}; see docs/protocols.md")
 
-    async def _feedback(self, key: str | None, body: dict[str, Any]) -> Response:
+    async def _feedback(self, consumer: Consumer | None, body: dict[str, Any]) -> Response:
         """Feedback for an answer this server gave and recorded, once, from a consumer
         that may call the model that gave it (see `_feedback.py`)."""
-        who = self.gatekeeper.check(key)
         request_id = body.get("request_id")
         if not isinstance(request_id, str):
             raise BadRequest(
@@ -105,7 +112,6 @@ class Admin:
                 "this server gave no answer with that request_id; post the Gyre-Request-Id "
                 "header of the answer"
             )
-        consumer = self.gatekeeper.identify(key)
         if consumer is not None and not consumer.may_call(issued.model):
             raise Forbidden(
                 f"consumer `{consumer.name}` may not post feedback for this request: it may "
@@ -124,7 +130,7 @@ class Admin:
                 "before writing it down), so it takes no feedback"
             )
         scored = served.score(body.get("label")) if reward is None else float(reward)
-        new = await self.feedback.add_feedback(served, scored, who)
+        new = await self.feedback.add_feedback(served, scored, consumer.name if consumer else "")
         if new:
             self._on_reward(served.model, served.version, scored)
         return json_response(

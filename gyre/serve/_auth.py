@@ -1,8 +1,12 @@
 """Declared consumers: API keys (stored as sha256), model scopes, rate limits, admin rights.
 
 Undeclared consumers are a named ML technical debt: once any consumer is declared, every
-model call needs a key. Health and metrics endpoints stay open for load balancers and
-scrapers.
+route but health and metrics needs a key. The check comes in two steps, in this order:
+`admit` (who is calling: 401 for no or an unknown key, then 429 over the consumer's rate)
+before anything of the request is read or looked up, so an anonymous client learns
+nothing (not which models, event types or request ids exist) and costs nothing (no body
+is read); then `authorize` (may this consumer do this: 403) once the route knows the model,
+event type or admin operation at stake.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ class Consumer:
 
 
 class Gatekeeper:
-    """Checks keys, scopes and rates. With no consumer declared everything is allowed,
+    """Checks keys, rates and scopes. With no consumer declared everything is allowed,
     except admin operations, which always need an admin key."""
 
     def __init__(
@@ -95,22 +99,11 @@ class Gatekeeper:
                 return consumer
         return None
 
-    def check(
-        self,
-        key: str | None,
-        *,
-        model: str | None = None,
-        admin: bool = False,
-        event_type: str | None = None,
-    ) -> str:
-        """The consumer's name ("" when auth is off); raises 401/403/429 errors."""
+    def admit(self, key: str | None) -> Consumer | None:
+        """The consumer `key` belongs to, within its rate; None when no consumer is
+        declared (everyone may call). Raises 401 and 429 errors."""
         if not self.enabled:
-            if admin:
-                raise Forbidden(
-                    "admin operations need an admin key; declare a consumer with "
-                    "admin = true in [serve.consumers.NAME] (see `gyre consumers key`)"
-                )
-            return ""
+            return None
         consumer = self.identify(key)
         if consumer is None:
             raise Unauthorized(
@@ -118,15 +111,6 @@ class Gatekeeper:
                 "(or `X-Api-Key: KEY`) with a key declared in [serve.consumers]"
                 if key is None
                 else "the API key is not valid; check it against [serve.consumers]"
-            )
-        if admin and not consumer.admin:
-            raise Forbidden(f"consumer `{consumer.name}` may not run admin operations")
-        if model is not None and not consumer.may_call(model):
-            raise Forbidden(f"consumer `{consumer.name}` may not call model `{model}`")
-        if event_type is not None and not consumer.may_ingest(event_type):
-            raise Forbidden(
-                f"consumer `{consumer.name}` may not send `{event_type}` events; "
-                "list the type in its `events`"
             )
         bucket = self._buckets.get(consumer.name)
         if bucket is not None:
@@ -137,7 +121,33 @@ class Gatekeeper:
                     f"{bucket.rate_per_s:g} requests/s per server process; retry later",
                     retry_after_s=max(1, int(wait_s + 0.999)),
                 )
-        return consumer.name
+        return consumer
+
+    def authorize(
+        self,
+        consumer: Consumer | None,
+        *,
+        model: str | None = None,
+        admin: bool = False,
+        event_type: str | None = None,
+    ) -> None:
+        """Raises a 403 error unless `consumer` (from `admit`) may do this."""
+        if consumer is None:
+            if admin:
+                raise Forbidden(
+                    "admin operations need an admin key; declare a consumer with "
+                    "admin = true in [serve.consumers.NAME] (see `gyre consumers key`)"
+                )
+            return
+        if admin and not consumer.admin:
+            raise Forbidden(f"consumer `{consumer.name}` may not run admin operations")
+        if model is not None and not consumer.may_call(model):
+            raise Forbidden(f"consumer `{consumer.name}` may not call model `{model}`")
+        if event_type is not None and not consumer.may_ingest(event_type):
+            raise Forbidden(
+                f"consumer `{consumer.name}` may not send `{event_type}` events; "
+                "list the type in its `events`"
+            )
 
 
 def key_of(authorization: str | None, api_key: str | None) -> str | None:

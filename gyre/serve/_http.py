@@ -52,6 +52,7 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole body, refused with 413 past `limit` bytes (also after decompression)."""
+    scope["gyre.body_read"] = True
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
@@ -80,6 +81,12 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     if encoding in ("gzip", "deflate"):
         body = _decompress(body, encoding, limit)
     return body
+
+
+def body_was_read(scope: Scope) -> bool:
+    """Whether the app asked for the request's body (uvicorn then says "100 Continue" to a
+    client that waits for it)."""
+    return bool(scope.get("gyre.body_read"))
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:

@@ -433,6 +433,54 @@ def test_consumers_are_authenticated_scoped_and_rate_limited(
         client.close()
 
 
+def test_without_a_valid_key_nothing_is_read_or_looked_up(
+    home: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    Registry(home).publish("iris", iris_classifier, iris[0])
+    client = client_for(
+        home,
+        '[collect.events.clicks]\nfields = {user = "int", at = "timestamp"}\n'
+        'entity = ["user"]\ntime = "at"\n'
+        f'[serve.consumers.app]\nkey_sha256 = "{hash_key(READER_KEY)}"\nmodels = ["iris"]\n'
+        f'[serve.consumers.ops]\nkey_sha256 = "{hash_key(ADMIN_KEY)}"\nadmin = true\n',
+    )
+    sixteen_mib = 16 * 1024 * 1024
+    try:
+        for key in ({}, {"X-Api-Key": "guess"}, {"Authorization": "Bearer guess"}):
+            for method, path, extra in (
+                ("POST", "/v1/events/nope", {}),
+                ("POST", "/v1/events/clicks", {}),
+                ("POST", "/v1/feedback", {}),
+                ("PUT", "/v1/admin/models/iris/aliases/champion", {}),
+                ("POST", "/v2/models/nope/infer", {}),
+                ("POST", "/v2/models/iris/infer", {}),
+                ("GET", "/v2/models/nope", {}),
+                ("POST", "/v1/models/nope:predict", {}),
+                ("GET", "/v1/models/nope/metadata", {}),
+                ("POST", "/invocations", {"Gyre-Model": "nope"}),
+                ("POST", "/v1/nowhere", {}),
+            ):
+                answer = client.unread(method, path, {**key, **extra}, sixteen_mib)
+                assert answer.status == 401, (method, path, answer.body)
+                assert not answer.body_read, (method, path)
+                for secret in (b"clicks", b"iris", b"nope", b"app", b"ops", b"served"):
+                    assert secret not in answer.body, (method, path, answer.body)
+        # A consumer learns of event types only when it may send them all.
+        typed = client.unread("POST", "/v1/events/nope", {"X-Api-Key": READER_KEY}, 10)
+        assert typed.status == 403 and b"clicks" not in typed.body and not typed.body_read
+        # Admitted, but not an admin: refused before the body is read.
+        admin = client.unread("PUT", "/v1/admin/models/iris/aliases/champion",
+                              {"X-Api-Key": READER_KEY}, sixteen_mib)  # fmt: skip
+        assert admin.status == 403 and not admin.body_read
+        # A client waiting for "100 Continue" is told the connection closes.
+        waiting = client.unread("POST", "/v1/feedback", {"Expect": "100-continue"}, 10)
+        assert waiting.status == 401 and waiting.headers[b"connection"] == b"close"
+        assert client.get("/v2/health/ready").status_code == 200  # open, as /metrics
+        assert client.get("/metrics").status_code == 200
+    finally:
+        client.close()
+
+
 def test_admin_routes_are_closed_without_declared_consumers(
     two_versions: Registry, home: Path
 ) -> None:
