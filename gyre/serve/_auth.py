@@ -17,9 +17,11 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from gyre.config import ConsumerConfig
 from gyre.errors import Forbidden, RateLimited, Unauthorized
+from gyre.serve._ratelimit import rate_limits
 
 
 def hash_key(key: str) -> str:
@@ -30,31 +32,13 @@ def new_key() -> str:
     return "gyre_" + secrets.token_urlsafe(24)
 
 
-class TokenBucket:
-    """`rate_per_s` tokens a second, up to `burst`; pure, with the time passed in."""
-
-    def __init__(self, rate_per_s: float, burst: float, now: float) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = max(burst, 1.0)
-        self.tokens = self.burst
-        self.updated = now
-
-    def take(self, now: float) -> float:
-        """0.0 when a token was taken, else the seconds until one is available."""
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate_per_s
-
-
 @dataclass(frozen=True)
 class Consumer:
     name: str
     models: frozenset[str] | None  # None: every model
     admin: bool
     events: frozenset[str] | None = frozenset()  # None: every event type
+    rate_per_s: float | None = None  # over all processes of the server; None: unlimited
 
     def may_call(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -71,24 +55,21 @@ class Gatekeeper:
         self,
         consumers: Mapping[str, ConsumerConfig],
         *,
-        processes: int = 1,
+        shared_limits: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`shared_limits`: the file in which the processes of one server share their
+        rate buckets (see `_ratelimit.py`); None for a server of one process."""
         self.enabled = bool(consumers)
         self._clock = clock
         self._by_hash: dict[str, Consumer] = {}
-        self._buckets: dict[str, TokenBucket] = {}
         for name, declared in consumers.items():
             models = None if "*" in declared.models else frozenset(declared.models)
             events = None if "*" in declared.events else frozenset(declared.events)
             self._by_hash[declared.key_sha256.lower()] = Consumer(
-                name, models, declared.admin, events
+                name, models, declared.admin, events, declared.rate_per_s
             )
-            if declared.rate_per_s is not None:
-                # Each server process enforces its share of the declared rate.
-                rate = declared.rate_per_s / processes
-                burst = (declared.burst or declared.rate_per_s) / processes
-                self._buckets[name] = TokenBucket(rate, burst, clock())
+        self._limits = rate_limits(consumers, clock(), shared_limits)
 
     def identify(self, key: str | None) -> Consumer | None:
         if key is None:
@@ -112,13 +93,12 @@ class Gatekeeper:
                 if key is None
                 else "the API key is not valid; check it against [serve.consumers]"
             )
-        bucket = self._buckets.get(consumer.name)
-        if bucket is not None:
-            wait_s = bucket.take(self._clock())
+        if consumer.rate_per_s is not None and self._limits is not None:
+            wait_s = self._limits.take(consumer.name, self._clock())
             if wait_s > 0:
                 raise RateLimited(
                     f"consumer `{consumer.name}` is over its rate of "
-                    f"{bucket.rate_per_s:g} requests/s per server process; retry later",
+                    f"{consumer.rate_per_s:g} requests/s; retry later",
                     retry_after_s=max(1, int(wait_s + 0.999)),
                 )
         return consumer
