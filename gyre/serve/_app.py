@@ -464,7 +464,8 @@ class GyreApp:
     async def _events(
         self, scope: Scope, receive: Receive, type_name: str, consumer: Consumer | None
     ) -> Response:
-        # A consumer learns the declared types only when it may send them all.
+        # The scope first: a consumer that may not send this type learns nothing of the
+        # declared ones.
         self.gatekeeper.authorize(consumer, event_type=type_name)
         if self.collector is None or self._ingest_threads is None:
             raise UnknownEventType(

@@ -52,13 +52,13 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole body, refused with 413 past `limit` bytes (also after decompression)."""
-    scope["gyre.body_read"] = True
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
             f"request body of {declared} bytes is over the limit of {limit} bytes "
             "(serve.max_body_bytes); send fewer rows per request"
         )
+    scope["gyre.body_read"] = True
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -84,8 +84,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 def body_was_read(scope: Scope) -> bool:
-    """Whether the app asked for the request's body (uvicorn then says "100 Continue" to a
-    client that waits for it)."""
+    """Whether the app asked for the request's body (uvicorn says "100 Continue" to a
+    client that waits for it then); not when it was refused by its declared length."""
     return bool(scope.get("gyre.body_read"))
 
 

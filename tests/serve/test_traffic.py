@@ -475,6 +475,9 @@ def test_without_a_valid_key_nothing_is_read_or_looked_up(
         # A client waiting for "100 Continue" is told the connection closes.
         waiting = client.unread("POST", "/v1/feedback", {"Expect": "100-continue"}, 10)
         assert waiting.status == 401 and waiting.headers[b"connection"] == b"close"
+        too_long = {"Expect": "100-continue", "X-Api-Key": READER_KEY}
+        large = client.unread("POST", "/v2/models/iris/infer", too_long, sixteen_mib + 1)
+        assert large.status == 413 and large.headers[b"connection"] == b"close"
         assert client.get("/v2/health/ready").status_code == 200  # open, as /metrics
         assert client.get("/metrics").status_code == 200
     finally:
