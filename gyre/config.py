@@ -69,8 +69,10 @@ class ConsumerConfig:
     key_sha256: str = ""
     # Models this consumer may call; ["*"] for every model.
     models: list[str] = dataclasses.field(default_factory=lambda: ["*"])
-    # Requests per second over all server processes; none: unlimited.
+    # Requests per second over all processes of one server (shared token buckets, see
+    # docs/serving.md); none: unlimited. Each server (port, machine) allows it in full.
     rate_per_s: float | None = None
+    # Requests allowed at once on a full bucket; none: rate_per_s (at least 1).
     burst: float | None = None
     # Event types it may ingest (POST /v1/events/TYPE); ["*"] for every type.
     events: list[str] = dataclasses.field(default_factory=list)

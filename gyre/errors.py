@@ -18,7 +18,7 @@
     └── ServeError
         ├── BadRequest               a request that does not match the protocol or signature
         ├── PayloadTooLarge          a body over the configured size
-        ├── NotFound                 an unknown route, model, version or label
+        ├── NotFound                 an unknown route, model, version, label or request id
         ├── Unauthorized             no valid API key (401)
         ├── Forbidden                the key may not do this (403)
         ├── RateLimited              the consumer is over its rate; retry after `retry_after_s`
@@ -106,7 +106,7 @@ class PayloadTooLarge(ServeError):
 
 
 class NotFound(ServeError):
-    """Unknown route, model, version or label."""
+    """Unknown route, model, version, label, or a request id the server did not issue."""
 
 
 class Unavailable(ServeError):

@@ -2,11 +2,14 @@
 
 | method | path | body |
 |---|---|---|
-| POST | `/v1/feedback` | `{"request_id": "…", "reward": 0..1}` or `{"request_id", "label"}` |
+| POST | `/v1/feedback` | `{"request_id", "reward": 0..1}` or `{"request_id", "label"}` (once) |
 | PUT | `/v1/admin/models/{m}/aliases/{alias}` | `{"version": N, "reason"?: "…"}` |
 | DELETE | `/v1/admin/models/{m}/aliases/{alias}` | `{"reason"?: "…"}` (or no body) |
 | PUT | `/v1/admin/models/{m}/policy` | `{"kind": "split", "params": {…}, "reason"?: "…"}` |
 | GET | `/v1/admin/models/{m}/shadow` | — (the logged shadow comparisons) |
+
+The caller was admitted (key, rate) before these run; the body is read only after the
+route's own checks (an admin key, a known route) have passed.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ from typing import Any
 import msgspec
 
 from gyre._json import MALFORMED, reason
-from gyre.errors import BadRequest, NotFound
+from gyre.errors import BadRequest, Forbidden, NotFound
 from gyre.registry import Registry
 from gyre.registry import _admin as registry_admin
-from gyre.serve._auth import Gatekeeper, key_of
-from gyre.serve._feedback import FeedbackStore, parse_request_id
-from gyre.serve._http import Response, Scope, header, json_response
+from gyre.serve._auth import Consumer, Gatekeeper
+from gyre.serve._feedback import FeedbackStore
+from gyre.serve._http import Response, json_response
 
 RegistryCall = Callable[[Callable[[Registry], Any]], Awaitable[Any]]
+BodyReader = Callable[[], Awaitable[bytes]]
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -51,14 +55,18 @@ class Admin:
         self._registry_call = registry_call
         self._on_reward = on_reward
 
-    async def handle(self, method: str, parts: list[str], scope: Scope, body: bytes) -> Response:
-        key = key_of(header(scope, b"authorization"), header(scope, b"x-api-key"))
+    async def handle(
+        self, method: str, parts: list[str], consumer: Consumer | None, body: BodyReader
+    ) -> Response:
+        """Answer `method /v1/{parts}` for `consumer` (None: no consumers are declared);
+        `body()` reads the request's body."""
         if parts == ["feedback"] and method == "POST":
-            return await self._feedback(key, _json_object(body))
+            return await self._feedback(consumer, _json_object(await body()))
         if len(parts) >= 4 and parts[:2] == ["admin", "models"]:
             model, rest = parts[2], parts[3:]
-            who = self.gatekeeper.check(key, model=model, admin=True)
-            data = _json_object(body)
+            self.gatekeeper.authorize(consumer, model=model, admin=True)
+            who = consumer.name if consumer is not None else ""  # not None: admin needs one
+            data = _json_object(await body())
             if len(rest) == 2 and rest[0] == "aliases" and method in ("PUT", "POST"):
                 alias = rest[1]
                 return json_response(
@@ -83,15 +91,15 @@ class Admin:
                 return json_response({"comparisons": await self.feedback.shadow_rows(model)})
         raise NotFound(f"no route {method} /v1/{'/'.join(parts)}; see docs/protocols.md")
 
-    async def _feedback(self, key: str | None, body: dict[str, Any]) -> Response:
+    async def _feedback(self, consumer: Consumer | None, body: dict[str, Any]) -> Response:
+        """Feedback for an answer this server gave and recorded, once, from a consumer
+        that may call the model that gave it (see `_feedback.py`)."""
         request_id = body.get("request_id")
         if not isinstance(request_id, str):
             raise BadRequest(
                 'send {"request_id": "<Gyre-Request-Id of the answer>", "reward": 0..1} '
                 'or {"request_id": …, "label": <the true label>}'
             )
-        model, _ = parse_request_id(request_id)
-        self.gatekeeper.check(key, model=model)
         reward = body.get("reward")
         if reward is not None and (
             not isinstance(reward, (int, float)) or isinstance(reward, bool) or not 0 <= reward <= 1
@@ -99,12 +107,34 @@ class Admin:
             raise BadRequest(f"reward must be a number from 0 to 1, got {reward!r}")
         if reward is None and "label" not in body:
             raise BadRequest("send a `reward` (0 to 1) or the true `label`")
-        model, version, scored, new = await self.feedback.feedback(
-            request_id, None if reward is None else float(reward), body.get("label")
-        )
+        issued = self.feedback.ids.verify(request_id)
+        if issued is None:
+            raise NotFound(
+                "this server gave no answer with that request_id; post the Gyre-Request-Id "
+                "header of the answer"
+            )
+        if consumer is not None and not consumer.may_call(issued.model):
+            raise Forbidden(
+                f"consumer `{consumer.name}` may not post feedback for this request: it may "
+                "not call the model that answered it"
+            )
+        if not issued.takes_feedback:
+            raise NotFound(
+                "that answer was not routed by a bandit policy, so it takes no feedback: "
+                "feedback is recorded for the answers a `bandit` policy chose (see "
+                "docs/serving.md)"
+            )
+        served = await self.feedback.served(request_id)
+        if served is None:
+            raise NotFound(
+                "that answer's record is not there (the server process that gave it stopped "
+                "before writing it down), so it takes no feedback"
+            )
+        scored = served.score(body.get("label")) if reward is None else float(reward)
+        new = await self.feedback.add_feedback(served, scored, consumer.name if consumer else "")
         if new:
-            self._on_reward(model, version, scored)
+            self._on_reward(served.model, served.version, scored)
         return json_response(
-            {"request_id": request_id, "model": model, "version": version, "reward": scored,
-             "recorded": new}
+            {"request_id": request_id, "model": served.model, "version": served.version,
+             "reward": scored, "recorded": new}
         )  # fmt: skip

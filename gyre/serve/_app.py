@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,7 +28,7 @@ from gyre.errors import (
 )
 from gyre.registry import parse_ref
 from gyre.serve._admin import Admin
-from gyre.serve._auth import Gatekeeper, key_of
+from gyre.serve._auth import Consumer, Gatekeeper, key_of
 from gyre.serve._features import EntityFeatures
 from gyre.serve._http import (
     JSON_HEADERS,
@@ -36,6 +37,7 @@ from gyre.serve._http import (
     Response,
     Scope,
     Send,
+    body_was_read,
     byte_count,
     deadline_ms,
     encode_json,
@@ -82,6 +84,11 @@ def _answer_headers(prediction: Prediction) -> Headers:
     return headers
 
 
+def _expects_continue(scope: Scope) -> bool:
+    expect = header(scope, b"expect")
+    return expect is not None and expect.strip().lower() == "100-continue"
+
+
 def _default_fields(prediction: Prediction) -> dict[str, Any]:
     if prediction.default_reason is None:
         return {}
@@ -117,12 +124,19 @@ class GyreApp:
         )
         self._metrics_flusher: asyncio.Task[None] | None = None
 
-    def _authorize(self, scope: Scope, labels: _Labels, model: str) -> None:
+    def _admit(self, scope: Scope, labels: _Labels) -> Consumer | None:
+        """Who calls (401, 429), before anything of the request is read or looked up."""
+        if not self.gatekeeper.enabled:
+            return None
+        key = key_of(header(scope, b"authorization"), header(scope, b"x-api-key"))
+        consumer = self.gatekeeper.admit(key)
+        if consumer is not None:
+            labels.consumer = consumer.name
+        return consumer
+
+    def _authorize(self, consumer: Consumer | None, labels: _Labels, model: str) -> None:
         labels.model = model
-        if self.gatekeeper.enabled:
-            labels.consumer = self.gatekeeper.check(
-                key_of(header(scope, b"authorization"), header(scope, b"x-api-key")), model=model
-            )
+        self.gatekeeper.authorize(consumer, model=model)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -195,6 +209,10 @@ class GyreApp:
             if isinstance(exc, Overloaded):
                 self.metrics.shed_request(labels.model)
             response = error_response(protocol, exc)
+            if not body_was_read(scope) and _expects_continue(scope):
+                # The client waits for "100 Continue" before it sends the body, and may
+                # never send it: on this connection the next bytes could be either.
+                response.headers.append((b"connection", b"close"))
         except Exception as exc:  # a bug, not bad input: log it, answer 500
             log.exception("unexpected error on %s %s", scope["method"], path)
             response = error_response(protocol, GyreError(f"internal error: {exc}"))
@@ -236,25 +254,51 @@ class GyreApp:
     async def _route(self, scope: Scope, receive: Receive, path: str, labels: _Labels) -> Response:
         method: str = scope["method"]
         parts = path.strip("/").split("/")
+        answer = self._open_route(method, path, parts)
+        if answer is not None:
+            return answer
+        # Every other route needs a key once consumers are declared: without one the
+        # answer is 401 before any model, event type or request id is looked up, and
+        # before the body is read.
+        consumer = self._admit(scope, labels)
         if parts[0] == "v2":
-            return await self._v2(method, parts[1:], scope, receive, labels)
+            return await self._v2(method, parts[1:], scope, receive, labels, consumer)
         if parts[0] == "v1" and len(parts) >= 3 and parts[1] == "models":
-            return await self._tf(method, parts[2:], scope, receive, labels)
+            return await self._tf(method, parts[2:], scope, receive, labels, consumer)
         if path == "/invocations" and method == "POST":
-            return await self._mlflow(scope, receive, labels)
-        if path in ("/ping", "/health") and method == "GET":
+            return await self._mlflow(scope, receive, labels, consumer)
+        if parts[0] == "v1" and len(parts) == 3 and parts[1] == "events" and method == "POST":
+            return await self._events(scope, receive, parts[2], consumer)
+        if parts[0] == "v1" and len(parts) >= 2 and parts[1] in ("feedback", "admin"):
+
+            def body() -> Awaitable[bytes]:
+                return read_body(scope, receive, self.config.max_body_bytes)
+
+            return await self.admin.handle(method, parts[1:], consumer, body)
+        raise NotFound(f"no route {method} {path}; see docs/protocols.md for the endpoints")
+
+    def _open_route(self, method: str, path: str, parts: list[str]) -> Response | None:
+        """Health, readiness, the v2 server metadata and metrics: open to anyone (load
+        balancers, scrapers, tritonclient's server checks), and about no model."""
+        if parts == ["v2"]:
+            return json_response(
+                {"name": "gyre", "version": gyre.__version__, "extensions": ["binary_tensor_data"]}
+            )
+        if method != "GET":
+            return None
+        if path == "/v2/health/live":
+            return json_response({"live": True})
+        if path == "/v2/health/ready":
+            ready = self.repository.ready
+            return json_response({"ready": ready}, 200 if ready else 503)
+        if path in ("/ping", "/health"):
             ready = self.repository.ready
             return json_response({"status": "ok" if ready else "loading"}, 200 if ready else 503)
-        if path == "/metrics" and method == "GET":
+        if path == "/metrics":
             return Response(
                 200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
             )
-        if parts[0] == "v1" and len(parts) == 3 and parts[1] == "events" and method == "POST":
-            return await self._events(scope, receive, parts[2])
-        if parts[0] == "v1" and len(parts) >= 2 and parts[1] in ("feedback", "admin"):
-            body = await read_body(scope, receive, self.config.max_body_bytes)
-            return await self.admin.handle(method, parts[1:], scope, body)
-        raise NotFound(f"no route {method} {path}; see docs/protocols.md for the endpoints")
+        return None
 
     async def _predict(
         self,
@@ -281,22 +325,18 @@ class GyreApp:
     # -- Open Inference Protocol v2 ----------------------------------------------------------
 
     async def _v2(
-        self, method: str, parts: list[str], scope: Scope, receive: Receive, labels: _Labels
+        self,
+        method: str,
+        parts: list[str],
+        scope: Scope,
+        receive: Receive,
+        labels: _Labels,
+        consumer: Consumer | None,
     ) -> Response:
         snapshot = self.repository.snapshot
-        if not parts or parts == [""]:
-            return json_response(
-                {"name": "gyre", "version": gyre.__version__, "extensions": ["binary_tensor_data"]}
-            )
-        if parts[0] == "health" and len(parts) == 2 and method == "GET":
-            if parts[1] == "live":
-                return json_response({"live": True})
-            if parts[1] == "ready":
-                ready = self.repository.ready
-                return json_response({"ready": ready}, 200 if ready else 503)
         if parts[0] == "models" and len(parts) >= 2:
             model = parts[1]
-            self._authorize(scope, labels, model)
+            self._authorize(consumer, labels, model)
             rest = parts[2:]
             version: int | None = None
             if len(rest) >= 2 and rest[0] == "versions":
@@ -374,13 +414,19 @@ class GyreApp:
     # -- TensorFlow Serving REST -------------------------------------------------------------
 
     async def _tf(
-        self, method: str, parts: list[str], scope: Scope, receive: Receive, labels: _Labels
+        self,
+        method: str,
+        parts: list[str],
+        scope: Scope,
+        receive: Receive,
+        labels: _Labels,
+        consumer: Consumer | None,
     ) -> Response:
         verb = None
         if ":" in parts[-1]:
             parts[-1], verb = parts[-1].split(":", 1)
         model = parts[0]
-        self._authorize(scope, labels, model)
+        self._authorize(consumer, labels, model)
         rest = parts[1:]
         version: int | None = None
         label: str | None = None
@@ -420,16 +466,18 @@ class GyreApp:
 
     # -- event ingestion ---------------------------------------------------------------------
 
-    async def _events(self, scope: Scope, receive: Receive, type_name: str) -> Response:
+    async def _events(
+        self, scope: Scope, receive: Receive, type_name: str, consumer: Consumer | None
+    ) -> Response:
+        # The scope first: a consumer that may not send this type learns nothing of the
+        # declared ones.
+        self.gatekeeper.authorize(consumer, event_type=type_name)
         if self.collector is None or self._ingest_threads is None:
             raise UnknownEventType(
                 f"unknown event type `{type_name}`: no event types are declared "
                 "([collect.events.NAME] in gyre.toml)"
             )
         self.collector.event_type(type_name)
-        if self.gatekeeper.enabled:
-            key = key_of(header(scope, b"authorization"), header(scope, b"x-api-key"))
-            self.gatekeeper.check(key, event_type=type_name)
         body = await read_body(scope, receive, self.config.max_body_bytes)
         collector = self.collector
         # Validation and the durable commit block: they run on the ingestion threads, where
@@ -441,7 +489,9 @@ class GyreApp:
 
     # -- MLflow scoring ----------------------------------------------------------------------
 
-    async def _mlflow(self, scope: Scope, receive: Receive, labels: _Labels) -> Response:
+    async def _mlflow(
+        self, scope: Scope, receive: Receive, labels: _Labels, consumer: Consumer | None
+    ) -> Response:
         snapshot = self.repository.snapshot
         ref = header(scope, b"gyre-model") or self.config.default_model
         if ref is None:
@@ -452,7 +502,7 @@ class GyreApp:
                 )
             ref = next(iter(snapshot.versions))
         model, version, label = parse_ref(ref)
-        self._authorize(scope, labels, model)
+        self._authorize(consumer, labels, model)
         loaded = snapshot.resolve(model, version, label)
         labels.version = str(loaded.version)
         content_type = (header(scope, b"content-type") or "application/json").split(";")[0]

@@ -1,8 +1,12 @@
 """Declared consumers: API keys (stored as sha256), model scopes, rate limits, admin rights.
 
 Undeclared consumers are a named ML technical debt: once any consumer is declared, every
-model call needs a key. Health and metrics endpoints stay open for load balancers and
-scrapers.
+route but health and metrics needs a key. The check comes in two steps, in this order:
+`admit` (who is calling: 401 for no or an unknown key, then 429 over the consumer's rate)
+before anything of the request is read or looked up, so an anonymous client learns
+nothing (not which models, event types or request ids exist) and costs nothing (no body
+is read); then `authorize` (may this consumer do this: 403) once the route knows the model,
+event type or admin operation at stake.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from gyre.config import ConsumerConfig
 from gyre.errors import Forbidden, RateLimited, Unauthorized
+from gyre.serve._ratelimit import rate_limits
 
 
 def hash_key(key: str) -> str:
@@ -26,31 +32,13 @@ def new_key() -> str:
     return "gyre_" + secrets.token_urlsafe(24)
 
 
-class TokenBucket:
-    """`rate_per_s` tokens a second, up to `burst`; pure, with the time passed in."""
-
-    def __init__(self, rate_per_s: float, burst: float, now: float) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = max(burst, 1.0)
-        self.tokens = self.burst
-        self.updated = now
-
-    def take(self, now: float) -> float:
-        """0.0 when a token was taken, else the seconds until one is available."""
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate_per_s
-
-
 @dataclass(frozen=True)
 class Consumer:
     name: str
     models: frozenset[str] | None  # None: every model
     admin: bool
     events: frozenset[str] | None = frozenset()  # None: every event type
+    rate_per_s: float | None = None  # over all processes of the server; None: unlimited
 
     def may_call(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -60,31 +48,28 @@ class Consumer:
 
 
 class Gatekeeper:
-    """Checks keys, scopes and rates. With no consumer declared everything is allowed,
+    """Checks keys, rates and scopes. With no consumer declared everything is allowed,
     except admin operations, which always need an admin key."""
 
     def __init__(
         self,
         consumers: Mapping[str, ConsumerConfig],
         *,
-        processes: int = 1,
+        shared_limits: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`shared_limits`: the file in which the processes of one server share their
+        rate buckets (see `_ratelimit.py`); None for a server of one process."""
         self.enabled = bool(consumers)
         self._clock = clock
         self._by_hash: dict[str, Consumer] = {}
-        self._buckets: dict[str, TokenBucket] = {}
         for name, declared in consumers.items():
             models = None if "*" in declared.models else frozenset(declared.models)
             events = None if "*" in declared.events else frozenset(declared.events)
             self._by_hash[declared.key_sha256.lower()] = Consumer(
-                name, models, declared.admin, events
+                name, models, declared.admin, events, declared.rate_per_s
             )
-            if declared.rate_per_s is not None:
-                # Each server process enforces its share of the declared rate.
-                rate = declared.rate_per_s / processes
-                burst = (declared.burst or declared.rate_per_s) / processes
-                self._buckets[name] = TokenBucket(rate, burst, clock())
+        self._limits = rate_limits(consumers, clock(), shared_limits)
 
     def identify(self, key: str | None) -> Consumer | None:
         if key is None:
@@ -95,22 +80,11 @@ class Gatekeeper:
                 return consumer
         return None
 
-    def check(
-        self,
-        key: str | None,
-        *,
-        model: str | None = None,
-        admin: bool = False,
-        event_type: str | None = None,
-    ) -> str:
-        """The consumer's name ("" when auth is off); raises 401/403/429 errors."""
+    def admit(self, key: str | None) -> Consumer | None:
+        """The consumer `key` belongs to, within its rate; None when no consumer is
+        declared (everyone may call). Raises 401 and 429 errors."""
         if not self.enabled:
-            if admin:
-                raise Forbidden(
-                    "admin operations need an admin key; declare a consumer with "
-                    "admin = true in [serve.consumers.NAME] (see `gyre consumers key`)"
-                )
-            return ""
+            return None
         consumer = self.identify(key)
         if consumer is None:
             raise Unauthorized(
@@ -119,6 +93,32 @@ class Gatekeeper:
                 if key is None
                 else "the API key is not valid; check it against [serve.consumers]"
             )
+        if consumer.rate_per_s is not None and self._limits is not None:
+            wait_s = self._limits.take(consumer.name, self._clock())
+            if wait_s > 0:
+                raise RateLimited(
+                    f"consumer `{consumer.name}` is over its rate of "
+                    f"{consumer.rate_per_s:g} requests/s; retry later",
+                    retry_after_s=max(1, int(wait_s + 0.999)),
+                )
+        return consumer
+
+    def authorize(
+        self,
+        consumer: Consumer | None,
+        *,
+        model: str | None = None,
+        admin: bool = False,
+        event_type: str | None = None,
+    ) -> None:
+        """Raises a 403 error unless `consumer` (from `admit`) may do this."""
+        if consumer is None:
+            if admin:
+                raise Forbidden(
+                    "admin operations need an admin key; declare a consumer with "
+                    "admin = true in [serve.consumers.NAME] (see `gyre consumers key`)"
+                )
+            return
         if admin and not consumer.admin:
             raise Forbidden(f"consumer `{consumer.name}` may not run admin operations")
         if model is not None and not consumer.may_call(model):
@@ -128,16 +128,6 @@ class Gatekeeper:
                 f"consumer `{consumer.name}` may not send `{event_type}` events; "
                 "list the type in its `events`"
             )
-        bucket = self._buckets.get(consumer.name)
-        if bucket is not None:
-            wait_s = bucket.take(self._clock())
-            if wait_s > 0:
-                raise RateLimited(
-                    f"consumer `{consumer.name}` is over its rate of "
-                    f"{bucket.rate_per_s:g} requests/s per server process; retry later",
-                    retry_after_s=max(1, int(wait_s + 0.999)),
-                )
-        return consumer.name
 
 
 def key_of(authorization: str | None, api_key: str | None) -> str | None:

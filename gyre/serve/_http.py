@@ -61,6 +61,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             f"request body of {declared} bytes is over the limit of {limit} bytes "
             "(serve.max_body_bytes); send fewer rows per request"
         )
+    scope["gyre.body_read"] = True
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -83,6 +84,12 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     if encoding in ("gzip", "deflate"):
         body = _decompress(body, encoding, limit)
     return body
+
+
+def body_was_read(scope: Scope) -> bool:
+    """Whether the app asked for the request's body (uvicorn says "100 Continue" to a
+    client that waits for it then); not when it was refused by its declared length."""
+    return bool(scope.get("gyre.body_read"))
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -15,7 +13,7 @@ from gyre.serve._cache import PredictionCache, cache_key
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._runtime import Tensors
-from gyre.serve._snapshot import LoadedVersion, Snapshot
+from gyre.serve._snapshot import LoadedVersion, Route, Snapshot
 from gyre.types import FeatureBinding
 
 log = logging.getLogger("gyre.serve")
@@ -60,8 +58,7 @@ class Predictor:
         self.cache = cache
         self.feedback = feedback
         self.metrics = metrics
-        self._prefix = os.urandom(4).hex()
-        self._ids = itertools.count()
+        self.ids = feedback.ids
         self._mirrors: set[asyncio.Task[None]] = set()
 
     async def predict(
@@ -82,7 +79,7 @@ class Predictor:
         """
         feeds, rows = loaded.runtime.validate(inputs)
         model, version = loaded.model, loaded.version
-        request_id = f"{model}~{version}~{self._prefix}{next(self._ids):x}"
+        route = snapshot.routes.get(model) if routed else None
         settings = loaded.settings
         budget_ms = settings.latency_slo_ms
         if deadline_ms is not None:
@@ -93,7 +90,7 @@ class Predictor:
             hit = self.cache.get(key)
             self.metrics.cache_lookup(model, hit is not None)
             if hit is not None:
-                return Prediction(loaded, hit, request_id)
+                return self._answer(loaded, hit, route)
         loop = asyncio.get_running_loop()
         try:
             outputs = await loaded.batcher.submit(feeds, rows, loop.time() + budget_ms / 1000.0)
@@ -114,14 +111,14 @@ class Predictor:
                 if isinstance(exc, DeadlineExceeded)
                 else "model unavailable"
             )
+            # Not the version's answer: no feedback can be about it.
+            request_id = self.ids.issue(model, version, takes_feedback=False)
             return Prediction(loaded, loaded.default_outputs(rows), request_id, reason)
         self.metrics.prediction(model, default=False)
         if key is not None:
             self.cache.put(key, outputs)
-        route = snapshot.routes.get(model) if routed else None
+        prediction = self._answer(loaded, outputs, route)
         if route is not None:
-            if route.kind == "bandit":
-                self.feedback.record_served(request_id, model, version, _first_row(outputs))
             shadow = snapshot.shadow_of(model)
             if shadow is not None and features not in (None, shadow.runtime.signature.features):
                 # Inputs built from a feature view mean nothing to a version trained on
@@ -130,9 +127,22 @@ class Predictor:
                 log.info("shadow %s:%s not asked: it was trained on other features",
                          model, shadow.version)  # fmt: skip
             elif shadow is not None:
-                task = asyncio.create_task(self._mirror(shadow, feeds, request_id, loaded, outputs))
+                task = asyncio.create_task(
+                    self._mirror(shadow, feeds, prediction.request_id, loaded, outputs)
+                )
                 self._mirrors.add(task)
                 task.add_done_callback(self._mirrors.discard)
+        return prediction
+
+    def _answer(self, loaded: LoadedVersion, outputs: Tensors, route: Route | None) -> Prediction:
+        """The version's answer under a new request id; recorded for feedback (in memory,
+        written off the request path) when a bandit chose the version."""
+        bandit = route is not None and route.kind == "bandit"
+        request_id = self.ids.issue(loaded.model, loaded.version, takes_feedback=bandit)
+        if bandit:
+            self.feedback.record_served(
+                request_id, loaded.model, loaded.version, _first_row(outputs)
+            )
         return Prediction(loaded, outputs, request_id)
 
     async def _mirror(

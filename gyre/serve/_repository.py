@@ -66,9 +66,9 @@ class ModelRepository:
                 yield model, str(version), loaded.batcher.queued_requests
 
     async def start(self) -> None:
-        self.feedback.start()
         await self.refresh()
         self._check_configured_models()
+        self.feedback.start()
         self.ready = True
         self._task = asyncio.create_task(self._poll(), name="gyre-reload")
 

@@ -69,10 +69,15 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
     `processes` > 1: one of that many workers, whose metrics are summed via `metrics_dir`."""
     metrics = ServerMetrics(metrics_dir)
     registry = Registry.from_config(config)
-    feedback = FeedbackStore(config.home / "feedback.db")
+    feedback = FeedbackStore.open(config.home / "feedback.db")
     repository = ModelRepository(registry, config.serve, metrics, feedback)
     predictor = Predictor(PredictionCache(config.serve.cache_bytes), feedback, metrics)
-    gatekeeper = Gatekeeper(config.serve.consumers, processes=processes)
+    # The processes of one server share their consumers' rate buckets: the declared rate
+    # is their total. The file is this server's (its port), kept with the home's run state.
+    shared_limits = (
+        config.home / "run" / f"rate-limits-{config.serve.port}.bin" if processes > 1 else None
+    )
+    gatekeeper = Gatekeeper(config.serve.consumers, shared_limits=shared_limits)
     admin = Admin(gatekeeper, feedback, repository.call_registry, repository.observe_reward)
     types = event_types(config.collect.events)
     collector = (

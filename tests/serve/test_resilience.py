@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from gyre.registry import CHAMPION, Registry
 from gyre.serve._app import METRICS_FLUSH_S
 from gyre.serve._auth import hash_key
-from tests.conftest import process_running, start_server
+from tests.conftest import ServerProcess, process_running, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -213,3 +213,97 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path, iris_classif
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.process.pid, signal.SIGKILL)
+
+
+def _wait_for_workers(server: ServerProcess, loaded: str, workers: int = 2) -> None:
+    """Until `workers` processes have loaded `loaded` (then they listen within moments)."""
+    deadline = time.monotonic() + 60
+    while server.output().count(f"loaded {loaded}") < workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.output().count(f"loaded {loaded}") >= workers, server.output()
+    time.sleep(0.5)
+
+
+def test_feedback_posted_at_once_to_another_worker_is_taken(
+    tmp_path: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    home = tmp_path / "home"
+    registry = Registry(home)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias="challenger")
+    registry.set_policy("iris", "bandit", {"arms": ["champion", "challenger"]})
+    server = start_server(home, "--workers", "2")
+    try:
+        _wait_for_workers(server, "iris:2")
+        for _ in range(24):
+            # A new connection each: the kernel spreads them over both workers, so about
+            # half of the posts reach a worker that has not written the answer's record.
+            answer = httpx.post(f"{server.url}/v2/models/iris/infer", json=IRIS)
+            request_id = answer.headers["gyre-request-id"]
+            feedback = httpx.post(
+                f"{server.url}/v1/feedback", json={"request_id": request_id, "reward": 1}
+            )
+            assert feedback.status_code == 200, feedback.text
+            assert feedback.json()["recorded"] is True
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_rate_limit_holds_over_all_worker_processes(
+    tmp_path: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    home = tmp_path / "home"
+    Registry(home).publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    rate, burst = 20.0, 5.0
+    config = tmp_path / "gyre.toml"
+    config.write_text(
+        f'[serve.consumers.app]\nkey_sha256 = "{hash_key("k")}"\n'
+        f"rate_per_s = {rate}\nburst = {burst}\n"
+    )
+    server = start_server(home, "--workers", "2", config=config)
+    url, headers = f"{server.url}/v2/models/iris/infer", {"X-Api-Key": "k"}
+    try:
+        _wait_for_workers(server, "iris:1")
+        # One kept-alive connection: one worker answers it all, yet the consumer's rate is
+        # its total over both workers, so this connection alone gets all of it.
+        statuses: Counter[int] = Counter()
+        with httpx.Client(timeout=10) as http:
+            started = time.monotonic()
+            while time.monotonic() - started < 2.0:
+                statuses[http.post(url, json=IRIS, headers=headers).status_code] += 1
+            elapsed = time.monotonic() - started
+        assert set(statuses) == {200, 429}, statuses
+        # At most a full bucket and what refilled, give or take the one request in flight
+        # at each end; at least three quarters of that (a loaded machine's client pauses).
+        allowed = burst + rate * elapsed
+        assert 0.75 * allowed <= statuses[200] <= allowed + 1, (statuses, elapsed)
+
+        # Several clients at once, on kept-alive and on new connections (spread over both
+        # workers by the kernel): together they get the rate, not a rate per worker.
+        counts: Counter[int] = Counter()
+        stop = threading.Event()
+
+        def kept_alive() -> None:
+            with httpx.Client(timeout=10) as http:
+                while not stop.is_set():
+                    counts[http.post(url, json=IRIS, headers=headers).status_code] += 1
+
+        def new_connections() -> None:
+            while not stop.is_set():
+                counts[httpx.post(url, json=IRIS, headers=headers, timeout=10).status_code] += 1
+
+        loops = (kept_alive, kept_alive, new_connections, new_connections)
+        clients = [threading.Thread(target=loop) for loop in loops]
+        started = time.monotonic()
+        for client in clients:
+            client.start()
+        time.sleep(2.0)
+        stop.set()
+        for client in clients:
+            client.join()
+        elapsed = time.monotonic() - started
+        assert set(counts) == {200, 429}, counts
+        # The bucket was drained just before: at most one burst left, plus the refill.
+        assert 0.75 * rate * elapsed <= counts[200] <= burst + rate * elapsed + 1, (counts, elapsed)
+    finally:
+        assert server.stop() == 0

@@ -17,6 +17,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from gyre.registry import CHAMPION, Registry
+from gyre.serve._auth import hash_key
 from tests.conftest import ServerProcess, start_server
 
 pytestmark = pytest.mark.integration
@@ -154,6 +155,44 @@ def _read_response(sock: socket.socket) -> bytes:
         body += received
     assert len(body) == length
     return head + b"\r\n\r\n" + body
+
+
+def test_a_request_without_a_key_is_refused_before_its_body_comes(
+    tmp_path: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    home = _iris_home(tmp_path, iris_classifier, iris)
+    config = tmp_path / "gyre.toml"
+    config.write_text(
+        f'[serve]\nworkers = 1\n[serve.consumers.app]\nkey_sha256 = "{hash_key("k")}"\n'
+    )
+    server = start_server(home, config=config)
+    sixteen_mib = 16 * 1024 * 1024
+    head = (
+        b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n" % sixteen_mib
+    )
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head + b"\r\n")
+            # Not a byte of the body was sent: the answer did not wait for it.
+            refused = _read_response(sock)
+            assert refused.startswith(b"HTTP/1.1 401 "), refused
+            assert b"connection: close" not in refused.lower()
+            # A client that sends the body anyway: it is read and dropped, and the
+            # connection serves the next request.
+            sock.sendall(b" " * sixteen_mib)
+            sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            # A client that waits for "100 Continue" may never send the body: the
+            # connection closes after the answer, so no later bytes are misread.
+            sock.sendall(head + b"Expect: 100-continue\r\n\r\n")
+            refused = _read_response(sock)
+            assert refused.startswith(b"HTTP/1.1 401 ") and b"connection: close" in refused
+            assert sock.recv(4096) == b""
+    finally:
+        assert server.stop() == 0
 
 
 def test_a_request_that_trickles_in_or_never_comes_gets_408(

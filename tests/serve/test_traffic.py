@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sklearn.pipeline import Pipeline
 
@@ -325,13 +328,97 @@ def test_feedback_by_label_is_scored_and_idempotent(two_versions: Registry, home
         again = client.post("/v1/feedback", json={"request_id": request_id, "label": predicted})
         assert again.json()["recorded"] is False
         for body, message in (
-            ({"request_id": "nope"}, "not a gyre request id"),
             ({"request_id": request_id, "reward": 2}, "from 0 to 1"),
             ({"request_id": request_id}, "send a `reward`"),
             ({"reward": 1}, "request_id"),
         ):
             bad = client.post("/v1/feedback", json=body)
             assert bad.status_code == 400 and message in bad.json()["error"]
+    finally:
+        client.close()
+
+
+def _bandit_stats(client: AppClient, model: str) -> dict[int, tuple[int, float]]:
+    feedback = client.app.predictor.feedback
+    return client.loop.run_until_complete(feedback.bandit_stats([model]))[model]
+
+
+def test_forged_feedback_is_refused_and_steers_nothing(two_versions: Registry, home: Path) -> None:
+    two_versions.set_policy("iris", "bandit", {"arms": ["champion", "challenger"]})
+    client = client_for(home)
+    try:
+        real = client.post("/v2/models/iris/infer", json=v2([ROW])).headers["gyre-request-id"]
+        pinned = client.post("/v2/models/iris/versions/2/infer", json=v2([ROW]))
+        model, version, token = real.split("~")
+        flipped = token[:-1] + ("1" if token[-1] == "0" else "0")
+        # The attacker wants all traffic on version 2: 600 rewards for answers never given.
+        forged = [f"iris~2~{secrets.token_hex(32)}" for _ in range(300)]
+        forged += [f"iris~2~{token[:8]}{n:x}" for n in range(300)]  # a counter after a real id
+        forged += [
+            f"iris~{3 - int(version)}~{token}",  # a real id, moved to the other version
+            f"{model}~{version}~{flipped}",
+            f"{model}~{version}~{token.upper()}",
+            f"{model}~0{version}~{token}",
+            "nope",
+        ]
+        for request_id in forged:
+            answer = client.post("/v1/feedback", json={"request_id": request_id, "reward": 1})
+            assert answer.status_code == 404, (request_id, answer.text)
+            assert "Gyre-Request-Id header of the answer" in answer.json()["error"]
+        # A real answer that the bandit did not choose (the client named the version).
+        chosen = client.post(
+            "/v1/feedback", json={"request_id": pinned.headers["gyre-request-id"], "reward": 1}
+        )
+        assert chosen.status_code == 404 and "not routed by a bandit" in chosen.json()["error"]
+        assert _bandit_stats(client, "iris") == {}
+        served = Counter(
+            client.post("/v2/models/iris/infer", json=v2([ROW])).headers["gyre-model-version"]
+            for _ in range(200)
+        )
+        # No evidence: both arms are drawn from Beta(1, 1), a fair coin (sd 7 over 200).
+        assert served["1"] >= 60 and served["2"] >= 60, served
+        taken = client.post("/v1/feedback", json={"request_id": real, "reward": 1})
+        assert taken.status_code == 200 and taken.json()["recorded"] is True
+        assert _bandit_stats(client, "iris") == {int(version): (1, 1.0)}
+    finally:
+        client.close()
+
+
+def test_feedback_is_taken_once_per_answer_and_names_who_posted_it(
+    two_versions: Registry, home: Path
+) -> None:
+    two_versions.set_policy("iris", "bandit", {"arms": ["1", "2"]})
+    client = client_for(
+        home,
+        f'[serve.consumers.app]\nkey_sha256 = "{hash_key(READER_KEY)}"\nmodels = ["iris"]\n'
+        f'[serve.consumers.ops]\nkey_sha256 = "{hash_key(ADMIN_KEY)}"\n'
+        f'[serve.consumers.other]\nkey_sha256 = "{hash_key(LIMITED_KEY)}"\nmodels = ["x"]\n',
+    )
+
+    def feedback(key: str, **body: object) -> httpx.Response:
+        return client.post("/v1/feedback", json=body, headers={"X-Api-Key": key})
+
+    try:
+        answer = client.post(
+            "/v2/models/iris/infer", json=v2([ROW]), headers={"X-Api-Key": READER_KEY}
+        )
+        request_id = answer.headers["gyre-request-id"]
+        version = int(answer.headers["gyre-model-version"])
+        outsider = feedback(LIMITED_KEY, request_id=request_id, reward=1)
+        assert outsider.status_code == 403
+        assert outsider.json()["error"] == (
+            "consumer `other` may not post feedback for this request: it may not call the "
+            "model that answered it"
+        )
+        first = feedback(READER_KEY, request_id=request_id, reward=0.25)
+        assert first.status_code == 200 and first.json()["recorded"] is True
+        for key in (ADMIN_KEY, READER_KEY):  # only the first post for an answer counts
+            again = feedback(key, request_id=request_id, reward=1)
+            assert again.status_code == 200 and again.json()["recorded"] is False
+        with sqlite3.connect(home / "feedback.db") as db:
+            rows = db.execute("SELECT request_id, model, version, reward, consumer FROM feedback")
+            assert rows.fetchall() == [(request_id, "iris", version, 0.25, "app")]
+        assert _bandit_stats(client, "iris") == {version: (1, 0.25)}
     finally:
         client.close()
 
@@ -412,6 +499,57 @@ def test_consumers_are_authenticated_scoped_and_rate_limited(
         admin = client.request("PUT", "/v1/admin/models/iris/aliases/x", json={"version": 1},
                                headers={"X-Api-Key": READER_KEY})  # fmt: skip
         assert admin.status_code == 403
+    finally:
+        client.close()
+
+
+def test_without_a_valid_key_nothing_is_read_or_looked_up(
+    home: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    Registry(home).publish("iris", iris_classifier, iris[0])
+    client = client_for(
+        home,
+        '[collect.events.clicks]\nfields = {user = "int", at = "timestamp"}\n'
+        'entity = ["user"]\ntime = "at"\n'
+        f'[serve.consumers.app]\nkey_sha256 = "{hash_key(READER_KEY)}"\nmodels = ["iris"]\n'
+        f'[serve.consumers.ops]\nkey_sha256 = "{hash_key(ADMIN_KEY)}"\nadmin = true\n',
+    )
+    sixteen_mib = 16 * 1024 * 1024
+    try:
+        for key in ({}, {"X-Api-Key": "guess"}, {"Authorization": "Bearer guess"}):
+            for method, path, extra in (
+                ("POST", "/v1/events/nope", {}),
+                ("POST", "/v1/events/clicks", {}),
+                ("POST", "/v1/feedback", {}),
+                ("PUT", "/v1/admin/models/iris/aliases/champion", {}),
+                ("POST", "/v2/models/nope/infer", {}),
+                ("POST", "/v2/models/iris/infer", {}),
+                ("GET", "/v2/models/nope", {}),
+                ("POST", "/v1/models/nope:predict", {}),
+                ("GET", "/v1/models/nope/metadata", {}),
+                ("POST", "/invocations", {"Gyre-Model": "nope"}),
+                ("POST", "/v1/nowhere", {}),
+            ):
+                answer = client.unread(method, path, {**key, **extra}, sixteen_mib)
+                assert answer.status == 401, (method, path, answer.body)
+                assert not answer.body_read, (method, path)
+                for secret in (b"clicks", b"iris", b"nope", b"app", b"ops", b"served"):
+                    assert secret not in answer.body, (method, path, answer.body)
+        # A consumer learns of event types only when it may send them all.
+        typed = client.unread("POST", "/v1/events/nope", {"X-Api-Key": READER_KEY}, 10)
+        assert typed.status == 403 and b"clicks" not in typed.body and not typed.body_read
+        # Admitted, but not an admin: refused before the body is read.
+        admin = client.unread("PUT", "/v1/admin/models/iris/aliases/champion",
+                              {"X-Api-Key": READER_KEY}, sixteen_mib)  # fmt: skip
+        assert admin.status == 403 and not admin.body_read
+        # A client waiting for "100 Continue" is told the connection closes.
+        waiting = client.unread("POST", "/v1/feedback", {"Expect": "100-continue"}, 10)
+        assert waiting.status == 401 and waiting.headers[b"connection"] == b"close"
+        too_long = {"Expect": "100-continue", "X-Api-Key": READER_KEY}
+        large = client.unread("POST", "/v2/models/iris/infer", too_long, sixteen_mib + 1)
+        assert large.status == 413 and large.headers[b"connection"] == b"close"
+        assert client.get("/v2/health/ready").status_code == 200  # open, as /metrics
+        assert client.get("/metrics").status_code == 200
     finally:
         client.close()
 
