@@ -113,7 +113,10 @@ def check_exposure(config: Config) -> None:
 
 
 def bounded_http(
-    max_header_bytes: int, header_timeout_s: float, body_idle_timeout_s: float
+    max_header_bytes: int,
+    header_timeout_s: float,
+    body_idle_timeout_s: float,
+    max_body_bytes: int,
 ) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, with the bounds on reading a request that it lacks.
 
@@ -131,10 +134,20 @@ def bounded_http(
     are counted exactly, except in the chunk where a head follows the previous request
     (uvicorn's keep-alive timer bounds that one). A request that arrives in one chunk, the
     usual case, arms no timer and costs one extra call.
+
+    A request answered before its body was read (413, or 503 when the process's body
+    budget is spent) is answered at once, while the client is usually still sending.
+    Closing then would make the kernel answer the rest of the upload with a reset, and
+    most clients would report the reset, not the answer; so the rest of the body is read
+    and dropped (uvicorn buffers nothing once the answer is complete), then the
+    connection closes: it carries no further request, and the drain is bounded by
+    `max_body_bytes` (past it: closed at once) and by the body's idle timeout.
     """
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _head_bytes = 0
+        _drained_bytes = 0
+        _drained = False
         _read_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -148,6 +161,9 @@ def bounded_http(
         def data_received(self, data: bytes) -> None:
             before = self.cycle
             outside_body = before is None or not before.more_body
+            if not outside_body and before is not None and before.response_complete:
+                self._drain(data)
+                return
             super().data_received(data)
             cycle = self.cycle
             if cycle is not before or not outside_body:
@@ -167,6 +183,24 @@ def bounded_http(
                     f"the request line and headers are over the limit of {max_header_bytes} "
                     "bytes (serve.max_header_bytes); send fewer or shorter headers",
                 )
+
+        def _drain(self, data: bytes) -> None:
+            """The rest of a body whose request was answered early: dropped as it comes
+            (uvicorn's parser still reads it, to find where it ends), then close."""
+            self._drained_bytes += len(data)
+            if self._drained_bytes <= max_body_bytes:
+                super().data_received(data)
+                self._arm(body_idle_timeout_s)
+                if not self._drained:
+                    return
+            self._disarm()
+            self.transport.close()
+
+        def on_message_complete(self) -> None:
+            cycle = self.cycle
+            if cycle is not None and cycle.response_complete and cycle.more_body:
+                self._drained = True  # uvicorn ignores the end of a body answered early
+            super().on_message_complete()
 
         def _in_body(self) -> bool:
             return self.cycle is not None and self.cycle.more_body
@@ -233,6 +267,7 @@ def _uvicorn_config(config: Config, app: GyreApp) -> uvicorn.Config:
             config.serve.max_header_bytes,
             config.serve.header_timeout_s,
             config.serve.body_idle_timeout_s,
+            config.serve.max_body_bytes,
         ),
         lifespan="on",
         access_log=False,
