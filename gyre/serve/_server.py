@@ -40,6 +40,7 @@ from gyre.serve._feedback import FeedbackStore
 from gyre.serve._http import encode_json
 from gyre.serve._inference import Predictor
 from gyre.serve._lifetime import die_with_parent
+from gyre.serve._memory import return_large_blocks
 from gyre.serve._metrics import MULTIPROCESS_DIR_ENV, ServerMetrics
 from gyre.serve._repository import ModelRepository
 
@@ -293,6 +294,7 @@ def _run_worker(config: Config, processes: int, metrics_dir: str, supervisor: in
     """One worker process: bind with SO_REUSEPORT (it joins the port's group when it
     starts listening, after its models are loaded) and serve until told to stop."""
     die_with_parent(supervisor, signal.SIGTERM)  # graceful: finish what was accepted, exit
+    return_large_blocks()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -314,6 +316,7 @@ def serve(config: Config) -> None:
         config.home, config.serve.host, config.serve.port, workers,
     )  # fmt: skip
     if workers == 1:
+        return_large_blocks()
         server = _Server(_uvicorn_config(config, build_app(config)))
         server.run()
         if not server.started:
