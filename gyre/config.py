@@ -121,6 +121,13 @@ class ServeConfig:
     insecure: bool = False
     # Server processes sharing the port (SO_REUSEPORT); 0: one per core.
     workers: int = 0
+    # A server process that dies is replaced at once, up to this many times a minute per
+    # process slot; past that, its next start waits until the last minute holds fewer.
+    worker_restarts_per_min: int = 10
+    # After a process that died before it was ready (a failed start), its slot waits this
+    # long before the next start, doubling per consecutive failed start up to the max.
+    worker_start_backoff_ms: float = 1000.0
+    worker_start_backoff_max_ms: float = 60_000.0
     # One JSON log line per request (request id, model, version, status, ms, consumer).
     access_log: bool = False
 
@@ -223,6 +230,9 @@ _BOUNDS: dict[str, _Bounds] = {
     "parity_max_rows": _POSITIVE,
     "port": (0, True, 65535, True),
     "workers": _NON_NEGATIVE,
+    "worker_restarts_per_min": _POSITIVE,
+    "worker_start_backoff_ms": _NON_NEGATIVE,
+    "worker_start_backoff_max_ms": _NON_NEGATIVE,
     "max_body_bytes": _POSITIVE,
     "max_inflight_body_bytes": _POSITIVE,
     "max_header_bytes": _POSITIVE,

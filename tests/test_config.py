@@ -69,6 +69,8 @@ def test_wrong_type_is_refused(tmp_path: Path) -> None:
         ),
         ("[registry]\nparity_max_rows = 0", r"\[registry\] parity_max_rows = 0 is out of range"),
         ("[features]\nfollow_interval_ms = -5", "follow_interval_ms = -5.0 is out of range"),
+        ("[serve]\nworker_restarts_per_min = 0", "worker_restarts_per_min = 0 is out of range"),
+        ("[serve]\nworker_start_backoff_ms = -1", "worker_start_backoff_ms = -1.0 is out of"),
     ],
 )
 def test_numbers_out_of_range_are_refused(tmp_path: Path, toml: str, message: str) -> None:

@@ -3,8 +3,8 @@ process or in `workers` processes sharing the port through SO_REUSEPORT.
 
 uvicorn handles SIGTERM/SIGINT gracefully: it stops accepting, lets accepted requests
 finish, then runs the app's shutdown, which drains every batch queue. With several
-workers, the parent forwards the signal, waits for every worker, restarts a worker that
-dies on its own, and exits 0 after a clean shutdown.
+workers, a supervisor (`_supervisor.py`) forwards the signal, waits for every worker,
+replaces a worker that dies on its own, and exits 0 after a clean shutdown.
 """
 
 from __future__ import annotations
@@ -13,15 +13,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import multiprocessing
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -41,15 +38,24 @@ from gyre.serve._http import encode_json
 from gyre.serve._inference import Predictor
 from gyre.serve._lifetime import die_with_parent
 from gyre.serve._memory import return_large_blocks
-from gyre.serve._metrics import MULTIPROCESS_DIR_ENV, ServerMetrics
+from gyre.serve._metrics import ServerMetrics
 from gyre.serve._repository import ModelRepository
+from gyre.serve._supervisor import READY, supervise
 
 log = logging.getLogger("gyre.serve")
 
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises a caught SIGTERM/SIGINT after its graceful shutdown, which makes
-    the process exit with 143/130; a server that shut down cleanly exits 0."""
+    the process exit with 143/130; a server that shut down cleanly exits 0. `on_started`
+    runs once the app's startup is complete and the socket listens."""
+
+    on_started: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -290,15 +296,19 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_worker(config: Config, processes: int, metrics_dir: str, supervisor: int) -> None:
+def _run_worker(
+    config: Config, processes: int, metrics_dir: str, supervisor: int, ready: Connection
+) -> None:
     """One worker process: bind with SO_REUSEPORT (it joins the port's group when it
-    starts listening, after its models are loaded) and serve until told to stop."""
+    starts listening, after its models are loaded), tell the supervisor it is ready, and
+    serve until told to stop."""
     die_with_parent(supervisor, signal.SIGTERM)  # graceful: finish what was accepted, exit
     return_large_blocks()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     server = _Server(_uvicorn_config(config, build_app(config, processes, metrics_dir)))
+    server.on_started = lambda: ready.send_bytes(READY)
     sock = _reuseport_socket(config.serve.host, config.serve.port)
     server.run(sockets=[sock])
     raise SystemExit(0 if server.started else 1)
@@ -322,58 +332,13 @@ def serve(config: Config) -> None:
         if not server.started:
             raise SystemExit(1)
         return
-    _supervise(config, workers)
-
-
-def _supervise(config: Config, workers: int) -> None:
-    # Counters and histograms of every worker are summed on /metrics (prometheus_client's
-    # multiprocess mode reads this variable in each freshly spawned worker).
-    metrics_dir = tempfile.mkdtemp(prefix="gyre-metrics-")
-    os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
-    # Hold the port (bound, never listening) so a port of 0 means the same port for all.
+    # Hold the port (bound, never listening) so a port of 0 means the same port for all,
+    # and the port stays this server's while its processes restart.
     holder = _reuseport_socket(config.serve.host, config.serve.port)
-    port = holder.getsockname()[1]
-    config = _with_port(config, port)
-    ctx = multiprocessing.get_context("spawn")
-    stopping = threading.Event()
-
-    def start() -> multiprocessing.process.BaseProcess:
-        process = ctx.Process(
-            target=_run_worker, args=(config, workers, metrics_dir, os.getpid()), daemon=False
-        )
-        process.start()
-        return process
-
-    def stop(_signum: int, _frame: object) -> None:
-        stopping.set()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    processes = [start() for _ in range(workers)]
-    failed_starts = 0
     try:
-        while not stopping.is_set():
-            time.sleep(0.2)
-            for i, process in enumerate(processes):
-                if process.exitcode is not None and not stopping.is_set():
-                    failed_starts += 1
-                    if failed_starts > 3 * workers:
-                        raise SystemExit("gyre serve: workers keep failing; see the log above")
-                    log.error(
-                        "worker pid %s exited with %s; restarting", process.pid, process.exitcode
-                    )
-                    processes[i] = start()
+        supervise(_with_port(config, holder.getsockname()[1]), workers, _run_worker)
     finally:
-        for process in processes:
-            if process.exitcode is None and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
-        for process in processes:
-            process.join(timeout=config.serve.shutdown_timeout_s + 10)
-            if process.exitcode is None:
-                process.kill()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         holder.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _with_port(config: Config, port: int) -> Config:
