@@ -19,6 +19,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -40,6 +41,7 @@ from gyre.serve._lifetime import die_with_parent
 from gyre.serve._memory import return_large_blocks
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._repository import ModelRepository
+from gyre.serve._rundir import hold
 from gyre.serve._supervisor import READY, supervise
 
 log = logging.getLogger("gyre.serve")
@@ -303,6 +305,7 @@ def _run_worker(
     starts listening, after its models are loaded), tell the supervisor it is ready, and
     serve until told to stop."""
     die_with_parent(supervisor, signal.SIGTERM)  # graceful: finish what was accepted, exit
+    hold(Path(metrics_dir))  # for this process's life: no start removes it meanwhile
     return_large_blocks()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

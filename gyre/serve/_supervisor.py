@@ -11,7 +11,7 @@ start fails), and saying so beats retrying forever without ever serving. Once an
 process has been ready, deaths only ever lead to restarts.
 
 On SIGTERM or SIGINT it forwards SIGTERM to every process, waits for their graceful
-shutdown, and removes its metrics folder.
+shutdown, and removes its metrics folder (under the home directory, see `_rundir`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from prometheus_client import multiprocess
 from gyre.config import Config
 from gyre.serve._metrics import MULTIPROCESS_DIR_ENV
 from gyre.serve._restarts import RestartPolicy
+from gyre.serve._rundir import MetricsDir
 
 log = logging.getLogger("gyre.serve")
 
@@ -62,9 +61,9 @@ class _Slot:
 
 def supervise(config: Config, workers: int, target: WorkerTarget) -> None:
     """Run `workers` processes of `target` until SIGTERM or SIGINT."""
-    metrics_dir = Path(tempfile.mkdtemp(prefix="gyre-metrics-"))
+    metrics = MetricsDir.create(config.home)
     # prometheus_client's multiprocess mode reads this in each freshly spawned process.
-    os.environ[MULTIPROCESS_DIR_ENV] = str(metrics_dir)
+    os.environ[MULTIPROCESS_DIR_ENV] = str(metrics.path)
     ctx = multiprocessing.get_context("spawn")
     stopping = threading.Event()
     serve = config.serve
@@ -76,7 +75,7 @@ def supervise(config: Config, workers: int, target: WorkerTarget) -> None:
         reader, writer = ctx.Pipe(duplex=False)
         process = ctx.Process(
             target=target,
-            args=(config, workers, str(metrics_dir), os.getpid(), writer),
+            args=(config, workers, str(metrics.path), os.getpid(), writer),
             name=f"gyre-server-{slot.number}",
         )
         process.start()
@@ -103,7 +102,7 @@ def supervise(config: Config, workers: int, target: WorkerTarget) -> None:
             _wait_for_news(slots)
             now = time.monotonic()
             for slot in slots:
-                _look_at(slot, now, metrics_dir)
+                _look_at(slot, now, metrics.path)
                 if slot.process is None and now >= slot.start_at and not stopping.is_set():
                     start(slot, now)
             if not any(slot.ever_ready for slot in slots) and all(s.deaths for s in slots):
@@ -115,7 +114,7 @@ def supervise(config: Config, workers: int, target: WorkerTarget) -> None:
         _stop_all(slots, serve.shutdown_timeout_s + 10)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics.remove()
 
 
 def _wait_for_news(slots: list[_Slot]) -> None:
