@@ -93,6 +93,10 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 16 * 1024 * 1024
+    # Bytes of request bodies one server process reads and holds at once; a request that
+    # would go past it gets 503 with Retry-After before its body is read. None: 4 times
+    # max_body_bytes. At least max_body_bytes, so that a body of the largest size fits.
+    max_inflight_body_bytes: int | None = None
     # The request line and headers of one request; past this: 431 and the connection closes.
     max_header_bytes: int = 64 * 1024
     # A client gets this long for a request's line and headers, counted from the connection
@@ -119,11 +123,25 @@ class ServeConfig:
     insecure: bool = False
     # Server processes sharing the port (SO_REUSEPORT); 0: one per core.
     workers: int = 0
+    # A server process that dies is replaced at once, up to this many times a minute per
+    # process slot; past that, its next start waits until the last minute holds fewer.
+    worker_restarts_per_min: int = 10
+    # After a process that died before it was ready (a failed start), its slot waits this
+    # long before the next start, doubling per consecutive failed start up to the max.
+    worker_start_backoff_ms: float = 1000.0
+    worker_start_backoff_max_ms: float = 60_000.0
     # One JSON log line per request (request id, model, version, status, ms, consumer).
     access_log: bool = False
 
     def for_model(self, name: str) -> ModelServeConfig:
         return self.models.get(name, self.model_defaults)
+
+    @property
+    def inflight_body_budget_bytes(self) -> int:
+        """`max_inflight_body_bytes`, or its default of 4 times `max_body_bytes`."""
+        if self.max_inflight_body_bytes is None:
+            return 4 * self.max_body_bytes
+        return self.max_inflight_body_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +232,11 @@ _BOUNDS: dict[str, _Bounds] = {
     "parity_max_rows": _POSITIVE,
     "port": (0, True, 65535, True),
     "workers": _NON_NEGATIVE,
+    "worker_restarts_per_min": _POSITIVE,
+    "worker_start_backoff_ms": _NON_NEGATIVE,
+    "worker_start_backoff_max_ms": _NON_NEGATIVE,
     "max_body_bytes": _POSITIVE,
+    "max_inflight_body_bytes": _POSITIVE,
     "max_header_bytes": _POSITIVE,
     "header_timeout_s": _POSITIVE,
     "body_idle_timeout_s": _POSITIVE,
@@ -263,6 +285,16 @@ def _check_bounds(settings: Any, where: str) -> None:
                 f"[{where}] {field.name} = {value!r} is out of range: must be "
                 + " and ".join(wanted)
             )
+
+
+def _check_body_budget(serve: ServeConfig) -> None:
+    budget = serve.max_inflight_body_bytes
+    if budget is not None and budget < serve.max_body_bytes:
+        raise ConfigError(
+            f"[serve] max_inflight_body_bytes = {budget} is less than max_body_bytes = "
+            f"{serve.max_body_bytes}: a body of the largest allowed size could never be read; "
+            "raise max_inflight_body_bytes or lower max_body_bytes"
+        )
 
 
 def _section(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
@@ -358,6 +390,7 @@ def load_config(
             serve, **{k: v for k, v in serve_overrides.items() if v is not None}
         )
         _check_bounds(serve, "serve")
+    _check_body_budget(serve)
     return Config(
         home=resolved_home.expanduser().resolve(),
         registry=_section(RegistryConfig, data.get("registry", {}), "registry"),

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gyre._numbers import parse_count
 from gyre.registry import Registry
 
 
@@ -91,18 +92,49 @@ def process_running(pid: int) -> bool:
     return state != "Z"
 
 
-def start_server(home: Path, *extra: str, config: Path | None = None) -> ServerProcess:
-    port = free_port()
+def server_workers(supervisor: int) -> list[int]:
+    """The live server processes of a multi-process `gyre serve` (its spawned children,
+    not multiprocessing's resource tracker). /proc/PID/task/*/children is not in every
+    kernel: each process's parent is read from its stat instead."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if parse_count(entry.name) is None:
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == supervisor and stat[0] != "Z" and b"spawn_main" in command:
+            workers.append(int(entry.name))
+    return sorted(workers)
+
+
+def start_server(
+    home: Path,
+    *extra: str,
+    config: Path | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """`gyre serve` on `port` (default: a free one), ready; `env` is added to the
+    environment it inherits (without any GYRE_ variable)."""
+    port = port or free_port()
     log = home.parent / f"serve-{port}.log"
     command = [sys.executable, "-m", "gyre", "--home", str(home)]
     if config is not None:
         command += ["--config", str(config)]
     command += ["serve", "--port", str(port), *extra]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
-    with log.open("wb") as out:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
+    environment.update(env or {})
+    with log.open("ab") as out:
         # Its own session: a test can kill the server with every process it started.
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
         )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", home, log)
     deadline = time.monotonic() + 60

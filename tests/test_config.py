@@ -69,6 +69,8 @@ def test_wrong_type_is_refused(tmp_path: Path) -> None:
         ),
         ("[registry]\nparity_max_rows = 0", r"\[registry\] parity_max_rows = 0 is out of range"),
         ("[features]\nfollow_interval_ms = -5", "follow_interval_ms = -5.0 is out of range"),
+        ("[serve]\nworker_restarts_per_min = 0", "worker_restarts_per_min = 0 is out of range"),
+        ("[serve]\nworker_start_backoff_ms = -1", "worker_start_backoff_ms = -1.0 is out of"),
     ],
 )
 def test_numbers_out_of_range_are_refused(tmp_path: Path, toml: str, message: str) -> None:
@@ -99,3 +101,17 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config(home=tmp_path)
     with pytest.raises(AttributeError):
         config.serve.port = 1  # type: ignore[misc]
+
+
+def test_the_body_budget_defaults_to_four_bodies_and_must_hold_one(tmp_path: Path) -> None:
+    path = tmp_path / "gyre.toml"
+    path.write_text("[serve]\nmax_body_bytes = 1000\n")
+    assert load_config(home=tmp_path, config_file=path).serve.inflight_body_budget_bytes == 4000
+    path.write_text("[serve]\nmax_body_bytes = 1000\nmax_inflight_body_bytes = 1500\n")
+    assert load_config(home=tmp_path, config_file=path).serve.inflight_body_budget_bytes == 1500
+    path.write_text("[serve]\nmax_body_bytes = 1000\nmax_inflight_body_bytes = 999\n")
+    with pytest.raises(ConfigError, match="max_inflight_body_bytes = 999 is less than max_body"):
+        load_config(home=tmp_path, config_file=path)
+    path.write_text("[serve]\nmax_inflight_body_bytes = 0\n")
+    with pytest.raises(ConfigError, match="max_inflight_body_bytes = 0 is out of range"):
+        load_config(home=tmp_path, config_file=path)

@@ -32,6 +32,7 @@ from gyre.serve._auth import Consumer, Gatekeeper, key_of
 from gyre.serve._features import EntityFeatures
 from gyre.serve._http import (
     JSON_HEADERS,
+    BodyBudget,
     Headers,
     Receive,
     Response,
@@ -123,6 +124,7 @@ class GyreApp:
             ThreadPoolExecutor(32, thread_name_prefix="gyre-ingest") if collector else None
         )
         self._metrics_flusher: asyncio.Task[None] | None = None
+        self.bodies = BodyBudget(config.inflight_body_budget_bytes)
 
     def _admit(self, scope: Scope, labels: _Labels) -> Consumer | None:
         """Who calls (401, 429), before anything of the request is read or looked up."""
@@ -140,7 +142,11 @@ class GyreApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self._http(scope, receive, send)
+            self.bodies.attach(scope)
+            try:
+                await self._http(scope, receive, send)
+            finally:
+                self.bodies.release(scope)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 

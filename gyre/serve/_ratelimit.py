@@ -5,16 +5,16 @@ when unset), refills at `rate_per_s` tokens a second, and gives one token per re
 arithmetic is one pure function (`take`), with the time passed in.
 
 `rate_per_s` is the consumer's total over all processes of one server, so the processes of
-a `gyre serve --workers N` share their buckets: one small file,
-`<home>/run/rate-limits-<port>.bin`, mapped into every worker's memory. A request takes the
-file's lock (`flock`), reads and writes its consumer's 16 bytes, and lets go: two system
-calls and a few microseconds, only for consumers that have a rate. `flock` is released by
-the kernel when a process dies, so a worker killed with the lock held (even by SIGKILL)
-wedges nobody; a `multiprocessing.Lock` would stay held forever. The file is created, or
-re-laid out for a changed set of consumers, by whichever process opens it first; it never
-shrinks (another process may have it mapped). The times in it are CLOCK_MONOTONIC seconds,
-one clock for every process of the machine; a bucket whose time lies ahead of the clock
-(the machine rebooted) starts again from now.
+a `gyre serve --workers N` share their buckets: one small file, `rate-limits.bin` in the
+server run's folder under `<home>/run/` (see `_rundir`), mapped into every worker's
+memory. A request takes the file's lock (`flock`), reads and writes its consumer's 16
+bytes, and lets go: two system calls and a few microseconds, only for consumers that have
+a rate. `flock` is released by the kernel when a process dies, so a worker killed with the
+lock held (even by SIGKILL) wedges nobody; a `multiprocessing.Lock` would stay held
+forever. The file is created, or re-laid out for a changed set of consumers, by whichever
+process opens it first; it never shrinks (another process may have it mapped). The times
+in it are CLOCK_MONOTONIC seconds, one clock for every process of the machine; a bucket
+whose time lies ahead of the clock (the machine rebooted) starts again from now.
 
 One process (`--workers 1`, and the in-process app) keeps its buckets in memory: no file,
 no system call. Consumers without a rate cost nothing at all.

@@ -3,8 +3,8 @@ process or in `workers` processes sharing the port through SO_REUSEPORT.
 
 uvicorn handles SIGTERM/SIGINT gracefully: it stops accepting, lets accepted requests
 finish, then runs the app's shutdown, which drains every batch queue. With several
-workers, the parent forwards the signal, waits for every worker, restarts a worker that
-dies on its own, and exits 0 after a clean shutdown.
+workers, a supervisor (`_supervisor.py`) forwards the signal, waits for every worker,
+replaces a worker that dies on its own, and exits 0 after a clean shutdown.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import multiprocessing
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -40,15 +38,26 @@ from gyre.serve._feedback import FeedbackStore
 from gyre.serve._http import encode_json
 from gyre.serve._inference import Predictor
 from gyre.serve._lifetime import die_with_parent
-from gyre.serve._metrics import MULTIPROCESS_DIR_ENV, ServerMetrics
+from gyre.serve._memory import return_large_blocks
+from gyre.serve._metrics import ServerMetrics
 from gyre.serve._repository import ModelRepository
+from gyre.serve._rundir import hold
+from gyre.serve._supervisor import READY, supervise
 
 log = logging.getLogger("gyre.serve")
 
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises a caught SIGTERM/SIGINT after its graceful shutdown, which makes
-    the process exit with 143/130; a server that shut down cleanly exits 0."""
+    the process exit with 143/130; a server that shut down cleanly exits 0. `on_started`
+    runs once the app's startup is complete and the socket listens."""
+
+    on_started: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -73,9 +82,10 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
     repository = ModelRepository(registry, config.serve, metrics, feedback)
     predictor = Predictor(PredictionCache(config.serve.cache_bytes), feedback, metrics)
     # The processes of one server share their consumers' rate buckets: the declared rate
-    # is their total. The file is this server's (its port), kept with the home's run state.
+    # is their total. The file lives in this server run's own folder under <home>/run,
+    # which the next start removes if a crash left it.
     shared_limits = (
-        config.home / "run" / f"rate-limits-{config.serve.port}.bin" if processes > 1 else None
+        Path(metrics_dir) / "rate-limits.bin" if processes > 1 and metrics_dir is not None else None
     )
     gatekeeper = Gatekeeper(config.serve.consumers, shared_limits=shared_limits)
     admin = Admin(gatekeeper, feedback, repository.call_registry, repository.observe_reward)
@@ -118,7 +128,10 @@ def check_exposure(config: Config) -> None:
 
 
 def bounded_http(
-    max_header_bytes: int, header_timeout_s: float, body_idle_timeout_s: float
+    max_header_bytes: int,
+    header_timeout_s: float,
+    body_idle_timeout_s: float,
+    max_body_bytes: int,
 ) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, with the bounds on reading a request that it lacks.
 
@@ -136,10 +149,20 @@ def bounded_http(
     are counted exactly, except in the chunk where a head follows the previous request
     (uvicorn's keep-alive timer bounds that one). A request that arrives in one chunk, the
     usual case, arms no timer and costs one extra call.
+
+    A request answered before its body was read (413, or 503 when the process's body
+    budget is spent) is answered at once, while the client is usually still sending.
+    Closing then would make the kernel answer the rest of the upload with a reset, and
+    most clients would report the reset, not the answer; so the rest of the body is read
+    and dropped (uvicorn buffers nothing once the answer is complete), then the
+    connection closes: it carries no further request, and the drain is bounded by
+    `max_body_bytes` (past it: closed at once) and by the body's idle timeout.
     """
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _head_bytes = 0
+        _drained_bytes = 0
+        _drained = False
         _read_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -153,6 +176,9 @@ def bounded_http(
         def data_received(self, data: bytes) -> None:
             before = self.cycle
             outside_body = before is None or not before.more_body
+            if not outside_body and before is not None and before.response_complete:
+                self._drain(data)
+                return
             super().data_received(data)
             cycle = self.cycle
             if cycle is not before or not outside_body:
@@ -172,6 +198,24 @@ def bounded_http(
                     f"the request line and headers are over the limit of {max_header_bytes} "
                     "bytes (serve.max_header_bytes); send fewer or shorter headers",
                 )
+
+        def _drain(self, data: bytes) -> None:
+            """The rest of a body whose request was answered early: dropped as it comes
+            (uvicorn's parser still reads it, to find where it ends), then close."""
+            self._drained_bytes += len(data)
+            if self._drained_bytes <= max_body_bytes:
+                super().data_received(data)
+                self._arm(body_idle_timeout_s)
+                if not self._drained:
+                    return
+            self._disarm()
+            self.transport.close()
+
+        def on_message_complete(self) -> None:
+            cycle = self.cycle
+            if cycle is not None and cycle.response_complete and cycle.more_body:
+                self._drained = True  # uvicorn ignores the end of a body answered early
+            super().on_message_complete()
 
         def _in_body(self) -> bool:
             return self.cycle is not None and self.cycle.more_body
@@ -238,6 +282,7 @@ def _uvicorn_config(config: Config, app: GyreApp) -> uvicorn.Config:
             config.serve.max_header_bytes,
             config.serve.header_timeout_s,
             config.serve.body_idle_timeout_s,
+            config.serve.max_body_bytes,
         ),
         lifespan="on",
         access_log=False,
@@ -259,14 +304,20 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_worker(config: Config, processes: int, metrics_dir: str, supervisor: int) -> None:
+def _run_worker(
+    config: Config, processes: int, metrics_dir: str, supervisor: int, ready: Connection
+) -> None:
     """One worker process: bind with SO_REUSEPORT (it joins the port's group when it
-    starts listening, after its models are loaded) and serve until told to stop."""
+    starts listening, after its models are loaded), tell the supervisor it is ready, and
+    serve until told to stop."""
     die_with_parent(supervisor, signal.SIGTERM)  # graceful: finish what was accepted, exit
+    hold(Path(metrics_dir))  # for this process's life: no start removes it meanwhile
+    return_large_blocks()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     server = _Server(_uvicorn_config(config, build_app(config, processes, metrics_dir)))
+    server.on_started = lambda: ready.send_bytes(READY)
     sock = _reuseport_socket(config.serve.host, config.serve.port)
     server.run(sockets=[sock])
     raise SystemExit(0 if server.started else 1)
@@ -284,63 +335,19 @@ def serve(config: Config) -> None:
         config.home, config.serve.host, config.serve.port, workers,
     )  # fmt: skip
     if workers == 1:
+        return_large_blocks()
         server = _Server(_uvicorn_config(config, build_app(config)))
         server.run()
         if not server.started:
             raise SystemExit(1)
         return
-    _supervise(config, workers)
-
-
-def _supervise(config: Config, workers: int) -> None:
-    # Counters and histograms of every worker are summed on /metrics (prometheus_client's
-    # multiprocess mode reads this variable in each freshly spawned worker).
-    metrics_dir = tempfile.mkdtemp(prefix="gyre-metrics-")
-    os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
-    # Hold the port (bound, never listening) so a port of 0 means the same port for all.
+    # Hold the port (bound, never listening) so a port of 0 means the same port for all,
+    # and the port stays this server's while its processes restart.
     holder = _reuseport_socket(config.serve.host, config.serve.port)
-    port = holder.getsockname()[1]
-    config = _with_port(config, port)
-    ctx = multiprocessing.get_context("spawn")
-    stopping = threading.Event()
-
-    def start() -> multiprocessing.process.BaseProcess:
-        process = ctx.Process(
-            target=_run_worker, args=(config, workers, metrics_dir, os.getpid()), daemon=False
-        )
-        process.start()
-        return process
-
-    def stop(_signum: int, _frame: object) -> None:
-        stopping.set()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    processes = [start() for _ in range(workers)]
-    failed_starts = 0
     try:
-        while not stopping.is_set():
-            time.sleep(0.2)
-            for i, process in enumerate(processes):
-                if process.exitcode is not None and not stopping.is_set():
-                    failed_starts += 1
-                    if failed_starts > 3 * workers:
-                        raise SystemExit("gyre serve: workers keep failing; see the log above")
-                    log.error(
-                        "worker pid %s exited with %s; restarting", process.pid, process.exitcode
-                    )
-                    processes[i] = start()
+        supervise(_with_port(config, holder.getsockname()[1]), workers, _run_worker)
     finally:
-        for process in processes:
-            if process.exitcode is None and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
-        for process in processes:
-            process.join(timeout=config.serve.shutdown_timeout_s + 10)
-            if process.exitcode is None:
-                process.kill()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         holder.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _with_port(config: Config, port: int) -> Config:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +20,7 @@ import pytest
 
 from gyre.collect import EventClient, SQLiteFactLog
 from gyre.serve._auth import hash_key
-from tests.conftest import start_server
+from tests.conftest import free_port, server_workers, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +183,102 @@ def test_every_acknowledged_event_survives_sigkill_exactly_once(
     expected = acknowledged | {e["id"] for batch in unacknowledged for e in batch}
     assert sorted(stored) == sorted(expected)
     log.close()
+
+
+def test_a_kill_9_campaign_loses_nothing_acknowledged_and_stores_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    """A 2-process server under 4 clients that retry each batch until it is acknowledged
+    (on a connection error or a 5xx, as a real client would): 5 times SIGKILL to the whole
+    process group then a restart on the same port, and 3 times SIGKILL to one worker (the
+    supervisor replaces it), in between. After each, the server is back within 20 s: for
+    a process group, from the kill until a batch is acknowledged again; for one worker,
+    until its replacement is ready (the other serves meanwhile). At the end every
+    acknowledged event is in the fact log exactly once."""
+    home = tmp_path / "home"
+    config = tmp_path / "gyre.toml"
+    config.write_text(CLICKS + "[serve]\nmax_body_bytes = 200000\n")
+    port = free_port()
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    server = start_server(home, "--workers", "2", config=config, port=port, env=env)
+    url = f"http://127.0.0.1:{port}/v1/events/clicks"
+    acknowledged: list[str] = []
+    failures: list[str] = []
+    retries: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(number: int) -> None:
+        with httpx.Client(timeout=5) as http:
+            for batch_number in itertools.count():
+                if stop.is_set():
+                    return
+                batch = [click(number * 1_000_000 + batch_number * 20 + i) for i in range(20)]
+                deadline = time.monotonic() + 60
+                while True:  # until acknowledged
+                    try:
+                        response = http.post(url, json=batch)
+                        if response.status_code == 200:
+                            answer = response.json()
+                            if answer["accepted"] + answer["duplicates"] == len(batch):
+                                break
+                            failures.append(f"not all stored: {answer}")
+                            return
+                        if response.status_code < 500:
+                            failures.append(f"{response.status_code}: {response.text}")
+                            return
+                    except httpx.TransportError:
+                        pass
+                    retries.append(1)
+                    if time.monotonic() > deadline:
+                        failures.append(f"batch {batch_number} of client {number} never stored")
+                        return
+                    time.sleep(0.05)
+                with lock:
+                    acknowledged.extend(event["id"] for event in batch)
+
+    def ready() -> set[int]:  # the workers the supervisors have logged as ready
+        return {int(pid) for pid in re.findall(r"\(pid (\d+)\) is ready", server.output())}
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    back_s: dict[str, list[float]] = {"process group": [], "one worker": []}
+    try:
+        group, worker = "process group", "one worker"
+        for kind in [group, worker, group, group, worker, group, worker, group]:
+            time.sleep(random.uniform(0.3, 0.8))  # ingestion under way
+            killed = time.monotonic()
+            if kind == group:
+                server.kill_all()
+                server = start_server(home, "--workers", "2", config=config, port=port, env=env)
+                count = len(acknowledged)
+                while len(acknowledged) == count and time.monotonic() - killed < 30:
+                    time.sleep(0.01)  # back: a client's batch is acknowledged again
+            else:
+                before = ready()
+                serving = [pid for pid in server_workers(server.process.pid) if pid in before]
+                os.kill(random.choice(serving), signal.SIGKILL)
+                while not ready() - before and time.monotonic() - killed < 30:
+                    time.sleep(0.01)  # the other worker serves meanwhile
+            back_s[kind].append(time.monotonic() - killed)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=90)
+        assert server.stop() == 0
+    print(f"back and serving after a kill (s): {back_s}; {len(acknowledged)} events "
+          f"acknowledged, {len(retries)} retries")  # fmt: skip
+    assert failures == []
+    assert max(back_s["process group"] + back_s["one worker"]) < 20
+    assert len(acknowledged) > 1000
+    log = SQLiteFactLog(home / "facts.db")
+    stored = [fact.data["id"] for fact in log.scan("clicks")]
+    log.close()
+    assert len(stored) == len(set(stored))  # nothing twice
+    assert set(acknowledged) <= set(stored)  # nothing acknowledged lost
+    # What the kills left was removed by the next start; nothing was left elsewhere.
+    assert list((home / "run").glob("metrics-*")) == []
+    assert [p.name for p in temp.iterdir() if p.name != ".ses"] == []  # .ses: onnxruntime's

@@ -562,3 +562,20 @@ def test_a_body_cut_short_by_a_disconnect_is_refused_not_processed() -> None:
 
     with pytest.raises(BadRequest, match="closed before the whole body arrived"):
         asyncio.run(read_body({"headers": []}, receive, 1000))
+
+
+def test_body_reservations_are_returned_however_a_request_ends(client: AppClient) -> None:
+    bodies = client.app.bodies
+    assert bodies.budget_bytes == 4 * 4096  # the default: 4 x max_body_bytes
+    assert client.post("/v2/models/iris/infer", json=v2_body([ROW])).status_code == 200
+    assert client.post("/v2/models/iris/infer", content=b"{oops").status_code == 400
+    assert client.post("/v2/models/iris/infer", json=v2_body([ROW] * 400)).status_code == 413
+    assert client.post("/v2/models/nope/infer", json=v2_body([ROW])).status_code == 404
+    assert client.post("/invocations", json={"instances": [ROW]}).status_code == 400
+    assert bodies.held_bytes == 0
+    bodies.held_bytes = bodies.budget_bytes - 10  # as if other requests held the rest
+    response = client.post("/v2/models/iris/infer", json=v2_body([ROW]))
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert "serve.max_inflight_body_bytes" in response.json()["error"]
+    bodies.held_bytes = 0
+    assert client.post("/v2/models/iris/infer", json=v2_body([ROW])).status_code == 200
