@@ -150,13 +150,15 @@ def bounded_http(
     (uvicorn's keep-alive timer bounds that one). A request that arrives in one chunk, the
     usual case, arms no timer and costs one extra call.
 
-    A request answered before its body was read (413, or 503 when the process's body
-    budget is spent) is answered at once, while the client is usually still sending.
-    Closing then would make the kernel answer the rest of the upload with a reset, and
-    most clients would report the reset, not the answer; so the rest of the body is read
-    and dropped (uvicorn buffers nothing once the answer is complete), then the
-    connection closes: it carries no further request, and the drain is bounded by
-    `max_body_bytes` (past it: closed at once) and by the body's idle timeout.
+    A request answered before its body was read (401 or 429 before any lookup, 413 from
+    its declared length, 503 when the process's body budget is spent) is answered at once,
+    while the client is usually still sending. Closing then would make the kernel answer
+    the rest of the upload with a reset, and most clients would report the reset, not the
+    answer; so the rest of the body is read and dropped (uvicorn buffers nothing once the
+    answer is complete), and the connection then carries the next request as usual: a
+    client that was told 429 on a kept-alive connection keeps it. The drain is bounded by
+    `max_body_bytes` (past it: closed at once) and by the body's idle timeout. (uvicorn
+    itself leaves such a body unfinished in its state: its end is marked here.)
     """
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -201,15 +203,28 @@ def bounded_http(
 
         def _drain(self, data: bytes) -> None:
             """The rest of a body whose request was answered early: dropped as it comes
-            (uvicorn's parser still reads it, to find where it ends), then close."""
+            (uvicorn's parser still reads it, to find where it ends, and any request that
+            follows it), closed only past `max_body_bytes`."""
             self._drained_bytes += len(data)
-            if self._drained_bytes <= max_body_bytes:
-                super().data_received(data)
+            answered = self.cycle
+            self._drained = False
+            super().data_received(data)  # a chunk's worth past the bound at most
+            if not self._drained:
+                if self._drained_bytes > max_body_bytes:
+                    self._disarm()
+                    self.transport.close()
+                else:
+                    self._arm(body_idle_timeout_s)
+                return
+            # The body ended: what follows on the connection is the next request.
+            assert answered is not None
+            answered.more_body = False
+            self._drained_bytes = 0
+            cycle = self.cycle
+            if cycle is not answered and cycle is not None and cycle.more_body:
                 self._arm(body_idle_timeout_s)
-                if not self._drained:
-                    return
-            self._disarm()
-            self.transport.close()
+            else:
+                self._disarm()
 
         def on_message_complete(self) -> None:
             cycle = self.cycle
