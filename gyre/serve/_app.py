@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,12 +27,12 @@ from gyre.errors import (
 )
 from gyre.registry import parse_ref
 from gyre.serve._admin import Admin
+from gyre.serve._answers import Labels, answer_headers, default_fields, log_access
 from gyre.serve._auth import Consumer, Gatekeeper, key_of
 from gyre.serve._features import EntityFeatures
 from gyre.serve._http import (
     JSON_HEADERS,
     BodyBudget,
-    Headers,
     Receive,
     Response,
     Scope,
@@ -41,11 +40,10 @@ from gyre.serve._http import (
     body_was_read,
     byte_count,
     deadline_ms,
-    encode_json,
     error_response,
+    expects_continue,
     header,
     json_response,
-    positive_ms,
     read_body,
     version_number,
 )
@@ -57,43 +55,9 @@ from gyre.serve.protocols import _mlflow, _tfserving, _v2
 from gyre.types import FeatureBinding
 
 log = logging.getLogger("gyre.serve")
-access = logging.getLogger("gyre.access")
 
 # How often a server process that shares its metrics with others publishes its tallies.
 METRICS_FLUSH_S = 0.1
-
-
-class _Labels:
-    """Metric labels of one request, filled in as routing learns them."""
-
-    __slots__ = ("consumer", "model", "protocol", "version")
-
-    def __init__(self, protocol: str) -> None:
-        self.protocol = protocol
-        self.model = ""
-        self.version = ""
-        self.consumer = ""
-
-
-def _answer_headers(prediction: Prediction) -> Headers:
-    headers = [
-        (b"gyre-model-version", str(prediction.loaded.version).encode()),
-        (b"gyre-request-id", prediction.request_id.encode()),
-    ]
-    if prediction.default_reason is not None:
-        headers.append((b"gyre-default", prediction.default_reason.encode()))
-    return headers
-
-
-def _expects_continue(scope: Scope) -> bool:
-    expect = header(scope, b"expect")
-    return expect is not None and expect.strip().lower() == "100-continue"
-
-
-def _default_fields(prediction: Prediction) -> dict[str, Any]:
-    if prediction.default_reason is None:
-        return {}
-    return {"default": True, "default_reason": prediction.default_reason}
 
 
 class GyreApp:
@@ -126,7 +90,7 @@ class GyreApp:
         self._metrics_flusher: asyncio.Task[None] | None = None
         self.bodies = BodyBudget(config.inflight_body_budget_bytes)
 
-    def _admit(self, scope: Scope, labels: _Labels) -> Consumer | None:
+    def _admit(self, scope: Scope, labels: Labels) -> Consumer | None:
         """Who calls (401, 429), before anything of the request is read or looked up."""
         if not self.gatekeeper.enabled:
             return None
@@ -136,7 +100,7 @@ class GyreApp:
             labels.consumer = consumer.name
         return consumer
 
-    def _authorize(self, consumer: Consumer | None, labels: _Labels, model: str) -> None:
+    def _authorize(self, consumer: Consumer | None, labels: Labels, model: str) -> None:
         labels.model = model
         self.gatekeeper.authorize(consumer, model=model)
 
@@ -208,14 +172,14 @@ class GyreApp:
             if path in ("/invocations", "/ping", "/health")
             else "gyre"
         )
-        labels = _Labels(protocol)
+        labels = Labels(protocol)
         try:
             response = await self._route(scope, receive, path, labels)
         except GyreError as exc:
             if isinstance(exc, Overloaded):
                 self.metrics.shed_request(labels.model)
             response = error_response(protocol, exc)
-            if not body_was_read(scope) and _expects_continue(scope):
+            if not body_was_read(scope) and expects_continue(scope):
                 # The client waits for "100 Continue" before it sends the body, and may
                 # never send it: on this connection the next bytes could be either.
                 response.headers.append((b"connection", b"close"))
@@ -227,7 +191,7 @@ class GyreApp:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
         if self.config.access_log:
-            self._log_access(scope, response, labels, start)
+            log_access(scope, response, labels, start)
         if labels.model:
             self.metrics.observe_request(
                 labels.model,
@@ -238,26 +202,7 @@ class GyreApp:
                 labels.consumer,
             )
 
-    def _log_access(self, scope: Scope, response: Response, labels: _Labels, start: float) -> None:
-        request_id = next(
-            (bytes(v).decode() for k, v in response.headers if k == b"gyre-request-id"), None
-        )
-        access.info(
-            encode_json(
-                {
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": response.status,
-                    "ms": round((time.perf_counter() - start) * 1000, 3),
-                    "model": labels.model or None,
-                    "version": labels.version or None,
-                    "consumer": labels.consumer or None,
-                    "request_id": request_id,
-                }
-            ).decode()
-        )
-
-    async def _route(self, scope: Scope, receive: Receive, path: str, labels: _Labels) -> Response:
+    async def _route(self, scope: Scope, receive: Receive, path: str, labels: Labels) -> Response:
         method: str = scope["method"]
         parts = path.strip("/").split("/")
         answer = self._open_route(method, path, parts)
@@ -336,7 +281,7 @@ class GyreApp:
         parts: list[str],
         scope: Scope,
         receive: Receive,
-        labels: _Labels,
+        labels: Labels,
         consumer: Consumer | None,
     ) -> Response:
         snapshot = self.repository.snapshot
@@ -362,7 +307,7 @@ class GyreApp:
         raise NotFound(f"no v2 route {method} /v2/{'/'.join(parts)}; see docs/protocols.md")
 
     async def _v2_infer(
-        self, scope: Scope, receive: Receive, labels: _Labels, model: str, version: int | None
+        self, scope: Scope, receive: Receive, labels: Labels, model: str, version: int | None
     ) -> Response:
         loaded = self.repository.snapshot.resolve(model, version)
         labels.version = str(loaded.version)
@@ -385,16 +330,7 @@ class GyreApp:
                 f"the request has no inputs; expected {_v2.EXPECTED_BODY}, or "
                 "`parameters.entity` for a model published with a feature view"
             )
-        timeout_us = parameters.get("timeout")
-        requested = None
-        if timeout_us is not None:
-            if not isinstance(timeout_us, (int, float)) or isinstance(timeout_us, bool):
-                raise BadRequest("parameters.timeout must be a number of microseconds")
-            try:
-                ms = float(timeout_us) / 1000.0
-            except OverflowError:  # an integer too large for a float
-                ms = math.inf if timeout_us > 0 else -math.inf
-            requested = positive_ms(ms, "parameters.timeout", "microseconds", timeout_us)
+        requested = _v2.requested_deadline_ms(parameters)
         binding = loaded.runtime.signature.features if vectors is not None else None
         prediction = await self._predict(
             scope, loaded, inputs, version is None, requested, features=binding
@@ -402,9 +338,9 @@ class GyreApp:
         if vectors is not None and self.features is not None:
             self.features.record(prediction.request_id, prediction.loaded, vectors)
         payload, json_length = _v2.encode_response(
-            call, loaded.runtime, prediction.outputs, _default_fields(prediction)
+            call, loaded.runtime, prediction.outputs, default_fields(prediction)
         )
-        headers = _answer_headers(prediction)
+        headers = answer_headers(prediction)
         if json_length is None:
             return Response(200, payload, JSON_HEADERS + headers)
         return Response(
@@ -425,7 +361,7 @@ class GyreApp:
         parts: list[str],
         scope: Scope,
         receive: Receive,
-        labels: _Labels,
+        labels: Labels,
         consumer: Consumer | None,
     ) -> Response:
         verb = None
@@ -452,7 +388,7 @@ class GyreApp:
             prediction = await self._predict(scope, loaded, inputs, routed)
             answer = _tfserving.encode_response(prediction.outputs, rows)
             return json_response(
-                {**answer, **_default_fields(prediction)}, headers=_answer_headers(prediction)
+                {**answer, **default_fields(prediction)}, headers=answer_headers(prediction)
             )
         if verb is None and method == "GET" and rest in ([], ["metadata"]):
             loaded = snapshot.resolve(model, version, label)
@@ -496,7 +432,7 @@ class GyreApp:
     # -- MLflow scoring ----------------------------------------------------------------------
 
     async def _mlflow(
-        self, scope: Scope, receive: Receive, labels: _Labels, consumer: Consumer | None
+        self, scope: Scope, receive: Receive, labels: Labels, consumer: Consumer | None
     ) -> Response:
         snapshot = self.repository.snapshot
         ref = header(scope, b"gyre-model") or self.config.default_model
@@ -522,5 +458,5 @@ class GyreApp:
         prediction = await self._predict(scope, loaded, inputs, routed)
         answer = _mlflow.encode_response(prediction.outputs)
         return json_response(
-            {**answer, **_default_fields(prediction)}, headers=_answer_headers(prediction)
+            {**answer, **default_fields(prediction)}, headers=answer_headers(prediction)
         )

@@ -146,6 +146,11 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return body
 
 
+def expects_continue(scope: Scope) -> bool:
+    expect = header(scope, b"expect")
+    return expect is not None and expect.strip().lower() == "100-continue"
+
+
 def body_was_read(scope: Scope) -> bool:
     """Whether the app asked for the request's body (uvicorn says "100 Continue" to a
     client that waits for it then); not when it was refused by its declared length."""

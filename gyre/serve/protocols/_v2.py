@@ -4,6 +4,7 @@ raw tensors in order, each sized by its `binary_data_size` parameter."""
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 
 from gyre._json import MALFORMED, reason
 from gyre.errors import BadRequest
+from gyre.serve._http import positive_ms
 from gyre.serve._runtime import Runtime, Tensors
 from gyre.serve.protocols._tensors import array_from_json, reshape
 from gyre.types import DATATYPE_TO_NUMPY, Signature, TensorSpec, datatype_of
@@ -150,6 +152,21 @@ def decode_request(body: bytes, header_length: int | None, runtime: Runtime) -> 
                 names = ", ".join(f"`{s.name}`" for s in runtime.signature.outputs)
                 raise BadRequest(f"{runtime.what} has no output `{wanted.name}`; outputs: {names}")
     return V2Call(request=request, inputs=arrays)
+
+
+def requested_deadline_ms(parameters: dict[str, Any]) -> float | None:
+    """`parameters.timeout` (microseconds, as tritonclient sends it) in milliseconds, by
+    the rule the `Gyre-Deadline-Ms` header follows (`positive_ms`); None when not given."""
+    timeout_us = parameters.get("timeout")
+    if timeout_us is None:
+        return None
+    if not isinstance(timeout_us, (int, float)) or isinstance(timeout_us, bool):
+        raise BadRequest("parameters.timeout must be a number of microseconds")
+    try:
+        ms = float(timeout_us) / 1000.0
+    except OverflowError:  # an integer too large for a float
+        ms = math.inf if timeout_us > 0 else -math.inf
+    return positive_ms(ms, "parameters.timeout", "microseconds", timeout_us)
 
 
 def _wants_binary(request: InferenceRequest, output: RequestOutput | None) -> bool:
