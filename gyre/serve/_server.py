@@ -223,8 +223,16 @@ def bounded_http(
             cycle = self.cycle
             if cycle is not answered and cycle is not None and cycle.more_body:
                 self._arm(body_idle_timeout_s)
-            else:
-                self._disarm()
+                return
+            # Idle, or in a next head: uvicorn's keep-alive timer again (its data_received
+            # cancelled it), so an idle connection closes as any other; a head that then
+            # trickles in meets the head timeout.
+            self._disarm()
+            if cycle is answered or cycle is None or cycle.response_complete:
+                self._unset_keepalive_if_required()
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
 
         def on_message_complete(self) -> None:
             cycle = self.cycle

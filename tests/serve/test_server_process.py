@@ -185,6 +185,14 @@ def test_a_request_without_a_key_is_refused_before_its_body_comes(
             sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
             assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
+            # Drained, then idle: closed by the keep-alive timeout (5 s) as any idle
+            # connection is, not held open (the drain once left no timer at all).
+            sock.sendall(head + b"\r\n")
+            assert _read_response(sock).startswith(b"HTTP/1.1 401 ")
+            sock.sendall(b" " * sixteen_mib)
+            sock.settimeout(20)
+            assert sock.recv(4096) == b""
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
             # A client that waits for "100 Continue" may never send the body: the
             # connection closes after the answer, so no later bytes are misread.
             sock.sendall(head + b"Expect: 100-continue\r\n\r\n")
