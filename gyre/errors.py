@@ -32,6 +32,18 @@ HTTP statuses in one place (`gyre.serve.errors`).
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """A client's value as an error message quotes it: whole when short, else its start and
+    its length (a 400-digit number or a 10,000-dimension shape is not echoed back)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer past Python's limit for printing one
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else f"{text[: limit // 2]}… ({len(text)} characters)"
+
 
 class GyreError(Exception):
     """The root of every error gyre raises on purpose."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gyre.config import EventTypeConfig
-from gyre.errors import ConfigError
+from gyre.errors import ConfigError, shown
 
 FIELD_TYPES = ("int", "float", "bool", "string", "timestamp")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -44,9 +44,8 @@ def parse_timestamp(value: Any, unit: str = "s") -> int:
     if isinstance(value, (int, float)):
         per_s = TIME_UNITS[unit]
         if not _FIRST_S * per_s <= value < _END_S * per_s:  # NaN and infinities fail too
-            shown = f"{value!r}"[:40]
             raise ValueError(
-                f"timestamp {shown} is not epoch {_UNIT_NAMES[unit]} of the years 1 to 9999 "
+                f"timestamp {shown(value)} is not epoch {_UNIT_NAMES[unit]} of the years 1 to 9999 "
                 "(finite, as an RFC 3339 string can be)"
             )
         if isinstance(value, int):

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gyre._numbers import parse_count
-from gyre.errors import InvalidModel
+from gyre.errors import InvalidModel, shown
 from gyre.registry._names import check_name
 
 KINDS = ("champion", "split", "shadow", "bandit")
@@ -104,10 +104,8 @@ def _weight(target: str, weight: Any) -> float:
         except OverflowError:  # an integer of hundreds of digits
             value = math.inf
     if not 0 <= value < math.inf:  # NaN fails too
-        shown = f"{weight!r}"
         raise InvalidModel(
-            f"split weight of {target!r} must be a finite number >= 0, got "
-            + (shown if len(shown) <= 40 else f"{shown[:20]}… ({len(shown)} characters)")
+            f"split weight of {target!r} must be a finite number >= 0, got {shown(weight)}"
         )
     return value
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from gyre._numbers import parse_count
-from gyre.errors import BadRequest, GyreError, Overloaded, PayloadTooLarge, RateLimited
+from gyre.errors import BadRequest, GyreError, Overloaded, PayloadTooLarge, RateLimited, shown
 from gyre.serve._errors import error_body, status_of
 
 Scope = dict[str, Any]
@@ -220,6 +220,5 @@ def positive_ms(ms: float, what: str, unit: str, given: object) -> float:
     v2's `parameters.timeout`): a positive number, else 400; past the model's latency SLO
     it is capped by the SLO, so infinity means "the SLO"."""
     if not ms > 0:  # 0, negative and NaN
-        shown = repr(given) if len(repr(given)) <= 40 else f"{repr(given)[:30]}…"
-        raise BadRequest(f"{what} must be a positive number of {unit}, got {shown}")
+        raise BadRequest(f"{what} must be a positive number of {unit}, got {shown(given)}")
     return ms

@@ -137,7 +137,18 @@ json_bytes = st.recursive(
 )
 shapes = st.one_of(
     st.lists(st.integers(-3, 5), max_size=4),
-    st.sampled_from([[0] * 65, [1] * 64, [0, 2**62, 2**62], [2**63, 0], [2**64], [1, 10**30]]),
+    st.sampled_from(
+        [
+            [0] * 65,
+            [1] * 64,
+            [0, 2**62, 2**62],
+            [2**63, 0],
+            [2**64],
+            [1, 10**30],
+            [2] * 5000,
+            [10**400] * 64,
+        ]
+    ),
 ).map(lambda dims: _array([str(d).encode() for d in dims]))
 datatypes = st.sampled_from(["FP32", "FP64", "INT64", "INT8", "UINT8", "BOOL", "BYTES", "FP16",
                              "fp32", "COMPLEX", ""]).map(_string)  # fmt: skip
@@ -409,8 +420,11 @@ def test_a_timeout_past_the_slo_means_the_slo(client: AppClient, timeout: str) -
 
 
 @pytest.mark.parametrize(
-    "shape", [[0] * 65, [0, 2**62, 2**62], [0, 2**64], [0, 10**30, 10**30], [-1, 4]]
-)
+    "shape",
+    [[0] * 65, [0, 2**62, 2**62], [0, 2**64], [0, 10**30, 10**30], [-1, 4],
+     # Multiplied out, these took a minute (and printing the product raised: a 500).
+     [2] * 15_000, [2**62] * 100_000, [10**4000] * 64],
+)  # fmt: skip
 def test_shapes_numpy_cannot_build_are_a_400(client: AppClient, shape: list[int]) -> None:
     body = {"inputs": [{"name": "X", "shape": shape, "datatype": "FP32", "data": []}]}
     answer = _send(client, "POST", "/v2/models/iris/infer", json.dumps(body).encode(), AUTH)

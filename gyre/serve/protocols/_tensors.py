@@ -9,7 +9,8 @@ import msgspec
 import numpy as np
 
 from gyre._json import MALFORMED, reason
-from gyre.errors import BadRequest
+from gyre._numbers import is_int64
+from gyre.errors import BadRequest, shown
 from gyre.serve._runtime import Runtime, Tensors
 from gyre.types import DATATYPE_TO_NUMPY, TensorSpec
 
@@ -58,25 +59,32 @@ def _check_whole(values: Any) -> None:
             raise ValueError(f"{float(fractional[0])} is not a whole number")
 
 
+# numpy builds arrays of at most this many dimensions.
+MAX_DIMENSIONS = 64
+
+
 def reshape(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
     """`array` in the request's `shape`; a shape numpy cannot build (too many dimensions,
-    dimensions past 64 bits, or a size too large even with no values) is a bad request."""
-    if any(dim < 0 for dim in shape):
-        raise BadRequest(f"{where}: shape {shape} has a negative dimension")
-    if array.size != math.prod(shape):
+    dimensions past 64 bits, or a size too large even with no values) is a bad request.
+    The dimensions are counted first: multiplying 100,000 of them took a minute."""
+    if len(shape) > MAX_DIMENSIONS:
         raise BadRequest(
-            f"{where}: {array.size} values do not fill shape {_short(shape)} "
-            f"({_short(math.prod(shape))} values expected)"
+            f"{where}: shape has {len(shape)} dimensions; a tensor has at most {MAX_DIMENSIONS}"
+        )
+    if not all(is_int64(dim) for dim in shape):
+        raise BadRequest(f"{where}: a dimension of shape {shown(shape, 80)} is past 64 bits")
+    if any(dim < 0 for dim in shape):
+        raise BadRequest(f"{where}: shape {shown(shape, 80)} has a negative dimension")
+    expected = math.prod(shape)
+    if array.size != expected:
+        raise BadRequest(
+            f"{where}: {array.size} values do not fill shape {shown(shape, 80)} "
+            f"({shown(expected, 80)} values expected)"
         )
     try:
         return array.reshape(shape)
-    except (ValueError, OverflowError) as exc:  # 65 dimensions; [0, 2**62, 2**62]
-        raise BadRequest(f"{where}: shape {_short(shape)} cannot be built: {exc}") from None
-
-
-def _short(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 80 else f"{text[:60]}… ({len(text)} characters)"
+    except (ValueError, OverflowError) as exc:  # [0, 2**62, 2**62]
+        raise BadRequest(f"{where}: shape {shown(shape, 80)} cannot be built: {exc}") from None
 
 
 def stack_rows(rows: Any, runtime: Runtime, where: str) -> Tensors:
