@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gyre.cli._main import JsonOption, State, app, console, print_json
+from gyre.cli._main import JsonOption, State, app, console, print_json, print_table
 from gyre.collect import (
     Collector,
     SQLiteFactLog,
@@ -60,7 +60,7 @@ def list_types(ctx: typer.Context, as_json: JsonOption = False) -> None:
             name, fields, ", ".join(t.entity), t.time_field, t.id_field or "-", t.unknown_fields,
             t.definition_hash[:12],
         )  # fmt: skip
-    console.print(table)
+    print_table(table)
 
 
 @events_app.command()
@@ -111,7 +111,7 @@ def stats(ctx: typer.Context, as_json: JsonOption = False) -> None:
             row["type"], str(row["facts"]), format_timestamp(row["first_event_time"]),
             format_timestamp(row["last_event_time"]), str(row["last_seq"]),
         )  # fmt: skip
-    console.print(table)
+    print_table(table)
 
 
 @events_app.command()

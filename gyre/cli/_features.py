@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gyre.cli._main import JsonOption, State, app, console, err_console, print_json
+from gyre.cli._main import JsonOption, State, app, console, err_console, print_json, print_table
 from gyre.collect import SQLiteFactLog, event_types
 from gyre.features import (
     FeatureView,
@@ -72,7 +72,7 @@ def list_views(ctx: typer.Context, as_json: JsonOption = False) -> None:
             name, view.source.name, ", ".join(view.entity), str(len(view.features)),
             view.definition_hash[:12],
         )  # fmt: skip
-    console.print(table)
+    print_table(table)
 
 
 @features_app.command()

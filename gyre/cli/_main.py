@@ -10,17 +10,25 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from gyre.config import Config, load_config
 from gyre.errors import GyreError
 
-# Output to a pipe or a file is never wrapped or cut to 80 columns (rich's width there):
-# scripts read it whole. A terminal gets its own width.
-_UNBOUNDED = 1_000_000
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _UNBOUNDED)
-err_console = Console(
-    stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else _UNBOUNDED
-)
+# Lines of text are never hard-wrapped (soft_wrap); tables go through print_table.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout; to a pipe or a file, as wide as its content needs, where rich
+    would cut it to 80 columns with "…" (a terminal gets the terminal's width)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = Console(width=1_000_000).measure(table).maximum
+    Console(width=max(width, 80), soft_wrap=True).print(table)
+
 
 # `--json` on every listing: one JSON document on stdout (NDJSON for streams).
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

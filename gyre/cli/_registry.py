@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gyre.cli._main import JsonOption, State, app, console, print_json
+from gyre.cli._main import JsonOption, State, app, console, print_json, print_table
 from gyre.registry import ModelVersion, Registry
 
 registry_app = typer.Typer(help="Model versions, aliases and artifacts.", no_args_is_help=True)
@@ -126,7 +126,7 @@ def list_versions(
             ", ".join(f"{s.name} {s.datatype}{_shape(s.shape)}" for s in mv.signature.inputs),
             mv.artifact_sha256[:12],
         )
-    console.print(table)
+    print_table(table)
 
 
 def _version_json(mv: ModelVersion) -> dict[str, Any]:
@@ -208,7 +208,7 @@ def show(
         policy = {"kind": kind, "params": params, "broken": broken}
         print_json({**_version_json(mv), "traffic_policy": policy})
         return
-    console.print(_show_table(mv, registry.policy(mv.model)))
+    print_table(_show_table(mv, registry.policy(mv.model)))
 
 
 @registry_app.command()
