@@ -52,15 +52,19 @@ def parse_timestamp(value: Any, unit: str = "s") -> int:
             return value * (1_000_000 // per_s)
         return round(value * (1_000_000 / per_s))
     if not isinstance(value, str):
-        raise ValueError(f"expected a timestamp (RFC 3339 string or epoch seconds), got {value!r}")
+        raise ValueError(
+            f"expected a timestamp (RFC 3339 string or epoch seconds), got {shown(value)}"
+        )
     try:
         parsed = datetime.datetime.fromisoformat(
             value.replace("Z", "+00:00").replace("z", "+00:00")
         )
     except ValueError:
-        raise ValueError(f"{value!r} is not an RFC 3339 timestamp") from None
+        raise ValueError(f"{shown(value)} is not an RFC 3339 timestamp") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"timestamp {value!r} has no time zone; add Z or an offset like +01:00")
+        raise ValueError(
+            f"timestamp {shown(value)} has no time zone; add Z or an offset like +01:00"
+        )
     delta = parsed - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -197,7 +201,7 @@ def _coerce(kind: str, value: Any) -> Any:
                 ) from None
     elif kind == "string" and isinstance(value, str):
         return value
-    raise ValueError(f"expected {kind}, got {type(value).__name__} {value!r}")
+    raise ValueError(f"expected {kind}, got {type(value).__name__} {shown(value)}")
 
 
 def event_types(configs: Mapping[str, EventTypeConfig]) -> dict[str, EventType]:

@@ -18,7 +18,7 @@ from gyre.errors import InvalidEvents, InvalidFeatureInput
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 # A number of the epoch written as text; ASCII digits only (str.isdigit also takes "²").
-_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_NUMBER = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?")
 
 
 def read_queries(path: Path, unit: str = "s") -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from gyre._json import MALFORMED
 from gyre._sqlite import connect_wal
 from gyre.collect import SQLiteFactLog
 from gyre.errors import InvalidFeatureInput
@@ -124,7 +125,10 @@ class OnlineFeatures:
             state = msgspec.msgpack.decode(path.read_bytes())
         except FileNotFoundError:
             return False
-        except (msgspec.DecodeError, OSError) as exc:
+        except MALFORMED as exc:  # a snapshot cut short or damaged on disk
+            log.warning("ignoring the online snapshot %s: %s", path, exc)
+            return False
+        except OSError as exc:
             log.warning("ignoring the online snapshot %s: %s", path, exc)
             return False
         try:

@@ -177,7 +177,9 @@ def _decompress(
                     f"decompressed body is over the limit of {limit} bytes (serve.max_body_bytes)"
                 )
             if not piece and not pending:  # the input ran out before the stream's end
-                break
+                raise BadRequest(
+                    f"body is a truncated {encoding} stream: it ends before its last block"
+                )
     except zlib.error as exc:
         raise BadRequest(f"body is not valid {encoding} data: {exc}") from None
     return bytes(out)

@@ -72,13 +72,20 @@ def supervise(config: Config, workers: int, target: WorkerTarget) -> None:
         stopping.set()
 
     def start(slot: _Slot, now: float) -> None:
-        reader, writer = ctx.Pipe(duplex=False)
-        process = ctx.Process(
-            target=target,
-            args=(config, workers, str(metrics.path), os.getpid(), writer),
-            name=f"gyre-server-{slot.number}",
-        )
-        process.start()
+        try:
+            reader, writer = ctx.Pipe(duplex=False)
+            process = ctx.Process(
+                target=target,
+                args=(config, workers, str(metrics.path), os.getpid(), writer),
+                name=f"gyre-server-{slot.number}",
+            )
+            process.start()
+        except OSError as exc:  # out of processes, memory or descriptors: try again later
+            slot.deaths += 1
+            slot.start_at = slot.policy.died(now, was_ready=False)
+            log.error("could not start server process %d (%s); next try in %.1f s",
+                      slot.number, exc, slot.start_at - now)  # fmt: skip
+            return
         writer.close()  # the child has its copy; a dead child's pipe then reads as closed
         slot.process, slot.ready_pipe, slot.ready = process, reader, False
         slot.policy.started(now)

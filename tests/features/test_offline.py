@@ -193,6 +193,8 @@ def test_query_times_are_read_as_event_times_in_the_unit_named(
         ("scalars.json", b"[1, 2]", "query row 0: expected an object, got int"),
         # str.isdigit() took "²" for microseconds, and int() then raised a ValueError.
         ("digits.csv", "shop,ts\n1,\u00b2\n".encode(), "`ts` '\u00b2' is not an RFC 3339"),
+        # A number of 5,000 digits: int() raised past Python's limit, outside the check.
+        ("long.json", b'[{"shop": 1, "ts": "' + b"9" * 5000 + b'"}]', r"'99999.*… \(5002 char"),
     ],
 )
 def test_unreadable_query_files_are_refused_with_the_reason(

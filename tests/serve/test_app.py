@@ -347,6 +347,12 @@ def test_gzip_bodies_are_accepted(client: AppClient) -> None:
         headers={"Content-Encoding": "gzip"},
     )
     assert response.status_code == 200
+    # A stream cut short was taken as the whole body (for events: the lines before the cut).
+    cut = gzip.compress(json.dumps(v2_body([ROW] * 20)).encode())[:-12]
+    response = client.post(
+        "/v2/models/iris/infer", content=cut, headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 400 and "truncated gzip" in response.text, response.text
 
 
 # -- TensorFlow Serving -----------------------------------------------------------------
