@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import gc
 import logging
 import random
@@ -20,8 +19,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from gyre.config import ServeConfig
-from gyre.errors import ConfigError, GyreError, InvalidModel
-from gyre.registry import ModelVersion, Registry, parse_ref
+from gyre.errors import GyreError, InvalidModel
+from gyre.registry import ModelVersion, Registry
 from gyre.serve._batcher import Batcher
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
@@ -67,36 +66,9 @@ class ModelRepository:
 
     async def start(self) -> None:
         await self.refresh()
-        self._check_configured_models()
         self.feedback.start()
         self.ready = True
         self._task = asyncio.create_task(self._poll(), name="gyre-reload")
-
-    def _check_configured_models(self) -> None:
-        """Settings for a model the registry does not have apply to nothing: say so (a
-        typo in `[serve.models.NAME]` is a warning; in `default_model`, an error)."""
-        known = set(self.snapshot.versions) | {model for model, _ in self.snapshot.failed}
-
-        def near(name: str) -> str:
-            match = difflib.get_close_matches(name, known, n=1)
-            return f"; did you mean `{match[0]}`?" if match else ""
-
-        for name in self._config.models:
-            if name not in known:
-                log.warning("[serve.models.%s] names no model in the registry%s; its "
-                            "settings apply to nothing until one is published",
-                            name, near(name))  # fmt: skip
-        default = self._config.default_model
-        if default is not None:
-            try:
-                name = parse_ref(default)[0]
-            except InvalidModel as exc:
-                raise ConfigError(f"serve.default_model: {exc}") from None
-            if name not in known:
-                raise ConfigError(
-                    f"serve.default_model {default!r} names no model in the registry{near(name)}"
-                    "; publish it first, or fix the setting"
-                )
 
     async def stop(self) -> None:
         if self._task is not None:

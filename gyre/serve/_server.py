@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import ipaddress
 import logging
 import os
@@ -26,9 +27,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gyre.collect import Collector, event_types
 from gyre.config import Config
-from gyre.errors import ConfigError
+from gyre.errors import ConfigError, InvalidModel
 from gyre.features import OnlineFeatures, ServedLog, feature_views
-from gyre.registry import Registry
+from gyre.registry import Registry, parse_ref
 from gyre.serve._admin import Admin
 from gyre.serve._app import GyreApp
 from gyre.serve._auth import Gatekeeper
@@ -346,12 +347,45 @@ def _run_worker(
     raise SystemExit(0 if server.started else 1)
 
 
+def check_configured_models(config: Config) -> None:
+    """Settings for a model the registry does not have apply to nothing: a typo in
+    `[serve.models.NAME]` is a warning naming the nearest model; in `default_model`, an
+    error. Checked once when `gyre serve` starts, not by each process it restarts (a model
+    deleted since then must not turn every restart into a failed start)."""
+    registry = Registry.from_config(config)
+    try:
+        known = {version.model for version in registry.versions()}
+    finally:
+        registry.close()
+
+    def near(name: str) -> str:
+        match = difflib.get_close_matches(name, known, n=1)
+        return f"; did you mean `{match[0]}`?" if match else ""
+
+    for name in config.serve.models:
+        if name not in known:
+            log.warning("[serve.models.%s] names no model in the registry%s; its settings "
+                        "apply to nothing until one is published", name, near(name))  # fmt: skip
+    default = config.serve.default_model
+    if default is not None:
+        try:
+            name = parse_ref(default)[0]
+        except InvalidModel as exc:
+            raise ConfigError(f"serve.default_model: {exc}") from None
+        if name not in known:
+            raise ConfigError(
+                f"serve.default_model {default!r} names no model in the registry{near(name)}; "
+                "publish it first, or fix the setting"
+            )
+
+
 def serve(config: Config) -> None:
     """Serve until SIGTERM or SIGINT; returns after a graceful shutdown."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     check_exposure(config)
+    check_configured_models(config)
     workers = config.serve.workers or os.cpu_count() or 1
     log.info(
         "gyre serving %s on http://%s:%s with %d process(es)",

@@ -15,11 +15,11 @@ import httpx
 import pytest
 from sklearn.pipeline import Pipeline
 
-from gyre.config import load_config
+from gyre.config import Config, load_config
 from gyre.errors import ConfigError
 from gyre.registry import CHAMPION, Registry
 from gyre.serve._auth import hash_key
-from gyre.serve._server import check_exposure
+from gyre.serve._server import check_configured_models, check_exposure
 from tests.serve.apptest import AppClient
 
 PYMODELS = Path(__file__).parent / "pymodels"
@@ -622,10 +622,13 @@ def test_the_access_log_names_request_model_version_and_consumer(
 def test_settings_for_a_model_the_registry_lacks_are_reported_at_start(
     two_versions: Registry, home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = client_for(home, "[serve.models.irsi]\nlatency_slo_ms = 50\n")
-    client.close()
+    def config(text: str) -> Config:
+        return load_config(home=home, config_file=write_config(home, text))
+
+    check_configured_models(config("[serve.models.irsi]\nlatency_slo_ms = 50\n"))
     assert "[serve.models.irsi] names no model in the registry; did you mean `iris`?" in (
         caplog.text
     )
     with pytest.raises(ConfigError, match=r"default_model 'irsi:2' names no model.*`iris`"):
-        client_for(home, '[serve]\ndefault_model = "irsi:2"\n')
+        check_configured_models(config('[serve]\ndefault_model = "irsi:2"\n'))
+    check_configured_models(config('[serve]\ndefault_model = "iris@champion"\n'))
