@@ -353,7 +353,10 @@ def test_forged_feedback_is_refused_and_steers_nothing(two_versions: Registry, h
         flipped = token[:-1] + ("1" if token[-1] == "0" else "0")
         # The attacker wants all traffic on version 2: 600 rewards for answers never given.
         forged = [f"iris~2~{secrets.token_hex(32)}" for _ in range(300)]
-        forged += [f"iris~2~{token[:8]}{n:x}" for n in range(300)]  # a counter after a real id
+        # The next ids of a real one's counter, the tag kept: well-formed, so only the tag
+        # can refuse them.
+        nonce, tag = token[:32], token[32:]
+        forged += [f"iris~{version}~{int(nonce, 16) + n:032x}{tag}" for n in range(1, 301)]
         forged += [
             f"iris~{3 - int(version)}~{token}",  # a real id, moved to the other version
             f"{model}~{version}~{flipped}",
