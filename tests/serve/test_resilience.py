@@ -219,12 +219,18 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path, iris_classif
 
 
 def _wait_for_workers(server: ServerProcess, loaded: str, workers: int = 2) -> None:
-    """Until `workers` processes have loaded `loaded` (then they listen within moments)."""
+    """Until `workers` processes have loaded `loaded` and the supervisor has logged each as
+    ready (listening), so that new connections reach both."""
+
+    def ready() -> bool:
+        output = server.output()
+        listening = len(re.findall(r"\(pid \d+\) is ready", output))
+        return output.count(f"loaded {loaded}") >= workers and listening >= workers
+
     deadline = time.monotonic() + 60
-    while server.output().count(f"loaded {loaded}") < workers and time.monotonic() < deadline:
+    while not ready() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert server.output().count(f"loaded {loaded}") >= workers, server.output()
-    time.sleep(0.5)
+    assert ready(), server.output()
 
 
 def test_feedback_posted_at_once_to_another_worker_is_taken(
