@@ -124,37 +124,33 @@ def test_the_cli_builds_a_training_set_from_a_query_file(tmp_path: Path) -> None
         capture_output=True, text=True,
     )  # fmt: skip
     assert refused.returncode == 1 and "query row 0 has no `ts`" in refused.stderr
+
     # Epoch seconds, as events take them, were read as microseconds: every row fell in 1970
     # and saw no facts, and the build succeeded without a word.
+    def build(queries: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, "features", "build", "spend", str(queries), "--out", str(out), *extra],
+            capture_output=True, text=True, env={**os.environ, "COLUMNS": "500"},
+        )  # fmt: skip
+
+    def sums() -> list[float]:
+        return [r["sum_amount_1h"] for r in pq.read_table(out).to_pylist()]
+
     at_815 = 1_795_680_900  # 2026-11-26T08:15:00Z
     seconds = tmp_path / "seconds.csv"
     seconds.write_text(f"shop,ts\n1,{at_815}\n1,{at_815 + 1800}.0\n")
-    built = subprocess.run(
-        [*cli, "features", "build", "spend", str(seconds), "--out", str(out)],
-        capture_output=True, text=True, env={**os.environ, "COLUMNS": "500"},
-    )  # fmt: skip
+    built = build(seconds)
     assert built.returncode == 0 and "warning" not in built.stderr, built.stderr
-    assert [r["sum_amount_1h"] for r in pq.read_table(out).to_pylist()] == [2.5, 6.5]
+    assert sums() == [2.5, 6.5]
     micros = tmp_path / "micros.csv"
     micros.write_text(f"shop,ts\n1,{at_815 * 10**6}\n")
-    refused = subprocess.run(
-        [*cli, "features", "build", "spend", str(micros), "--out", str(out)],
-        capture_output=True, text=True, env={**os.environ, "COLUMNS": "500"},
-    )  # fmt: skip
+    refused = build(micros)  # microseconds read as seconds: past the year 9999
     assert refused.returncode == 1 and "--ts-unit" in refused.stderr, refused.stderr
-    built = subprocess.run(
-        [*cli, "features", "build", "spend", str(micros), "--out", str(out), "--ts-unit", "us"],
-        capture_output=True, text=True, env={**os.environ, "COLUMNS": "500"},
-    )  # fmt: skip
-    assert built.returncode == 0 and [
-        r["sum_amount_1h"] for r in pq.read_table(out).to_pylist()
-    ] == [2.5]
-    # Milliseconds read as seconds are still years 1 to 9999 sometimes; outside the facts'
-    # time range the build warns with the counts.
-    built = subprocess.run(
-        [*cli, "features", "build", "spend", str(seconds), "--out", str(out), "--ts-unit", "ms"],
-        capture_output=True, text=True, env={**os.environ, "COLUMNS": "500"},
-    )  # fmt: skip
+    built = build(micros, "--ts-unit", "us")
+    assert built.returncode == 0 and sums() == [2.5], built.stderr
+    # Seconds read as milliseconds fall in 1970, a valid time: outside the facts' time
+    # range the build warns with the counts.
+    built = build(seconds, "--ts-unit", "ms")
     assert built.returncode == 0, built.stderr
     assert "warning: 2 of 2 query rows are before the first fact" in built.stderr, built.stderr
 
