@@ -31,7 +31,9 @@ FUNCTIONS = ("count", "sum", "mean", "min", "max", "last", "distinct_count")
 # the moment of the request (UTC).
 REQUEST_KINDS = ("int", "float", "bool", "hour_of_day", "day_of_week")
 _UNITS_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
-_WINDOW = re.compile(r"^(\d+)([smhd])$")
+# ASCII digits only (`\d` also takes "٣"), at most nine of them (a window past 27 years of
+# seconds is a typo), and nothing after the unit (`$` would let a newline through).
+_WINDOW = re.compile(r"([0-9]{1,9})([smhd])")
 _AGGREGATION = re.compile(r"^\s*(\w+)\(\s*(\w*)\s*\)\s+over\s+(\w+)\s*$")
 _NUMERIC = {"int", "float"}
 _HOUR_US = 3_600_000_000
@@ -40,7 +42,7 @@ _DAY_US = 86_400_000_000
 
 def window_us(text: str) -> int:
     """`10m`, `1h`, `1d`, `7d` (also `s`) in microseconds."""
-    match = _WINDOW.match(text)
+    match = _WINDOW.fullmatch(text)
     if not match or int(match.group(1)) == 0:
         raise ConfigError(f"window {text!r} must be a positive number and s, m, h or d, e.g. 1h")
     return int(match.group(1)) * _UNITS_US[match.group(2)]
