@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -210,11 +211,12 @@ def deadline_ms(scope: Scope) -> float | None:
     value = header(scope, b"gyre-deadline-ms")
     if value is None:
         return None
-    try:
-        ms = float(value)
-    except ValueError:
-        ms = math.nan
+    # A decimal number in ASCII: float() alone also takes "1_000", "٣" and "nan".
+    ms = float(value) if _DECIMAL.fullmatch(value.strip()) else math.nan
     return positive_ms(ms, "Gyre-Deadline-Ms", "milliseconds", value)
+
+
+_DECIMAL = re.compile(r"[0-9]{1,20}(\.[0-9]{0,20})?([eE][+-]?[0-9]{1,3})?")
 
 
 def positive_ms(ms: float, what: str, unit: str, given: object) -> float:

@@ -393,6 +393,8 @@ def test_version_path_segments_take_ascii_numbers_within_64_bits(
         ({"Gyre-Deadline-Ms": "0"}, "must be a positive number of milliseconds"),
         ({"Gyre-Deadline-Ms": "-5"}, "must be a positive number of milliseconds"),
         ({"Gyre-Deadline-Ms": "nan"}, "must be a positive number of milliseconds"),
+        ({"Gyre-Deadline-Ms": "1_000"}, "must be a positive number of milliseconds"),
+        ({"Gyre-Deadline-Ms": "\u0663"}, "must be a positive number of milliseconds"),
     ],
 )
 def test_headers_that_must_be_numbers(client: AppClient, headers: dict, message: str) -> None:
