@@ -17,29 +17,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-
-from gyre._json import MALFORMED, reason
 from gyre.errors import BadRequest, Forbidden, NotFound
 from gyre.registry import Registry
 from gyre.registry import _admin as registry_admin
 from gyre.serve._auth import Consumer, Gatekeeper
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._http import Response, json_response
+from gyre.serve.protocols._tensors import decode_object
 
 RegistryCall = Callable[[Callable[[Registry], Any]], Awaitable[Any]]
 BodyReader = Callable[[], Awaitable[bytes]]
 
-_decode = msgspec.json.Decoder(dict[str, Any]).decode
-
 
 def _json_object(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        return _decode(body)
-    except MALFORMED as exc:
-        raise BadRequest(f"body must be a JSON object: {reason(exc)}") from None
+    """The body as a JSON object (the protocols' one decoder); no body is `{}`."""
+    return decode_object(body, "a JSON object (see docs/protocols.md)") if body.strip() else {}
 
 
 class Admin:
