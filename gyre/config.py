@@ -59,6 +59,10 @@ class ModelServeConfig:
     worker_backoff_ms: float = 200.0
     worker_backoff_max_ms: float = 10_000.0
     worker_load_timeout_ms: float = 120_000.0
+    # A shadow's continuous outputs (floats) agree with the primary's within
+    # abs + rel * max(|primary|, |shadow|); discrete outputs (labels) must be equal.
+    shadow_abs_tolerance: float = 1e-6
+    shadow_rel_tolerance: float = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +261,8 @@ _BOUNDS: dict[str, _Bounds] = {
     "worker_backoff_ms": _NON_NEGATIVE,
     "worker_backoff_max_ms": _NON_NEGATIVE,
     "worker_load_timeout_ms": _POSITIVE,
+    "shadow_abs_tolerance": _NON_NEGATIVE,
+    "shadow_rel_tolerance": _NON_NEGATIVE,
     "rate_per_s": _POSITIVE,
     "burst": _POSITIVE,
     "group_commit_max_wait_ms": _NON_NEGATIVE,

@@ -6,7 +6,7 @@
 | PUT | `/v1/admin/models/{m}/aliases/{alias}` | `{"version": N, "reason"?: "…"}` |
 | DELETE | `/v1/admin/models/{m}/aliases/{alias}` | `{"reason"?: "…"}` (or no body) |
 | PUT | `/v1/admin/models/{m}/policy` | `{"kind": "split", "params": {…}, "reason"?: "…"}` |
-| GET | `/v1/admin/models/{m}/shadow` | — (the logged shadow comparisons) |
+| GET | `/v1/admin/models/{m}/shadow` | — (a summary per version pair, and the logged comparisons) |
 
 The caller was admitted (key, rate) before these run; the body is read only after the
 route's own checks (an admin key, a known route) have passed.
@@ -80,7 +80,10 @@ class Admin:
                     )
                 )
             if rest == ["shadow"] and method == "GET":
-                return json_response({"comparisons": await self.feedback.shadow_rows(model)})
+                return json_response({
+                    "summary": await self.feedback.shadow_summary(model),
+                    "comparisons": await self.feedback.shadow_rows(model),
+                })  # fmt: skip
         raise NotFound(f"no route {method} /v1/{'/'.join(parts)}; see docs/protocols.md")
 
     async def _feedback(self, consumer: Consumer | None, body: dict[str, Any]) -> Response:

@@ -41,11 +41,12 @@ from typing import Any
 
 from gyre._sqlite import connect_wal
 from gyre.errors import ServeError
+from gyre.serve._compare import Comparison
 from gyre.serve._request_ids import KEY_BYTES, RequestIds
 
 log = logging.getLogger("gyre.serve")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS served (
@@ -61,7 +62,8 @@ CREATE TABLE IF NOT EXISTS shadow (
     id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, model TEXT NOT NULL,
     primary_version INTEGER NOT NULL, shadow_version INTEGER NOT NULL,
     primary_answer TEXT NOT NULL, shadow_answer TEXT NOT NULL, agree INTEGER NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL, mean_abs_diff REAL, max_abs_diff REAL, mean_rel_diff REAL,
+    max_rel_diff REAL, mismatch TEXT
 );
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
@@ -89,6 +91,7 @@ def _prepare(path: Path) -> bytes:
                         conn.execute(statement)
                 if old and "consumer" not in old:
                     _migrate_from_0(conn, path)
+                _add_shadow_differences(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute(
                 "INSERT OR IGNORE INTO settings VALUES ('request_id_key', ?)",
@@ -119,6 +122,21 @@ def _migrate_from_0(conn: sqlite3.Connection, path: Path) -> None:
         "answers); all %d stay in table feedback_v0",
         path, kept, old, old,
     )  # fmt: skip
+
+
+# Version 2 measures how far a shadow's answers are from the primary's (`_compare.py`).
+_SHADOW_DIFFERENCES = {
+    "mean_abs_diff": "REAL", "max_abs_diff": "REAL", "mean_rel_diff": "REAL",
+    "max_rel_diff": "REAL", "mismatch": "TEXT",
+}  # fmt: skip
+
+
+def _add_shadow_differences(conn: sqlite3.Connection) -> None:
+    """Comparisons logged before version 2 keep NULL differences."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(shadow)")}
+    for column, kind in _SHADOW_DIFFERENCES.items():
+        if column not in present:
+            conn.execute(f"ALTER TABLE shadow ADD COLUMN {column} {kind}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +218,13 @@ class FeedbackStore:
         model: str,
         primary: tuple[int, Any],
         shadow: tuple[int, Any],
-        agree: bool,
+        result: Comparison,
     ) -> None:
+        """Log a shadow comparison; the answers are JSON values (`to_json_value`)."""
         self._shadow.append(
             (request_id, model, primary[0], shadow[0], json.dumps(primary[1]),
-             json.dumps(shadow[1]), int(agree), time.time())
+             json.dumps(shadow[1]), int(result.agree), time.time(), result.mean_abs_diff,
+             result.max_abs_diff, result.mean_rel_diff, result.max_rel_diff, result.mismatch)
         )  # fmt: skip
 
     async def flush(self) -> None:
@@ -225,7 +245,9 @@ class FeedbackStore:
             )
             db.executemany(
                 "INSERT INTO shadow (request_id, model, primary_version, shadow_version,"
-                " primary_answer, shadow_answer, agree, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " primary_answer, shadow_answer, agree, at, mean_abs_diff, max_abs_diff,"
+                " mean_rel_diff, max_rel_diff, mismatch)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 shadow,
             )
 
@@ -300,3 +322,29 @@ class FeedbackStore:
         cursor = self._db().execute("SELECT * FROM shadow WHERE model = ? ORDER BY id", (model,))
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    async def shadow_summary(self, model: str) -> list[dict[str, Any]]:
+        """Per (primary, shadow) pair of versions: how often they agreed, and how far apart
+        their continuous outputs were (the mean of the per-request means, the max of the
+        maxima; over the comparisons that measured differences)."""
+        await self.flush()
+        return await self._run(self._shadow_summary, model)  # type: ignore[no-any-return]
+
+    def _shadow_summary(self, model: str) -> list[dict[str, Any]]:
+        cursor = self._db().execute(
+            "SELECT primary_version, shadow_version, COUNT(*) AS comparisons,"
+            " SUM(agree) AS agree, COUNT(max_abs_diff) AS measured,"
+            " AVG(mean_abs_diff) AS mean_abs_diff, MAX(max_abs_diff) AS max_abs_diff,"
+            " AVG(mean_rel_diff) AS mean_rel_diff, MAX(max_rel_diff) AS max_rel_diff"
+            " FROM shadow WHERE model = ? GROUP BY primary_version, shadow_version"
+            " ORDER BY primary_version, shadow_version",
+            (model,),
+        )
+        names = [d[0] for d in cursor.description]
+        summary = []
+        for row in cursor:
+            pair = dict(zip(names, row, strict=True))
+            pair["disagree"] = pair["comparisons"] - pair["agree"]
+            pair["agree_rate"] = pair["agree"] / pair["comparisons"]
+            summary.append(pair)
+        return summary

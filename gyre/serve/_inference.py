@@ -10,10 +10,12 @@ import numpy as np
 
 from gyre.errors import DeadlineExceeded, GyreError, Overloaded, Unavailable
 from gyre.serve._cache import PredictionCache, cache_key
+from gyre.serve._compare import Tolerance, compare
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._runtime import Tensors
 from gyre.serve._snapshot import LoadedVersion, Route, Snapshot
+from gyre.serve.protocols._tensors import to_json_value
 from gyre.types import FeatureBinding
 
 log = logging.getLogger("gyre.serve")
@@ -40,15 +42,6 @@ class Prediction:
 def _first_row(outputs: Tensors) -> Any:
     first = next(iter(outputs.values()))
     return first[0].tolist() if len(first) else None
-
-
-def _agree(a: Tensors, b: Tensors) -> bool:
-    x, y = next(iter(a.values())), next(iter(b.values()))
-    if x.shape != y.shape:
-        return False
-    if x.dtype.kind == "f" or y.dtype.kind == "f":
-        return bool(np.allclose(x, y, rtol=1e-5, atol=1e-6))
-    return bool(np.array_equal(x, y))
 
 
 class Predictor:
@@ -162,14 +155,20 @@ class Predictor:
             self.metrics.shadow(primary.model, "error")
             log.info("shadow %s:%s failed: %s", shadow.model, shadow.version, exc)
             return
-        agree = _agree(primary_outputs, outputs)
-        self.metrics.shadow(primary.model, "agree" if agree else "disagree")
+        settings = primary.settings
+        result = compare(
+            primary_outputs,
+            outputs,
+            Tolerance(settings.shadow_abs_tolerance, settings.shadow_rel_tolerance),
+        )
+        self.metrics.shadow(primary.model, "agree" if result.agree else "disagree")
+        self.metrics.shadow_differences(primary.model, result.max_abs_diff, result.max_rel_diff)
         self.feedback.record_shadow(
             request_id,
             primary.model,
-            (primary.version, {k: v.tolist() for k, v in primary_outputs.items()}),
-            (shadow.version, {k: v.tolist() for k, v in outputs.items()}),
-            agree,
+            (primary.version, {k: to_json_value(v) for k, v in primary_outputs.items()}),
+            (shadow.version, {k: to_json_value(v) for k, v in outputs.items()}),
+            result,
         )
 
     async def drain(self) -> None:

@@ -28,6 +28,8 @@ _LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_ABS_DIFF_BUCKETS = (1e-9, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+_REL_DIFF_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 class _Families:
@@ -126,6 +128,18 @@ class ServerMetrics:
         self.shadow_results = Counter(
             "gyre_shadow_comparisons", "Shadow answers compared with the primary's",
             ["model", "result"], registry=r,
+        )  # fmt: skip
+        self.shadow_abs_diff = Histogram(
+            "gyre_shadow_abs_diff",
+            "Largest absolute difference of a shadow's continuous outputs from the primary's, "
+            "per compared request",
+            ["model"], buckets=_ABS_DIFF_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.shadow_rel_diff = Histogram(
+            "gyre_shadow_rel_diff",
+            "Largest relative difference |a - b| / max(|a|, |b|) of a shadow's continuous "
+            "outputs from the primary's, per compared request",
+            ["model"], buckets=_REL_DIFF_BUCKETS, registry=r,
         )  # fmt: skip
         self.shed = Counter(
             "gyre_shed_requests", "Requests refused by admission control (503)", ["model"],
@@ -247,6 +261,13 @@ class ServerMetrics:
 
     def shadow(self, model: str, result: str) -> None:
         self._child(self.shadow_results, model, result).inc()
+
+    def shadow_differences(
+        self, model: str, max_abs_diff: float | None, max_rel_diff: float | None
+    ) -> None:
+        if max_abs_diff is not None and max_rel_diff is not None:
+            self._child(self.shadow_abs_diff, model).observe(max_abs_diff)
+            self._child(self.shadow_rel_diff, model).observe(max_rel_diff)
 
     def worker_restart(self, model: str, version: int) -> None:
         self.worker_restarts.labels(model, str(version)).inc()
