@@ -107,7 +107,8 @@ def demo(
     )
     registry.close()
     console.print(
-        f"published [bold]{MODEL}[/] version {mv.version} as {CHAMPION} in {config.home} "
+        f"{'already published' if mv.reused else 'published'} [bold]{MODEL}[/] version "
+        f"{mv.version} as {CHAMPION} in {config.home} "
         f"(ONNX parity max |diff| {mv.parity['max_abs_diff']:.2g})"
     )
     host = config.serve.host

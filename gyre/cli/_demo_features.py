@@ -131,7 +131,8 @@ def run_features_demo(config: Config, base: str, show: Callable[..., int]) -> No
         MODEL, trained.model, trained.sample, alias=CHAMPION, lineage=lineage, features=view
     )
     registry.close()
-    console.print(f"published [bold]{MODEL}[/] version {version.version} with its feature view")
+    done = "already published" if version.reused else "published"
+    console.print(f"{done} [bold]{MODEL}[/] version {version.version} with its feature view")
     _wait_model(base, MODEL, config.serve.reload_interval_ms / 1000.0)
     status = show(
         "predict by entity (the server computes the features)",

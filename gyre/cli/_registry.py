@@ -48,22 +48,35 @@ def publish(
     python_class: Annotated[
         str, typer.Option("--class", help="The class of a .py model (load() + predict()).")
     ] = "Model",
+    force_new: Annotated[
+        bool,
+        typer.Option(help="Make a new version even if a live one holds the same content."),
+    ] = False,
 ) -> None:
-    """Publish a model: export to ONNX, check parity, store it as the next version."""
+    """Publish a model: export to ONNX, check parity, store it as the next version (or name
+    the live version that already holds the same content)."""
     try:
         extra = json.loads(lineage) if lineage else None
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--lineage is not valid JSON: {exc}") from None
     registry = _open(ctx)
     mv = registry.publish_file(
-        name, path, sample=sample, alias=alias, lineage=extra, python_class=python_class
-    )
+        name, path, sample=sample, alias=alias, lineage=extra, python_class=python_class,
+        force_new=force_new,
+    )  # fmt: skip
     parity = mv.parity
     check = (
         f"parity max |diff| {parity['max_abs_diff']:.2g} on {parity['rows']} rows"
         if "max_abs_diff" in parity
         else "no parity check (ONNX input)"
     )
+    if mv.reused:
+        console.print(
+            f"unchanged: [bold]{mv.model}[/] version [bold]{mv.version}[/] already holds this "
+            "content; no new version (--force-new makes one)"
+            + (f"; alias {alias} points at it" if alias else "")
+        )
+        return
     console.print(
         f"published [bold]{mv.model}[/] version [bold]{mv.version}[/] "
         f"({mv.flavor}, {check})" + (f", alias {alias}" if alias else "")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,8 @@ from gyre.types import DATATYPE_TO_NUMPY, FeatureBinding, Signature, zeros_for
 
 if TYPE_CHECKING:
     from gyre.features import FeatureView
+
+log = logging.getLogger("gyre.registry")
 
 
 def load_sample(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
@@ -88,21 +92,27 @@ class Registry:
         alias: str | None = None,
         lineage: dict[str, Any] | None = None,
         python_class: str = "Model",
+        force_new: bool = False,
     ) -> ModelVersion:
         """Publish `.onnx`, `.joblib`/`.pkl` holding a scikit-learn or LightGBM model, or a
-        `.py` file whose class `python_class` has `load()` and `predict(batch)`."""
+        `.py` file whose class `python_class` has `load()` and `predict(batch)`.
+
+        Publishing content that a live version of the model already holds returns that
+        version (`reused` set) instead of a new one, unless `force_new`."""
         if not path.is_file():
             raise InvalidModel(f"model file {path} does not exist")
         suffix = path.suffix.lower()
         if suffix == ".py":
             return self.publish_python(
-                name, path.read_bytes(), python_class, alias=alias, lineage=lineage
-            )
+                name, path.read_bytes(), python_class, alias=alias, lineage=lineage,
+                force_new=force_new,
+            )  # fmt: skip
         rows, names = load_sample(sample) if sample is not None else (None, None)
         if suffix == ".onnx":
             return self.publish_onnx(
-                name, path.read_bytes(), sample=rows, alias=alias, lineage=lineage
-            )
+                name, path.read_bytes(), sample=rows, alias=alias, lineage=lineage,
+                force_new=force_new,
+            )  # fmt: skip
         if suffix not in (".joblib", ".pkl", ".pickle"):
             raise InvalidModel(f"model file {path} must be .onnx, .joblib, .pkl or .py")
         if rows is None:
@@ -118,8 +128,9 @@ class Registry:
         except Exception as exc:
             raise InvalidModel(f"could not load {path} with joblib: {exc}") from None
         return self.publish(
-            name, model, rows, alias=alias, lineage=lineage, native_bytes=data, names=names
-        )
+            name, model, rows, alias=alias, lineage=lineage, native_bytes=data, names=names,
+            force_new=force_new,
+        )  # fmt: skip
 
     def publish(
         self,
@@ -132,6 +143,7 @@ class Registry:
         native_bytes: bytes | None = None,
         names: tuple[str, ...] | None = None,
         features: FeatureView | None = None,
+        force_new: bool = False,
     ) -> ModelVersion:
         """Export a fitted scikit-learn/LightGBM model to ONNX, check parity, record it.
 
@@ -189,6 +201,7 @@ class Registry:
             parity=parity.as_record(),
             alias=alias,
             lineage={**(lineage or {}), "sample_sha256": sha256_of(rows.tobytes())},
+            force_new=force_new,
         )
 
     def publish_onnx(
@@ -199,6 +212,7 @@ class Registry:
         sample: np.ndarray | None = None,
         alias: str | None = None,
         lineage: dict[str, Any] | None = None,
+        force_new: bool = False,
     ) -> ModelVersion:
         """Publish an ONNX graph: it must pass the onnx checker and a test inference."""
         import onnx
@@ -226,6 +240,7 @@ class Registry:
             parity={"checked": False, "reason": "published as ONNX; no native model to compare"},
             alias=alias,
             lineage=lineage or {},
+            force_new=force_new,
         )
 
     def publish_python(
@@ -236,6 +251,7 @@ class Registry:
         *,
         alias: str | None = None,
         lineage: dict[str, Any] | None = None,
+        force_new: bool = False,
     ) -> ModelVersion:
         """Publish a Python model; its test inference runs in a child process."""
         import tempfile
@@ -259,6 +275,7 @@ class Registry:
             alias=alias,
             lineage=lineage or {},
             entrypoint=class_name,
+            force_new=force_new,
         )
 
     def _run_onnx(
@@ -286,12 +303,13 @@ class Registry:
         alias: str | None,
         lineage: dict[str, Any],
         entrypoint: str | None = None,
+        force_new: bool = False,
     ) -> ModelVersion:
         if alias is not None:
             check_name("alias", alias)
         artifact_sha = self.artifacts.put(artifact)
         native_sha = self.artifacts.put(native_bytes) if native_bytes is not None else None
-        version = self.metadata.add_version(
+        version, reused = self.metadata.add_version(
             name,
             flavor=flavor,
             artifact_sha256=artifact_sha,
@@ -303,10 +321,16 @@ class Registry:
             lineage=lineage,
             gyre_version=gyre.__version__,
             entrypoint=entrypoint,
+            force_new=force_new,
         )
-        if alias is not None:
+        if reused:
+            log.info("model `%s`: version %d already holds this content; not published again "
+                     "(force_new makes a new version)", name, version)  # fmt: skip
+        recorded = self.metadata.version(name, version)
+        if alias is not None and alias not in recorded.aliases:
             self.metadata.set_alias(name, alias, version, reason="set at publish")
-        return self.metadata.version(name, version)
+            recorded = self.metadata.version(name, version)
+        return dataclasses.replace(recorded, reused=True) if reused else recorded
 
     # -- aliases and versions ---------------------------------------------------------------
 

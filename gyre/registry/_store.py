@@ -79,6 +79,9 @@ class ModelVersion:
     aliases: tuple[str, ...] = ()
     # The class to instantiate, for flavor `python`.
     entrypoint: str | None = None
+    # Set on what a publish returns: the content was already this live version, so no
+    # new version was made (idempotent publish). Not stored.
+    reused: bool = False
 
 
 def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
@@ -178,8 +181,22 @@ class SQLiteMetadataStore:
         lineage: dict[str, Any],
         gyre_version: str,
         entrypoint: str | None = None,
-    ) -> int:
+        force_new: bool = False,
+    ) -> tuple[int, bool]:
+        """The new version's number, and False; or, unless `force_new`, the number of a live
+        version with the same content (flavor, artifact, signature, entrypoint) and True.
+        Looked up under the write lock, so two publishes of one content make one version."""
+        encoded_signature = msgspec.json.encode(signature).decode()
         with self._write() as conn:
+            if not force_new:
+                same = conn.execute(
+                    "SELECT version FROM versions WHERE model = ? AND deleted_at IS NULL"
+                    " AND flavor = ? AND artifact_sha256 = ? AND signature = ?"
+                    " AND entrypoint IS ? ORDER BY version LIMIT 1",
+                    (model, flavor, artifact_sha256, encoded_signature, entrypoint),
+                ).fetchone()
+                if same is not None:
+                    return int(same[0]), True
             (latest,) = conn.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM versions WHERE model = ?", (model,)
             ).fetchone()
@@ -197,7 +214,7 @@ class SQLiteMetadataStore:
                     artifact_bytes,
                     native_sha256,
                     native_bytes,
-                    msgspec.json.encode(signature).decode(),
+                    encoded_signature,
                     json.dumps(parity, sort_keys=True),
                     json.dumps(lineage, sort_keys=True),
                     gyre_version,
@@ -205,7 +222,7 @@ class SQLiteMetadataStore:
                 ),
             )
             self._record(conn, model, "publish", version=version, artifact_sha256=artifact_sha256)
-        return version
+        return version, False
 
     def _live_version_row(self, conn: sqlite3.Connection, model: str, version: int) -> sqlite3.Row:
         row: sqlite3.Row | None = (

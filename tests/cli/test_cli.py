@@ -54,7 +54,7 @@ def test_publish_alias_list_show_delete(home: Path, model_files: tuple[Path, Pat
     ).stdout
     assert "published iris version 1" in out
     assert "parity max |diff|" in out
-    gyre(home, "registry", "publish", "iris", str(model), "--sample", str(sample))
+    gyre(home, "registry", "publish", "iris", str(model), "--sample", str(sample), "--force-new")
     assert (
         "iris@champion -> version 2 (was 1)"
         in gyre(home, "registry", "alias", "iris", "champion", "2").stdout

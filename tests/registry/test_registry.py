@@ -38,7 +38,7 @@ def test_versions_count_up_per_model(
 ) -> None:
     x, _ = iris
     assert registry.publish("a", iris_classifier, x).version == 1
-    assert registry.publish("a", iris_classifier, x).version == 2
+    assert registry.publish("a", iris_classifier, x, force_new=True).version == 2
     assert registry.publish("b", iris_regressor, x).version == 1
     assert [(m.model, m.version) for m in registry.versions()] == [("a", 1), ("a", 2), ("b", 1)]
 
@@ -171,7 +171,7 @@ def test_aliases_set_move_delete_and_resolve(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     for _ in range(3):
-        registry.publish("m", iris_classifier, iris[0])
+        registry.publish("m", iris_classifier, iris[0], force_new=True)
     assert registry.resolve("m").version == 3  # no champion: the latest
     assert registry.set_alias("m", CHAMPION, 1) is None
     assert registry.resolve("m").version == 1
@@ -198,7 +198,7 @@ def test_soft_delete_refuses_aliased_versions_and_keeps_the_record(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     registry.publish("m", iris_classifier, iris[0], alias=CHAMPION)
-    registry.publish("m", iris_classifier, iris[0])
+    registry.publish("m", iris_classifier, iris[0], force_new=True)
     with pytest.raises(RegistryError, match="aliased as `champion`; move or delete the alias"):
         registry.delete_version("m", 1)
     registry.delete_version("m", 2, reason="bad data")
@@ -207,7 +207,7 @@ def test_soft_delete_refuses_aliased_versions_and_keeps_the_record(
     with pytest.raises(ModelNotFound, match="version 2 is deleted"):
         registry.resolve("m:2")
     # A deleted version never comes back: numbering continues.
-    assert registry.publish("m", iris_classifier, iris[0]).version == 3
+    assert registry.publish("m", iris_classifier, iris[0], force_new=True).version == 3
 
 
 def test_unknown_model_says_how_to_list(registry: Registry) -> None:
@@ -252,7 +252,7 @@ def _publish_many(home: str, count: int, queue: "multiprocessing.Queue[int]") ->
     model = LogisticRegression(max_iter=300).fit(x, y)
     reg = Registry(Path(home))
     for _ in range(count):
-        queue.put(reg.publish("race", model, x).version)
+        queue.put(reg.publish("race", model, x, force_new=True).version)
 
 
 def test_concurrent_publishes_never_share_a_version_number(home: Path) -> None:
@@ -316,7 +316,7 @@ def test_policy_targets_are_stored_as_the_server_reads_them(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     for _ in range(7):
-        registry.publish("m", iris_classifier, iris[0], alias="champion")
+        registry.publish("m", iris_classifier, iris[0], alias="champion", force_new=True)
     clean = registry.set_policy("m", "split", {"weights": {"champion": 1, "007": 2}})
     assert clean == {"weights": {"champion": 1.0, "7": 2.0}}
     assert registry.policy("m") == ("split", clean, None)
@@ -326,7 +326,7 @@ def test_a_policy_must_name_versions_that_exist_and_keeps_them(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     registry.publish("m", iris_classifier, iris[0], alias="champion")
-    registry.publish("m", iris_classifier, iris[0])
+    registry.publish("m", iris_classifier, iris[0], force_new=True)
     # A split to a missing alias sent its share to the champion without a word.
     with pytest.raises(InvalidModel, match="has no alias `challneger`; set it first"):
         registry.set_policy("m", "split", {"weights": {"champion": 90, "challneger": 10}})

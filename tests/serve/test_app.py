@@ -522,7 +522,7 @@ def test_refresh_loads_new_versions_and_follows_alias_moves(
     client: AppClient, home: Path, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0])
+    registry.publish("iris", iris_classifier, iris[0], force_new=True)
     client.refresh()
     assert client.get("/v2/models/iris").json()["versions"] == ["1", "2", "3"]
     assert client.post("/v2/models/iris/infer", json=v2_body([ROW])).json()["model_version"] == "2"

@@ -48,7 +48,7 @@ GOOD_V2 = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data":
 def _publish(home: Path, classifier: Pipeline, rows: object) -> Path:
     registry = Registry(home)
     registry.publish("iris", classifier, rows, alias=CHAMPION)
-    registry.publish("iris", classifier, rows, alias="challenger")
+    registry.publish("iris", classifier, rows, alias="challenger", force_new=True)
     registry.publish_onnx("adder", two_input_adder())
     registry.close()
     config = home.parent / "gyre.toml"

@@ -179,7 +179,7 @@ def test_several_workers_share_the_port_reload_and_sum_metrics(
             found = counted.search(httpx.get(f"{server.url}/metrics").text)
             summed = float(found.group(1)) if found else None
         assert summed == 100.0
-        registry.publish("iris", iris_classifier, iris[0])
+        registry.publish("iris", iris_classifier, iris[0], force_new=True)
         registry.set_alias("iris", CHAMPION, 2)
         time.sleep(2.5)
         versions = {
@@ -239,7 +239,7 @@ def test_feedback_posted_at_once_to_another_worker_is_taken(
     home = tmp_path / "home"
     registry = Registry(home)
     registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
-    registry.publish("iris", iris_classifier, iris[0], alias="challenger")
+    registry.publish("iris", iris_classifier, iris[0], alias="challenger", force_new=True)
     registry.set_policy("iris", "bandit", {"arms": ["champion", "challenger"]})
     server = start_server(home, "--workers", "2")
     try:

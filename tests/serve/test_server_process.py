@@ -326,7 +326,7 @@ def test_hot_reload_under_steady_traffic_fails_no_request(
         thread.start()
     try:
         time.sleep(1.0)
-        registry.publish("iris", iris_classifier, iris[0])
+        registry.publish("iris", iris_classifier, iris[0], force_new=True)
         time.sleep(1.0)
         moved_at = time.monotonic()
         registry.set_alias("iris", CHAMPION, 2, reason="hot reload test")

@@ -50,7 +50,7 @@ def write_config(home: Path, text: str) -> Path:
 def two_versions(home: Path, iris_classifier: Pipeline, iris: tuple) -> Registry:
     registry = Registry(home)
     registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
-    registry.publish("iris", iris_classifier, iris[0], alias="challenger")
+    registry.publish("iris", iris_classifier, iris[0], alias="challenger", force_new=True)
     return registry
 
 
@@ -203,7 +203,7 @@ def test_a_stored_policy_the_server_cannot_use_stops_nothing(
     """Written as an older gyre (or a hand) could: the server starts, serves the model by its
     champion, keeps serving and reloading everything else, and says what is broken."""
     two_versions.publish("other", iris_classifier, iris[0], alias=CHAMPION)
-    two_versions.publish("other", iris_classifier, iris[0], alias="challenger")
+    two_versions.publish("other", iris_classifier, iris[0], alias="challenger", force_new=True)
     two_versions.set_policy("other", "split", {"weights": {"challenger": 1}})
     kind, params = stored
     if isinstance(params, str):
@@ -224,7 +224,7 @@ def test_a_stored_policy_the_server_cannot_use_stops_nothing(
         metrics = client.get("/metrics").text
         assert 'gyre_registry_broken_entries{entry="policy",model="iris"} 1.0' in metrics
         # Later changes are still served: a new version, an alias move, a valid policy.
-        two_versions.publish("iris", iris_classifier, iris[0])
+        two_versions.publish("iris", iris_classifier, iris[0], force_new=True)
         two_versions.set_alias("iris", CHAMPION, 3)
         client.refresh()
         answer = client.post("/v2/models/iris/infer", json=v2([ROW]))
