@@ -1,5 +1,6 @@
-"""Serving benchmark: gyre against in-process onnxruntime, FastAPI + uvicorn, and the
-ceilings of gyre's own HTTP stack (see baselines.py), all in one run on this machine.
+"""Serving benchmark: gyre against in-process onnxruntime, FastAPI + uvicorn (in its
+strongest form, and in the common sync-endpoint form as a second row), and the ceilings of
+gyre's own HTTP stack (see baselines.py), all in one run on this machine.
 With `--workers N`, every server runs N processes sharing the port through SO_REUSEPORT.
 
     make bench            # or: .venv/bin/python benchmarks/serve.py [--seconds 10]
@@ -287,11 +288,13 @@ def main() -> None:
     servers = {  # name: the command of one process; gyre starts its own workers
         "gyre": [*gyre_command, "--workers", str(args.workers)],
         "fastapi": [*baseline, "fastapi_app"],
+        "fastapi-sync": [*baseline, "fastapi_sync_app"],
         "ceiling": [*baseline, "ceiling_app"],
         "parse-ceiling": [*baseline, "parse_ceiling_app"],
         "model-ceiling": [*baseline, "model_ceiling_app"],
     }
     ceiling_cases = {
+        "fastapi-sync": ("1-row c=64", "32-row c=16"),
         "ceiling": ("1-row c=64", "32-row c=16"),
         "parse-ceiling": ("32-row c=16", "32-row c=64"),
         "model-ceiling": ("32-row c=16", "32-row c=64"),
@@ -355,6 +358,11 @@ def main() -> None:
             c16x32["model-ceiling"]["rows_per_s"] / c16x32["fastapi"]["rows_per_s"], 2
         ),
         "gyre/fastapi rows/s, 32-row c=64": ratio(c64x32, "rows_per_s", "fastapi"),
+        # What the strongest FastAPI form gains over the common one (baselines.py).
+        "fastapi/fastapi-sync req/s, 1-row c=64": round(
+            c64["fastapi"]["req_per_s"] / c64["fastapi-sync"]["req_per_s"], 2
+        ),
+        "gyre/fastapi-sync req/s, 1-row c=64": ratio(c64, "req_per_s", "fastapi-sync"),
         "gyre/model-ceiling rows/s, 32-row c=64": ratio(c64x32, "rows_per_s", "model-ceiling"),
         "model-ceiling/fastapi rows/s, 32-row c=64": round(
             c64x32["model-ceiling"]["rows_per_s"] / c64x32["fastapi"]["rows_per_s"], 2
