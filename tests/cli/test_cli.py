@@ -229,4 +229,5 @@ def test_a_python_model_publishes_its_files_and_show_lists_them(home: Path, tmp_
     result = gyre(home, "registry", "publish", "other", str(tmp_path / "m.py"), "--artifacts",
                   str(tmp_path / "dir"), check=False)  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert f"`key` is a symlink to {(tmp_path / 'secret').resolve()}, outside the folder" in result.stderr
+    secret = (tmp_path / "secret").resolve()
+    assert f"`key` is a symlink to {secret}, outside the folder" in result.stderr
