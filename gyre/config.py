@@ -28,6 +28,10 @@ class RegistryConfig:
 
     parity_tolerance: float = 1e-4
     parity_max_rows: int = 1000
+    # A Python model's `--artifacts DIR` may hold at most this many bytes in all…
+    artifacts_max_bytes: int = 4 * 1024**3
+    # …and at most this many files.
+    artifacts_max_files: int = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +238,8 @@ _NON_NEGATIVE: _Bounds = (0, True, None, False)
 _BOUNDS: dict[str, _Bounds] = {
     "parity_tolerance": _NON_NEGATIVE,
     "parity_max_rows": _POSITIVE,
+    "artifacts_max_bytes": _NON_NEGATIVE,
+    "artifacts_max_files": _POSITIVE,
     "port": (0, True, 65535, True),
     "workers": _NON_NEGATIVE,
     "worker_restarts_per_min": _POSITIVE,

@@ -52,6 +52,10 @@ def publish(
         bool,
         typer.Option(help="Make a new version even if a live one holds the same content."),
     ] = False,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(help="For a .py model: a folder of files (weights…) given to load()."),
+    ] = None,
 ) -> None:
     """Publish a model: export to ONNX, check parity, store it as the next version (or name
     the live version that already holds the same content)."""
@@ -61,15 +65,23 @@ def publish(
         raise typer.BadParameter(f"--lineage is not valid JSON: {exc}") from None
     registry = _open(ctx)
     mv = registry.publish_file(
-        name, path, sample=sample, alias=alias, lineage=extra, python_class=python_class,
+        name,
+        path,
+        sample=sample,
+        alias=alias,
+        lineage=extra,
+        python_class=python_class,
+        artifacts=artifacts,
         force_new=force_new,
-    )  # fmt: skip
+    )
     parity = mv.parity
     check = (
         f"parity max |diff| {parity['max_abs_diff']:.2g} on {parity['rows']} rows"
         if "max_abs_diff" in parity
         else "no parity check (ONNX input)"
     )
+    if mv.files:
+        check += f", {len(mv.files)} files, {sum(f.bytes for f in mv.files)} bytes"
     if mv.reused:
         console.print(
             f"unchanged: [bold]{mv.model}[/] version [bold]{mv.version}[/] already holds this "
@@ -159,6 +171,8 @@ def _version_json(mv: ModelVersion) -> dict[str, Any]:
         "outputs": [_spec_json(s) for s in mv.signature.outputs],
         "feature_names": list(mv.signature.feature_names or []) or None,
         "python_class": mv.entrypoint,
+        "files_sha256": mv.files_sha256,
+        "files": [{"path": f.path, "sha256": f.sha256, "bytes": f.bytes} for f in mv.files],
         "parity": mv.parity,
         "lineage": mv.lineage,
     }
@@ -187,6 +201,10 @@ def _show_table(mv: ModelVersion, policy: tuple[Any, Any, str | None]) -> Table:
     rows += [(f"output {s.name}", f"{s.datatype} {_shape(s.shape)}") for s in mv.signature.outputs]
     if mv.entrypoint:
         rows.append(("python class", mv.entrypoint))
+    if mv.files:
+        total = sum(f.bytes for f in mv.files)
+        rows.append(("files", f"{len(mv.files)} ({total} bytes), manifest {mv.files_sha256}"))
+        rows += [(f"file {f.path}", f"{f.sha256} ({f.bytes} bytes)") for f in mv.files]
     if mv.signature.feature_names:
         rows.append(("features", ", ".join(mv.signature.feature_names)))
     rows.append(("parity", json.dumps(mv.parity, sort_keys=True)))

@@ -1,6 +1,7 @@
 """The model registry: versions, aliases, signatures, content-addressed ONNX artifacts."""
 
 from gyre.registry._artifacts import LocalArtifactStore
+from gyre.registry._files import ArtifactFile
 from gyre.registry._names import CHAMPION, parse_ref
 from gyre.registry._policy import check_policy, target_version
 from gyre.registry._registry import Registry, load_sample
@@ -8,6 +9,7 @@ from gyre.registry._store import ModelVersion, SQLiteMetadataStore
 
 __all__ = [
     "CHAMPION",
+    "ArtifactFile",
     "LocalArtifactStore",
     "ModelVersion",
     "Registry",

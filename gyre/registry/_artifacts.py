@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from gyre.errors import ArtifactCorrupted
@@ -43,12 +44,33 @@ class LocalArtifactStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_folder(path.parent)
         return digest
+
+    def put_chunks(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Store bytes that come in pieces (a large file is never whole in memory), hashed
+        as they are written; (sha256, size). An exception from `chunks` stores nothing."""
+        folder = self.root / "sha256"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    f.write(chunk)
+                    size += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            path = self.path_of(hasher.hexdigest())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_folder(path.parent)
+        return hasher.hexdigest(), size
 
     def get(self, sha256: str, *, what: str) -> bytes:
         """The artifact's bytes; `what` names it in errors (e.g. "model `iris` version 3")."""
@@ -56,14 +78,51 @@ class LocalArtifactStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise ArtifactCorrupted(
-                f"artifact of {what} is missing: expected sha256 {sha256} at {path}; "
-                "restore the file or publish the model again"
-            ) from None
+            raise _missing(what, sha256, path) from None
         actual = sha256_of(data)
         if actual != sha256:
-            raise ArtifactCorrupted(
-                f"artifact of {what} is corrupted: expected sha256 {sha256}, found {actual} "
-                f"at {path}; restore the file or publish the model again"
-            )
+            raise _corrupted(what, sha256, actual, path)
         return data
+
+    def copy_to(self, sha256: str, dest: Path, *, what: str) -> None:
+        """Copy the artifact into the new file `dest`, hashing as it goes (never whole in
+        memory); when the hash is not `sha256`, `dest` is removed and `ArtifactCorrupted`
+        raised."""
+        path = self.path_of(sha256)
+        try:
+            source = path.open("rb")
+        except FileNotFoundError:
+            raise _missing(what, sha256, path) from None
+        hasher = hashlib.sha256()
+        try:
+            with source, dest.open("xb") as out:
+                while chunk := source.read(1 << 20):
+                    hasher.update(chunk)
+                    out.write(chunk)
+            if hasher.hexdigest() != sha256:
+                raise _corrupted(what, sha256, hasher.hexdigest(), path)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+
+
+def _missing(what: str, sha256: str, path: Path) -> ArtifactCorrupted:
+    return ArtifactCorrupted(
+        f"artifact of {what} is missing: expected sha256 {sha256} at {path}; "
+        "restore the file or publish the model again"
+    )
+
+
+def _corrupted(what: str, sha256: str, actual: str, path: Path) -> ArtifactCorrupted:
+    return ArtifactCorrupted(
+        f"artifact of {what} is corrupted: expected sha256 {sha256}, found {actual} "
+        f"at {path}; restore the file or publish the model again"
+    )
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

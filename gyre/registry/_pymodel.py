@@ -14,6 +14,18 @@ class Model:
         return {"length": np.array([len(t) for t in batch["text"]], dtype=np.int64)}
 ```
 
+A model published with files (`gyre registry publish NAME model.py --artifacts DIR`)
+takes them as the argument of `load`: a read-only folder holding DIR's files under their
+relative paths, materialized from the artifact store and verified (`gyre.registry._files`):
+
+```python
+    def load(self, artifacts: Path) -> None:
+        self.coef = np.load(artifacts / "coef.npy")
+```
+
+A `load` with no parameter takes no files; publishing refuses files for it, and refuses a
+`load` that requires the folder when no files are given.
+
 Such code never runs in the server process: the server runs it in supervised worker
 processes, and publishing runs its test inference in a child process too.
 """
@@ -21,6 +33,7 @@ processes, and publishing runs its test inference in a child process too.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import multiprocessing
 import sys
 from pathlib import Path
@@ -69,6 +82,32 @@ def load_class(code_path: Path, class_name: str, module_name: str) -> Any:
     return cls()
 
 
+def call_load(instance: Any, artifacts: Path | None, where: str) -> None:
+    """`instance.load(artifacts)` when `load` takes a positional parameter and there are
+    files, `instance.load()` when neither; `InvalidModel` when only one side has them."""
+    try:
+        parameters = list(inspect.signature(instance.load).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C method: assume no parameter
+        parameters = []
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY,
+                  p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]  # fmt: skip
+    if artifacts is not None:
+        if not positional:
+            raise InvalidModel(
+                f"{where} was given files (--artifacts) but its `load()` takes no parameter; "
+                "write `def load(self, artifacts: Path)` and read the files from that folder"
+            )
+        instance.load(artifacts)
+        return
+    first = positional[0] if positional else None
+    if first is not None and first.kind != first.VAR_POSITIONAL and first.default is first.empty:
+        raise InvalidModel(
+            f"{where}: `load({first.name})` needs a folder of files; publish it with "
+            "--artifacts DIR (the folder that holds them)"
+        )
+    instance.load()
+
+
 def check_outputs(outputs: Any, signature: Signature, rows: int, where: str) -> None:
     if not isinstance(outputs, dict):
         raise InvalidModel(f"{where}: predict must return a dict of output name -> array")
@@ -82,24 +121,30 @@ def check_outputs(outputs: Any, signature: Signature, rows: int, where: str) -> 
             )
 
 
-def _probe(code_path: str, class_name: str, conn: Any) -> None:
+def _probe(code_path: str, class_name: str, artifacts: str | None, conn: Any) -> None:
     """Child process: load the class, run one test batch, report the signature."""
     where = f"class `{class_name}`"
     try:
         instance = load_class(Path(code_path), class_name, "gyre_user_probe")
         signature = signature_from(getattr(type(instance), "signature", None), where)
-        instance.load()
+        call_load(instance, Path(artifacts) if artifacts is not None else None, where)
         check_outputs(instance.predict(zeros_for(signature)), signature, 1, where)
         conn.send(("ok", msgspec.json.encode(signature)))
     except BaseException as exc:  # report anything the user's code raises
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def probe_python_model(code_path: Path, class_name: str, timeout_s: float = 120.0) -> Signature:
-    """Check a Python model in a child process; its signature, or `InvalidModel`."""
+def probe_python_model(
+    code_path: Path, class_name: str, artifacts: Path | None = None, timeout_s: float = 120.0
+) -> Signature:
+    """Check a Python model (given the folder of its files, if any) in a child process;
+    its signature, or `InvalidModel`."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=_probe, args=(str(code_path), class_name, child), daemon=True)
+    folder = str(artifacts) if artifacts is not None else None
+    process = ctx.Process(
+        target=_probe, args=(str(code_path), class_name, folder, child), daemon=True
+    )
     process.start()
     child.close()
     try:

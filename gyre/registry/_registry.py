@@ -16,6 +16,7 @@ from gyre._numbers import is_int64, parse_count
 from gyre.config import Config, RegistryConfig
 from gyre.errors import InvalidModel, ModelNotFound, RegistryError
 from gyre.registry._artifacts import LocalArtifactStore, sha256_of
+from gyre.registry._files import ArtifactFile, VersionFiles
 from gyre.registry._names import CHAMPION, check_name, parse_ref
 from gyre.registry._policy import check_policy, target_version, targets
 from gyre.registry._store import ModelVersion, SQLiteMetadataStore
@@ -92,10 +93,12 @@ class Registry:
         alias: str | None = None,
         lineage: dict[str, Any] | None = None,
         python_class: str = "Model",
+        artifacts: Path | None = None,
         force_new: bool = False,
     ) -> ModelVersion:
         """Publish `.onnx`, `.joblib`/`.pkl` holding a scikit-learn or LightGBM model, or a
-        `.py` file whose class `python_class` has `load()` and `predict(batch)`.
+        `.py` file whose class `python_class` has `load()` and `predict(batch)` (with the
+        files of the folder `artifacts`, given to `load`).
 
         Publishing content that a live version of the model already holds returns that
         version (`reused` set) instead of a new one, unless `force_new`."""
@@ -104,9 +107,18 @@ class Registry:
         suffix = path.suffix.lower()
         if suffix == ".py":
             return self.publish_python(
-                name, path.read_bytes(), python_class, alias=alias, lineage=lineage,
+                name,
+                path.read_bytes(),
+                python_class,
+                artifacts=artifacts,
+                alias=alias,
+                lineage=lineage,
                 force_new=force_new,
-            )  # fmt: skip
+            )
+        if artifacts is not None:
+            raise InvalidModel(
+                f"--artifacts gives a Python model (.py) its files; {path} is not one"
+            )
         rows, names = load_sample(sample) if sample is not None else (None, None)
         if suffix == ".onnx":
             return self.publish_onnx(
@@ -249,22 +261,38 @@ class Registry:
         code: bytes,
         class_name: str = "Model",
         *,
+        artifacts: Path | None = None,
         alias: str | None = None,
         lineage: dict[str, Any] | None = None,
         force_new: bool = False,
     ) -> ModelVersion:
-        """Publish a Python model; its test inference runs in a child process."""
+        """Publish a Python model; its test inference runs in a child process. Every file
+        under the folder `artifacts` is stored too, and `load(self, artifacts)` gets a
+        folder holding them (see `gyre.registry._files`)."""
         import tempfile
 
+        from gyre.registry._files import collect_files, write_files
         from gyre.registry._pymodel import probe_python_model
 
         check_name("model", name)
         if not class_name.isidentifier():
             raise InvalidModel(f"{class_name!r} is not a Python class name")
+        files: tuple[ArtifactFile, ...] = ()
+        if artifacts is not None:
+            files = collect_files(
+                artifacts,
+                self.artifacts,
+                max_bytes=self.config.artifacts_max_bytes,
+                max_files=self.config.artifacts_max_files,
+            )
         with tempfile.TemporaryDirectory(prefix="gyre-probe-") as folder:
             code_path = Path(folder) / "model.py"
             code_path.write_bytes(code)
-            signature = probe_python_model(code_path, class_name)
+            probe_files = None
+            if files:  # the probe reads the files as stored, as the server will
+                probe_files = Path(folder) / "artifacts"
+                write_files(self.artifacts, files, probe_files, f"model `{name}`")
+            signature = probe_python_model(code_path, class_name, probe_files)
         return self._record(
             name,
             flavor="python",
@@ -276,6 +304,7 @@ class Registry:
             lineage=lineage or {},
             entrypoint=class_name,
             force_new=force_new,
+            files=files,
         )
 
     def _run_onnx(
@@ -304,6 +333,7 @@ class Registry:
         lineage: dict[str, Any],
         entrypoint: str | None = None,
         force_new: bool = False,
+        files: tuple[ArtifactFile, ...] = (),
     ) -> ModelVersion:
         if alias is not None:
             check_name("alias", alias)
@@ -322,6 +352,7 @@ class Registry:
             gyre_version=gyre.__version__,
             entrypoint=entrypoint,
             force_new=force_new,
+            files=files,
         )
         if reused:
             log.info("model `%s`: version %d already holds this content; not published again "
@@ -419,6 +450,18 @@ class Registry:
     def artifact(self, mv: ModelVersion) -> bytes:
         return self.artifacts.get(
             mv.artifact_sha256, what=f"model `{mv.model}` version {mv.version}"
+        )
+
+    def version_files(self, mv: ModelVersion) -> VersionFiles | None:
+        """How to give a Python version's model its folder of files (None: it has none):
+        materialized under `<home>/cache/files/<manifest sha256>/`."""
+        if not mv.files:
+            return None
+        return VersionFiles(
+            self.artifacts.root,
+            self.home / "cache" / "files",
+            mv.files,
+            f"model `{mv.model}` version {mv.version}",
         )
 
     def load_native(self, mv: ModelVersion) -> Any:

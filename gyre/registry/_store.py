@@ -16,6 +16,7 @@ import msgspec
 from gyre._numbers import is_int64
 from gyre._sqlite import connect_wal
 from gyre.errors import ModelNotFound, RegistryError
+from gyre.registry._files import ArtifactFile, decode_manifest, encode_manifest, manifest_sha256
 from gyre.types import Signature
 
 _SCHEMA = """
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS versions (
     gyre_version TEXT NOT NULL,
     entrypoint TEXT,
     deleted_at REAL,
+    files TEXT,
     PRIMARY KEY (model, version)
 );
 CREATE TABLE IF NOT EXISTS aliases (
@@ -82,6 +84,13 @@ class ModelVersion:
     # Set on what a publish returns: the content was already this live version, so no
     # new version was made (idempotent publish). Not stored.
     reused: bool = False
+    # A Python model's files (`--artifacts DIR`), sorted by path.
+    files: tuple[ArtifactFile, ...] = ()
+
+    @property
+    def files_sha256(self) -> str | None:
+        """One hash of the whole manifest of `files` (part of the version's content)."""
+        return manifest_sha256(self.files)
 
 
 def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
@@ -101,6 +110,7 @@ def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
         deleted_at=row["deleted_at"],
         aliases=aliases,
         entrypoint=row["entrypoint"],
+        files=decode_manifest(row["files"]) if row["files"] is not None else (),
     )
 
 
@@ -111,8 +121,13 @@ def _json_or_text(text: Any) -> Any:
         return text
 
 
-# Bumped whenever the tables change; a database of another version is refused.
-SCHEMA_VERSION = 1
+# Bumped whenever the tables change; an older database is migrated on open (one step per
+# version, each in the transaction that stamps it), a newer one is refused.
+SCHEMA_VERSION = 2
+_MIGRATIONS = {
+    # 1 -> 2: a Python model's files (the manifest of `--artifacts DIR`, JSON).
+    1: ("ALTER TABLE versions ADD COLUMN files TEXT",),
+}
 
 
 class SQLiteMetadataStore:
@@ -139,6 +154,11 @@ class SQLiteMetadataStore:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 found = SCHEMA_VERSION
+            while found in _MIGRATIONS:
+                for statement in _MIGRATIONS[found]:
+                    conn.execute(statement)
+                found += 1
+                conn.execute(f"PRAGMA user_version = {found}")
         if found != SCHEMA_VERSION:
             raise RegistryError(
                 f"registry {self.path} has schema version {found}, this gyre reads version "
@@ -181,19 +201,22 @@ class SQLiteMetadataStore:
         lineage: dict[str, Any],
         gyre_version: str,
         entrypoint: str | None = None,
+        files: tuple[ArtifactFile, ...] = (),
         force_new: bool = False,
     ) -> tuple[int, bool]:
         """The new version's number, and False; or, unless `force_new`, the number of a live
-        version with the same content (flavor, artifact, signature, entrypoint) and True.
-        Looked up under the write lock, so two publishes of one content make one version."""
+        version with the same content (flavor, artifact, signature, entrypoint, files) and
+        True. Looked up under the write lock, so two publishes of one content make one
+        version."""
         encoded_signature = msgspec.json.encode(signature).decode()
+        encoded_files = encode_manifest(files).decode() if files else None
         with self._write() as conn:
             if not force_new:
                 same = conn.execute(
                     "SELECT version FROM versions WHERE model = ? AND deleted_at IS NULL"
                     " AND flavor = ? AND artifact_sha256 = ? AND signature = ?"
-                    " AND entrypoint IS ? ORDER BY version LIMIT 1",
-                    (model, flavor, artifact_sha256, encoded_signature, entrypoint),
+                    " AND entrypoint IS ? AND files IS ? ORDER BY version LIMIT 1",
+                    (model, flavor, artifact_sha256, encoded_signature, entrypoint, encoded_files),
                 ).fetchone()
                 if same is not None:
                     return int(same[0]), True
@@ -204,7 +227,8 @@ class SQLiteMetadataStore:
             conn.execute(
                 "INSERT INTO versions (model, version, created_at, flavor, artifact_sha256,"
                 " artifact_bytes, native_sha256, native_bytes, signature, parity, lineage,"
-                " gyre_version, entrypoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " gyre_version, entrypoint, files)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     model,
                     version,
@@ -219,9 +243,13 @@ class SQLiteMetadataStore:
                     json.dumps(lineage, sort_keys=True),
                     gyre_version,
                     entrypoint,
+                    encoded_files,
                 ),
             )
-            self._record(conn, model, "publish", version=version, artifact_sha256=artifact_sha256)
+            extra = {"files_sha256": manifest_sha256(files)} if files else {}
+            self._record(
+                conn, model, "publish", version=version, artifact_sha256=artifact_sha256, **extra
+            )
         return version, False
 
     def _live_version_row(self, conn: sqlite3.Connection, model: str, version: int) -> sqlite3.Row:

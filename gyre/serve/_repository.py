@@ -253,6 +253,7 @@ class ModelRepository:
             record.signature,
             self._config.for_model(record.model),
             on_restart=lambda: self._metrics.worker_restart(record.model, record.version),
+            files=self._registry.version_files(record),
         )
         runtime.warm_up(calls=1)
         return runtime

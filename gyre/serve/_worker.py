@@ -24,7 +24,8 @@ from typing import Any, NoReturn
 
 from gyre.config import ModelServeConfig
 from gyre.errors import Unavailable
-from gyre.registry._pymodel import check_outputs, load_class
+from gyre.registry._files import VersionFiles
+from gyre.registry._pymodel import call_load, check_outputs, load_class
 from gyre.serve._lifetime import watch_parent
 from gyre.serve._runtime import SignatureRuntime, Tensors
 from gyre.types import Signature
@@ -33,8 +34,10 @@ log = logging.getLogger("gyre.serve")
 
 
 def worker_main(code_path: str, class_name: str, module_name: str, signature_json: bytes,
-                conn: Connection, server: int) -> None:  # fmt: skip
-    """The worker process: load the class once, then answer batches until told to stop."""
+                conn: Connection, server: int,
+                files: VersionFiles | None = None) -> None:  # fmt: skip
+    """The worker process: materialize the version's files (verified), load the class
+    once, then answer batches until told to stop."""
     import msgspec
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
@@ -44,8 +47,9 @@ def worker_main(code_path: str, class_name: str, module_name: str, signature_jso
     signature = msgspec.json.decode(signature_json, type=Signature)
     where = f"class `{class_name}`"
     try:
+        artifacts = files.materialize() if files is not None else None
         instance = load_class(Path(code_path), class_name, module_name)
-        instance.load()
+        call_load(instance, artifacts, where)
     except BaseException as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -80,9 +84,11 @@ class PythonRuntime(SignatureRuntime):
         signature: Signature,
         settings: ModelServeConfig,
         on_restart: Callable[[], None] | None = None,
+        files: VersionFiles | None = None,
     ) -> None:
         super().__init__(model, version, signature)
         self._args = (str(code_path), class_name, f"gyre_user_{model}_{version}".replace("-", "_"))
+        self._files = files  # every (re)start materializes and verifies them
         self._signature_json = __import__("msgspec").json.encode(signature)
         self.timeout_s = settings.worker_timeout_ms / 1000.0
         self.load_timeout_s = settings.worker_load_timeout_ms / 1000.0
@@ -106,7 +112,7 @@ class PythonRuntime(SignatureRuntime):
         parent, child = ctx.Pipe()
         process = ctx.Process(
             target=worker_main,
-            args=(*self._args, self._signature_json, child, os.getpid()),
+            args=(*self._args, self._signature_json, child, os.getpid(), self._files),
             daemon=True,
         )
         process.start()

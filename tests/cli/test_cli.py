@@ -197,3 +197,37 @@ def test_listings_print_json_that_scripts_can_read(
         capture_output=True, text=True, env=env, check=True,
     )  # fmt: skip
     assert listed["artifact_sha256"] in piped.stdout and "…" not in piped.stdout
+
+
+def test_a_python_model_publishes_its_files_and_show_lists_them(home: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    source = tmp_path / "src"
+    (source / "dir" / "weights").mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "serve" / "pymodels" / "linear.py", source)
+    np.save(source / "dir" / "weights" / "coef.npy", np.ones(3, dtype=np.float32))
+    (source / "dir" / "bias.txt").write_text("0.5")
+    args = ("registry", "publish", "linear", str(source / "linear.py"))
+    out = gyre(home, *args, "--artifacts", str(source / "dir")).stdout
+    assert "published linear version 1" in out and "2 files" in out
+    shutil.rmtree(source)
+    shown = gyre(home, "registry", "show", "linear").stdout
+    assert "file weights/coef.npy" in shown and "file bias.txt" in shown
+    manifest = json.loads(gyre(home, "registry", "show", "linear", "--json").stdout)
+    assert [f["path"] for f in manifest["files"]] == ["bias.txt", "weights/coef.npy"]
+    assert manifest["files"][0]["bytes"] == 3 and len(manifest["files"][0]["sha256"]) == 64
+    assert len(manifest["files_sha256"]) == 64
+    assert f"manifest {manifest['files_sha256']}" in shown
+    # A folder reaching outside itself is one clear line, and nothing is published.
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "secret").write_text("not for the registry")
+    (tmp_path / "dir" / "key").symlink_to(tmp_path / "secret")
+    (tmp_path / "m.py").write_text(
+        (Path(__file__).parents[1] / "serve/pymodels/linear.py").read_text()
+    )
+    result = gyre(home, "registry", "publish", "other", str(tmp_path / "m.py"), "--artifacts",
+                  str(tmp_path / "dir"), check=False)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    secret = (tmp_path / "secret").resolve()
+    assert f"`key` is a symlink to {secret}, outside the folder" in result.stderr
