@@ -10,10 +10,15 @@ Python on the event loop and added to prometheus' values in bulk by `flush`: eve
 prometheus update takes a lock, and with several processes also writes to a file, which
 cost about 5 us a request. `render` flushes first; with several processes the server also
 flushes every 100 ms, so a scrape may miss the other processes' last 100 ms.
+
+Triton's per-version inference statistics (`GET /v2/models/{m}/stats`) are kept here too,
+as counters like every other: `VersionTally` adds to them, and `families` reads them back,
+summed over every process of the server, as `/metrics` does.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -28,6 +33,12 @@ _LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+# Triton's `inference_stats` durations, in its order (see protocols/_triton.py).
+INFERENCE_STATS = (
+    "success", "fail", "queue", "compute_input", "compute_infer", "compute_output",
+    "cache_hit", "cache_miss",
+)  # fmt: skip
 
 
 class _Families:
@@ -160,6 +171,37 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.inference_stat = Counter(
+            "gyre_inference_stat",
+            "Per version, as Triton's inference statistics: requests that succeeded or failed, "
+            "and per request its queueing, input, model and output steps, cache hits and misses",
+            ["model", "version", "stat"],
+            registry=r,
+        )
+        self.inference_stat_seconds = Counter(
+            "gyre_inference_stat_seconds",
+            "Cumulative time of each gyre_inference_stat (a batch's steps count for each of "
+            "its requests)",
+            ["model", "version", "stat"],
+            registry=r,
+        )
+        self.inferences = Counter(
+            "gyre_inferences", "Rows the model computed (cache hits and defaults not counted)",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.executions = Counter(
+            "gyre_executions", "Model executions that succeeded (one per batch)",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.last_inference = Gauge(
+            "gyre_last_inference_timestamp_seconds",
+            "When the version last computed a batch (seconds since the epoch)",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self._tallies: dict[tuple[str, int], VersionTally] = {}
+        self._latest: dict[Any, float] = {}
         self._broken: set[tuple[str, str]] = set()
         self._children: dict[tuple[str, ...], Any] = {}
         # Updates not yet added to prometheus' values: increments per counter child, and
@@ -167,9 +209,9 @@ class ServerMetrics:
         self._counted: dict[Any, float] = {}
         self._observed: dict[Any, list[float]] = {}
 
-    def _count(self, child: Any) -> None:
+    def _count(self, child: Any, amount: float = 1.0) -> None:
         counted = self._counted
-        counted[child] = counted.get(child, 0.0) + 1.0
+        counted[child] = counted.get(child, 0.0) + amount
 
     def _observe(self, child: Any, value: float) -> None:
         tally = self._observed.get(child)
@@ -187,8 +229,11 @@ class ServerMetrics:
         against prometheus' own `observe`."""
         counted, self._counted = self._counted, {}
         observed, self._observed = self._observed, {}
+        latest, self._latest = self._latest, {}
         for child, amount in counted.items():
             child.inc(amount)
+        for child, value in latest.items():
+            child.set(value)
         for child, (total, *buckets) in observed.items():
             child._sum.inc(total)
             for value, count in zip(child._buckets, buckets, strict=True):
@@ -242,8 +287,19 @@ class ServerMetrics:
     def prediction(self, model: str, *, default: bool) -> None:
         self._count(self._child(self.predictions, model, "true" if default else "false"))
 
-    def cache_lookup(self, model: str, hit: bool) -> None:
+    def cache_lookup(
+        self, model: str, hit: bool, version: int | None = None, seconds: float = 0.0
+    ) -> None:
         self._child(self.cache_lookups, model, "hit" if hit else "miss").inc()
+        if version is not None:
+            self.version_tally(model, version).step("cache_hit" if hit else "cache_miss", seconds)
+
+    def version_tally(self, model: str, version: int) -> VersionTally:
+        """What this process measures of one version for its inference statistics."""
+        tally = self._tallies.get((model, version))
+        if tally is None:
+            tally = self._tallies[(model, version)] = VersionTally(self, model, str(version))
+        return tally
 
     def shadow(self, model: str, result: str) -> None:
         self._child(self.shadow_results, model, result).inc()
@@ -259,12 +315,60 @@ class ServerMetrics:
     def shed_request(self, model: str) -> None:
         self._child(self.shed, model).inc()
 
-    def render(self) -> bytes:
+    def families(self) -> list[Metric]:
+        """Every metric as collected now: with several processes, summed over all of them
+        (the others' values as of their last flush, at most 100 ms old)."""
         self.flush()
         if self.multiprocess_dir is not None:
             summed = CollectorRegistry()
             MultiProcessCollector(summed, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-            families = list(summed.collect())
-        else:
-            families = list(self.registry.collect())
-        return generate_latest(_Families(families))  # type: ignore[arg-type,unused-ignore]
+            return list(summed.collect())
+        return list(self.registry.collect())
+
+    def render(self) -> bytes:
+        return generate_latest(_Families(self.families()))  # type: ignore[arg-type,unused-ignore]
+
+
+class VersionTally:
+    """One version's inference statistics as this process measures them; added to the
+    counters at the next flush, like the per-request metrics."""
+
+    __slots__ = ("_executions", "_last", "_metrics", "_rows", "_seconds", "_steps")
+
+    def __init__(self, metrics: ServerMetrics, model: str, version: str) -> None:
+        self._metrics = metrics
+        self._steps = {s: metrics.inference_stat.labels(model, version, s) for s in INFERENCE_STATS}
+        self._seconds = {
+            s: metrics.inference_stat_seconds.labels(model, version, s) for s in INFERENCE_STATS
+        }
+        self._rows = metrics.inferences.labels(model, version)
+        self._executions = metrics.executions.labels(model, version)
+        self._last = metrics.last_inference.labels(model, version)
+
+    def step(self, stat: str, seconds: float, count: int = 1) -> None:
+        self._metrics._count(self._steps[stat], count)
+        self._metrics._count(self._seconds[stat], seconds)
+
+    def request(self, ok: bool, seconds: float) -> None:
+        """An inference request answered: with success (2xx) or not, after `seconds`."""
+        self.step("success" if ok else "fail", seconds)
+
+    def executed(
+        self,
+        requests: int,
+        rows: int,
+        queue_s: float,
+        input_s: float,
+        infer_s: float,
+        output_s: float,
+    ) -> None:
+        """A batch of `requests` (`rows` in all) computed: `queue_s` is the sum of its
+        requests' waits; the other steps were shared, and count for each request."""
+        metrics = self._metrics
+        metrics._count(self._rows, rows)
+        metrics._count(self._executions)
+        self.step("queue", queue_s, requests)
+        self.step("compute_input", input_s * requests, requests)
+        self.step("compute_infer", infer_s * requests, requests)
+        self.step("compute_output", output_s * requests, requests)
+        metrics._latest[self._last] = time.time()

@@ -51,7 +51,9 @@ ROW = [5.1, 3.5, 1.4, 0.2]
 def test_v2_server_health_and_metadata(client: AppClient) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").status_code == 200
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2").json()["extensions"] == [
+        "binary_tensor_data", "model_configuration", "statistics",
+    ]  # fmt: skip
     meta = client.get("/v2/models/iris").json()
     assert meta["versions"] == ["1", "2"]
     assert meta["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
