@@ -172,7 +172,7 @@ class GyreApp:
             else "tf"
             if path.startswith("/v1/models")
             else "mlflow"
-            if path in ("/invocations", "/ping", "/health")
+            if path in ("/invocations", "/ping", "/health", "/version")
             else "gyre"
         )
         labels = Labels(protocol)
@@ -247,6 +247,8 @@ class GyreApp:
         if path in ("/ping", "/health"):
             ready = self.repository.ready
             return json_response({"status": "ok" if ready else "loading"}, 200 if ready else 503)
+        if path == "/version":  # MLflow's scoring server answers its version as text
+            return Response(200, gyre.__version__.encode(), [(b"content-type", b"text/plain")])
         if path == "/metrics":
             return Response(
                 200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
@@ -481,13 +483,17 @@ class GyreApp:
         loaded = snapshot.resolve(model, version, label)
         labels.version = str(loaded.version)
         labels.inference = loaded.version
-        content_type = (header(scope, b"content-type") or "application/json").split(";")[0]
-        if content_type.strip() != "application/json":
+        content_type = header(scope, b"content-type") or "application/json"
+        media = content_type.split(";")[0].strip().lower()
+        if media not in ("application/json", "text/csv"):
             raise BadRequest(
-                f"content type {content_type!r} is not supported; send application/json"
+                f"content type {media!r} is not supported; send application/json or text/csv"
             )
         body = await read_body(scope, receive, self.config.max_body_bytes)
-        inputs = _mlflow.decode_request(body, loaded.runtime)
+        if media == "text/csv":
+            inputs = _mlflow.decode_csv(body, content_type, loaded.runtime)
+        else:
+            inputs = _mlflow.decode_request(body, loaded.runtime)
         routed = version is None and label is None
         prediction = await self._predict(scope, loaded, inputs, routed)
         answer = _mlflow.encode_response(prediction.outputs)
