@@ -39,6 +39,9 @@ INFERENCE_STATS = (
     "success", "fail", "queue", "compute_input", "compute_infer", "compute_output",
     "cache_hit", "cache_miss",
 )  # fmt: skip
+# A VersionTally's sums: rows, executions, then per statistic its count, then its seconds.
+_COUNT_SLOT = {stat: 2 + i for i, stat in enumerate(INFERENCE_STATS)}
+_SECONDS_SLOT = {stat: 2 + len(INFERENCE_STATS) + i for i, stat in enumerate(INFERENCE_STATS)}
 
 
 class _Families:
@@ -201,7 +204,6 @@ class ServerMetrics:
             multiprocess_mode="max",
         )
         self._tallies: dict[tuple[str, int], VersionTally] = {}
-        self._latest: dict[Any, float] = {}
         self._broken: set[tuple[str, str]] = set()
         self._children: dict[tuple[str, ...], Any] = {}
         # Updates not yet added to prometheus' values: increments per counter child, and
@@ -209,9 +211,9 @@ class ServerMetrics:
         self._counted: dict[Any, float] = {}
         self._observed: dict[Any, list[float]] = {}
 
-    def _count(self, child: Any, amount: float = 1.0) -> None:
+    def _count(self, child: Any) -> None:
         counted = self._counted
-        counted[child] = counted.get(child, 0.0) + amount
+        counted[child] = counted.get(child, 0.0) + 1.0
 
     def _observe(self, child: Any, value: float) -> None:
         tally = self._observed.get(child)
@@ -229,11 +231,10 @@ class ServerMetrics:
         against prometheus' own `observe`."""
         counted, self._counted = self._counted, {}
         observed, self._observed = self._observed, {}
-        latest, self._latest = self._latest, {}
         for child, amount in counted.items():
             child.inc(amount)
-        for child, value in latest.items():
-            child.set(value)
+        for tally in self._tallies.values():
+            tally.flush()
         for child, (total, *buckets) in observed.items():
             child._sum.inc(total)
             for value, count in zip(child._buckets, buckets, strict=True):
@@ -330,24 +331,26 @@ class ServerMetrics:
 
 
 class VersionTally:
-    """One version's inference statistics as this process measures them; added to the
-    counters at the next flush, like the per-request metrics."""
+    """One version's inference statistics as this process measures them: plain sums,
+    added to the counters at the next flush (one batch costs a few float additions)."""
 
-    __slots__ = ("_executions", "_last", "_metrics", "_rows", "_seconds", "_steps")
+    __slots__ = ("_children", "_last", "_last_child", "_values")
 
     def __init__(self, metrics: ServerMetrics, model: str, version: str) -> None:
-        self._metrics = metrics
-        self._steps = {s: metrics.inference_stat.labels(model, version, s) for s in INFERENCE_STATS}
-        self._seconds = {
-            s: metrics.inference_stat_seconds.labels(model, version, s) for s in INFERENCE_STATS
-        }
-        self._rows = metrics.inferences.labels(model, version)
-        self._executions = metrics.executions.labels(model, version)
-        self._last = metrics.last_inference.labels(model, version)
+        self._children = [
+            metrics.inferences.labels(model, version),
+            metrics.executions.labels(model, version),
+            *(metrics.inference_stat.labels(model, version, s) for s in INFERENCE_STATS),
+            *(metrics.inference_stat_seconds.labels(model, version, s) for s in INFERENCE_STATS),
+        ]
+        self._values = [0.0] * len(self._children)
+        self._last_child = metrics.last_inference.labels(model, version)
+        self._last = 0.0  # when this process last computed a batch; 0: not since the flush
 
-    def step(self, stat: str, seconds: float, count: int = 1) -> None:
-        self._metrics._count(self._steps[stat], count)
-        self._metrics._count(self._seconds[stat], seconds)
+    def step(self, stat: str, seconds: float) -> None:
+        values = self._values
+        values[_COUNT_SLOT[stat]] += 1.0
+        values[_SECONDS_SLOT[stat]] += seconds
 
     def request(self, ok: bool, seconds: float) -> None:
         """An inference request answered: with success (2xx) or not, after `seconds`."""
@@ -364,11 +367,27 @@ class VersionTally:
     ) -> None:
         """A batch of `requests` (`rows` in all) computed: `queue_s` is the sum of its
         requests' waits; the other steps were shared, and count for each request."""
-        metrics = self._metrics
-        metrics._count(self._rows, rows)
-        metrics._count(self._executions)
-        self.step("queue", queue_s, requests)
-        self.step("compute_input", input_s * requests, requests)
-        self.step("compute_infer", infer_s * requests, requests)
-        self.step("compute_output", output_s * requests, requests)
-        metrics._latest[self._last] = time.time()
+        v = self._values
+        v[0] += rows
+        v[1] += 1.0
+        # The counts (4-7) and seconds (12-15) of queue, compute_input, compute_infer and
+        # compute_output, written out: this runs once per batch.
+        v[4] += requests
+        v[5] += requests
+        v[6] += requests
+        v[7] += requests
+        v[12] += queue_s
+        v[13] += input_s * requests
+        v[14] += infer_s * requests
+        v[15] += output_s * requests
+        self._last = time.time()
+
+    def flush(self) -> None:
+        values = self._values
+        for i, amount in enumerate(values):
+            if amount:
+                self._children[i].inc(amount)
+                values[i] = 0.0
+        if self._last:
+            self._last_child.set(self._last)
+            self._last = 0.0
