@@ -233,7 +233,8 @@ class ServerMetrics:
         observed, self._observed = self._observed, {}
         for child, amount in counted.items():
             child.inc(amount)
-        for tally in self._tallies.values():
+        # A copy: versions are loaded (and their tallies made) on the loader thread.
+        for tally in tuple(self._tallies.values()):
             tally.flush()
         for child, (total, *buckets) in observed.items():
             child._sum.inc(total)

@@ -162,6 +162,15 @@ def test_cache_hits_are_counted_and_compute_nothing(client: AppClient) -> None:
     assert inference["success"]["count"] == 3
 
 
+def test_a_python_models_batches_are_counted_too(client: AppClient) -> None:
+    # A Python model's batches run on a thread of its own, not inline.
+    body = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [0, 1, 0, 2]}]}
+    assert client.post("/v2/models/scorer/infer", json=body).status_code == 200
+    (stats,) = _stats(client, "/v2/models/scorer/stats")
+    assert (stats["inference_count"], stats["execution_count"]) == (2, 1)
+    assert stats["inference_stats"]["compute_infer"]["ns"] > 0
+
+
 def test_repository_index_lists_ready_and_failed_versions(
     client: AppClient, home: Path, iris_classifier: Pipeline, iris: tuple
 ) -> None:
