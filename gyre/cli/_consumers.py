@@ -19,7 +19,22 @@ def key(
     name: Annotated[str, typer.Argument(help="Consumer name, e.g. checkout-service.")],
     models: Annotated[str, typer.Option(help="Models it may call, comma-separated.")] = "*",
     rate: Annotated[float | None, typer.Option(help="Requests per second, all processes.")] = None,
-    admin: Annotated[bool, typer.Option(help="May move aliases and change policies.")] = False,
+    events: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--events",
+            metavar="TYPE",
+            help="Event types it may ingest (POST /v1/events/TYPE), comma-separated or "
+            "repeated; * for every type. Default: none.",
+        ),
+    ] = None,
+    admin: Annotated[
+        bool,
+        typer.Option(
+            help="May move and delete aliases, set traffic policies and read shadow "
+            "comparisons over HTTP, for the models it may call."
+        ),
+    ] = False,
 ) -> None:
     """Print a new API key (shown once) and the gyre.toml lines that declare it (hashed)."""
     from gyre.serve._auth import hash_key, new_key
@@ -35,6 +50,9 @@ def key(
     ]
     if rate is not None:
         lines.append(f"rate_per_s = {rate}")
+    types = [t.strip() for value in events or [] for t in value.split(",") if t.strip()]
+    if types:
+        lines.append(f"events = [{', '.join(json.dumps(t) for t in types)}]")
     if admin:
         lines.append("admin = true")
     console.print(f"API key for {name} (store it now; gyre keeps only its hash):", markup=False)

@@ -16,13 +16,16 @@ access = logging.getLogger("gyre.access")
 class Labels:
     """Metric labels of one request, filled in as routing learns them."""
 
-    __slots__ = ("consumer", "model", "protocol", "version")
+    __slots__ = ("consumer", "inference", "model", "protocol", "version")
 
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol
         self.model = ""
         self.version = ""
         self.consumer = ""
+        # The version an inference request was given to, once resolved: its answer counts
+        # in that version's inference statistics (success or fail).
+        self.inference: int | None = None
 
 
 def answer_headers(prediction: Prediction) -> Headers:

@@ -51,13 +51,16 @@ from gyre.serve._inference import Prediction, Predictor
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._repository import ModelRepository
 from gyre.serve._snapshot import LoadedVersion
-from gyre.serve.protocols import _mlflow, _tfserving, _v2
+from gyre.serve.protocols import _mlflow, _tfserving, _triton, _v2
 from gyre.types import FeatureBinding
 
 log = logging.getLogger("gyre.serve")
 
 # How often a server process that shares its metrics with others publishes its tallies.
 METRICS_FLUSH_S = 0.1
+
+# Triton's names for the v2 extensions gyre answers (see protocols/_triton.py).
+V2_EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 
 
 class GyreApp:
@@ -169,7 +172,7 @@ class GyreApp:
             else "tf"
             if path.startswith("/v1/models")
             else "mlflow"
-            if path in ("/invocations", "/ping", "/health")
+            if path in ("/invocations", "/ping", "/health", "/version")
             else "gyre"
         )
         labels = Labels(protocol)
@@ -193,14 +196,13 @@ class GyreApp:
         if self.config.access_log:
             log_access(scope, response, labels, start)
         if labels.model:
+            seconds = time.perf_counter() - start
             self.metrics.observe_request(
-                labels.model,
-                labels.version,
-                protocol,
-                response.status,
-                time.perf_counter() - start,
-                labels.consumer,
+                labels.model, labels.version, protocol, response.status, seconds, labels.consumer
             )
+            if labels.inference is not None:
+                tally = self.metrics.version_tally(labels.model, labels.inference)
+                tally.request(response.status < 400, seconds)
 
     async def _route(self, scope: Scope, receive: Receive, path: str, labels: Labels) -> Response:
         method: str = scope["method"]
@@ -233,7 +235,7 @@ class GyreApp:
         balancers, scrapers, tritonclient's server checks), and about no model."""
         if parts == ["v2"]:
             return json_response(
-                {"name": "gyre", "version": gyre.__version__, "extensions": ["binary_tensor_data"]}
+                {"name": "gyre", "version": gyre.__version__, "extensions": V2_EXTENSIONS}
             )
         if method != "GET":
             return None
@@ -245,6 +247,8 @@ class GyreApp:
         if path in ("/ping", "/health"):
             ready = self.repository.ready
             return json_response({"status": "ok" if ready else "loading"}, 200 if ready else 503)
+        if path == "/version":  # MLflow's scoring server answers its version as text
+            return Response(200, gyre.__version__.encode(), [(b"content-type", b"text/plain")])
         if path == "/metrics":
             return Response(
                 200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
@@ -285,6 +289,24 @@ class GyreApp:
         consumer: Consumer | None,
     ) -> Response:
         snapshot = self.repository.snapshot
+
+        def may_see(model: str) -> bool:
+            return consumer is None or consumer.may_call(model)
+
+        if parts == ["models", "stats"] and method == "GET":
+            # Triton's route for every model's statistics: a model named `stats` is asked
+            # for its own with a version, /v2/models/stats/versions/N/stats.
+            every = [
+                (model, version)
+                for model in sorted(snapshot.versions)
+                if may_see(model)
+                for version in sorted(snapshot.versions[model])
+            ]
+            return json_response(_triton.model_stats(self.metrics.families(), every))
+        if parts == ["repository", "index"] and method == "POST":
+            body = await read_body(scope, receive, self.config.max_body_bytes)
+            ready = _triton.ready_only(body)
+            return json_response(_triton.repository_index(snapshot, may_see, ready))
         if parts[0] == "models" and len(parts) >= 2:
             model = parts[1]
             self._authorize(consumer, labels, model)
@@ -304,6 +326,17 @@ class GyreApp:
                 versions = snapshot.model_versions(model)
                 listed = sorted(versions) if version is None else [loaded.version]
                 return json_response(_v2.model_metadata(model, listed, loaded.runtime.signature))
+            if method == "GET" and rest == ["config"]:
+                loaded = snapshot.resolve(model, version)
+                labels.version = str(loaded.version)
+                return json_response(_triton.model_config(loaded))
+            if method == "GET" and rest == ["stats"]:
+                if version is None:
+                    numbers = sorted(snapshot.model_versions(model))
+                else:
+                    numbers = [snapshot.resolve(model, version).version]
+                stats = _triton.model_stats(self.metrics.families(), [(model, v) for v in numbers])
+                return json_response(stats)
         raise NotFound(f"no v2 route {method} /v2/{'/'.join(parts)}; see docs/protocols.md")
 
     async def _v2_infer(
@@ -311,6 +344,7 @@ class GyreApp:
     ) -> Response:
         loaded = self.repository.snapshot.resolve(model, version)
         labels.version = str(loaded.version)
+        labels.inference = loaded.version
         body = await read_body(scope, receive, self.config.max_body_bytes)
         length = byte_count(scope, b"inference-header-content-length")
         call = _v2.decode_request(body, length, loaded.runtime)
@@ -382,6 +416,7 @@ class GyreApp:
         if verb == "predict" and method == "POST" and not rest:
             loaded = snapshot.resolve(model, version, label)
             labels.version = str(loaded.version)
+            labels.inference = loaded.version
             body = await read_body(scope, receive, self.config.max_body_bytes)
             inputs, rows = _tfserving.decode_request(body, loaded.runtime)
             routed = version is None and label is None
@@ -447,13 +482,18 @@ class GyreApp:
         self._authorize(consumer, labels, model)
         loaded = snapshot.resolve(model, version, label)
         labels.version = str(loaded.version)
-        content_type = (header(scope, b"content-type") or "application/json").split(";")[0]
-        if content_type.strip() != "application/json":
+        labels.inference = loaded.version
+        content_type = header(scope, b"content-type") or "application/json"
+        media = content_type.split(";")[0].strip().lower()
+        if media not in ("application/json", "text/csv"):
             raise BadRequest(
-                f"content type {content_type!r} is not supported; send application/json"
+                f"content type {media!r} is not supported; send application/json or text/csv"
             )
         body = await read_body(scope, receive, self.config.max_body_bytes)
-        inputs = _mlflow.decode_request(body, loaded.runtime)
+        if media == "text/csv":
+            inputs = _mlflow.decode_csv(body, content_type, loaded.runtime)
+        else:
+            inputs = _mlflow.decode_request(body, loaded.runtime)
         routed = version is None and label is None
         prediction = await self._predict(scope, loaded, inputs, routed)
         answer = _mlflow.encode_response(prediction.outputs)

@@ -41,8 +41,13 @@ from gyre.serve._runtime import Runtime, Tensors
 FLUSH_BUDGET_S = 0.001
 
 
+# Told of each batch computed: requests, rows, the requests' summed queueing time, and the
+# batch's input merging, model and output splitting times (seconds).
+Executed = Callable[[int, int, float, float, float, float], None]
+
+
 class _Pending:
-    __slots__ = ("alone", "deadline", "feeds", "future", "key", "rows", "timer")
+    __slots__ = ("alone", "arrived", "deadline", "feeds", "future", "key", "rows", "timer")
 
     def __init__(
         self,
@@ -59,6 +64,7 @@ class _Pending:
         self.deadline = deadline
         self.alone = False
         self.timer: asyncio.TimerHandle | None = None
+        self.arrived = time.perf_counter()
 
 
 def _expire(pending: _Pending, reason: str) -> None:
@@ -78,6 +84,7 @@ class Batcher:
         executor: Executor,
         max_queue_rows: int = 100_000,
         on_batch: Callable[[int], None] | None = None,
+        on_executed: Executed | None = None,
     ) -> None:
         self.runtime = runtime
         self.policy = AdaptiveBatchPolicy(
@@ -92,6 +99,7 @@ class Batcher:
         self.max_queue_rows = max_queue_rows
         self._executor = executor
         self._on_batch = on_batch
+        self._on_executed = on_executed
         self._queue: DeadlineQueue[_Pending] = DeadlineQueue()
         self._busy = False
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
@@ -221,6 +229,7 @@ class Batcher:
         if self._on_batch is not None:
             self._on_batch(rows)
         earliest = batch[0].deadline  # the queue hands requests out in deadline order
+        merging = time.perf_counter()
         try:
             feeds = (
                 batch[0].feeds
@@ -239,8 +248,9 @@ class Batcher:
             except Exception as exc:
                 self._fail(batch, exc)
             else:
-                self._complete(batch, outputs)
-                self._learn(rows, started, earliest, cap_limited)
+                ran = time.perf_counter()
+                self._learn(rows, started, ran, earliest, cap_limited)
+                self._complete(batch, outputs, merging, started, ran)
             return True
         self._busy = True
         # From now on requests wait on a thread: every one of them needs its timer.
@@ -250,13 +260,15 @@ class Batcher:
             self._arm(loop, pending)
         done = loop.run_in_executor(self._executor, self.runtime.run, feeds)
         done.add_done_callback(
-            lambda f: self._finished(batch, f, rows, started, earliest, cap_limited)
+            lambda f: self._finished(batch, f, rows, merging, started, earliest, cap_limited)
         )
         return False
 
-    def _learn(self, rows: int, started: float, earliest: float, cap_limited: bool) -> None:
+    def _learn(
+        self, rows: int, started: float, ran: float, earliest: float, cap_limited: bool
+    ) -> None:
         # Durations by perf_counter: uvloop's loop clock ticks in whole milliseconds.
-        seconds = time.perf_counter() - started
+        seconds = ran - started
         met_deadline = asyncio.get_running_loop().time() <= earliest
         self.policy.record(rows, seconds, met_deadline=met_deadline, cap_limited=cap_limited)
 
@@ -265,6 +277,7 @@ class Batcher:
         batch: list[_Pending],
         done: asyncio.Future[Tensors],
         rows: int,
+        merging: float,
         started: float,
         earliest: float,
         cap_limited: bool,
@@ -274,8 +287,10 @@ class Batcher:
         if exc is not None:
             self._fail(batch, exc)
         else:
-            self._complete(batch, done.result())
-            self._learn(rows, started, earliest, cap_limited)
+            # When the thread finished is not known here: the call's end as the loop sees it.
+            ran = time.perf_counter()
+            self._learn(rows, started, ran, earliest, cap_limited)
+            self._complete(batch, done.result(), merging, started, ran)
         self._next(asyncio.get_running_loop())
 
     def _next(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -291,15 +306,29 @@ class Batcher:
         if not pending.future.done():
             pending.future.set_result(outputs)
 
-    def _complete(self, batch: list[_Pending], outputs: Tensors) -> None:
+    def _complete(
+        self, batch: list[_Pending], outputs: Tensors, merging: float, started: float, ran: float
+    ) -> None:
+        """Answer each request of the batch with its rows of `outputs`; `merging`, `started`
+        and `ran`: when the batch's inputs began to be merged, the model to run, and when
+        it returned."""
         if len(batch) == 1:
             self._resolve(batch[0], outputs)
-            return
-        start = 0
-        for pending in batch:
-            end = start + pending.rows
-            self._resolve(pending, {name: out[start:end] for name, out in outputs.items()})
-            start = end
+        else:
+            start = 0
+            for pending in batch:
+                end = start + pending.rows
+                self._resolve(pending, {name: out[start:end] for name, out in outputs.items()})
+                start = end
+        if self._on_executed is not None:
+            self._on_executed(
+                len(batch),
+                sum(p.rows for p in batch),
+                sum(merging - p.arrived for p in batch),
+                started - merging,
+                ran - started,
+                time.perf_counter() - ran,
+            )
 
     def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
         if isinstance(exc, GyreError):  # the model as a whole failed (e.g. worker died)

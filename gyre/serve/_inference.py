@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -80,8 +81,9 @@ class Predictor:
         key = None
         if settings.cache:
             key = cache_key(model, version, feeds)
+            looked = time.perf_counter()
             hit = self.cache.get(key)
-            self.metrics.cache_lookup(model, hit is not None)
+            self.metrics.cache_lookup(model, hit is not None, version, time.perf_counter() - looked)
             if hit is not None:
                 return self._answer(loaded, hit, route)
         loop = asyncio.get_running_loop()

@@ -10,10 +10,15 @@ Python on the event loop and added to prometheus' values in bulk by `flush`: eve
 prometheus update takes a lock, and with several processes also writes to a file, which
 cost about 5 us a request. `render` flushes first; with several processes the server also
 flushes every 100 ms, so a scrape may miss the other processes' last 100 ms.
+
+Triton's per-version inference statistics (`GET /v2/models/{m}/stats`) are kept here too,
+as counters like every other: `VersionTally` adds to them, and `families` reads them back,
+summed over every process of the server, as `/metrics` does.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -30,6 +35,15 @@ _LATENCY_BUCKETS_S = (
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _ABS_DIFF_BUCKETS = (1e-9, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 _REL_DIFF_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+# Triton's `inference_stats` durations, in its order (see protocols/_triton.py).
+INFERENCE_STATS = (
+    "success", "fail", "queue", "compute_input", "compute_infer", "compute_output",
+    "cache_hit", "cache_miss",
+)  # fmt: skip
+# A VersionTally's sums: rows, executions, then per statistic its count, then its seconds.
+_COUNT_SLOT = {stat: 2 + i for i, stat in enumerate(INFERENCE_STATS)}
+_SECONDS_SLOT = {stat: 2 + len(INFERENCE_STATS) + i for i, stat in enumerate(INFERENCE_STATS)}
 
 
 class _Families:
@@ -174,6 +188,36 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.inference_stat = Counter(
+            "gyre_inference_stat",
+            "Per version, as Triton's inference statistics: requests that succeeded or failed, "
+            "and per request its queueing, input, model and output steps, cache hits and misses",
+            ["model", "version", "stat"],
+            registry=r,
+        )
+        self.inference_stat_seconds = Counter(
+            "gyre_inference_stat_seconds",
+            "Cumulative time of each gyre_inference_stat (a batch's steps count for each of "
+            "its requests)",
+            ["model", "version", "stat"],
+            registry=r,
+        )
+        self.inferences = Counter(
+            "gyre_inferences", "Rows the model computed (cache hits and defaults not counted)",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.executions = Counter(
+            "gyre_executions", "Model executions that succeeded (one per batch)",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.last_inference = Gauge(
+            "gyre_last_inference_timestamp_seconds",
+            "When the version last computed a batch (seconds since the epoch)",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self._tallies: dict[tuple[str, int], VersionTally] = {}
         self._broken: set[tuple[str, str]] = set()
         self._children: dict[tuple[str, ...], Any] = {}
         # Updates not yet added to prometheus' values: increments per counter child, and
@@ -203,6 +247,9 @@ class ServerMetrics:
         observed, self._observed = self._observed, {}
         for child, amount in counted.items():
             child.inc(amount)
+        # A copy: versions are loaded (and their tallies made) on the loader thread.
+        for tally in tuple(self._tallies.values()):
+            tally.flush()
         for child, (total, *buckets) in observed.items():
             child._sum.inc(total)
             for value, count in zip(child._buckets, buckets, strict=True):
@@ -256,8 +303,19 @@ class ServerMetrics:
     def prediction(self, model: str, *, default: bool) -> None:
         self._count(self._child(self.predictions, model, "true" if default else "false"))
 
-    def cache_lookup(self, model: str, hit: bool) -> None:
+    def cache_lookup(
+        self, model: str, hit: bool, version: int | None = None, seconds: float = 0.0
+    ) -> None:
         self._child(self.cache_lookups, model, "hit" if hit else "miss").inc()
+        if version is not None:
+            self.version_tally(model, version).step("cache_hit" if hit else "cache_miss", seconds)
+
+    def version_tally(self, model: str, version: int) -> VersionTally:
+        """What this process measures of one version for its inference statistics."""
+        tally = self._tallies.get((model, version))
+        if tally is None:
+            tally = self._tallies[(model, version)] = VersionTally(self, model, str(version))
+        return tally
 
     def shadow(self, model: str, result: str) -> None:
         self._child(self.shadow_results, model, result).inc()
@@ -280,12 +338,78 @@ class ServerMetrics:
     def shed_request(self, model: str) -> None:
         self._child(self.shed, model).inc()
 
-    def render(self) -> bytes:
+    def families(self) -> list[Metric]:
+        """Every metric as collected now: with several processes, summed over all of them
+        (the others' values as of their last flush, at most 100 ms old)."""
         self.flush()
         if self.multiprocess_dir is not None:
             summed = CollectorRegistry()
             MultiProcessCollector(summed, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-            families = list(summed.collect())
-        else:
-            families = list(self.registry.collect())
-        return generate_latest(_Families(families))  # type: ignore[arg-type,unused-ignore]
+            return list(summed.collect())
+        return list(self.registry.collect())
+
+    def render(self) -> bytes:
+        return generate_latest(_Families(self.families()))  # type: ignore[arg-type,unused-ignore]
+
+
+class VersionTally:
+    """One version's inference statistics as this process measures them: plain sums,
+    added to the counters at the next flush (one batch costs a few float additions)."""
+
+    __slots__ = ("_children", "_last", "_last_child", "_values")
+
+    def __init__(self, metrics: ServerMetrics, model: str, version: str) -> None:
+        self._children = [
+            metrics.inferences.labels(model, version),
+            metrics.executions.labels(model, version),
+            *(metrics.inference_stat.labels(model, version, s) for s in INFERENCE_STATS),
+            *(metrics.inference_stat_seconds.labels(model, version, s) for s in INFERENCE_STATS),
+        ]
+        self._values = [0.0] * len(self._children)
+        self._last_child = metrics.last_inference.labels(model, version)
+        self._last = 0.0  # when this process last computed a batch; 0: not since the flush
+
+    def step(self, stat: str, seconds: float) -> None:
+        values = self._values
+        values[_COUNT_SLOT[stat]] += 1.0
+        values[_SECONDS_SLOT[stat]] += seconds
+
+    def request(self, ok: bool, seconds: float) -> None:
+        """An inference request answered: with success (2xx) or not, after `seconds`."""
+        self.step("success" if ok else "fail", seconds)
+
+    def executed(
+        self,
+        requests: int,
+        rows: int,
+        queue_s: float,
+        input_s: float,
+        infer_s: float,
+        output_s: float,
+    ) -> None:
+        """A batch of `requests` (`rows` in all) computed: `queue_s` is the sum of its
+        requests' waits; the other steps were shared, and count for each request."""
+        v = self._values
+        v[0] += rows
+        v[1] += 1.0
+        # The counts (4-7) and seconds (12-15) of queue, compute_input, compute_infer and
+        # compute_output, written out: this runs once per batch.
+        v[4] += requests
+        v[5] += requests
+        v[6] += requests
+        v[7] += requests
+        v[12] += queue_s
+        v[13] += input_s * requests
+        v[14] += infer_s * requests
+        v[15] += output_s * requests
+        self._last = time.time()
+
+    def flush(self) -> None:
+        values = self._values
+        for i, amount in enumerate(values):
+            if amount:
+                self._children[i].inc(amount)
+                values[i] = 0.0
+        if self._last:
+            self._last_child.set(self._last)
+            self._last = 0.0

@@ -222,6 +222,7 @@ class ModelRepository:
             executor=own or self._inference,
             max_queue_rows=self._config.max_queue_rows,
             on_batch=self._metrics.batch_observer(record.model, str(record.version)),
+            on_executed=self._metrics.version_tally(record.model, record.version).executed,
         )
         return LoadedVersion(record, runtime, batcher, settings, default, own)
 

@@ -125,6 +125,118 @@ def test_consumers_key_prints_config_that_loads(home: Path, name: str) -> None:
     assert consumer.models == ["iris", '"odd"'] and consumer.rate_per_s == 5.0
 
 
+def _declared(out: str) -> tuple[str, str]:
+    """The key and the gyre.toml lines that `gyre consumers key` printed."""
+    return out.splitlines()[1].strip(), out.split("Add to gyre.toml:", 1)[1]
+
+
+def test_consumers_key_takes_event_types(home: Path) -> None:
+    from gyre.config import load_config
+
+    out = gyre(
+        home, "consumers", "key", "app", "--events", "orders, clicks", "--events", "*"
+    ).stdout
+    config = home.parent / "consumers.toml"
+    config.write_text(_declared(out)[1])
+    consumer = load_config(home=home, config_file=config).serve.consumers["app"]
+    assert consumer.events == ["orders", "clicks", "*"] and not consumer.admin
+    plain = _declared(gyre(home, "consumers", "key", "app").stdout)[1]
+    assert "events" not in plain  # none unless asked for
+
+
+def test_keys_from_the_command_can_do_what_docs_say(
+    home: Path, iris_classifier: Pipeline, iris: tuple
+) -> None:
+    """docs/serving.md and docs/collect.md: `models` scopes the models a key may call,
+    `events` the types it may ingest; an admin key may move and delete aliases, change
+    policies and read the shadow comparisons over HTTP, and no other key may."""
+    from gyre.config import load_config
+    from gyre.registry import Registry
+    from tests.serve.apptest import AppClient
+
+    registry = Registry(home)
+    registry.publish("iris", iris_classifier, iris[0], alias="champion")
+    registry.publish("iris", iris_classifier, iris[0], alias="challenger")
+    registry.publish("other", iris_classifier, iris[0])
+    registry.close()
+    ops_key, ops = _declared(gyre(home, "consumers", "key", "ops", "--admin").stdout)
+    app_key, app = _declared(
+        gyre(home, "consumers", "key", "app", "--models", "iris", "--events", "orders").stdout
+    )
+    config = home.parent / "gyre.toml"
+    config.write_text(
+        '[collect.events.orders]\nfields = { order_id = "string", at = "timestamp" }\n'
+        'entity = ["order_id"]\ntime = "at"\n'
+        '[collect.events.clicks]\nfields = { page = "string", at = "timestamp" }\n'
+        'entity = ["page"]\ntime = "at"\n' + ops + app
+    )
+    client = AppClient(load_config(home=home, config_file=config))
+    as_ops, as_app = {"X-Api-Key": ops_key}, {"X-Api-Key": app_key}
+    data = iris[0][0].tolist()
+    row = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": data}]}
+    order = [{"order_id": "o-1", "at": "2026-12-01T10:00:00Z"}]
+    try:
+        # The application's key: its model and its event type, nothing else.
+        assert client.post("/v2/models/iris/infer", json=row, headers=as_app).status_code == 200
+        assert client.post("/v2/models/other/infer", json=row, headers=as_app).status_code == 403
+        ingested = client.post("/v1/events/orders", json=order, headers=as_app)
+        assert ingested.status_code == 200 and ingested.json()["accepted"] == 1, ingested.text
+        clicks = client.post("/v1/events/clicks", json=order, headers=as_app)
+        assert clicks.status_code == 403 and "list the type in its `events`" in clicks.text
+        for method, url, body in (
+            ("PUT", "/v1/admin/models/iris/aliases/champion", {"version": 2}),
+            ("DELETE", "/v1/admin/models/iris/aliases/challenger", {}),
+            ("PUT", "/v1/admin/models/iris/policy", {"kind": "champion"}),
+            ("GET", "/v1/admin/models/iris/shadow", None),
+        ):
+            refused = client.request(method, url, json=body, headers=as_app)
+            assert refused.status_code == 403 and "admin" in refused.text, (method, url)
+        # The admin key (every model): each admin operation the docs list.
+        moved = client.request(
+            "PUT", "/v1/admin/models/iris/aliases/champion", json={"version": 2}, headers=as_ops
+        )
+        assert moved.json() == {"model": "iris", "alias": "champion", "version": 2, "previous": 1}
+        assert (
+            client.post("/v2/models/iris/infer", json=row, headers=as_ops).json()["model_version"]
+            == "2"
+        )
+        client.request(
+            "PUT", "/v1/admin/models/iris/aliases/old", json={"version": 1}, headers=as_ops
+        ).raise_for_status()
+        policy = client.request(
+            "PUT",
+            "/v1/admin/models/iris/policy",
+            json={"kind": "shadow", "params": {"shadow": "old"}, "reason": "compare"},
+            headers=as_ops,
+        )
+        assert policy.status_code == 200, policy.text
+        assert client.post("/v2/models/iris/infer", json=row, headers=as_app).status_code == 200
+        client.loop.run_until_complete(client.app.predictor.drain())
+        shadow = client.get("/v1/admin/models/iris/shadow", headers=as_ops).json()["comparisons"]
+        assert [(r["primary_version"], r["shadow_version"]) for r in shadow] == [(2, 1)]
+        reset = client.request(
+            "PUT", "/v1/admin/models/iris/policy", json={"kind": "champion"}, headers=as_ops
+        )
+        assert reset.status_code == 200, reset.text
+        deleted = client.request(
+            "DELETE", "/v1/admin/models/iris/aliases/old", headers=as_ops
+        )  # fmt: skip
+        assert deleted.json()["deleted"] is True
+        assert (
+            client.request(
+                "PUT",
+                "/v1/admin/models/other/aliases/champion",
+                json={"version": 1},
+                headers=as_ops,
+            ).status_code
+            == 200
+        )
+        # An admin key ingests only the event types it lists (none here).
+        assert client.post("/v1/events/orders", json=order, headers=as_ops).status_code == 403
+    finally:
+        client.close()
+
+
 def test_help_keeps_config_section_names(home: Path) -> None:
     # rich reads [a.b] as a style tag and drops it unless it is escaped.
     assert "[collect.events.NAME] in gyre.toml" in gyre(home, "events", "--help").stdout

@@ -8,6 +8,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from sklearn.pipeline import Pipeline
@@ -51,7 +52,9 @@ ROW = [5.1, 3.5, 1.4, 0.2]
 def test_v2_server_health_and_metadata(client: AppClient) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").status_code == 200
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2").json()["extensions"] == [
+        "binary_tensor_data", "model_configuration", "statistics",
+    ]  # fmt: skip
     meta = client.get("/v2/models/iris").json()
     assert meta["versions"] == ["1", "2"]
     assert meta["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
@@ -476,15 +479,129 @@ def test_mlflow_errors_use_mlflow_error_shape(client: AppClient) -> None:
         "/invocations", json={"instances": [ROW], "inputs": [ROW]}, headers={"Gyre-Model": "iris"}
     )
     assert both.status_code == 400
-    csv = client.post(
-        "/invocations", content=b"1,2", headers={"Gyre-Model": "iris", "Content-Type": "text/csv"}
+    other = client.post(
+        "/invocations", content=b"1,2", headers={"Gyre-Model": "iris", "Content-Type": "text/tsv"}
     )
-    assert csv.status_code == 400
-    assert "send application/json" in csv.json()["message"]
+    assert other.status_code == 400
+    assert "send application/json or text/csv" in other.json()["message"]
 
 
 def test_mlflow_ping(client: AppClient) -> None:
     assert client.get("/ping").status_code == 200
+
+
+def csv_post(
+    client: AppClient, model: str, text: str, content_type: str = "text/csv"
+) -> httpx.Response:
+    return client.post(
+        "/invocations",
+        content=text.encode(),
+        headers={"Gyre-Model": model, "Content-Type": content_type},
+    )
+
+
+def test_mlflow_csv_is_read_as_dataframe_split_is(
+    client: AppClient, iris_classifier: Pipeline
+) -> None:
+    rows = [ROW, [6.7, 3.0, 5.2, 2.3]]
+    expected = iris_classifier.predict(np.array(rows)).tolist()
+    # Columns in another order are matched to the feature names, as in dataframe_split.
+    order = [3, 1, 0, 2]
+    lines = [",".join(f'"{FEATURES[i]}"' for i in order)]
+    lines += [",".join(str(row[i]) for i in order) for row in rows]
+    for newline in ("\n", "\r\n"):
+        answer = csv_post(client, "iris:1", newline.join(lines) + newline)
+        assert answer.status_code == 200, answer.text
+        assert [p["label"] for p in answer.json()["predictions"]] == expected
+    split = client.post(
+        "/invocations",
+        json={"dataframe_split": {"columns": [FEATURES[i] for i in order],
+                                  "data": [[row[i] for i in order] for row in rows]}},
+        headers={"Gyre-Model": "iris:1"},
+    )  # fmt: skip
+    assert answer.json() == split.json()
+    # Version 2 has no feature names: its columns are taken in order, as dataframe_split's.
+    table = "a,b,c,d\n" + "\n".join(",".join(str(v) for v in row) for row in rows)
+    positional = csv_post(client, "iris:2", table, "text/csv; charset=utf-8")
+    assert [p["label"] for p in positional.json()["predictions"]] == expected, positional.text
+    # Each cell is read as its input's datatype: text stays text, digits and all.
+    text = csv_post(client, "id-bytes", 'x,y\n007,"a, b"\n')
+    assert text.json()["predictions"] == [["007", "a, b"]], text.text
+    flags = csv_post(client, "id-bool", "x,y\ntrue,FALSE\n")
+    assert flags.json()["predictions"] == [[True, False]], flags.text
+    whole = csv_post(client, "id-int64", "x,y\n-3,+12\n")
+    assert whole.json()["predictions"] == [[-3, 12]], whole.text
+
+
+@pytest.mark.parametrize(
+    ("model", "text", "message"),
+    [
+        ("iris:1", "", "the CSV body is empty"),
+        ("iris:1", "\n\n", "the CSV body is empty"),
+        ("iris:1", ",".join(FEATURES) + "\n", "a header and no rows"),
+        ("iris:1", ",".join(FEATURES) + "\n1,2,3\n", "row 1 has 3 values for the header's 4"),
+        ("iris:1", ",".join(FEATURES) + "\n1,2,3,4,5\n", "row 1 has 5 values"),
+        ("iris:1", ",".join(FEATURES) + "\n1,2,x,4\n",
+         "row 1, column `petal length`: 'x' is not a number; input `X` is FP32"),
+        ("iris:1", ",".join(FEATURES) + "\n1,2,,4\n", "an empty cell is no value"),
+        ("iris:1", ",".join(FEATURES) + "\n1,2,1_0,4\n", "'1_0' is not a number"),
+        ("iris:1", ",".join(FEATURES) + ",colour\n1,2,3,4,red\n", "has no column(s) colour"),
+        ("iris:1", "sepal length,sepal length\n1,2\n", "more than once"),
+        ("iris:1", ",".join(FEATURES[:3]) + ",\n1,2,3,4\n", "needs a name"),
+        ("iris:1", "sepal length,sepal width\n1,2\n", "lacks column(s) petal length"),
+        ("iris:2", "a,b,c\n1,2,3\n", "expects FP32 [-1, 4]"),
+        ("id-int64", "x,y\n1.5,2\n", "1.5 is not a whole number"),
+        ("id-bool", "x,y\nyes,no\n", "'yes' is not true or false"),
+        ("iris:1", '"sepal length\n1\n', "cannot be read"),
+    ],
+)  # fmt: skip
+def test_mlflow_bad_csv_is_400_with_the_reason(
+    client: AppClient, model: str, text: str, message: str
+) -> None:
+    answer = csv_post(client, model, text)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error_code"] == "BAD_REQUEST"
+    assert message in answer.json()["message"]
+
+
+def test_mlflow_csv_must_be_utf8(client: AppClient) -> None:
+    latin = csv_post(client, "iris:2", "a,b,c,d\n1,2,3,4\n", "text/csv; charset=latin-1")
+    assert latin.status_code == 400 and "must be UTF-8" in latin.json()["message"]
+    garbled = client.post(
+        "/invocations",
+        content=b"a,b,c,d\n1,2,3,\xff\n",
+        headers={"Gyre-Model": "iris:2", "Content-Type": "text/csv"},
+    )
+    assert garbled.status_code == 400 and "not UTF-8" in garbled.json()["message"]
+
+
+def test_mlflow_version_is_the_server_version_as_text(client: AppClient) -> None:
+    import gyre
+
+    answer = client.get("/version")
+    assert answer.status_code == 200 and answer.text == gyre.__version__
+
+
+def test_mlflow_answers_a_regressor_with_a_flat_list(
+    home: Path, iris_regressor: object, iris: tuple
+) -> None:
+    registry = Registry(home)
+    registry.publish("ridge", iris_regressor, iris[0])
+    registry.close()
+    app = AppClient(load_config(home=home))
+    try:
+        rows = [ROW, [6.7, 3.0, 5.2, 2.3]]
+        expected = iris_regressor.predict(np.array(rows))  # type: ignore[attr-defined]
+        assert app.get("/v2/models/ridge").json()["outputs"][0]["shape"] == [-1, 1]
+        for body in ({"instances": rows}, {"dataframe_split": {"data": rows}}):
+            answer = app.post("/invocations", json=body).json()["predictions"]
+            assert isinstance(answer[0], float)
+            np.testing.assert_allclose(answer, expected, rtol=1e-5)
+        # TF Serving keeps the row shape.
+        tf = app.post("/v1/models/ridge:predict", json={"instances": rows}).json()
+        assert len(tf["predictions"][0]) == 1
+    finally:
+        app.close()
 
 
 # -- metrics ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """MLflow's scoring protocol: `POST /invocations` with `dataframe_split`,
-`dataframe_records`, `instances` or `inputs`; answers `{"predictions": ...}`."""
+`dataframe_records`, `instances` or `inputs`, or a `text/csv` table; answers
+`{"predictions": ...}`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from typing import Any
 
 from gyre.errors import BadRequest
 from gyre.serve._runtime import Runtime, Tensors
+from gyre.serve.protocols._csv import parse_csv, typed_rows
 from gyre.serve.protocols._tensors import (
     array_from_json,
     columns,
     decode_object,
     prediction_rows,
     stack_rows,
+    to_json_value,
 )
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -55,6 +58,12 @@ def decode_request(body: bytes, runtime: Runtime) -> Tensors:
         )
     rows = [[record[name] for name in names] for record in value]
     return _table(names, rows, runtime, keyed=True)
+
+
+def decode_csv(body: bytes, content_type: str, runtime: Runtime) -> Tensors:
+    """A `text/csv` body: its header names the columns, matched as `dataframe_split`'s."""
+    names, rows = parse_csv(body, content_type)
+    return _table(names, typed_rows(names, rows, runtime), runtime)
 
 
 def _table(names: Any, data: list[list[Any]], runtime: Runtime, *, keyed: bool = False) -> Tensors:
@@ -114,4 +123,10 @@ def _table(names: Any, data: list[list[Any]], runtime: Runtime, *, keyed: bool =
 
 
 def encode_response(outputs: Tensors) -> dict[str, Any]:
+    """Rows as `prediction_rows`; one output of one value per row is a flat list, as MLflow
+    answers a scikit-learn regressor (whose ONNX export has shape [N, 1])."""
+    if len(outputs) == 1:
+        (only,) = outputs.values()
+        if only.ndim == 2 and only.shape[1] == 1:
+            return {"predictions": to_json_value(only.reshape(-1))}
     return {"predictions": prediction_rows(outputs)}
