@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gyre.errors import ExportError
+from gyre.errors import ExportError, InvalidModel
 
 #: What to do when gyre cannot convert a model.
 YOURSELF = "export it yourself and publish the .onnx file"
@@ -263,3 +263,22 @@ def export_error(model: Any, exc: BaseException) -> ExportError:
     if len(reason) > REASON_CHARS:
         reason = reason[:REASON_CHARS] + " …"
     return ExportError(f"could not export {name} to ONNX: {reason}; {YOURSELF}")
+
+
+#: The extra that brings each optional library a pickled model may need.
+_EXTRAS = {
+    "xgboost": "xgboost",
+    "torch": "torch",
+    "tensorflow": "tensorflow",
+    "keras": "tensorflow",
+}
+
+
+def missing_module(path: Any, exc: ModuleNotFoundError) -> InvalidModel:
+    """The refusal for a pickle whose library is not installed, with the install line."""
+    module = (exc.name or "").split(".")[0]
+    extra = _EXTRAS.get(module)
+    how = f"pip install 'gyre[{extra}]'" if extra else f"install {module or 'it'}"
+    return InvalidModel(
+        f"could not load {path}: it needs {exc.name or module}, which is not installed; {how}"
+    )

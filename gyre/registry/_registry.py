@@ -90,7 +90,13 @@ class Registry:
         python_class: str = "Model",
     ) -> ModelVersion:
         """Publish `.onnx`, `.joblib`/`.pkl` holding a scikit-learn or LightGBM model, or a
-        `.py` file whose class `python_class` has `load()` and `predict(batch)`."""
+        `.py` file whose class `python_class` has `load()` and `predict(batch)`; or a
+        TensorFlow SavedModel folder or `.keras` file (converted with tf2onnx)."""
+        from gyre.registry import _tensorflow
+
+        if _tensorflow.is_tensorflow(path):
+            rows = load_sample(sample)[0] if sample is not None else None
+            return _tensorflow.publish(self, name, path, rows, alias=alias, lineage=lineage)
         if not path.is_file():
             raise InvalidModel(f"model file {path} does not exist")
         suffix = path.suffix.lower()
@@ -104,7 +110,10 @@ class Registry:
                 name, path.read_bytes(), sample=rows, alias=alias, lineage=lineage
             )
         if suffix not in (".joblib", ".pkl", ".pickle"):
-            raise InvalidModel(f"model file {path} must be .onnx, .joblib, .pkl or .py")
+            raise InvalidModel(
+                f"model file {path} must be .onnx, .joblib, .pkl, .py, .keras or a "
+                "SavedModel folder"
+            )
         if rows is None:
             raise InvalidModel(
                 f"publishing native model {path} needs sample input rows for the parity check; "
@@ -115,6 +124,10 @@ class Registry:
         data = path.read_bytes()
         try:
             model = joblib.load(io.BytesIO(data))
+        except ModuleNotFoundError as exc:
+            from gyre.registry._converters import missing_module
+
+            raise missing_module(path, exc) from None
         except Exception as exc:
             raise InvalidModel(f"could not load {path} with joblib: {exc}") from None
         return self.publish(
