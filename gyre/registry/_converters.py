@@ -18,7 +18,9 @@ Every heavy import is inside a function: the server imports none of this.
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,14 +34,17 @@ YOURSELF = "export it yourself and publish the .onnx file"
 #: (hundreds of kilobytes) in their messages.
 REASON_CHARS = 200
 
-_registered = False
-
 
 def register() -> None:
-    """Register gyre's converters into skl2onnx (once per process)."""
-    global _registered
-    if _registered:
-        return
+    """Register gyre's converters into skl2onnx, once per process; XGBoost's once it is
+    imported (loading an XGBoost model imports it), so other exports never pay for it."""
+    _register_scikit_learn()
+    if "xgboost" in sys.modules:
+        _register_xgboost()
+
+
+@functools.cache
+def _register_scikit_learn() -> None:
     from skl2onnx import update_registered_converter
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
@@ -77,27 +82,31 @@ def register() -> None:
         calculate_linear_regressor_output_shapes,
         _convert_transformed_target,
     )
-    try:
-        import xgboost
-    except ImportError:
-        pass  # the `xgboost` extra is not installed, so no XGBoost model can be loaded either
-    else:
-        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
 
-        update_registered_converter(
-            xgboost.XGBClassifier,
-            "XGBoostXGBClassifier",
-            calculate_linear_classifier_output_shapes,
-            convert_xgboost,
-            options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
-        )
-        update_registered_converter(
-            xgboost.XGBRegressor,
-            "XGBoostXGBRegressor",
-            calculate_linear_regressor_output_shapes,
-            convert_xgboost,
-        )
-    _registered = True
+
+@functools.cache
+def _register_xgboost() -> None:
+    import xgboost
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    update_registered_converter(
+        xgboost.XGBClassifier,
+        "XGBoostXGBClassifier",
+        calculate_linear_classifier_output_shapes,
+        convert_xgboost,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+    )
+    update_registered_converter(
+        xgboost.XGBRegressor,
+        "XGBoostXGBRegressor",
+        calculate_linear_regressor_output_shapes,
+        convert_xgboost,
+    )
 
 
 class _TreeAttributes:
