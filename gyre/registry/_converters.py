@@ -4,7 +4,10 @@ message every export failure becomes.
 - HistGradientBoosting: skl2onnx 1.20's own converter passes Python `False` as the
   missing-value flag of every leaf, inside a list of integers; protobuf 7 refuses a bool in a
   repeated int field ("Expected an int, got a boolean"), so every fitted HGB model failed.
-  gyre calls that same converter with the flags turned into 0/1 before the node is built.
+  gyre calls that same converter with the flags turned into 0/1 before the node is built,
+  and with each threshold rounded down to float32 rather than to the nearest float32: under
+  protobuf 6, where the stock converter does run, nearest rounding made class
+  probabilities differ by up to 0.9996 on rows that sit on a threshold.
   Categorical splits (a bitset per node) and log-link losses (poisson, gamma) are not in
   that converter: they are refused by name, never exported wrong.
 - TransformedTargetRegressor: the inner regressor's graph, then the transformer's inverse,
