@@ -187,6 +187,12 @@ def _convert_quietly(folder: Path, convert: Any, tf_loader: Any) -> tuple[Any, A
             )
         )
     except Exception as exc:
+        if "signature not in model" in str(exc):
+            raise InvalidModel(
+                f"SavedModel {folder} has no `{SIGNATURE}` signature, which TF Serving and "
+                f"gyre answer with; save it with tf.saved_model.save(module, folder, "
+                f"signatures={{'{SIGNATURE}': module.serve}}) or, for Keras, model.export(folder)"
+            ) from None
         raise InvalidModel(
             f"could not load the `{SIGNATURE}` signature of SavedModel {folder}: {_first_line(exc)}"
         ) from None

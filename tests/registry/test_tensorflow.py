@@ -52,6 +52,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         scorer, str(folder / "module"), signatures={"serving_default": scorer.serve}
     )
     tf.saved_model.save(scorer, str(folder / "pair"), signatures={"serving_default": scorer.pair})
+    tf.saved_model.save(scorer, str(folder / "unsigned"))
     rng = np.random.default_rng(0)
     np.save(folder / "rows4.npy", rng.normal(size=(200, 4)))
     np.save(folder / "rows3.npy", rng.normal(size=(200, 3)))
@@ -60,6 +61,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "keras_file": folder / "model.keras",
         "module": folder / "module",
         "pair": folder / "pair",
+        "unsigned": folder / "unsigned",
         "rows4": folder / "rows4.npy",
         "rows3": folder / "rows3.npy",
     }
@@ -125,6 +127,8 @@ def test_tensorflow_inputs_that_cannot_be_checked_are_refused(
         registry.publish_file("net", tmp_path, sample=models["rows4"])
     with pytest.raises(ExportError, match=r"takes 2 inputs \(a, b\); gyre publishes"):
         registry.publish_file("pair", models["pair"], sample=models["rows3"])
+    with pytest.raises(InvalidModel, match=r"has no `serving_default` signature.*signatures="):
+        registry.publish_file("scorer", models["unsigned"], sample=models["rows3"])
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip")
     with pytest.raises(InvalidModel, match=r"could not load .*broken.keras with Keras"):
