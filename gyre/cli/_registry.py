@@ -36,7 +36,10 @@ def publish(
     name: Annotated[str, typer.Argument(help="Model name.")],
     path: Annotated[
         Path,
-        typer.Argument(help=".onnx, .joblib/.pkl (scikit-learn, LightGBM) or .py (Python model)."),
+        typer.Argument(
+            help=".onnx, .joblib/.pkl (scikit-learn, LightGBM, XGBoost), .py (Python model), "
+            "or a TensorFlow SavedModel folder / .keras file."
+        ),
     ],
     sample: Annotated[
         Path | None, typer.Option(help="Sample input rows (.npy or .csv) for the parity check.")

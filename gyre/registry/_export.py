@@ -1,4 +1,4 @@
-"""Native models (scikit-learn, LightGBM) to ONNX, and their native predictions for parity.
+"""Native models (scikit-learn, LightGBM, XGBoost) to ONNX, and their native predictions for parity.
 
 The heavy libraries are imported inside the functions: the registry's read side, which the
 server uses, must not pull scikit-learn or LightGBM.
@@ -18,8 +18,17 @@ TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}
 
 
 def flavor_of(model: Any) -> str:
-    """`lightgbm` or `sklearn`; anything else is refused with what gyre accepts."""
+    """`lightgbm`, `xgboost` or `sklearn`; anything else is refused with what gyre accepts."""
     module = type(model).__module__
+    if module.startswith("xgboost"):
+        import xgboost
+
+        if not isinstance(model, xgboost.XGBModel):
+            raise InvalidModel(
+                f"{type(model).__name__} is a raw XGBoost object; publish the scikit-learn "
+                "API model (xgboost.XGBClassifier / XGBRegressor) instead"
+            )
+        return "xgboost"
     if module.startswith("lightgbm"):
         import lightgbm
 
@@ -37,7 +46,8 @@ def flavor_of(model: Any) -> str:
         return "sklearn"
     raise InvalidModel(
         f"cannot publish a {type(model).__module__}.{type(model).__name__}; gyre publishes "
-        "scikit-learn estimators and Pipelines, LightGBM models and .onnx files"
+        "scikit-learn estimators and Pipelines, LightGBM and XGBoost models, TensorFlow "
+        "SavedModels and .onnx files"
     )
 
 
@@ -86,8 +96,11 @@ def check_fitted(model: Any) -> None:
 
 def to_onnx(model: Any, n_features: int) -> Any:
     """Export a fitted model with one FP32 input `X` of shape [N, n_features]."""
+    from gyre.registry import _converters
+
     flavor = flavor_of(model)
     check_fitted(model)
+    _converters.refuse_unconvertible(model)
     try:
         if flavor == "lightgbm":
             from onnxmltools import convert_lightgbm
@@ -102,6 +115,7 @@ def to_onnx(model: Any, n_features: int) -> Any:
         from skl2onnx.common.data_types import FloatTensorType as SklFloatTensorType
 
         _register_lightgbm_in_skl2onnx()
+        _converters.register()
         options = {"zipmap": False} if is_classifier(model) else None
         return skl_to_onnx(
             model,
@@ -109,11 +123,10 @@ def to_onnx(model: Any, n_features: int) -> Any:
             options=options,
             target_opset=TARGET_OPSET,
         )
-    except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
-        raise ExportError(
-            f"could not export {type(model).__name__} to ONNX: {exc}; export it yourself "
-            "and publish the .onnx file"
-        ) from exc
+    except ExportError:
+        raise
+    except Exception as exc:  # converters fail with any type; the user gets one short line
+        raise _converters.export_error(model, exc) from exc
 
 
 def native_outputs(model: Any, rows: np.ndarray) -> list[np.ndarray]:

@@ -98,10 +98,18 @@ class Registry:
     ) -> ModelVersion:
         """Publish `.onnx`, `.joblib`/`.pkl` holding a scikit-learn or LightGBM model, or a
         `.py` file whose class `python_class` has `load()` and `predict(batch)` (with the
-        files of the folder `artifacts`, given to `load`).
+        files of the folder `artifacts`, given to `load`); or a TensorFlow SavedModel folder
+        or `.keras` file (converted with tf2onnx).
 
         Publishing content that a live version of the model already holds returns that
         version (`reused` set) instead of a new one, unless `force_new`."""
+        from gyre.registry import _tensorflow
+
+        if _tensorflow.is_tensorflow(path):
+            rows = load_sample(sample)[0] if sample is not None else None
+            return _tensorflow.publish(
+                self, name, path, rows, alias=alias, lineage=lineage, force_new=force_new
+            )
         if not path.is_file():
             raise InvalidModel(f"model file {path} does not exist")
         suffix = path.suffix.lower()
@@ -126,7 +134,10 @@ class Registry:
                 force_new=force_new,
             )  # fmt: skip
         if suffix not in (".joblib", ".pkl", ".pickle"):
-            raise InvalidModel(f"model file {path} must be .onnx, .joblib, .pkl or .py")
+            raise InvalidModel(
+                f"model file {path} must be .onnx, .joblib, .pkl, .py, .keras or a "
+                "SavedModel folder"
+            )
         if rows is None:
             raise InvalidModel(
                 f"publishing native model {path} needs sample input rows for the parity check; "
@@ -137,6 +148,10 @@ class Registry:
         data = path.read_bytes()
         try:
             model = joblib.load(io.BytesIO(data))
+        except ModuleNotFoundError as exc:
+            from gyre.registry._converters import missing_module
+
+            raise missing_module(path, exc) from None
         except Exception as exc:
             raise InvalidModel(f"could not load {path} with joblib: {exc}") from None
         return self.publish(

@@ -93,6 +93,47 @@ def test_errors_are_one_clear_line_and_exit_1(home: Path, model_files: tuple[Pat
         assert result.returncode == 2 and "Invalid value" in result.stderr, result.stderr
 
 
+def test_a_model_no_converter_exports_is_refused_in_one_short_line(
+    home: Path, tmp_path: Path, iris: tuple
+) -> None:
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = iris
+    model = tmp_path / "kernel.joblib"
+    joblib.dump(make_pipeline(StandardScaler(), KernelRidge()).fit(x, y), model)
+    sample = tmp_path / "rows.npy"
+    np.save(sample, x)
+    result = gyre(
+        home, "registry", "publish", "k", str(model), "--sample", str(sample), check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: could not export KernelRidge (inside Pipeline): skl2onnx has no converter for "
+        "it; export it yourself and publish the .onnx file"
+    )
+    assert result.stdout == ""
+
+
+def test_publish_a_tensorflow_savedmodel_folder(home: Path, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": 2.0 * x + 1.0}
+
+    doubler = Doubler()
+    folder = tmp_path / "saved_model"
+    tf.saved_model.save(doubler, str(folder), signatures={"serving_default": doubler.serve})
+    sample = tmp_path / "rows.csv"
+    sample.write_text("a,b\n1,2\n3.5,-4\n")
+    out = gyre(home, "registry", "publish", "twice", str(folder), "--sample", str(sample)).stdout
+    assert "published twice version 1 (tensorflow, parity max |diff| 0 on 2 rows)" in out
+    assert "x FP32[N, 2]" in gyre(home, "registry", "list").stdout
+
+
 def test_policies_the_server_cannot_use_are_refused_and_shown_broken(
     home: Path, model_files: tuple[Path, Path]
 ) -> None:
@@ -261,8 +302,8 @@ def test_demo_trains_publishes_serves_and_calls_every_protocol(home: Path) -> No
 def test_importing_the_server_pulls_no_training_stack() -> None:
     code = (
         "import sys, gyre.serve\n"
-        "heavy = [m for m in ('sklearn', 'lightgbm', 'torch', 'duckdb', 'pyspark', 'skl2onnx')"
-        " if m in sys.modules]\n"
+        "heavy = [m for m in ('sklearn', 'lightgbm', 'torch', 'duckdb', 'pyspark', 'skl2onnx',"
+        " 'xgboost', 'tensorflow', 'tf2onnx', 'keras') if m in sys.modules]\n"
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

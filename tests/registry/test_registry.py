@@ -119,7 +119,7 @@ def test_publish_onnx_file_checks_graph_and_runs_a_test_inference(
 @pytest.mark.parametrize(
     ("filename", "content", "message"),
     [
-        ("model.txt", b"x", "must be .onnx, .joblib, .pkl or .py"),
+        ("model.txt", b"x", "must be .onnx, .joblib, .pkl, .py, .keras or a SavedModel folder"),
         ("model.joblib", b"garbage", "could not load"),
     ],
 )
