@@ -197,7 +197,7 @@ def test_keys_from_the_command_can_do_what_docs_say(
 
     registry = Registry(home)
     registry.publish("iris", iris_classifier, iris[0], alias="champion")
-    registry.publish("iris", iris_classifier, iris[0], alias="challenger")
+    registry.publish("iris", iris_classifier, iris[0], alias="challenger", force_new=True)
     registry.publish("other", iris_classifier, iris[0])
     registry.close()
     ops_key, ops = _declared(gyre(home, "consumers", "key", "ops", "--admin").stdout)

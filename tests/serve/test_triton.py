@@ -53,7 +53,7 @@ def app_for(home: Path, config_text: str = "") -> AppClient:
 def client(home: Path, iris_classifier: Pipeline, iris: tuple) -> Iterator[AppClient]:
     registry = Registry(home)
     registry.publish("iris", iris_classifier, iris[0])
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_new=True)
     registry.publish_onnx("adder", two_input_adder())
     registry.publish_onnx("fixed", fixed_identity())
     registry.publish_file("scorer", PYMODELS / "scorer.py")
