@@ -36,7 +36,9 @@ def test_a_mixed_dataframe_exports_one_typed_input_per_column_with_parity(
     assert mv.parity["rows"] == len(frame)
     assert mv.parity["max_abs_diff"] < 1e-4
     assert len(mv.lineage["sample_sha256"]) == 64
-    assert registry.load_native(mv).predict(frame).tolist() == mixed_classifier.predict(frame).tolist()
+    assert (
+        registry.load_native(mv).predict(frame).tolist() == mixed_classifier.predict(frame).tolist()
+    )
 
 
 def test_the_exported_graph_ignores_unseen_categories_as_the_pipeline_does(
