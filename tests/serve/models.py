@@ -71,3 +71,20 @@ def mixed_inputs() -> bytes:
     model.ir_version = 10
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def vector_adder() -> bytes:
+    """sum = a + b, with a and b FP32 [N]: one scalar per row each."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"])],
+        "vector_adder",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N"]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N"]),
+        ],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

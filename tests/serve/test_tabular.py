@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from gyre.config import load_config
 from gyre.registry import Registry
 from tests.serve.apptest import AppClient
-from tests.serve.models import mixed_inputs
+from tests.serve.models import mixed_inputs, vector_adder
 
 # Rows the pipeline was not fitted on, with a city it never saw (one-hot: all zeros).
 ROWS = pd.DataFrame(
@@ -37,6 +37,7 @@ def client(
     registry = Registry(home)
     registry.publish("loans", mixed_classifier, mixed_table[0])
     registry.publish_onnx("mixed", mixed_inputs())
+    registry.publish_onnx("vectors", vector_adder())
     registry.close()
     config = tmp_path / "gyre.toml"
     config.write_text(
@@ -286,3 +287,16 @@ def test_concurrent_mixed_requests_are_batched_and_each_gets_its_own_rows(
     )
     assert rows == count
     assert batches < count  # some batch held several requests' rows
+
+
+def test_a_row_lacking_an_input_is_refused_not_read_as_nan(client: AppClient) -> None:
+    rows = [{"a": 1.0, "b": 2.0}, {"a": 3.0}]
+    for url, headers in (
+        ("/v1/models/vectors:predict", {}),
+        ("/invocations", {"Gyre-Model": "vectors"}),
+    ):
+        response = client.post(url, json={"instances": rows}, headers=headers)
+        assert response.status_code == 400, response.text
+        assert "row 1 lacks b" in response.text
+    whole = client.post("/v1/models/vectors:predict", json={"instances": rows[:1]})
+    assert whole.json() == {"predictions": [3.0]}
