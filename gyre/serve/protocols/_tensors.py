@@ -49,9 +49,13 @@ def array_from_json(values: Any, spec: TensorSpec, where: str) -> np.ndarray:
             if array.dtype != np.bool_:
                 raise ValueError("expected true/false values")
             return array
-        _check_numbers(values, whole=dtype.kind in "iu")
+        probe = _numbers(values, whole=dtype.kind in "iu")
         with np.errstate(over="raise", invalid="raise"):
-            array = np.array(values, dtype=dtype)
+            if dtype.kind == "f" and probe.dtype.kind in "biuf":
+                # The probe cast: one conversion from the JSON lists, not two.
+                array = probe.astype(dtype)
+            else:
+                array = np.array(values, dtype=dtype)
     except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
         raise BadRequest(
             f"{where}: values are not a regular {spec.datatype} tensor ({exc}); "
@@ -76,9 +80,9 @@ def _first_text(values: Any) -> str | None:
     return None
 
 
-def _check_numbers(values: Any, *, whole: bool) -> None:
-    """numpy parses "1.5" into 1.5 and truncates 1.5 to 1 when it builds a numeric array:
-    refuse both instead."""
+def _numbers(values: Any, *, whole: bool) -> np.ndarray:
+    """`values` as numpy reads them, after refusing what numpy would misread into numbers:
+    it parses "1.5" into 1.5, and truncates 1.5 to 1 when it builds an integer array."""
     probe = np.array(values)
     if probe.dtype.kind in "USO":
         text = _first_text(values)
@@ -88,6 +92,7 @@ def _check_numbers(values: Any, *, whole: bool) -> None:
         fractional = probe[np.isfinite(probe) & (probe != np.trunc(probe))]
         if fractional.size:
             raise ValueError(f"{float(fractional[0])} is not a whole number")
+    return probe
 
 
 # numpy builds arrays of at most this many dimensions.
