@@ -3,13 +3,15 @@
 from pathlib import Path
 
 import joblib
+import lightgbm
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from gyre.errors import InvalidModel
 from gyre.registry import Registry
@@ -157,3 +159,25 @@ def test_an_onnx_graph_with_typed_inputs_publishes_and_tests_on_a_dataframe(
     assert registry.publish_onnx("mixed", mixed_inputs(), sample=frame).version == 2
     with pytest.raises(InvalidModel, match=r"lacks column\(s\) income; the graph's inputs"):
         registry.publish_onnx("mixed", mixed_inputs(), sample=frame.drop(columns="income"))
+
+
+def test_a_category_column_is_a_string_input(registry: Registry, mixed_table: tuple) -> None:
+    frame, labels = mixed_table
+    categories = frame.assign(city=frame["city"].astype("category"))
+    model = make_pipeline(
+        ColumnTransformer([("city", OneHotEncoder(), ["city"])], remainder="passthrough"),
+        LogisticRegression(max_iter=500),
+    ).fit(categories, labels)
+    mv = registry.publish("loans", model, categories)
+    assert mv.signature.inputs == MIXED_INPUTS
+    assert mv.parity["passed"] is True
+
+
+def test_a_lightgbm_model_with_string_columns_is_refused_with_the_pipeline_to_use(
+    registry: Registry, mixed_table: tuple
+) -> None:
+    frame, labels = mixed_table
+    categories = frame.assign(city=frame["city"].astype("category"))
+    model = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(categories, labels)
+    with pytest.raises(InvalidModel, match=r"a lightgbm model takes numbers.*OneHotEncoder"):
+        registry.publish("m", model, categories)

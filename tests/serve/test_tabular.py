@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.pipeline import Pipeline
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 from gyre.config import load_config
 from gyre.registry import Registry
@@ -300,3 +303,68 @@ def test_a_row_lacking_an_input_is_refused_not_read_as_nan(client: AppClient) ->
         assert "row 1 lacks b" in response.text
     whole = client.post("/v1/models/vectors:predict", json={"instances": rows[:1]})
     assert whole.json() == {"predictions": [3.0]}
+
+
+def test_tritonclient_binary_bytes_int64_and_fp32_inputs_answer_as_sklearn(
+    client: AppClient, mixed_classifier: Pipeline
+) -> None:
+    import tritonclient.http as triton
+
+    inputs = []
+    for name, datatype, values in (
+        ("city", "BYTES", ROWS["city"].to_numpy(object)),
+        ("age", "INT64", ROWS["age"].to_numpy(np.int64)),
+        ("income", "FP32", ROWS["income"].to_numpy(np.float32)),
+    ):
+        tensor = triton.InferInput(name, [len(ROWS), 1], datatype)
+        tensor.set_data_from_numpy(values.reshape(-1, 1), binary_data=True)
+        inputs.append(tensor)
+    outputs = [triton.InferRequestedOutput(n, binary_data=True) for n in ("label", "probabilities")]
+    body, header_length = triton.InferenceServerClient.generate_request_body(inputs, outputs)
+    response = client.post(
+        "/v2/models/loans/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )
+    assert response.status_code == 200, response.text
+    result = triton.InferenceServerClient.parse_response_body(
+        response.content, header_length=int(response.headers["inference-header-content-length"])
+    )
+    assert_as_sklearn(
+        mixed_classifier, result.as_numpy("label").tolist(), result.as_numpy("probabilities")
+    )
+
+
+def test_a_one_column_string_model_without_unknown_categories_serves_rows_and_records(
+    home: Path, mixed_table: tuple
+) -> None:
+    frame, labels = mixed_table
+    cities = frame[["city"]]
+    model = make_pipeline(
+        ColumnTransformer([("city", OneHotEncoder(), ["city"])]), LogisticRegression()
+    ).fit(cities, labels)
+    registry = Registry(home)
+    assert registry.publish("cities", model, cities).signature.feature_names == ("city",)
+    registry.close()
+    app = AppClient(load_config(home=home))
+    try:
+        expected = model.predict(pd.DataFrame({"city": ["Oslo", "Bergen"]})).tolist()
+        for url, body in (
+            ("/v1/models/cities:predict", {"instances": ["Oslo", "Bergen"]}),
+            ("/v1/models/cities:predict", {"instances": [{"city": "Oslo"}, {"city": "Bergen"}]}),
+            ("/invocations", {"dataframe_records": [{"city": "Oslo"}, {"city": "Bergen"}]}),
+            (
+                "/invocations",
+                {"dataframe_split": {"columns": ["city"], "data": [["Oslo"], ["Bergen"]]}},
+            ),
+        ):
+            response = app.post(url, json=body)
+            assert response.status_code == 200, (body, response.text)
+            assert [p["label"] for p in response.json()["predictions"]] == expected
+        # Its encoder raises on an unknown category (so it was served without warm-up on
+        # the empty string): such a row is the sender's to fix.
+        unknown = app.post("/v1/models/cities:predict", json={"instances": ["Paris"]})
+        assert unknown.status_code == 400
+        assert "could not compute this input" in unknown.json()["error"]
+    finally:
+        app.close()
