@@ -13,7 +13,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from gyre.collect import event_types
+from gyre.config import load_config
 from gyre.errors import InvalidModel
+from gyre.features import feature_views
 from gyre.registry import Registry
 from gyre.registry._registry import load_sample
 from gyre.types import TensorSpec
@@ -106,13 +109,18 @@ def test_string_columns_need_a_model_fitted_on_the_dataframe(
 
 
 def test_a_feature_view_binding_is_refused_with_a_mixed_sample(
-    registry: Registry, mixed_classifier: Pipeline, mixed_table: tuple
+    registry: Registry, mixed_classifier: Pipeline, mixed_table: tuple, tmp_path: Path
 ) -> None:
-    class View:  # what `publish` reads of a FeatureView before it refuses
-        name = "applicants"
-
+    config_file = tmp_path / "gyre.toml"
+    config_file.write_text(
+        '[collect.events.loans]\nfields = {id = "string", who = "int", income = "float", '
+        'at = "timestamp"}\nentity = ["who"]\ntime = "at"\nid = "id"\n'
+        '[features.views.applicants]\nsource = "loans"\naggregations = ["count() over 1h"]\n'
+    )
+    config = load_config(tmp_path / "home", config_file)
+    view = feature_views(config.features.views, event_types(config.collect.events))["applicants"]
     with pytest.raises(InvalidModel, match=r"feature view `applicants`.*string columns \(city\)"):
-        registry.publish("m", mixed_classifier, mixed_table[0], features=View())  # type: ignore[arg-type]
+        registry.publish("m", mixed_classifier, mixed_table[0], features=view)
 
 
 def test_a_mixed_csv_sample_with_a_header_publishes_per_column_inputs(
