@@ -178,12 +178,12 @@ class Registry:
         # not the input cast every served request goes through.
         rows = rows[: self.config.parity_max_rows].astype(np.float32)
         onnx_outputs = self._run_onnx(name, onnx_bytes, {"X": rows})
-        native_rows = rows.astype(np.float64)
+        native_rows: Any = rows.astype(np.float64)
+        if table is not None and hasattr(model, "feature_names_in_"):
+            native_rows = table.frame_of(native_rows)  # fitted on a DataFrame: predict on one
         parity = check_parity(
             onnx_outputs,
-            _export.native_outputs(
-                model, native_rows if table is None else table.frame_of(native_rows)
-            ),
+            _export.native_outputs(model, native_rows),
             tolerance=self.config.parity_tolerance,
             classifier=_export.is_classifier(model),
             what=f"model `{name}`",

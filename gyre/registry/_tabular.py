@@ -180,7 +180,7 @@ def to_onnx(model: Any, table: Table) -> Any:
     initial_types = [(name, types[kind]([None, 1])) for name, kind in table.kinds.items()]
     _export._register_lightgbm_in_skl2onnx()
     try:
-        return skl_to_onnx(
+        onnx_model = skl_to_onnx(
             model,
             initial_types=initial_types,
             options={"zipmap": False} if _export.is_classifier(model) else None,
@@ -192,6 +192,32 @@ def to_onnx(model: Any, table: Table) -> Any:
             f"{exc}; a Pipeline whose ColumnTransformer selects the columns by name exports; "
             "or export it yourself and publish the .onnx file"
         ) from exc
+    _name_inputs_after_columns(onnx_model, table.names)
+    return onnx_model
+
+
+def _name_inputs_after_columns(onnx_model: Any, names: tuple[str, ...]) -> None:
+    """skl2onnx makes input names identifiers ("home city" -> "home_city"); the served
+    inputs keep the columns' own names, which clients send. The graph's inputs are in the
+    order of the initial types; every node reading a renamed input is rewritten."""
+    graph = onnx_model.graph
+    renamed = {}
+    for value, name in zip(graph.input, names, strict=True):
+        if value.name != name:
+            renamed[value.name] = name
+            value.name = name
+    if renamed:
+        taken = {out for node in graph.node for out in node.output}
+        clash = sorted(taken & set(renamed.values()))
+        if clash:
+            raise ExportError(
+                f"column name(s) {', '.join(clash)} are also names inside the exported graph; "
+                "rename the column(s) before fitting"
+            )
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name in renamed:
+                    node.input[i] = renamed[name]
 
 
 def read_csv(path: Path) -> Any:

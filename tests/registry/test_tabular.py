@@ -80,6 +80,28 @@ def test_an_all_number_dataframe_keeps_the_single_fp32_input(
     assert mv.signature.inputs == (TensorSpec("X", "FP32", (-1, 2)),)
     assert mv.signature.feature_names == ("age", "income")
     assert mv.parity["passed"] is True
+    # A model fitted on the NumPy rows predicts on them (a DataFrame would warn).
+    plain = make_pipeline(StandardScaler(), LogisticRegression()).fit(numbers.to_numpy(), labels)
+    assert registry.publish("plain", plain, numbers).signature.feature_names == ("age", "income")
+
+
+def test_inputs_keep_the_column_names_skl2onnx_would_rewrite(
+    registry: Registry, mixed_table: tuple
+) -> None:
+    frame, labels = mixed_table
+    odd = frame.rename(columns={"city": "home city", "income": "income ($)"})
+    model = make_pipeline(
+        ColumnTransformer(
+            [
+                ("city", OneHotEncoder(handle_unknown="ignore"), ["home city"]),
+                ("numbers", StandardScaler(), ["age", "income ($)"]),
+            ]
+        ),
+        LogisticRegression(max_iter=500),
+    ).fit(odd, labels)
+    mv = registry.publish("odd", model, odd)
+    assert [s.name for s in mv.signature.inputs] == ["home city", "age", "income ($)"]
+    assert mv.parity["passed"] is True
 
 
 @pytest.mark.parametrize(
