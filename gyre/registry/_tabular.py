@@ -230,7 +230,9 @@ def read_csv(path: Path) -> Any:
         table = pyarrow.csv.read_csv(path)
     except pyarrow.ArrowInvalid as exc:
         raise InvalidModel(f"sample file {path} is not a readable CSV table: {exc}") from None
-    return table.to_pandas()
+    frame = table.to_pandas()
+    frame.columns = [str(name).strip() for name in frame.columns]  # as for a numeric header
+    return frame
 
 
 def feeds_for(frame: Any, signature: Signature, what: str) -> dict[str, np.ndarray]:

@@ -170,6 +170,11 @@ def test_a_mixed_csv_sample_with_a_header_publishes_per_column_inputs(
     frame.to_csv(headless, index=False, header=False)
     with pytest.raises(InvalidModel, match=r"lacks column\(s\) city, age, income the model"):
         registry.publish_file("loans", model, sample=headless)
+    spaced = tmp_path / "spaced.csv"  # quoted cells, blanks around the header's names
+    spaced.write_text('city , age,income\n"Oslo, Norway",31,52000.5\nBergen,40,1.0\n')
+    rows, _ = load_sample(spaced)
+    assert list(rows.columns) == ["city", "age", "income"]
+    assert rows["city"].tolist() == ["Oslo, Norway", "Bergen"]
     numbers_first = tmp_path / "numbers-first.csv"
     numbers_first.write_text("1,2\n3,Oslo\n")
     with pytest.raises(InvalidModel, match="needs a header row naming its columns"):
