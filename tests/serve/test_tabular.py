@@ -182,7 +182,8 @@ def with_row(change: dict[str, Any]) -> list[dict[str, Any]]:
         (
             "/v1/models/loans:predict",
             {"instances": with_row({"income": "52000"})},
-            "not a regular FP32 tensor .*expected numbers, got the string '52000'",
+            "`instances` `income`: values are not a regular FP32 tensor .*expected numbers, "
+            "got the string '52000'",
         ),
         (
             "/invocations",
@@ -197,7 +198,7 @@ def with_row(change: dict[str, Any]) -> list[dict[str, Any]]:
         (
             "/v1/models/loans:predict",
             {"instances": with_row({"city": None})},
-            "expected strings, got None",
+            "`instances` `city`: .*expected strings, got None",
         ),
         (
             "/v2/models/loans/infer",

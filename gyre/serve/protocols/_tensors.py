@@ -165,7 +165,10 @@ def stack_rows(rows: Any, runtime: Runtime, where: str) -> Tensors:
                 f"to name each of its inputs: {names}"
             )
     return {
-        spec.name: per_row(array_from_json([row[spec.name] for row in rows], spec, where), spec)
+        spec.name: per_row(
+            array_from_json([row[spec.name] for row in rows], spec, f"{where} `{spec.name}`"),
+            spec,
+        )
         for spec in specs
     }
 
@@ -181,7 +184,9 @@ def columns(values: Any, runtime: Runtime, where: str) -> Tensors:
                 + ", ".join(spec.name for spec in specs)
             )
         return {
-            spec.name: per_row(array_from_json(values[spec.name], spec, where), spec)
+            spec.name: per_row(
+                array_from_json(values[spec.name], spec, f"{where} `{spec.name}`"), spec
+            )
             for spec in specs
             if spec.name in values
         }
