@@ -20,6 +20,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from gyre.config import load_config
 from gyre.registry import Registry
+from tests.conftest import start_server
 from tests.serve.apptest import AppClient
 from tests.serve.models import mixed_inputs, vector_adder
 
@@ -369,3 +370,47 @@ def test_a_one_column_string_model_without_unknown_categories_serves_rows_and_re
         assert "could not compute this input" in unknown.json()["error"]
     finally:
         app.close()
+
+
+@pytest.mark.integration
+def test_a_real_server_answers_the_pipeline_as_sklearn_over_every_protocol(
+    home: Path, mixed_classifier: Pipeline, mixed_table: tuple
+) -> None:
+    import httpx
+    import tritonclient.http as triton
+
+    registry = Registry(home)
+    registry.publish("loans", mixed_classifier, mixed_table[0])
+    registry.close()
+    server = start_server(home)
+    try:
+        client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+        for binary in (True, False):
+            inputs = []
+            for name, datatype, values in (
+                ("city", "BYTES", ROWS["city"].to_numpy(object)),
+                ("age", "INT64", ROWS["age"].to_numpy(np.int64)),
+                ("income", "FP32", ROWS["income"].to_numpy(np.float32)),
+            ):
+                tensor = triton.InferInput(name, [len(ROWS), 1], datatype)
+                tensor.set_data_from_numpy(values.reshape(-1, 1), binary_data=binary)
+                inputs.append(tensor)
+            result = client.infer("loans", inputs)
+            assert_as_sklearn(
+                mixed_classifier,
+                result.as_numpy("label").tolist(),
+                result.as_numpy("probabilities"),
+            )
+        client.close()
+        for url, body in (
+            ("/v1/models/loans:predict", {"instances": records()}),
+            ("/invocations", {"dataframe_records": records()}),
+        ):
+            predictions = httpx.post(server.url + url, json=body).json()["predictions"]
+            assert_as_sklearn(
+                mixed_classifier,
+                [p["label"] for p in predictions],
+                [p["probabilities"] for p in predictions],
+            )
+    finally:
+        assert server.stop() == 0
