@@ -182,7 +182,7 @@ def test_a_mixed_csv_sample_with_a_header_publishes_per_column_inputs(
 
 
 def test_an_onnx_graph_with_typed_inputs_publishes_and_tests_on_a_dataframe(
-    registry: Registry, mixed_table: tuple
+    registry: Registry, mixed_table: tuple, tmp_path: Path
 ) -> None:
     mv = registry.publish_onnx("mixed", mixed_inputs())  # test inference on zeros
     assert mv.signature.inputs == MIXED_INPUTS
@@ -194,6 +194,10 @@ def test_an_onnx_graph_with_typed_inputs_publishes_and_tests_on_a_dataframe(
     assert registry.publish_onnx("mixed", mixed_inputs(), sample=frame).version == 2
     with pytest.raises(InvalidModel, match=r"lacks column\(s\) income; the graph's inputs"):
         registry.publish_onnx("mixed", mixed_inputs(), sample=frame.drop(columns="income"))
+    graph, sample = tmp_path / "mixed.onnx", tmp_path / "rows.csv"
+    graph.write_bytes(mixed_inputs())
+    frame.to_csv(sample, index=False)
+    assert registry.publish_file("mixed", graph, sample=sample).version == 3
 
 
 def test_a_category_column_is_a_string_input(registry: Registry, mixed_table: tuple) -> None:
