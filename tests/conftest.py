@@ -14,11 +14,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from gyre._numbers import parse_count
 from gyre.registry import Registry
@@ -40,6 +42,38 @@ def iris_classifier(iris: tuple[np.ndarray, np.ndarray]) -> Pipeline:
 def iris_regressor(iris: tuple[np.ndarray, np.ndarray]) -> Ridge:
     x, y = iris
     return Ridge().fit(x, y)
+
+
+CITIES = ("Oslo", "Bergen", "Tromsø", "Stavanger")
+
+
+@pytest.fixture(scope="session")
+def mixed_table() -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows of a mixed-type table (a string, an integer and a float column) and labels."""
+    rng = np.random.default_rng(7)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "city": rng.choice(CITIES, n),
+            "age": rng.integers(18, 80, n),
+            "income": rng.normal(50_000.0, 12_000.0, n).round(2),
+        }
+    )
+    labels = ((frame["income"] > 50_000) ^ (frame["city"] == "Oslo")).to_numpy(int)
+    return frame, labels
+
+
+@pytest.fixture(scope="session")
+def mixed_classifier(mixed_table: tuple[pd.DataFrame, np.ndarray]) -> Pipeline:
+    """The pipeline most tabular models are: one-hot strings, scaled numbers, a classifier."""
+    frame, labels = mixed_table
+    columns = ColumnTransformer(
+        [
+            ("city", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+            ("numbers", StandardScaler(), ["age", "income"]),
+        ]
+    )
+    return make_pipeline(columns, LogisticRegression(max_iter=500)).fit(frame, labels)
 
 
 @pytest.fixture

@@ -42,7 +42,11 @@ def publish(
         ),
     ],
     sample: Annotated[
-        Path | None, typer.Option(help="Sample input rows (.npy or .csv) for the parity check.")
+        Path | None,
+        typer.Option(
+            help="Sample input rows (.npy or .csv) for the parity check; a .csv with a header "
+            "may have string columns (a mixed-type table: one model input per column)."
+        ),
     ] = None,
     alias: Annotated[str | None, typer.Option(help="Alias to point at the new version.")] = None,
     lineage: Annotated[

@@ -15,6 +15,7 @@ import gyre
 from gyre._numbers import is_int64, parse_count
 from gyre.config import Config, RegistryConfig
 from gyre.errors import InvalidModel, ModelNotFound, RegistryError
+from gyre.registry import _tabular
 from gyre.registry._artifacts import LocalArtifactStore, sha256_of
 from gyre.registry._files import ArtifactFile, VersionFiles
 from gyre.registry._names import CHAMPION, check_name, parse_ref
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("gyre.registry")
 
 
-def load_sample(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    """Sample rows from `.npy` or `.csv` (a header row of names is optional)."""
+def load_sample(path: Path) -> tuple[Any, tuple[str, ...] | None]:
+    """Sample rows from `.npy` or `.csv` (a header row of names is optional), and the
+    column names. A `.csv` file with a header and non-numeric columns is read as a pandas
+    DataFrame (`_tabular.read_csv`): a mixed-type table, one model input per column."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise InvalidModel(f"sample file {path} does not exist")
@@ -58,7 +61,12 @@ def load_sample(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
         try:
             rows = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2, dtype=np.float64)
         except ValueError as exc:
-            raise InvalidModel(f"sample file {path} has non-numeric cells: {exc}") from None
+            if names is not None:
+                return _tabular.read_csv(path), names
+            raise InvalidModel(
+                f"sample file {path} has non-numeric cells: {exc}; a table with string "
+                "columns needs a header row naming its columns"
+            ) from None
     else:
         raise InvalidModel(f"sample file {path} must be .npy or .csv, not {suffix or 'no suffix'}")
     if rows.ndim != 2 or rows.shape[0] == 0:
@@ -163,7 +171,7 @@ class Registry:
         self,
         name: str,
         model: Any,
-        sample: np.ndarray,
+        sample: Any,
         *,
         alias: str | None = None,
         lineage: dict[str, Any] | None = None,
@@ -174,6 +182,8 @@ class Registry:
     ) -> ModelVersion:
         """Export a fitted scikit-learn/LightGBM model to ONNX, check parity, record it.
 
+        `sample`: NumPy rows, or the pandas DataFrame the model was fitted on; a DataFrame
+        with string columns makes every column an input of its own (`_tabular`).
         `features`: the view the model was trained on (its columns are the view's features
         in order); the server then answers requests that name an entity instead of rows.
         """
@@ -183,6 +193,16 @@ class Registry:
 
         check_name("model", name)
         flavor = _export.flavor_of(model)
+        table = None
+        if _tabular.is_dataframe(sample):
+            _export.check_fitted(model)
+            table = _tabular.read_table(sample, model, f"model `{name}`")
+            if table.mixed:
+                return self._publish_table(
+                    name, model, table, flavor=flavor, alias=alias, lineage=lineage,
+                    native_bytes=native_bytes, features=features,
+                )  # fmt: skip
+            sample, names = table.matrix(), table.names
         rows = np.asarray(sample, dtype=np.float64)
         n_features = _export.feature_count(model)
         if rows.ndim != 2 or rows.shape[0] == 0 or (n_features and rows.shape[1] != n_features):
@@ -197,19 +217,18 @@ class Registry:
         # not the input cast every served request goes through.
         rows = rows[: self.config.parity_max_rows].astype(np.float32)
         onnx_outputs = self._run_onnx(name, onnx_bytes, {"X": rows})
+        native_rows: Any = rows.astype(np.float64)
+        if table is not None and hasattr(model, "feature_names_in_"):
+            native_rows = table.frame_of(native_rows)  # fitted on a DataFrame: predict on one
         parity = check_parity(
             onnx_outputs,
-            _export.native_outputs(model, rows.astype(np.float64)),
+            _export.native_outputs(model, native_rows),
             tolerance=self.config.parity_tolerance,
             classifier=_export.is_classifier(model),
             what=f"model `{name}`",
         )
         if native_bytes is None:
-            import joblib
-
-            buffer = io.BytesIO()
-            joblib.dump(model, buffer)
-            native_bytes = buffer.getvalue()
+            native_bytes = _dumped(model)
         if features is not None:
             names = _bind(name, features, rows.shape[1])
             lineage = {**(lineage or {}), "feature_view": features.name,
@@ -231,17 +250,74 @@ class Registry:
             force_new=force_new,
         )
 
+    def _publish_table(
+        self,
+        name: str,
+        model: Any,
+        table: _tabular.Table,
+        *,
+        flavor: str,
+        alias: str | None,
+        lineage: dict[str, Any] | None,
+        native_bytes: bytes | None,
+        features: FeatureView | None,
+    ) -> ModelVersion:
+        """`publish` for a sample with string columns: one ONNX input per column."""
+        from gyre.registry import _export
+        from gyre.registry._parity import check_parity
+        from gyre.registry._signature import make_outputs_batched, signature_of
+
+        text = ", ".join(n for n, kind in table.kinds.items() if kind == _tabular.TEXT)
+        if features is not None:
+            raise InvalidModel(
+                f"model `{name}`: a model bound to feature view `{features.name}` takes the "
+                f"view's numbers as one input, but its sample has string columns ({text}); "
+                "publish it without `features`, or train it on `view.matrix(rows)`"
+            )
+        if flavor != "sklearn":
+            raise InvalidModel(
+                f"model `{name}`: a {flavor} model takes numbers, but the sample has string "
+                f"columns ({text}); encode them in a scikit-learn Pipeline around it (a "
+                "ColumnTransformer with a OneHotEncoder on those columns)"
+            )
+        onnx_model = _tabular.to_onnx(model, table)
+        make_outputs_batched(onnx_model)
+        onnx_bytes = onnx_model.SerializeToString()
+        sample = table.head(self.config.parity_max_rows)
+        onnx_outputs = self._run_onnx(name, onnx_bytes, sample.feeds())
+        parity = check_parity(
+            onnx_outputs,
+            _export.native_outputs(model, sample.native()),
+            tolerance=self.config.parity_tolerance,
+            classifier=_export.is_classifier(model),
+            what=f"model `{name}`",
+        )
+        # The inputs are named after the columns; only a lone column is also a 2-D input's.
+        signature = signature_of(onnx_model, table.names if len(table.names) == 1 else None)
+        return self._record(
+            name,
+            flavor=flavor,
+            artifact=onnx_bytes,
+            native_bytes=native_bytes if native_bytes is not None else _dumped(model),
+            signature=signature,
+            parity=parity.as_record(),
+            alias=alias,
+            lineage={**(lineage or {}), "sample_sha256": sample.digest()},
+        )
+
     def publish_onnx(
         self,
         name: str,
         onnx_bytes: bytes,
         *,
-        sample: np.ndarray | None = None,
+        sample: Any = None,
         alias: str | None = None,
         lineage: dict[str, Any] | None = None,
         force_new: bool = False,
     ) -> ModelVersion:
-        """Publish an ONNX graph: it must pass the onnx checker and a test inference."""
+        """Publish an ONNX graph: it must pass the onnx checker and a test inference, on
+        `sample` when given (NumPy rows for a single input, or a DataFrame whose columns
+        name the inputs), else on a row of zeros."""
         import onnx
 
         from gyre.registry._signature import signature_of
@@ -254,7 +330,9 @@ class Registry:
             raise InvalidModel(f"model `{name}`: not a valid ONNX graph: {exc}") from None
         signature = signature_of(onnx_model)
         feeds = zeros_for(signature)
-        if sample is not None and len(signature.inputs) == 1:
+        if _tabular.is_dataframe(sample):
+            feeds = _tabular.feeds_for(sample, signature, f"model `{name}`")
+        elif sample is not None and len(signature.inputs) == 1:
             spec = signature.inputs[0]
             feeds = {spec.name: np.asarray(sample, dtype=DATATYPE_TO_NUMPY[spec.datatype])}
         self._run_onnx(name, onnx_bytes, feeds)
@@ -492,6 +570,14 @@ class Registry:
             mv.native_sha256, what=f"native model `{mv.model}` version {mv.version}"
         )
         return joblib.load(io.BytesIO(data))
+
+
+def _dumped(model: Any) -> bytes:
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return buffer.getvalue()
 
 
 def _bind(model: str, view: FeatureView, columns: int) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Protocol
@@ -12,6 +13,8 @@ from gyre.errors import BadRequest
 from gyre.types import DATATYPE_TO_NUMPY, Signature, TensorSpec, zeros_for
 
 Tensors = dict[str, np.ndarray]
+
+log = logging.getLogger("gyre.serve")
 
 
 class Runtime(Protocol):
@@ -172,6 +175,16 @@ class ModelRuntime(SignatureRuntime):
             onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._output_names = [spec.name for spec in signature.outputs]
+
+    def warm_up(self, calls: int = 3) -> None:
+        """Warm up on zeros, if the graph takes them. Some refuse them by design (a
+        OneHotEncoder that raises on an unknown category refuses the empty string): such
+        a version is served cold, its first request paying the setup, rather than not at
+        all; a request's own values it refuses are a 400 (`Batcher._fail`)."""
+        try:
+            super().warm_up(calls)
+        except Exception as exc:  # onnxruntime's errors derive from Exception alone
+            log.info("%s is served without warm-up: it refuses a row of zeros (%s)", self.what, exc)
 
     def run(self, feeds: Tensors) -> Tensors:
         start = time.perf_counter()

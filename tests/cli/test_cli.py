@@ -68,6 +68,20 @@ def test_publish_alias_list_show_delete(home: Path, model_files: tuple[Path, Pat
     assert "deleted iris@champion" in gyre(home, "registry", "unalias", "iris", "champion").stdout
 
 
+def test_publish_a_mixed_type_pipeline_from_a_csv_sample_with_string_columns(
+    home: Path, tmp_path: Path, mixed_classifier: Pipeline, mixed_table: tuple
+) -> None:
+    model = tmp_path / "loans.joblib"
+    joblib.dump(mixed_classifier, model)
+    sample = tmp_path / "rows.csv"
+    mixed_table[0].to_csv(sample, index=False)
+    out = gyre(home, "registry", "publish", "loans", str(model), "--sample", str(sample)).stdout
+    assert "published loans version 1" in out and "parity max |diff|" in out
+    listing = gyre(home, "registry", "list").stdout
+    assert "city BYTES[N, 1]" in listing and "age INT64[N, 1]" in listing
+    assert "income FP32[N, 1]" in listing
+
+
 def test_errors_are_one_clear_line_and_exit_1(home: Path, model_files: tuple[Path, Path]) -> None:
     model, _ = model_files
     result = gyre(home, "registry", "publish", "iris", str(model), check=False)

@@ -45,3 +45,46 @@ def identity(datatype: str) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     model.ir_version = 10
     return model.SerializeToString()
+
+
+def mixed_inputs() -> bytes:
+    """Three inputs of three types, each [N, 1] (city STRING, age INT64, income FP32), and
+    two outputs: total = income + age (FP32) and city (the STRING input, echoed)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["age"], ["age_float"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["income", "age_float"], ["total"]),
+            helper.make_node("Identity", ["city"], ["city_out"]),
+        ],
+        "mixed",
+        [
+            helper.make_tensor_value_info("city", TensorProto.STRING, ["N", 1]),
+            helper.make_tensor_value_info("age", TensorProto.INT64, ["N", 1]),
+            helper.make_tensor_value_info("income", TensorProto.FLOAT, ["N", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, ["N", 1]),
+            helper.make_tensor_value_info("city_out", TensorProto.STRING, ["N", 1]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def vector_adder() -> bytes:
+    """sum = a + b, with a and b FP32 [N]: one scalar per row each."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"])],
+        "vector_adder",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N"]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N"]),
+        ],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -13,6 +13,7 @@ from gyre.serve.protocols._tensors import (
     array_from_json,
     columns,
     decode_object,
+    per_row,
     prediction_rows,
     stack_rows,
     to_json_value,
@@ -68,7 +69,8 @@ def decode_csv(body: bytes, content_type: str, runtime: Runtime) -> Tensors:
 
 def _table(names: Any, data: list[list[Any]], runtime: Runtime, *, keyed: bool = False) -> Tensors:
     """A table as model inputs: columns are the features of a single 2-D input, or else
-    the model's inputs by name.
+    the model's inputs by name (a mixed-type model has one [-1, 1] input per column, which
+    takes the column's values, `per_row`). Columns the model does not take are ignored.
 
     `keyed`: the columns are known only by their names (records, whose key order is the
     sender's), so they must be matched to the model's feature names: a version published
@@ -111,14 +113,16 @@ def _table(names: Any, data: list[list[Any]], runtime: Runtime, *, keyed: bool =
         raise BadRequest(
             f"dataframe row {ragged[0]} has {len(data[ragged[0]])} values for {len(names)} columns"
         )
-    by_name = {name: [row[i] for row in data] for i, name in enumerate(names)}
+    absent = [spec.name for spec in specs if spec.name not in names]
+    if absent:
+        raise BadRequest(
+            f"dataframe lacks column(s) {', '.join(absent)} of {runtime.what}; "
+            f"its inputs are {', '.join(spec.name for spec in specs)}"
+        )
     inputs = {}
     for spec in specs:
-        if spec.name in by_name:
-            array = array_from_json(by_name[spec.name], spec, f"column `{spec.name}`")
-            if len(spec.shape) == 2 and array.ndim == 1:
-                array = array.reshape(-1, 1)
-            inputs[spec.name] = array
+        column = [row[names.index(spec.name)] for row in data]
+        inputs[spec.name] = per_row(array_from_json(column, spec, f"column `{spec.name}`"), spec)
     return inputs
 
 

@@ -28,20 +28,34 @@ def decode_object(body: bytes, expected: str) -> dict[str, Any]:
 
 
 def array_from_json(values: Any, spec: TensorSpec, where: str) -> np.ndarray:
-    """JSON values (nested or flat lists) as an array of the spec's dtype."""
+    """JSON values (nested or flat lists) as an array of the spec's dtype.
+
+    Text and numbers are not converted into each other: a JSON string where a number is
+    expected ("52000") is refused, and so is a number or null where text (BYTES) is: its
+    text would be a guess ("31" or "31.0"), and the model would silently see another value.
+    """
     dtype = DATATYPE_TO_NUMPY[spec.datatype]
     try:
         if spec.datatype == "BYTES":
-            return np.array(values, dtype=object)
+            array = np.array(values, dtype=object)
+            other = next((v for v in array.ravel() if not isinstance(v, str)), _TEXT)
+            if other is not _TEXT:
+                raise ValueError(
+                    f"expected strings, got {shown(other, 40)}; send text as JSON strings"
+                )
+            return array
         if spec.datatype == "BOOL":
             array = np.array(values)
             if array.dtype != np.bool_:
                 raise ValueError("expected true/false values")
             return array
-        if dtype.kind in "iu":
-            _check_whole(values)
+        probe = _numbers(values, whole=dtype.kind in "iu")
         with np.errstate(over="raise", invalid="raise"):
-            array = np.array(values, dtype=dtype)
+            if dtype.kind == "f" and probe.dtype.kind in "biuf":
+                # The probe cast: one conversion from the JSON lists, not two.
+                array = probe.astype(dtype)
+            else:
+                array = np.array(values, dtype=dtype)
     except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
         raise BadRequest(
             f"{where}: values are not a regular {spec.datatype} tensor ({exc}); "
@@ -50,13 +64,35 @@ def array_from_json(values: Any, spec: TensorSpec, where: str) -> np.ndarray:
     return array
 
 
-def _check_whole(values: Any) -> None:
-    """numpy truncates 1.5 to 1 when it builds an integer array: refuse that instead."""
+_TEXT = object()  # a marker: no element is anything but text
+
+
+def _first_text(values: Any) -> str | None:
+    """The first string in nested JSON lists (numpy would have turned the numbers beside
+    it into strings too)."""
+    if isinstance(values, str):
+        return values
+    if isinstance(values, list):
+        for value in values:
+            text = _first_text(value)
+            if text is not None:
+                return text
+    return None
+
+
+def _numbers(values: Any, *, whole: bool) -> np.ndarray:
+    """`values` as numpy reads them, after refusing what numpy would misread into numbers:
+    it parses "1.5" into 1.5, and truncates 1.5 to 1 when it builds an integer array."""
     probe = np.array(values)
-    if probe.dtype.kind == "f":
+    if probe.dtype.kind in "USO":
+        text = _first_text(values)
+        if text is not None:
+            raise ValueError(f"expected numbers, got the string {shown(text, 40)}")
+    if whole and probe.dtype.kind == "f":
         fractional = probe[np.isfinite(probe) & (probe != np.trunc(probe))]
         if fractional.size:
             raise ValueError(f"{float(fractional[0])} is not a whole number")
+    return probe
 
 
 # numpy builds arrays of at most this many dimensions.
@@ -87,27 +123,53 @@ def reshape(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
         raise BadRequest(f"{where}: shape {shown(shape, 80)} cannot be built: {exc}") from None
 
 
+def per_row(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """The one rule for values given per row (TF Serving and MLflow rows and columns,
+    dataframes): an input of shape [-1, 1] takes one value per row, so a row may give it as
+    a scalar; N scalars are then the [N, 1] batch."""
+    if array.ndim == 1 and len(spec.shape) == 2 and spec.shape[1] == 1 and spec.batched:
+        return array.reshape(-1, 1)
+    return array
+
+
 def stack_rows(rows: Any, runtime: Runtime, where: str) -> Tensors:
     """Row-format instances (TF Serving `instances`, MLflow `instances`) as input tensors.
 
     With one input, each instance is that input's value for one row; with several, each
-    instance is an object naming every input.
+    instance is an object naming every input (`{"city": "Oslo", "age": 31}`). Either way a
+    value of an input of shape [-1, 1] may be a scalar (`per_row`).
     """
     if not isinstance(rows, list) or not rows:
         raise BadRequest(f"{where} must be a non-empty list of rows")
     specs = runtime.signature.inputs
     if len(specs) == 1 and not isinstance(rows[0], dict):
-        return {specs[0].name: array_from_json(rows, specs[0], where)}
+        return {specs[0].name: per_row(array_from_json(rows, specs[0], where), specs[0])}
+    names = ", ".join(spec.name for spec in specs)
     if not all(isinstance(row, dict) for row in rows):
-        names = ", ".join(spec.name for spec in specs)
         raise BadRequest(
             f"{where}: {runtime.what} has several inputs ({names}); "
             "each row must be an object naming them"
         )
+    known = {spec.name for spec in specs}
+    for i, row in enumerate(rows):
+        unknown = sorted(set(row) - known)
+        if unknown:
+            raise BadRequest(
+                f"{where}: row {i} names {', '.join(unknown)}, which {runtime.what} does not "
+                f"take; its inputs: {names}"
+            )
+        absent = [spec.name for spec in specs if spec.name not in row]
+        if absent:
+            raise BadRequest(
+                f"{where}: row {i} lacks {', '.join(absent)}; {runtime.what} needs every row "
+                f"to name each of its inputs: {names}"
+            )
     return {
-        spec.name: array_from_json([row.get(spec.name) for row in rows], spec, where)
+        spec.name: per_row(
+            array_from_json([row[spec.name] for row in rows], spec, f"{where} `{spec.name}`"),
+            spec,
+        )
         for spec in specs
-        if spec.name in rows[0]
     }
 
 
@@ -122,7 +184,9 @@ def columns(values: Any, runtime: Runtime, where: str) -> Tensors:
                 + ", ".join(spec.name for spec in specs)
             )
         return {
-            spec.name: array_from_json(values[spec.name], spec, where)
+            spec.name: per_row(
+                array_from_json(values[spec.name], spec, f"{where} `{spec.name}`"), spec
+            )
             for spec in specs
             if spec.name in values
         }
@@ -131,7 +195,7 @@ def columns(values: Any, runtime: Runtime, where: str) -> Tensors:
             f"{where}: {runtime.what} has several inputs; send an object naming them: "
             + ", ".join(spec.name for spec in specs)
         )
-    return {specs[0].name: array_from_json(values, specs[0], where)}
+    return {specs[0].name: per_row(array_from_json(values, specs[0], where), specs[0])}
 
 
 def to_json_value(array: np.ndarray) -> Any:
