@@ -4,11 +4,13 @@ by hand-made messages for what a well-behaved client never sends."""
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +330,7 @@ def test_a_grpc_port_in_use_stops_the_server_with_the_reason(home: Path) -> None
 def test_api_keys_in_metadata_over_two_processes(home: Path) -> None:
     config = (
         "[serve]\nworkers = 2\n"
-        f'[serve.consumers.app]\nkey_sha256 = "{hash_key("k")}"\nmodels = ["iris"]\n'
+        f'[serve.consumers.app]\nkey_sha256 = "{hash_key("k")}"\nmodels = ["iris", "scorer"]\n'
     )
     server, address = _serve(home, config)
     try:
@@ -349,6 +351,14 @@ def test_api_keys_in_metadata_over_two_processes(home: Path) -> None:
             with pytest.raises(triton.InferenceServerException, match="may not call") as info:
                 client.get_model_metadata("shout", headers={"x-api-key": "k"})
             assert info.value.status() == "StatusCode.PERMISSION_DENIED"
+            # A call under way when the server is told to stop is answered first.
+            slow = triton.InferInput("x", [1, 2], "FP32")
+            slow.set_data_from_numpy(np.array([[1, 4]], dtype=np.float32))  # 0.2 s
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(client.infer, "scorer", [slow], headers={"x-api-key": "k"})
+                time.sleep(0.1)
+                server.process.send_signal(signal.SIGTERM)
+                assert answer.result(timeout=30).as_numpy("score").tolist() == [8.0]
         finally:
             client.close()
     finally:

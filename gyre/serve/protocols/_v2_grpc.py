@@ -64,7 +64,6 @@ def decode_request(request: pb.ModelInferRequest, runtime: Runtime) -> Tensors:
     for index, item in enumerate(request.inputs):
         where = f"input `{item.name}`"
         dtype_named(item.datatype, where)
-        check_shape(list(item.shape), where)  # before any value is read
         if item.name in arrays:
             raise BadRequest(f"{where} is given twice")
         has_contents = item.HasField("contents")
@@ -75,6 +74,7 @@ def decode_request(request: pb.ModelInferRequest, runtime: Runtime) -> Tensors:
                 )
             array = array_from_raw(raw[index], item.datatype, where)
         elif has_contents:
+            check_shape(list(item.shape), where)  # before any value is read
             array = _from_contents(item.contents, item.datatype, list(item.shape), where)
         else:
             raise BadRequest(
