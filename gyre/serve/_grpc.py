@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 import gyre
@@ -74,25 +75,33 @@ class GrpcService:
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
+                # The request arrives as bytes and is parsed in `_answering`: grpc would
+                # answer UNKNOWN to bytes that are not a message, and log a traceback.
                 name: grpc.unary_unary_rpc_method_handler(
-                    self._answering(name, handler),
-                    request_deserializer=message.FromString,
-                    response_serializer=_serialize,
+                    self._answering(name, handler, message), response_serializer=_serialize
                 )
                 for name, (handler, message) in rpcs.items()
             },
         )
 
     def _answering(
-        self, name: str, handler: Handler
-    ) -> Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]:
-        """`handler` with gyre's errors turned into gRPC statuses, and the request counted
-        (with the HTTP status it stands for, as the HTTP protocols count theirs)."""
+        self, name: str, handler: Handler, message: Any
+    ) -> Callable[[bytes, aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+        """`handler` on the request parsed as `message`, with gyre's errors turned into
+        gRPC statuses, and the request counted (with the HTTP status it stands for, as the
+        HTTP protocols count theirs)."""
 
-        async def answer(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        async def answer(data: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
             start = time.perf_counter()
             labels = Labels("grpc")
             try:
+                try:
+                    request = message.FromString(data)
+                except DecodeError as exc:
+                    raise BadRequest(
+                        f"the request is not a valid {message.DESCRIPTOR.full_name} message "
+                        f"({exc}); send one of grpc_predict_v2.proto"
+                    ) from None
                 response = await handler(request, context, labels)
             except GyreError as exc:
                 error = exc

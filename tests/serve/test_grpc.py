@@ -266,6 +266,20 @@ def test_hostile_messages_are_invalid_argument(
     assert message in info.value.details()
 
 
+@pytest.mark.parametrize("rpc", ["ModelInfer", "ModelMetadata", "ServerLive"])
+def test_bytes_that_are_no_message_are_invalid_argument(
+    served: tuple[ServerProcess, str], rpc: str
+) -> None:
+    with grpc.insecure_channel(served[1]) as channel:
+        call = channel.unary_unary(f"/inference.GRPCInferenceService/{rpc}")
+        for garbage in (b"\xff\xff\xff\xff", b"\x0a\x05ir"):
+            with pytest.raises(grpc.RpcError) as info:
+                call(garbage, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"not a valid inference.{rpc}Request message" in info.value.details()
+    assert "Traceback" not in served[0].output()
+
+
 def test_contents_instead_of_raw_and_bad_parameters(served: tuple[ServerProcess, str]) -> None:
     channel, call = _infer_call(served[1])
     with channel:
