@@ -345,6 +345,7 @@ def test_api_keys_in_metadata_over_two_processes(home: Path) -> None:
     config = (
         "[serve]\nworkers = 2\n"
         f'[serve.consumers.app]\nkey_sha256 = "{hash_key("k")}"\nmodels = ["iris", "scorer"]\n'
+        f'[serve.consumers.slow]\nkey_sha256 = "{hash_key("s")}"\nrate_per_s = 1\nburst = 1\n'
     )
     server, address = _serve(home, config)
     try:
@@ -365,6 +366,21 @@ def test_api_keys_in_metadata_over_two_processes(home: Path) -> None:
             with pytest.raises(triton.InferenceServerException, match="may not call") as info:
                 client.get_model_metadata("shout", headers={"x-api-key": "k"})
             assert info.value.status() == "StatusCode.PERMISSION_DENIED"
+            # Over its rate: RESOURCE_EXHAUSTED, and when to retry.
+            channel, call = _infer_call(address)
+            with channel:
+                codes = []
+                for _ in range(3):
+                    try:
+                        call(_request(X, raw=[ROW.tobytes()]), metadata=(("x-api-key", "s"),))
+                        codes.append(grpc.StatusCode.OK)
+                    except grpc.RpcError as exc:
+                        codes.append(exc.code())
+                        limited = exc
+                assert codes[0] == grpc.StatusCode.OK
+                assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+                assert "over its rate" in limited.details()
+                assert dict(limited.trailing_metadata())["retry-after"] == "1"
             # A call under way when the server is told to stop is answered first.
             slow = triton.InferInput("x", [1, 2], "FP32")
             slow.set_data_from_numpy(np.array([[1, 4]], dtype=np.float32))  # 0.2 s
