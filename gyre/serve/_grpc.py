@@ -50,6 +50,10 @@ from gyre.serve.protocols import grpc_predict_v2_pb2 as pb
 log = logging.getLogger("gyre.serve")
 
 SERVICE = "inference.GRPCInferenceService"
+# A status message travels in a trailer, which grpc clients drop past 8 KiB by default,
+# percent-encoded (up to 3 bytes a byte): a longer one keeps its start and its end (where
+# the reason is when a huge value is quoted), this many bytes of each.
+DETAILS_PART_BYTES = 1024
 # The status an RPC is counted with when its client cancelled it or its deadline passed
 # before the answer (as nginx counts a client that closed its request).
 CANCELLED_STATUS = 499
@@ -129,7 +133,7 @@ class GrpcService:
         if isinstance(exc, (Overloaded, RateLimited)):
             trailing = (("retry-after", str(exc.retry_after_s)),)
         # Raises, ending the RPC with this status.
-        await context.abort(grpc.StatusCode[grpc_code_of(status)], str(exc), trailing)
+        await context.abort(grpc.StatusCode[grpc_code_of(status)], _details(str(exc)), trailing)
 
     def _finished(self, name: str, labels: Labels, status: int, start: float) -> None:
         elapsed = time.perf_counter() - start
@@ -177,12 +181,13 @@ class GrpcService:
     ) -> int | None:
         """Admit and authorize a call about `model`; its version number, if named."""
         consumer = self._admit(context, labels)
-        labels.model = model
+        if model in self.app.repository.snapshot.versions:
+            # Counted under a model's name only when it is served: a client's made-up
+            # names must not each become a metric series.
+            labels.model = model
         self.app.gatekeeper.authorize(consumer, model=model)
-        if not version:
-            return None
-        labels.version = version
-        return version_number(version)
+        # The version label is set once a version answers.
+        return version_number(version) if version else None
 
     # -- the RPCs ----------------------------------------------------------------------------
 
@@ -250,6 +255,15 @@ class GrpcService:
         if prediction.default_reason is not None:
             extra = {"default": True, "default_reason": prediction.default_reason}
         return _v2_grpc.encode_response(request, loaded.runtime, prediction.outputs, extra)
+
+
+def _details(message: str) -> str:
+    data = message.encode()
+    if len(data) <= 2 * DETAILS_PART_BYTES:
+        return message
+    head = data[:DETAILS_PART_BYTES].decode(errors="ignore")
+    tail = data[-DETAILS_PART_BYTES:].decode(errors="ignore")
+    return f"{head} …({len(data) - 2 * DETAILS_PART_BYTES} bytes cut)… {tail}"
 
 
 def _serialize(message: Any) -> bytes:

@@ -208,6 +208,13 @@ def test_requests_are_counted_in_metrics(
         client.infer("iris", [_iris_input(ROWS)], outputs=[triton.InferRequestedOutput("no")])
     assert count("200") == before_ok + 1
     assert count("400") == before_bad + 1
+    # Names no model has are no metric series.
+    for name, version in (("made-up", ""), ("iris", "12345")):
+        with pytest.raises(triton.InferenceServerException):
+            client.infer(name, [_iris_input(ROWS)], model_version=version)
+    text = httpx.get(f"{served[0].url}/metrics").text
+    assert "made-up" not in text
+    assert "12345" not in text
 
 
 # -- what no well-behaved client sends ------------------------------------------------------
@@ -252,6 +259,8 @@ HOSTILE = [
         "not a regular INT8 tensor",
     ),
     (_request({**X, "datatype": "FP16", "contents": {}}), "FP16 values have no `contents`"),
+    # A message quoting a huge name is cut, not dropped by the client for its size.
+    (_request({**X, "name": "x" * 100_000}), "has no `contents`"),
 ]
 
 
