@@ -285,6 +285,13 @@ def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def port_unusable(address: str, exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"cannot listen for gRPC on {address} ({exc}); is another server using the "
+        "port? Choose another with --grpc-port (serve.grpc_port), or 0 for no gRPC"
+    )
+
+
 class GrpcServer:
     """The gRPC server of one server process: started once the app is, stopped before."""
 
@@ -309,10 +316,7 @@ class GrpcServer:
         try:
             server.add_insecure_port(address)
         except RuntimeError as exc:
-            raise ConfigError(
-                f"cannot listen for gRPC on {address} ({exc}); is another server using the "
-                "port? Choose another with --grpc-port (serve.grpc_port), or 0 for no gRPC"
-            ) from None
+            raise port_unusable(address, exc) from None
         await server.start()
         self._server = server
         log.info("gRPC (v2 GRPCInferenceService) on %s", address)

@@ -37,7 +37,7 @@ from gyre.serve._auth import Gatekeeper
 from gyre.serve._cache import PredictionCache
 from gyre.serve._features import EntityFeatures
 from gyre.serve._feedback import FeedbackStore
-from gyre.serve._grpc import GrpcServer
+from gyre.serve._grpc import GrpcServer, grpc_address, port_unusable
 from gyre.serve._http import encode_json
 from gyre.serve._inference import Predictor
 from gyre.serve._lifetime import die_with_parent
@@ -429,11 +429,14 @@ def serve(config: Config) -> None:
     # Hold the ports (bound, never listening) so a port of 0 means the same port for all,
     # and the ports stay this server's while its processes restart.
     holder = _reuseport_socket(config.serve.host, config.serve.port)
-    grpc_holder = (
-        _reuseport_socket(config.serve.host, config.serve.grpc_port)
-        if config.serve.grpc_port
-        else None
-    )
+    grpc_holder = None
+    if config.serve.grpc_port:
+        try:
+            grpc_holder = _reuseport_socket(config.serve.host, config.serve.grpc_port)
+        except OSError as exc:
+            holder.close()
+            address = grpc_address(config.serve.host, config.serve.grpc_port)
+            raise port_unusable(address, exc) from None
     try:
         supervise(_with_port(config, holder.getsockname()[1]), workers, _run_worker)
     finally:

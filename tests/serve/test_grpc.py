@@ -328,7 +328,8 @@ def test_rpcs_gyre_does_not_serve_are_unimplemented(client: triton.InferenceServ
     assert client.is_server_live()
 
 
-def test_a_grpc_port_in_use_stops_the_server_with_the_reason(home: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_grpc_port_in_use_stops_the_server_with_the_reason(home: Path, workers: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -337,8 +338,8 @@ def test_a_grpc_port_in_use_stops_the_server_with_the_reason(home: Path) -> None
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [
-                    *(sys.executable, "-m", "gyre", "--home", str(home), "serve", "--workers", "1"),
-                    *("--port", str(free_port()), "--grpc-port", str(port)),
+                    *(sys.executable, "-m", "gyre", "--home", str(home), "serve"),
+                    *("--workers", workers, "--port", str(free_port()), "--grpc-port", str(port)),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
