@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check bench clean
+.PHONY: run test check bench proto clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ check: $(STAMP)
 	$(BIN)/ruff check gyre tests benchmarks
 	$(BIN)/ruff format --check gyre tests benchmarks
 	$(BIN)/mypy
+
+# The Python code of the v2 gRPC messages, from gyre/serve/protocols/grpc_predict_v2.proto.
+proto: $(STAMP)
+	$(BIN)/python -m tests.serve.protogen
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/serve.py

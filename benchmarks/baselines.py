@@ -18,6 +18,9 @@
 - `model_ceiling_app`: the parse ceiling plus one onnxruntime call per request (the
   session as gyre configures it) and gyre's v2 encoder: what JSON serving of this model
   costs on this stack with no batching, metrics, deadlines or routing at all.
+- `grpc_ceiling_app`: gyre's gRPC stack (grpc.aio on uvloop) answering every v2
+  ModelInfer with a constant, unparsed: no gRPC server on that stack can be faster, and
+  with the benchmark's Python gRPC load generator it also shows what that client can send.
 
 Run one baseline process with `python baselines.py APP --port P`: it binds its own socket
 with SO_REUSEPORT, as each of gyre's worker processes does, so that when the benchmark
@@ -173,14 +176,46 @@ class _NoOutputs:
 _RUNTIME: Any = _NoOutputs()
 
 
+def _grpc_ceiling(port: int) -> None:
+    import asyncio
+
+    import grpc
+    import uvloop
+    from grpc import aio
+
+    from gyre.serve.protocols import grpc_predict_v2_pb2 as pb
+
+    answer = pb.ModelInferResponse(model_name="gbdt", model_version="1").SerializeToString()
+
+    async def infer(request: bytes, context: Any) -> bytes:
+        return answer
+
+    async def serve() -> None:
+        server = aio.server(options=[("grpc.so_reuseport", 1)])
+        handler = grpc.unary_unary_rpc_method_handler(infer)  # bytes in, bytes out
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("inference.GRPCInferenceService",
+                                                  {"ModelInfer": handler}),)
+        )  # fmt: skip
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await asyncio.Event().wait()  # until SIGTERM ends the process
+
+    uvloop.run(serve())
+
+
 def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(description="Run one baseline server process.")
     parser.add_argument("app", choices=["fastapi_app", "fastapi_sync_app", "ceiling_app",
-                                        "parse_ceiling_app", "model_ceiling_app"])  # fmt: skip
+                                        "parse_ceiling_app", "model_ceiling_app",
+                                        "grpc_ceiling_app"])  # fmt: skip
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    if args.app == "grpc_ceiling_app":
+        _grpc_ceiling(args.port)
+        return
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

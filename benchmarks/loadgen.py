@@ -6,6 +6,16 @@ ones were answered, so an overloaded server shows up as latency instead of hidin
 
 Prints one JSON object: per phase, the offered rate, answers per second by status, the
 share of default answers, and p50/p99 latency in ms. Runs as its own process.
+
+With `--grpc`, a closed-loop load of v2 gRPC ModelInfer calls instead, as wrk makes for
+HTTP: `--concurrency` callers each send BODY_FILE (a serialized ModelInferRequest, sent
+as is: the client spends nothing on protobuf) and wait for its answer, for `--seconds`,
+over `--channels` connections (each its own TCP connection, so that several server
+processes sharing the port all get some):
+
+    python benchmarks/loadgen.py --grpc HOST:PORT BODY_FILE --concurrency 64 --seconds 10
+
+Prints req_per_s, p50_ms, p99_ms and the count of each status.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import argparse
 import asyncio
 import json
 import random
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -110,19 +121,78 @@ async def run(url: str, body: bytes, phases: list[tuple[float, float]], connecti
     return {"phases": report}
 
 
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+async def run_grpc(
+    address: str, body: bytes, concurrency: int, seconds: float, channels: int
+) -> dict[str, Any]:
+    import grpc
+    from grpc import aio
+
+    # A channel of its own subchannel pool is a connection of its own.
+    opened = [
+        aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(max(1, min(channels, concurrency)))
+    ]
+    calls = [channel.unary_unary(GRPC_INFER) for channel in opened]  # bytes in, bytes out
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    end = time.perf_counter() + seconds
+
+    async def caller(index: int) -> None:
+        call = calls[index % len(calls)]
+        while True:
+            start = time.perf_counter()
+            if start >= end:
+                return
+            try:
+                await call(body, timeout=30)
+                status = "OK"
+            except grpc.RpcError as exc:
+                status = exc.code().name
+            latencies.append(time.perf_counter() - start)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    finally:
+        for channel in opened:
+            await channel.close()
+    elapsed = time.perf_counter() - started
+    milliseconds = np.array(latencies) * 1000
+    return {
+        "req_per_s": round(statuses.get("OK", 0) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(milliseconds, 50)), 3) if latencies else None,
+        "p99_ms": round(float(np.percentile(milliseconds, 99)), 3) if latencies else None,
+        "statuses": statuses,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url")
+    parser.add_argument("url", help="http://HOST:PORT/PATH, or HOST:PORT with --grpc")
     parser.add_argument("body_file")
-    parser.add_argument("--phases", required=True, help="RATE:SECONDS,… e.g. 500:5,3000:5")
+    parser.add_argument("--phases", help="RATE:SECONDS,… e.g. 500:5,3000:5")
     parser.add_argument("--connections", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grpc", action="store_true", help="closed-loop v2 gRPC ModelInfer")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--channels", type=int, default=4)
     args = parser.parse_args()
-    phases = [(float(r), float(s)) for r, s in (p.split(":") for p in args.phases.split(","))]
     with open(args.body_file, "rb") as f:
         body = f.read()
     import uvloop
 
+    if args.grpc:
+        grpc_load = run_grpc(args.url, body, args.concurrency, args.seconds, args.channels)
+        print(json.dumps(uvloop.run(grpc_load)))
+        return
+    if args.phases is None:
+        parser.error("--phases is required (or --grpc)")
+    phases = [(float(r), float(s)) for r, s in (p.split(":") for p in args.phases.split(","))]
     print(json.dumps(uvloop.run(run(args.url, body, phases, args.connections, args.seed))))
 
 

@@ -7,8 +7,11 @@ With `--workers N`, every server runs N processes sharing the port through SO_RE
 
 The model: GradientBoostingClassifier, 100 trees of depth 3, 32 features, trained on
 make_classification(20_000, seed 0). Load comes from wrk (Debian's package; installed here
-if missing) in a separate process, with v2 infer requests of 1 and 32 rows. Results go to
-benchmarks/results/serve.json; the README's table is printed at the end.
+if missing) in a separate process, with v2 infer requests of 1 and 32 rows. The same
+requests over v2 gRPC (`gyre-grpc`, raw tensor contents as tritonclient sends them) come
+from benchmarks/loadgen.py --grpc in a separate process, against gyre's gRPC port and a
+constant-answer gRPC server (`grpc-ceiling`). Results go to benchmarks/results/serve.json;
+the README's table is printed at the end.
 """
 
 from __future__ import annotations
@@ -94,12 +97,14 @@ def descendants(pid: int) -> list[int]:
 
 
 def listening(port: int) -> int:
-    """How many sockets listen on 127.0.0.1:`port` (one per process sharing it)."""
-    wanted = f"0100007F:{port:04X}"
+    """How many sockets listen on 127.0.0.1:`port` (one per process sharing it); gRPC's
+    are IPv6 sockets on the IPv4-mapped address."""
+    wanted = {f"0100007F:{port:04X}", f"0000000000000000FFFF00000100007F:{port:04X}"}
     count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        count += fields[1] == wanted and fields[3] == "0A"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            count += fields[1] in wanted and fields[3] == "0A"
     return count
 
 
@@ -238,6 +243,41 @@ def run_wrk(
     }
 
 
+def grpc_body(rows: np.ndarray) -> bytes:
+    """A v2 gRPC ModelInferRequest with the tensor in raw_input_contents, as tritonclient
+    sends it."""
+    from gyre.serve.protocols import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name="gbdt")
+    request.inputs.add(name="X", datatype="FP32", shape=rows.shape)
+    request.raw_input_contents.append(rows.astype(np.float32).tobytes())
+    data: bytes = request.SerializeToString()
+    return data
+
+
+def run_grpc_load(
+    address: str, body: bytes, concurrency: int, seconds: float, workdir: Path
+) -> dict[str, Any]:
+    """benchmarks/loadgen.py --grpc in its own process, as wrk is for HTTP."""
+    body_file = workdir / "grpc-body.bin"
+    body_file.write_bytes(body)
+    out = subprocess.run(
+        [
+            *(sys.executable, str(HERE / "loadgen.py"), "--grpc", address, str(body_file)),
+            *("--concurrency", str(concurrency), "--seconds", str(seconds)),
+            *("--channels", str(min(concurrency, 8))),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out)
+    failed = {status: n for status, n in result.pop("statuses").items() if status != "OK"}
+    if failed:
+        raise SystemExit(f"gRPC {address}: calls failed {failed}; the result is void")
+    return result
+
+
 def in_process(onnx_path: Path, rows: np.ndarray, batch: int, seconds: float) -> dict[str, Any]:
     import onnxruntime as ort
 
@@ -299,11 +339,28 @@ def main() -> None:
         "parse-ceiling": ("32-row c=16", "32-row c=64"),
         "model-ceiling": ("32-row c=16", "32-row c=64"),
     }
+    grpc_bodies = {1: grpc_body(rows[:1]), 32: grpc_body(rows[:32])}
+    grpc_port = free_port()
     results: dict[str, Any] = {"cases": {}}
+
+    def grpc_cases(server: Server, name: str, port: int, cases: list[tuple[str, int, int]]) -> None:
+        """The cases over gRPC, in rows beside HTTP's."""
+        deadline = time.monotonic() + 30
+        while listening(port) < args.workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = f"127.0.0.1:{port}"
+        run_grpc_load(address, grpc_bodies[1], 16, 2, workdir)  # warm up
+        for case, batch, connections in cases:
+            result = run_grpc_load(address, grpc_bodies[batch], connections, args.seconds, workdir)
+            result["rows_per_s"] = round(result["req_per_s"] * batch, 1)
+            result["server_rss_mib"] = server.rss_mib()
+            results["cases"].setdefault(case, {})[name] = result
+            log(f"{name:8s} {case:12s} {result}")
+
     for name, command in servers.items():
         port = free_port()
         commands = (
-            [[*command, "--port", str(port)]]
+            [[*command, "--port", str(port), "--grpc-port", str(grpc_port)]]
             if name == "gyre"
             else [[*command, "--port", str(port)] for _ in range(args.workers)]
         )
@@ -328,8 +385,18 @@ def main() -> None:
                 result["server_rss_mib"] = server.rss_mib()
                 results["cases"].setdefault("32-row c=16 binary", {})[name] = result
                 log(f"{name:8s} 32-row binary {result}")
+                grpc_cases(server, "gyre-grpc", grpc_port, CASES)
         finally:
             server.stop()
+
+    port = free_port()
+    ceiling = [sys.executable, str(HERE / "baselines.py"), "grpc_ceiling_app", "--port", str(port)]
+    server = Server("grpc-ceiling", [ceiling] * args.workers, env, port, sockets=args.workers)
+    try:
+        wanted = ("1-row c=64", "32-row c=16")
+        grpc_cases(server, "grpc-ceiling", port, [c for c in CASES if c[0] in wanted])
+    finally:
+        server.stop()
     results["in_process"] = {}
     for batch in (1, 32):
         result = in_process(onnx_path, rows, batch, min(args.seconds, 5.0))
@@ -367,6 +434,16 @@ def main() -> None:
         "model-ceiling/fastapi rows/s, 32-row c=64": round(
             c64x32["model-ceiling"]["rows_per_s"] / c64x32["fastapi"]["rows_per_s"], 2
         ),
+        # gRPC beside HTTP, and against what its stack and load generator can do at all.
+        "gyre-grpc/gyre req/s, 1-row c=64": round(
+            c64["gyre-grpc"]["req_per_s"] / c64["gyre"]["req_per_s"], 2
+        ),
+        "gyre-grpc/gyre rows/s, 32-row c=16": round(
+            c16x32["gyre-grpc"]["rows_per_s"] / c16x32["gyre"]["rows_per_s"], 2
+        ),
+        "gyre-grpc/grpc-ceiling req/s, 1-row c=64": round(
+            c64["gyre-grpc"]["req_per_s"] / c64["grpc-ceiling"]["req_per_s"], 2
+        ),
     }
     results["machine"] = {
         "cpus": os.cpu_count(),
@@ -375,7 +452,7 @@ def main() -> None:
         "gyre": gyre.__version__,
         "seconds_per_case": args.seconds,
         "server_processes": args.workers,
-        "load_generator": "wrk -t1 (separate process, same machine)",
+        "load_generator": "wrk -t1; gRPC: loadgen.py --grpc (separate processes, same machine)",
         "date": time.strftime("%Y-%m-%d"),
     }
     output = args.output or (

@@ -100,6 +100,8 @@ class ServeConfig:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # The v2 gRPC service (GRPCInferenceService), on the same host; 0: no gRPC.
+    grpc_port: int = 8001
     max_body_bytes: int = 16 * 1024 * 1024
     # Bytes of request bodies one server process reads and holds at once; a request that
     # would go past it gets 503 with Retry-After before its body is read. None: 4 times
@@ -241,6 +243,7 @@ _BOUNDS: dict[str, _Bounds] = {
     "artifacts_max_bytes": _NON_NEGATIVE,
     "artifacts_max_files": _POSITIVE,
     "port": (0, True, 65535, True),
+    "grpc_port": (0, True, 65535, True),
     "workers": _NON_NEGATIVE,
     "worker_restarts_per_min": _POSITIVE,
     "worker_start_backoff_ms": _NON_NEGATIVE,
@@ -306,6 +309,14 @@ def _check_body_budget(serve: ServeConfig) -> None:
             f"[serve] max_inflight_body_bytes = {budget} is less than max_body_bytes = "
             f"{serve.max_body_bytes}: a body of the largest allowed size could never be read; "
             "raise max_inflight_body_bytes or lower max_body_bytes"
+        )
+
+
+def _check_ports(serve: ServeConfig) -> None:
+    if serve.grpc_port != 0 and serve.grpc_port == serve.port:
+        raise ConfigError(
+            f"[serve] grpc_port = {serve.grpc_port} is also the HTTP port; give gRPC a port of "
+            "its own (the default is 8001), or 0 for no gRPC"
         )
 
 
@@ -403,6 +414,7 @@ def load_config(
         )
         _check_bounds(serve, "serve")
     _check_body_budget(serve)
+    _check_ports(serve)
     return Config(
         home=resolved_home.expanduser().resolve(),
         registry=_section(RegistryConfig, data.get("registry", {}), "registry"),

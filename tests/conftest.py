@@ -150,15 +150,17 @@ def start_server(
     config: Path | None = None,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    grpc_port: int = 0,
 ) -> ServerProcess:
     """`gyre serve` on `port` (default: a free one), ready; `env` is added to the
-    environment it inherits (without any GYRE_ variable)."""
+    environment it inherits (without any GYRE_ variable). `grpc_port`: 0 for no gRPC (the
+    default 8001 would be shared by every server a test run starts)."""
     port = port or free_port()
     log = home.parent / f"serve-{port}.log"
     command = [sys.executable, "-m", "gyre", "--home", str(home)]
     if config is not None:
         command += ["--config", str(config)]
-    command += ["serve", "--port", str(port), *extra]
+    command += ["serve", "--port", str(port), "--grpc-port", str(grpc_port), *extra]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
     environment.update(env or {})
     with log.open("ab") as out:

@@ -60,6 +60,8 @@ def test_wrong_type_is_refused(tmp_path: Path) -> None:
     [
         ("[serve]\nworkers = -1", r"\[serve\] workers = -1 is out of range: must be >= 0"),
         ("[serve]\nport = 99999", r"port = 99999 is out of range: must be >= 0 and <= 65535"),
+        ("[serve]\ngrpc_port = -1", r"grpc_port = -1 is out of range: must be >= 0 and <= 65535"),
+        ("[serve]\nport = 9000\ngrpc_port = 9000", "grpc_port = 9000 is also the HTTP port"),
         ("[serve]\nheader_timeout_s = 0", r"header_timeout_s = 0.0 is out of range: must be > 0"),
         ("[serve]\ncache_bytes = -1", "cache_bytes = -1 is out of range"),
         ("[serve.model_defaults]\nlatency_slo_ms = nan", "latency_slo_ms = nan is out of range"),
@@ -86,6 +88,9 @@ def test_command_line_overrides_are_checked_too(tmp_path: Path) -> None:
         load_config(home=tmp_path, serve_overrides={"workers": -1})
     with pytest.raises(ConfigError, match="port = 70000 is out of range"):
         load_config(home=tmp_path, serve_overrides={"port": 70000})
+    with pytest.raises(ConfigError, match="grpc_port = 8000 is also the HTTP port"):
+        load_config(home=tmp_path, serve_overrides={"grpc_port": 8000})
+    assert load_config(home=tmp_path, serve_overrides={"grpc_port": 0}).serve.grpc_port == 0
 
 
 def test_invalid_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:

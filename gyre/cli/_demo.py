@@ -115,6 +115,9 @@ def demo(
     port = _free_port(host, port)
     command = [sys.executable, "-m", "gyre", "--home", str(config.home)]
     command += ["--config", str(config_file), "serve", "--host", host, "--port", str(port)]
+    # gRPC too, on its configured port when free (another server may hold 8001).
+    grpc_port = _free_port(host, config.serve.grpc_port) if config.serve.grpc_port else 0
+    command += ["--grpc-port", str(grpc_port)]
     # Its own session: Ctrl-C reaches the demo only, which then stops the server once
     # (a second SIGINT would cut the server's graceful shutdown short).
     process = subprocess.Popen(command, start_new_session=True)
@@ -152,6 +155,7 @@ def demo(
             Panel(
                 f"gyre is serving [bold]{MODEL}[/] and [bold]{FEATURES_MODEL}[/] at {base}\n"
                 f"metrics: curl {base}/metrics\n"
+                + (f"v2 gRPC (tritonclient.grpc): {host}:{grpc_port}\n" if grpc_port else "")
                 + ("press Ctrl-C to stop" if wait else "stopping (--no-wait)"),
                 title="ready",
             )

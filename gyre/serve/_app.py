@@ -47,7 +47,7 @@ from gyre.serve._http import (
     read_body,
     version_number,
 )
-from gyre.serve._inference import Prediction, Predictor
+from gyre.serve._inference import Prediction, Predictor, sooner
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._repository import ModelRepository
 from gyre.serve._snapshot import LoadedVersion
@@ -265,14 +265,11 @@ class GyreApp:
         *,
         features: FeatureBinding | None = None,
     ) -> Prediction:
-        wanted = deadline_ms(scope)
-        if requested_deadline_ms is not None:
-            wanted = requested_deadline_ms if wanted is None else min(wanted, requested_deadline_ms)
         return await self.predictor.predict(
             self.repository.snapshot,
             loaded,
             inputs,
-            deadline_ms=wanted,
+            deadline_ms=sooner(deadline_ms(scope), requested_deadline_ms),
             routed=routed,
             features=features,
         )

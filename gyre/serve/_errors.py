@@ -1,4 +1,4 @@
-"""Errors become HTTP responses here, and only here."""
+"""Errors become HTTP responses, and gRPC statuses, here and only here."""
 
 from __future__ import annotations
 
@@ -57,12 +57,33 @@ _MLFLOW_CODES = {
     500: "INTERNAL_ERROR",
 }
 
+# The gRPC status of each HTTP status (names of `grpc.StatusCode`): the same errors, the
+# same messages. A shed request (503) may be retried elsewhere at once; a consumer over
+# its rate (429) or a body over the limit (413) has spent a resource.
+_GRPC_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "FAILED_PRECONDITION",
+    413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+    500: "INTERNAL",
+}
+
 
 def status_of(exc: GyreError) -> int:
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             return status
     return 500
+
+
+def grpc_code_of(status: int) -> str:
+    """The name of the `grpc.StatusCode` that stands for HTTP `status`."""
+    return _GRPC_CODES.get(status, "INTERNAL")
 
 
 def error_body(protocol: str, status: int, message: str) -> dict[str, Any]:

@@ -40,6 +40,14 @@ class Prediction:
         self.default_reason = default_reason
 
 
+def sooner(a_ms: float | None, b_ms: float | None) -> float | None:
+    """The shorter of two deadlines a client asked for (None: not asked); every protocol
+    combines its ways of asking with this before `Predictor.predict` caps it by the SLO."""
+    if a_ms is None:
+        return b_ms
+    return a_ms if b_ms is None else min(a_ms, b_ms)
+
+
 def _first_row(outputs: Tensors) -> Any:
     first = next(iter(outputs.values()))
     return first[0].tolist() if len(first) else None

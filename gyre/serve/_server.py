@@ -1,5 +1,6 @@
 """Running the server: uvicorn (uvloop + httptools) around the gyre ASGI app, in one
-process or in `workers` processes sharing the port through SO_REUSEPORT.
+process or in `workers` processes sharing the port through SO_REUSEPORT. Each process also
+runs the v2 gRPC service (`_grpc.py`) on the same event loop, on `serve.grpc_port`.
 
 uvicorn handles SIGTERM/SIGINT gracefully: it stops accepting, lets accepted requests
 finish, then runs the app's shutdown, which drains every batch queue. With several
@@ -36,6 +37,7 @@ from gyre.serve._auth import Gatekeeper
 from gyre.serve._cache import PredictionCache
 from gyre.serve._features import EntityFeatures
 from gyre.serve._feedback import FeedbackStore
+from gyre.serve._grpc import GrpcServer, grpc_address, port_unusable
 from gyre.serve._http import encode_json
 from gyre.serve._inference import Predictor
 from gyre.serve._lifetime import die_with_parent
@@ -51,14 +53,30 @@ log = logging.getLogger("gyre.serve")
 class _Server(uvicorn.Server):
     """uvicorn re-raises a caught SIGTERM/SIGINT after its graceful shutdown, which makes
     the process exit with 143/130; a server that shut down cleanly exits 0. `on_started`
-    runs once the app's startup is complete and the socket listens."""
+    runs once the app's startup is complete and the sockets (HTTP, and gRPC when on) listen."""
 
     on_started: Callable[[], None] | None = None
+    grpc: GrpcServer | None = None
+    grpc_failed = False  # the gRPC port could not be bound: the process exits 1
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.started and self.grpc is not None:
+            try:
+                await self.grpc.start()  # once the models are loaded, as HTTP listens
+            except ConfigError as exc:
+                log.error("%s", exc)
+                self.should_exit = True  # uvicorn shuts the app down; the process exits 1
+                self.grpc_failed = True
+                return
         if self.started and self.on_started is not None:
             self.on_started()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # gRPC calls under way are answered before the app's shutdown drains the queues.
+        if self.grpc is not None:
+            await self.grpc.stop()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -319,6 +337,15 @@ def _uvicorn_config(config: Config, app: GyreApp) -> uvicorn.Config:
     )
 
 
+def _server(config: Config, app: GyreApp, *, shared_port: bool) -> _Server:
+    """uvicorn around `app`, with the gRPC service unless `serve.grpc_port` is 0.
+    `shared_port`: this is one of several processes listening on the same ports."""
+    server = _Server(_uvicorn_config(config, app))
+    if config.serve.grpc_port:
+        server.grpc = GrpcServer(app, config.serve, shared_port=shared_port)
+    return server
+
+
 def _reuseport_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -340,11 +367,11 @@ def _run_worker(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    server = _Server(_uvicorn_config(config, build_app(config, processes, metrics_dir)))
+    server = _server(config, build_app(config, processes, metrics_dir), shared_port=True)
     server.on_started = lambda: ready.send_bytes(READY)
     sock = _reuseport_socket(config.serve.host, config.serve.port)
     server.run(sockets=[sock])
-    raise SystemExit(0 if server.started else 1)
+    raise SystemExit(0 if server.started and not server.grpc_failed else 1)
 
 
 def check_configured_models(config: Config) -> None:
@@ -388,23 +415,34 @@ def serve(config: Config) -> None:
     check_configured_models(config)
     workers = config.serve.workers or os.cpu_count() or 1
     log.info(
-        "gyre serving %s on http://%s:%s with %d process(es)",
-        config.home, config.serve.host, config.serve.port, workers,
+        "gyre serving %s on http://%s:%s (gRPC: %s) with %d process(es)",
+        config.home, config.serve.host, config.serve.port, config.serve.grpc_port or "off",
+        workers,
     )  # fmt: skip
     if workers == 1:
         return_large_blocks()
-        server = _Server(_uvicorn_config(config, build_app(config)))
+        server = _server(config, build_app(config), shared_port=False)
         server.run()
-        if not server.started:
+        if not server.started or server.grpc_failed:
             raise SystemExit(1)
         return
-    # Hold the port (bound, never listening) so a port of 0 means the same port for all,
-    # and the port stays this server's while its processes restart.
+    # Hold the ports (bound, never listening) so a port of 0 means the same port for all,
+    # and the ports stay this server's while its processes restart.
     holder = _reuseport_socket(config.serve.host, config.serve.port)
+    grpc_holder = None
+    if config.serve.grpc_port:
+        try:
+            grpc_holder = _reuseport_socket(config.serve.host, config.serve.grpc_port)
+        except OSError as exc:
+            holder.close()
+            address = grpc_address(config.serve.host, config.serve.grpc_port)
+            raise port_unusable(address, exc) from None
     try:
         supervise(_with_port(config, holder.getsockname()[1]), workers, _run_worker)
     finally:
         holder.close()
+        if grpc_holder is not None:
+            grpc_holder.close()
 
 
 def _with_port(config: Config, port: int) -> Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import msgspec
@@ -25,6 +26,62 @@ def decode_object(body: bytes, expected: str) -> dict[str, Any]:
         raise BadRequest(
             f"request body is not a JSON object: {reason(exc)}; expected {expected}"
         ) from None
+
+
+def dtype_named(datatype: str, where: str) -> np.dtype[Any]:
+    """The numpy dtype of a v2 datatype name, or BadRequest listing the names."""
+    dtype = DATATYPE_TO_NUMPY.get(datatype)
+    if dtype is None:
+        raise BadRequest(
+            f"{where}: unknown datatype {shown(datatype)}; use one of "
+            + ", ".join(DATATYPE_TO_NUMPY)
+        )
+    return dtype
+
+
+def array_from_raw(raw: bytes, datatype: str, where: str) -> np.ndarray:
+    """A flat array from a tensor's raw bytes (v2's binary extension, gRPC's raw contents):
+    little-endian values, or BYTES elements each as a 4-byte little-endian length and then
+    the bytes."""
+    dtype = dtype_named(datatype, where)
+    if datatype == "BYTES":
+        return _bytes_elements(raw, where)
+    if len(raw) % dtype.itemsize:
+        raise BadRequest(f"{where}: {len(raw)} bytes is not a whole number of {datatype} values")
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def raw_from_array(array: np.ndarray) -> bytes:
+    """A tensor's raw bytes, as `array_from_raw` reads them."""
+    if array.dtype != object:
+        return np.ascontiguousarray(array).tobytes()
+    parts = []
+    for item in array.ravel():
+        data = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(struct.pack("<I", len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _bytes_elements(raw: bytes, where: str) -> np.ndarray:
+    items, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise BadRequest(f"{where}: truncated BYTES element length")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise BadRequest(f"{where}: BYTES element overruns the binary data")
+        items.append(raw[offset : offset + length])
+        offset += length
+    return np.array(items, dtype=object)
+
+
+def check_output(runtime: Runtime, name: str) -> None:
+    """BadRequest unless the model has an output called `name`."""
+    if runtime.signature.output(name) is None:
+        names = ", ".join(f"`{s.name}`" for s in runtime.signature.outputs)
+        raise BadRequest(f"{runtime.what} has no output `{name}`; outputs: {names}")
 
 
 def array_from_json(values: Any, spec: TensorSpec, where: str) -> np.ndarray:
@@ -103,15 +160,7 @@ def reshape(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
     """`array` in the request's `shape`; a shape numpy cannot build (too many dimensions,
     dimensions past 64 bits, or a size too large even with no values) is a bad request.
     The dimensions are counted first: multiplying 100,000 of them took a minute."""
-    if len(shape) > MAX_DIMENSIONS:
-        raise BadRequest(
-            f"{where}: shape has {len(shape)} dimensions; a tensor has at most {MAX_DIMENSIONS}"
-        )
-    if not all(is_int64(dim) for dim in shape):
-        raise BadRequest(f"{where}: a dimension of shape {shown(shape, 80)} is past 64 bits")
-    if any(dim < 0 for dim in shape):
-        raise BadRequest(f"{where}: shape {shown(shape, 80)} has a negative dimension")
-    expected = math.prod(shape)
+    expected = check_shape(shape, where)
     if array.size != expected:
         raise BadRequest(
             f"{where}: {array.size} values do not fill shape {shown(shape, 80)} "
@@ -130,6 +179,19 @@ def per_row(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if array.ndim == 1 and len(spec.shape) == 2 and spec.shape[1] == 1 and spec.batched:
         return array.reshape(-1, 1)
     return array
+
+
+def check_shape(shape: list[int], where: str) -> int:
+    """The number of values `shape` holds; BadRequest for a shape no tensor can have."""
+    if len(shape) > MAX_DIMENSIONS:
+        raise BadRequest(
+            f"{where}: shape has {len(shape)} dimensions; a tensor has at most {MAX_DIMENSIONS}"
+        )
+    if not all(is_int64(dim) for dim in shape):
+        raise BadRequest(f"{where}: a dimension of shape {shown(shape, 80)} is past 64 bits")
+    if any(dim < 0 for dim in shape):
+        raise BadRequest(f"{where}: shape {shown(shape, 80)} has a negative dimension")
+    return math.prod(shape)
 
 
 def stack_rows(rows: Any, runtime: Runtime, where: str) -> Tensors:

@@ -5,7 +5,6 @@ raw tensors in order, each sized by its `binary_data_size` parameter."""
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +15,15 @@ from gyre._json import MALFORMED, reason
 from gyre.errors import BadRequest
 from gyre.serve._http import positive_ms
 from gyre.serve._runtime import Runtime, Tensors
-from gyre.serve.protocols._tensors import array_from_json, reshape
-from gyre.types import DATATYPE_TO_NUMPY, Signature, TensorSpec, datatype_of
+from gyre.serve.protocols._tensors import (
+    array_from_json,
+    array_from_raw,
+    check_output,
+    dtype_named,
+    raw_from_array,
+    reshape,
+)
+from gyre.types import Signature, TensorSpec, datatype_of
 
 EXPECTED_BODY = (
     '{"id"?: str, "inputs": [{"name": str, "shape": [int], "datatype": "FP32"|…, '
@@ -65,29 +71,6 @@ def _binary_size(parameters: dict[str, Any] | None) -> int | None:
     return size
 
 
-def _decode_bytes_elements(raw: bytes, where: str) -> np.ndarray:
-    items, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise BadRequest(f"{where}: truncated BYTES element length")
-        (length,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + length > len(raw):
-            raise BadRequest(f"{where}: BYTES element overruns the binary data")
-        items.append(raw[offset : offset + length])
-        offset += length
-    return np.array(items, dtype=object)
-
-
-def _encode_bytes_elements(array: np.ndarray) -> bytes:
-    parts = []
-    for item in array.ravel():
-        data = item if isinstance(item, bytes) else str(item).encode()
-        parts.append(struct.pack("<I", len(data)))
-        parts.append(data)
-    return b"".join(parts)
-
-
 def decode_request(body: bytes, header_length: int | None, runtime: Runtime) -> V2Call:
     """Parse a JSON (or JSON + binary) infer request into named arrays."""
     if header_length is not None:
@@ -109,12 +92,7 @@ def decode_request(body: bytes, header_length: int | None, runtime: Runtime) -> 
     arrays: dict[str, np.ndarray] = {}
     for item in request.inputs:
         where = f"input `{item.name}`"
-        dtype = DATATYPE_TO_NUMPY.get(item.datatype)
-        if dtype is None:
-            raise BadRequest(
-                f"{where}: unknown datatype {item.datatype!r}; use one of "
-                + ", ".join(DATATYPE_TO_NUMPY)
-            )
+        dtype_named(item.datatype, where)
         if item.name in arrays:
             raise BadRequest(f"{where} is given twice")
         size = _binary_size(item.parameters)
@@ -124,16 +102,8 @@ def decode_request(body: bytes, header_length: int | None, runtime: Runtime) -> 
                     f"{where}: binary_data_size {size} runs past the end of the body "
                     f"({len(binary) - offset} bytes left)"
                 )
-            raw = bytes(binary[offset : offset + size])
+            array = array_from_raw(bytes(binary[offset : offset + size]), item.datatype, where)
             offset += size
-            if item.datatype == "BYTES":
-                array = _decode_bytes_elements(raw, where)
-            else:
-                if size % dtype.itemsize:
-                    raise BadRequest(
-                        f"{where}: {size} bytes is not a whole number of {item.datatype} values"
-                    )
-                array = np.frombuffer(raw, dtype=dtype)
         elif item.data is None:
             raise BadRequest(f"{where} has no `data` and no binary_data_size parameter")
         else:
@@ -148,9 +118,7 @@ def decode_request(body: bytes, header_length: int | None, runtime: Runtime) -> 
         )
     if request.outputs is not None:
         for wanted in request.outputs:
-            if runtime.signature.output(wanted.name) is None:
-                names = ", ".join(f"`{s.name}`" for s in runtime.signature.outputs)
-                raise BadRequest(f"{runtime.what} has no output `{wanted.name}`; outputs: {names}")
+            check_output(runtime, wanted.name)
     return V2Call(request=request, inputs=arrays)
 
 
@@ -191,11 +159,7 @@ def encode_response(
             "shape": list(array.shape),
         }
         if _wants_binary(request, wanted if request.outputs else None):
-            blob = (
-                _encode_bytes_elements(array)
-                if array.dtype == object
-                else np.ascontiguousarray(array).tobytes()
-            )
+            blob = raw_from_array(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif array.dtype == object:
