@@ -13,6 +13,7 @@ process.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,20 +26,20 @@ GENERATED = ("grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi")
 
 def generate(out: Path) -> None:
     """Write the generated files of `PROTOCOLS / PROTO` into `out`."""
-    from grpc_tools import protoc
-
     with tempfile.TemporaryDirectory() as scratch:
-        status = protoc.main(
+        # In a process of its own: grpc_tools' protoc crashed (SIGSEGV) in a test process
+        # that had loaded TensorFlow, whose protobuf runtime it then shares.
+        done = subprocess.run(
             [
-                "protoc",
-                f"-I{PROTOCOLS}",
-                f"--python_out={scratch}",
-                f"--pyi_out={scratch}",
-                str(PROTOCOLS / PROTO),
-            ]
-        )
-        if status != 0:
-            raise RuntimeError(f"protoc failed on {PROTO} with status {status}")
+                sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOCOLS}",
+                f"--python_out={scratch}", f"--pyi_out={scratch}", str(PROTOCOLS / PROTO),
+            ],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"protoc failed on {PROTO} with status {done.returncode}: {done.stderr}"
+            )
         code = (Path(scratch) / GENERATED[0]).read_text()
         default_pool = "_descriptor_pool.Default()"
         if code.count(default_pool) != 1:

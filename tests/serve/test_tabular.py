@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from gyre.config import load_config
 from gyre.registry import Registry
-from tests.conftest import start_server
+from tests.conftest import free_port, start_server
 from tests.serve.apptest import AppClient
 from tests.serve.models import mixed_inputs, vector_adder
 
@@ -382,8 +383,10 @@ def test_a_real_server_answers_the_pipeline_as_sklearn_over_every_protocol(
     registry = Registry(home)
     registry.publish("loans", mixed_classifier, mixed_table[0])
     registry.close()
-    server = start_server(home)
+    grpc_port = free_port()
+    server = start_server(home, grpc_port=grpc_port)
     try:
+        _assert_grpc_as_sklearn(f"127.0.0.1:{grpc_port}", mixed_classifier)
         client = triton.InferenceServerClient(server.url.removeprefix("http://"))
         for binary in (True, False):
             inputs = []
@@ -412,5 +415,53 @@ def test_a_real_server_answers_the_pipeline_as_sklearn_over_every_protocol(
                 [p["label"] for p in predictions],
                 [p["probabilities"] for p in predictions],
             )
+        # MLflow's CSV body: the columns in another order than the signature's.
+        csv = ROWS[["income", "city", "age"]].to_csv(index=False)
+        answer = httpx.post(
+            server.url + "/invocations", content=csv, headers={"Content-Type": "text/csv"}
+        )
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        assert_as_sklearn(
+            mixed_classifier,
+            [p["label"] for p in predictions],
+            [p["probabilities"] for p in predictions],
+        )
     finally:
         assert server.stop() == 0
+
+
+def _assert_grpc_as_sklearn(address: str, pipeline: Pipeline) -> None:
+    """tritonclient.grpc sends each column as a raw tensor (BYTES length-prefixed)."""
+    import tritonclient.grpc as triton_grpc
+
+    client = triton_grpc.InferenceServerClient(address)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the gRPC port listens right after HTTP answers
+            try:
+                if client.is_server_live():
+                    break
+            except triton_grpc.InferenceServerException:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+        metadata = client.get_model_metadata("loans", as_json=True)
+        assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
+            ("city", "BYTES"), ("age", "INT64"), ("income", "FP32"),
+        ]  # fmt: skip
+        inputs = []
+        for name, datatype, values in (
+            ("city", "BYTES", ROWS["city"].to_numpy(object)),
+            ("age", "INT64", ROWS["age"].to_numpy(np.int64)),
+            ("income", "FP32", ROWS["income"].to_numpy(np.float32)),
+        ):
+            tensor = triton_grpc.InferInput(name, [len(ROWS), 1], datatype)
+            tensor.set_data_from_numpy(values.reshape(-1, 1))
+            inputs.append(tensor)
+        result = client.infer("loans", inputs)
+        assert_as_sklearn(
+            pipeline, result.as_numpy("label").tolist(), result.as_numpy("probabilities")
+        )
+    finally:
+        client.close()
