@@ -200,7 +200,7 @@ class Registry:
             if table.mixed:
                 return self._publish_table(
                     name, model, table, flavor=flavor, alias=alias, lineage=lineage,
-                    native_bytes=native_bytes, features=features,
+                    native_bytes=native_bytes, features=features, force_new=force_new,
                 )  # fmt: skip
             sample, names = table.matrix(), table.names
         rows = np.asarray(sample, dtype=np.float64)
@@ -261,6 +261,7 @@ class Registry:
         lineage: dict[str, Any] | None,
         native_bytes: bytes | None,
         features: FeatureView | None,
+        force_new: bool,
     ) -> ModelVersion:
         """`publish` for a sample with string columns: one ONNX input per column."""
         from gyre.registry import _export
@@ -303,6 +304,7 @@ class Registry:
             parity=parity.as_record(),
             alias=alias,
             lineage={**(lineage or {}), "sample_sha256": sample.digest()},
+            force_new=force_new,
         )
 
     def publish_onnx(

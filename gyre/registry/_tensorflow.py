@@ -74,6 +74,11 @@ def publish(
             f"publishing TensorFlow model {path} needs sample input rows for the parity check; "
             "pass --sample ROWS.npy or ROWS.csv with a few hundred rows like the training data"
         )
+    if not isinstance(rows, np.ndarray):  # a CSV sample with text columns
+        raise InvalidModel(
+            f"TensorFlow model {path} takes one tensor of numbers, but the sample has text "
+            "columns; pass --sample with numbers only (.npy, or .csv of numbers)"
+        )
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise InvalidModel(
@@ -212,10 +217,16 @@ def _convert_quietly(folder: Path, convert: Any, tf_loader: Any) -> tuple[Any, A
             "fed by the --sample rows; export it yourself and publish the .onnx file"
         )
     [(input_name, spec)] = specs.items()
+    # tf2onnx names the nodes it adds from a counter of the process, and would name the
+    # graph after the folder (a temporary one for .keras files): both reset, one model
+    # converts to the same bytes every time, which idempotent publishing compares.
+    from tf2onnx import utils
+
+    utils.INTERNAL_NAME = 1
     try:
         onnx_model, _ = convert.from_graph_def(
             graph_def,
-            name=folder.name,
+            name=SIGNATURE,
             input_names=inputs,
             output_names=outputs,
             opset=OPSET,

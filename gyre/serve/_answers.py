@@ -9,6 +9,7 @@ from typing import Any
 
 from gyre.serve._http import Headers, Response, Scope, encode_json
 from gyre.serve._inference import Prediction
+from gyre.serve._metrics import ServerMetrics
 
 access = logging.getLogger("gyre.access")
 
@@ -26,6 +27,18 @@ class Labels:
         # The version an inference request was given to, once resolved: its answer counts
         # in that version's inference statistics (success or fail).
         self.inference: int | None = None
+
+
+def count_answer(metrics: ServerMetrics, labels: Labels, status: int, seconds: float) -> None:
+    """Count one answered request, of any protocol, in the metrics: by its labels, and for
+    an inference request also in its version's inference statistics (success or fail)."""
+    if not labels.model:
+        return
+    metrics.observe_request(
+        labels.model, labels.version, labels.protocol, status, seconds, labels.consumer
+    )
+    if labels.inference is not None:
+        metrics.version_tally(labels.model, labels.inference).request(status < 400, seconds)
 
 
 def answer_headers(prediction: Prediction) -> Headers:

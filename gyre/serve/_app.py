@@ -27,7 +27,13 @@ from gyre.errors import (
 )
 from gyre.registry import parse_ref
 from gyre.serve._admin import Admin
-from gyre.serve._answers import Labels, answer_headers, default_fields, log_access
+from gyre.serve._answers import (
+    Labels,
+    answer_headers,
+    count_answer,
+    default_fields,
+    log_access,
+)
 from gyre.serve._auth import Consumer, Gatekeeper, key_of
 from gyre.serve._features import EntityFeatures
 from gyre.serve._http import (
@@ -195,14 +201,7 @@ class GyreApp:
         await send({"type": "http.response.body", "body": response.body})
         if self.config.access_log:
             log_access(scope, response, labels, start)
-        if labels.model:
-            seconds = time.perf_counter() - start
-            self.metrics.observe_request(
-                labels.model, labels.version, protocol, response.status, seconds, labels.consumer
-            )
-            if labels.inference is not None:
-                tally = self.metrics.version_tally(labels.model, labels.inference)
-                tally.request(response.status < 400, seconds)
+        count_answer(self.metrics, labels, response.status, time.perf_counter() - start)
 
     async def _route(self, scope: Scope, receive: Receive, path: str, labels: Labels) -> Response:
         method: str = scope["method"]

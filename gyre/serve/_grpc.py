@@ -38,7 +38,7 @@ from gyre.errors import (
     RateLimited,
     Unavailable,
 )
-from gyre.serve._answers import Labels, access, answer_headers
+from gyre.serve._answers import Labels, access, answer_headers, count_answer
 from gyre.serve._app import GyreApp
 from gyre.serve._auth import Consumer, key_of
 from gyre.serve._errors import grpc_code_of, status_of
@@ -150,10 +150,7 @@ class GrpcService:
                     }
                 ).decode()
             )
-        if labels.model:
-            self.app.metrics.observe_request(
-                labels.model, labels.version, "grpc", status, elapsed, labels.consumer
-            )
+        count_answer(self.app.metrics, labels, status, elapsed)
 
     def _admit(self, context: aio.ServicerContext[Any, Any], labels: Labels) -> Consumer | None:
         """Who calls (UNAUTHENTICATED, RESOURCE_EXHAUSTED), as `GyreApp._admit` for HTTP."""
@@ -230,6 +227,7 @@ class GrpcService:
         snapshot = app.repository.snapshot
         loaded = snapshot.resolve(request.model_name, version)
         labels.version = str(loaded.version)
+        labels.inference = loaded.version
         # The message is read already (grpc bounds it by serve.max_body_bytes); while it is
         # decoded and answered it counts in the process's body budget, as an HTTP body does.
         held: dict[str, Any] = {}

@@ -85,3 +85,13 @@ def test_the_cli_says_nothing_new_was_published(home: Path, tmp_path: Path) -> N
     again = gyre(home, *args).stdout
     assert "unchanged: m version 1 already holds this content" in again
     assert "published m version 2" in gyre(home, *args, "--force-new").stdout
+
+
+def test_a_mixed_table_model_is_reused_or_forced_new_like_any_other(
+    registry: Registry, mixed_classifier: Pipeline, mixed_table: tuple
+) -> None:
+    frame, _ = mixed_table
+    assert registry.publish("loans", mixed_classifier, frame).version == 1
+    assert registry.publish("loans", mixed_classifier, frame).reused
+    forced = registry.publish("loans", mixed_classifier, frame, force_new=True)
+    assert (forced.version, forced.reused) == (2, False)

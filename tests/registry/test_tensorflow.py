@@ -116,6 +116,26 @@ def test_a_keras_file_publishes_through_its_own_savedmodel_export(
     assert mv.parity["max_abs_diff"] < 1e-6
 
 
+def test_republishing_a_savedmodel_or_keras_file_in_one_process_reuses_its_version(
+    registry: Registry, models: dict[str, Path]
+) -> None:
+    # tf2onnx numbered its nodes from a counter of the process: each conversion made
+    # other bytes, so every publish from a notebook made a new version.
+    for source, sample in (("module", models["rows3"]), ("keras_file", models["rows4"])):
+        first = registry.publish_file(source, models[source], sample=sample)
+        again = registry.publish_file(source, models[source], sample=sample)
+        assert (again.version, again.reused) == (first.version, True), source
+
+
+def test_a_sample_with_text_columns_is_refused_for_a_tensorflow_model(
+    registry: Registry, models: dict[str, Path], tmp_path: Path
+) -> None:
+    sample = tmp_path / "mixed.csv"
+    sample.write_text("city,a,b\nOslo,1.0,2.0\nBergen,3.0,4.0\n")
+    with pytest.raises(InvalidModel, match="takes one tensor of numbers, but the sample has text"):
+        registry.publish_file("scorer", models["module"], sample=sample)
+
+
 def test_tensorflow_inputs_that_cannot_be_checked_are_refused(
     registry: Registry, models: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -202,12 +202,21 @@ def test_requests_are_counted_in_metrics(
         )
         return float(found.group(1)) if found else 0.0
 
-    before_ok, before_bad = count("200"), count("400")
+    def triton_stats() -> dict[str, Any]:
+        url = f"{served[0].url}/v2/models/iris/versions/1/stats"
+        stats: dict[str, Any] = httpx.get(url).json()["model_stats"][0]["inference_stats"]
+        return stats
+
+    before_ok, before_bad, before_stats = count("200"), count("400"), triton_stats()
     client.infer("iris", [_iris_input(ROWS)])
     with pytest.raises(triton.InferenceServerException):
         client.infer("iris", [_iris_input(ROWS)], outputs=[triton.InferRequestedOutput("no")])
     assert count("200") == before_ok + 1
     assert count("400") == before_bad + 1
+    # Triton's statistics count gRPC answers as HTTP ones.
+    stats = triton_stats()
+    assert stats["success"]["count"] == before_stats["success"]["count"] + 1
+    assert stats["fail"]["count"] == before_stats["fail"]["count"] + 1
     # Names no model has are no metric series.
     for name, version in (("made-up", ""), ("iris", "12345")):
         with pytest.raises(triton.InferenceServerException):
@@ -305,6 +314,24 @@ def test_contents_instead_of_raw_and_bad_parameters(served: tuple[ServerProcess,
             call(request, timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "parameters.timeout must be a number of microseconds" in info.value.details()
+
+
+def test_bytes_in_contents_are_text_as_raw_bytes_are(served: tuple[ServerProcess, str]) -> None:
+    channel, call = _infer_call(served[1])
+    with channel:
+        text = {"name": "text", "datatype": "BYTES", "shape": [2]}
+        request = _request({**text, "contents": {"bytes_contents": ["héllo".encode(), b"x"]}})
+        request.model_name = "shout"
+        answer = call(request, timeout=10)
+        names = [o.name for o in answer.outputs]
+        lengths = answer.raw_output_contents[names.index("length")]
+        assert np.frombuffer(lengths, dtype=np.int64).tolist() == [5, 1]
+        request = _request({**text, "contents": {"bytes_contents": [b"\xff"]}, "shape": [1]})
+        request.model_name = "shout"
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not UTF-8" in info.value.details()
 
 
 def test_a_message_past_max_body_bytes_is_resource_exhausted(

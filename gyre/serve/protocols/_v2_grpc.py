@@ -101,9 +101,15 @@ def _from_contents(contents: Any, datatype: str, shape: list[int], where: str) -
             f"{where}: the values of a {datatype} tensor go in `contents.{field}`, "
             f"not in {', '.join(f'`{name}`' for name in others)}"
         )
+    values = list(getattr(contents, field))
+    if datatype == "BYTES":
+        # protobuf `bytes` elements, as raw contents give them; the runtime decodes UTF-8.
+        return np.array(values, dtype=object)
+    if datatype == "BOOL" and not values:
+        return np.zeros(0, dtype=np.bool_)
     # Narrower integers (INT8 in int_contents) are checked against their range there.
     declared = TensorSpec(name="", datatype=datatype, shape=tuple(shape))
-    return array_from_json(list(getattr(contents, field)), declared, where)
+    return array_from_json(values, declared, where)
 
 
 def encode_response(
