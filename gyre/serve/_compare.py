@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gyre.serve._runtime import Tensors
+from gyre.serve.protocols._tensors import to_json_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +97,7 @@ def compare(primary: Tensors, shadow: Tensors, tolerance: Tolerance) -> Comparis
 def _equal(a: np.ndarray, b: np.ndarray) -> bool:
     if a.dtype == object or b.dtype == object:
         # Strings may arrive as str from one runtime and bytes from another.
-        text = [
-            [v.decode(errors="replace") if isinstance(v, bytes) else v for v in x.ravel()]
-            for x in (a, b)
-        ]
-        return text[0] == text[1]
+        return bool(to_json_value(a) == to_json_value(b))
     return bool(np.array_equal(a, b))
 
 

@@ -460,6 +460,29 @@ def test_mlflow_records_are_matched_by_name_or_refused(
     assert "dataframe_split" in unnamed.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        # The first `sepal length` was taken and the second silently dropped.
+        (["sepal length", "sepal length", "sepal width", "petal length", "petal width"],
+         "names column(s) sepal length more than once"),
+        # Five values under four names: the fifth was dropped without a word.
+        (["sepal length", "sepal width", "petal length", "petal width"],
+         "rows have 5 values for 4 columns"),
+    ],
+)  # fmt: skip
+def test_mlflow_columns_that_cannot_name_the_values_are_refused(
+    client: AppClient, columns: list[str], message: str
+) -> None:
+    answer = client.post(
+        "/invocations",
+        json={"dataframe_split": {"columns": columns, "data": [[5.1, 9.9, 3.5, 1.4, 0.2]]}},
+        headers={"Gyre-Model": "iris:1"},
+    )
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["message"]
+
+
 def test_mlflow_errors_use_mlflow_error_shape(client: AppClient) -> None:
     missing = client.post(
         "/invocations",

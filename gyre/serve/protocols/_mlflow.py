@@ -80,6 +80,11 @@ def _table(names: Any, data: list[list[Any]], runtime: Runtime, *, keyed: bool =
         not isinstance(names, list) or not all(isinstance(n, str) for n in names)
     ):
         raise BadRequest("`columns` must be a list of column names")
+    if names is not None:
+        # A repeated name would be matched to one of its columns, either one: refused.
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise BadRequest(f"the dataframe names column(s) {', '.join(repeated)} more than once")
     if len(specs) == 1 and len(specs[0].shape) == 2:
         spec = specs[0]
         table = array_from_json(data, spec, "dataframe")
@@ -92,6 +97,11 @@ def _table(names: Any, data: list[list[Any]], runtime: Runtime, *, keyed: bool =
                 "`dataframe_records` cannot be matched to its columns; publish it with named "
                 "columns (a CSV sample with a header, or a model fitted on a DataFrame), or "
                 "send `dataframe_split` or `instances` with the values in the model's order"
+            )
+        if names is not None and table.shape[1] != len(names):
+            raise BadRequest(
+                f"dataframe rows have {table.shape[1]} values for {len(names)} columns; "
+                "give one name per value in `columns`"
             )
         if names is not None and features is not None:
             absent = [f for f in features if f not in names]
