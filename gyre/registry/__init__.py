@@ -4,7 +4,8 @@ from gyre.registry._artifacts import LocalArtifactStore
 from gyre.registry._files import ArtifactFile
 from gyre.registry._names import CHAMPION, parse_ref
 from gyre.registry._policy import check_policy, target_version
-from gyre.registry._registry import Registry, load_sample
+from gyre.registry._registry import Registry
+from gyre.registry._samples import load_sample
 from gyre.registry._store import ModelVersion, SQLiteMetadataStore
 
 __all__ = [

@@ -148,3 +148,14 @@ def feature_names(model: Any) -> tuple[str, ...] | None:
         if names is not None and all(str(n).startswith("Column_") for n in names):
             names = None
     return tuple(str(n) for n in names) if names is not None else None
+
+
+def dumped(model: Any) -> bytes:
+    """The native model as joblib bytes, stored beside its ONNX export."""
+    import io
+
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return buffer.getvalue()

@@ -20,6 +20,7 @@ from gyre.registry._artifacts import LocalArtifactStore, sha256_of
 from gyre.registry._files import ArtifactFile, VersionFiles
 from gyre.registry._names import CHAMPION, check_name, parse_ref
 from gyre.registry._policy import check_policy, target_version, targets
+from gyre.registry._samples import load_sample
 from gyre.registry._store import ModelVersion, SQLiteMetadataStore
 from gyre.types import DATATYPE_TO_NUMPY, FeatureBinding, Signature, zeros_for
 
@@ -27,51 +28,6 @@ if TYPE_CHECKING:
     from gyre.features import FeatureView
 
 log = logging.getLogger("gyre.registry")
-
-
-def load_sample(path: Path) -> tuple[Any, tuple[str, ...] | None]:
-    """Sample rows from `.npy` or `.csv` (a header row of names is optional), and the
-    column names. A `.csv` file with a header and non-numeric columns is read as a pandas
-    DataFrame (`_tabular.read_csv`): a mixed-type table, one model input per column."""
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise InvalidModel(f"sample file {path} does not exist")
-    if suffix == ".npy":
-        # Checked first: for other bytes numpy suggests unpickling, which gyre never does.
-        with path.open("rb") as file:
-            if file.read(6) != b"\x93NUMPY":
-                raise InvalidModel(
-                    f"sample file {path} is not a .npy file; write the rows with numpy.save, "
-                    "or as a .csv file"
-                )
-        try:
-            rows = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise InvalidModel(f"sample file {path} is not a numeric .npy array: {exc}") from None
-        names = None
-    elif suffix == ".csv":
-        text = path.read_text()
-        first = text.split("\n", 1)[0]
-        try:
-            [float(cell) for cell in first.split(",")]
-            names = None
-        except ValueError:
-            names = tuple(cell.strip() for cell in first.split(","))
-            text = text.split("\n", 1)[1] if "\n" in text else ""
-        try:
-            rows = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2, dtype=np.float64)
-        except ValueError as exc:
-            if names is not None:
-                return _tabular.read_csv(path), names
-            raise InvalidModel(
-                f"sample file {path} has non-numeric cells: {exc}; a table with string "
-                "columns needs a header row naming its columns"
-            ) from None
-    else:
-        raise InvalidModel(f"sample file {path} must be .npy or .csv, not {suffix or 'no suffix'}")
-    if rows.ndim != 2 or rows.shape[0] == 0:
-        raise InvalidModel(f"sample file {path} must hold a 2-D table of rows, got {rows.shape}")
-    return rows, names
 
 
 class Registry:
@@ -198,8 +154,8 @@ class Registry:
             _export.check_fitted(model)
             table = _tabular.read_table(sample, model, f"model `{name}`")
             if table.mixed:
-                return self._publish_table(
-                    name, model, table, flavor=flavor, alias=alias, lineage=lineage,
+                return _tabular.publish_table(
+                    self, name, model, table, flavor=flavor, alias=alias, lineage=lineage,
                     native_bytes=native_bytes, features=features, force_new=force_new,
                 )  # fmt: skip
             sample, names = table.matrix(), table.names
@@ -228,7 +184,7 @@ class Registry:
             what=f"model `{name}`",
         )
         if native_bytes is None:
-            native_bytes = _dumped(model)
+            native_bytes = _export.dumped(model)
         if features is not None:
             names = _bind(name, features, rows.shape[1])
             lineage = {**(lineage or {}), "feature_view": features.name,
@@ -247,63 +203,6 @@ class Registry:
             parity=parity.as_record(),
             alias=alias,
             lineage={**(lineage or {}), "sample_sha256": sha256_of(rows.tobytes())},
-            force_new=force_new,
-        )
-
-    def _publish_table(
-        self,
-        name: str,
-        model: Any,
-        table: _tabular.Table,
-        *,
-        flavor: str,
-        alias: str | None,
-        lineage: dict[str, Any] | None,
-        native_bytes: bytes | None,
-        features: FeatureView | None,
-        force_new: bool,
-    ) -> ModelVersion:
-        """`publish` for a sample with string columns: one ONNX input per column."""
-        from gyre.registry import _export
-        from gyre.registry._parity import check_parity
-        from gyre.registry._signature import make_outputs_batched, signature_of
-
-        text = ", ".join(n for n, kind in table.kinds.items() if kind == _tabular.TEXT)
-        if features is not None:
-            raise InvalidModel(
-                f"model `{name}`: a model bound to feature view `{features.name}` takes the "
-                f"view's numbers as one input, but its sample has string columns ({text}); "
-                "publish it without `features`, or train it on `view.matrix(rows)`"
-            )
-        if flavor != "sklearn":
-            raise InvalidModel(
-                f"model `{name}`: a {flavor} model takes numbers, but the sample has string "
-                f"columns ({text}); encode them in a scikit-learn Pipeline around it (a "
-                "ColumnTransformer with a OneHotEncoder on those columns)"
-            )
-        onnx_model = _tabular.to_onnx(model, table)
-        make_outputs_batched(onnx_model)
-        onnx_bytes = onnx_model.SerializeToString()
-        sample = table.head(self.config.parity_max_rows)
-        onnx_outputs = self._run_onnx(name, onnx_bytes, sample.feeds())
-        parity = check_parity(
-            onnx_outputs,
-            _export.native_outputs(model, sample.native()),
-            tolerance=self.config.parity_tolerance,
-            classifier=_export.is_classifier(model),
-            what=f"model `{name}`",
-        )
-        # The inputs are named after the columns; only a lone column is also a 2-D input's.
-        signature = signature_of(onnx_model, table.names if len(table.names) == 1 else None)
-        return self._record(
-            name,
-            flavor=flavor,
-            artifact=onnx_bytes,
-            native_bytes=native_bytes if native_bytes is not None else _dumped(model),
-            signature=signature,
-            parity=parity.as_record(),
-            alias=alias,
-            lineage={**(lineage or {}), "sample_sha256": sample.digest()},
             force_new=force_new,
         )
 
@@ -572,14 +471,6 @@ class Registry:
             mv.native_sha256, what=f"native model `{mv.model}` version {mv.version}"
         )
         return joblib.load(io.BytesIO(data))
-
-
-def _dumped(model: Any) -> bytes:
-    import joblib
-
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    return buffer.getvalue()
 
 
 def _bind(model: str, view: FeatureView, columns: int) -> tuple[str, ...]:

@@ -20,12 +20,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gyre.errors import ExportError, InvalidModel
 from gyre.types import DATATYPE_TO_NUMPY, Signature
+
+if TYPE_CHECKING:
+    from gyre.features import FeatureView
+    from gyre.registry._registry import Registry
+    from gyre.registry._store import ModelVersion
 
 FLOAT, INTEGER, TEXT = "FP32", "INT64", "BYTES"
 
@@ -259,3 +264,61 @@ def feeds_for(frame: Any, signature: Signature, what: str) -> dict[str, np.ndarr
         raise InvalidModel(
             f"{what}: the sample's columns do not convert to the graph's inputs: {exc}"
         ) from None
+
+
+def publish_table(
+    registry: Registry,
+    name: str,
+    model: Any,
+    table: Table,
+    *,
+    flavor: str,
+    alias: str | None,
+    lineage: dict[str, Any] | None,
+    native_bytes: bytes | None,
+    features: FeatureView | None,
+    force_new: bool,
+) -> ModelVersion:
+    """`Registry.publish` for a sample with string columns: one ONNX input per column."""
+    from gyre.registry import _export
+    from gyre.registry._parity import check_parity
+    from gyre.registry._signature import make_outputs_batched, signature_of
+
+    text = ", ".join(n for n, kind in table.kinds.items() if kind == TEXT)
+    if features is not None:
+        raise InvalidModel(
+            f"model `{name}`: a model bound to feature view `{features.name}` takes the "
+            f"view's numbers as one input, but its sample has string columns ({text}); "
+            "publish it without `features`, or train it on `view.matrix(rows)`"
+        )
+    if flavor != "sklearn":
+        raise InvalidModel(
+            f"model `{name}`: a {flavor} model takes numbers, but the sample has string "
+            f"columns ({text}); encode them in a scikit-learn Pipeline around it (a "
+            "ColumnTransformer with a OneHotEncoder on those columns)"
+        )
+    onnx_model = to_onnx(model, table)
+    make_outputs_batched(onnx_model)
+    onnx_bytes = onnx_model.SerializeToString()
+    sample = table.head(registry.config.parity_max_rows)
+    onnx_outputs = registry._run_onnx(name, onnx_bytes, sample.feeds())
+    parity = check_parity(
+        onnx_outputs,
+        _export.native_outputs(model, sample.native()),
+        tolerance=registry.config.parity_tolerance,
+        classifier=_export.is_classifier(model),
+        what=f"model `{name}`",
+    )
+    # The inputs are named after the columns; only a lone column is also a 2-D input's.
+    signature = signature_of(onnx_model, table.names if len(table.names) == 1 else None)
+    return registry._record(
+        name,
+        flavor=flavor,
+        artifact=onnx_bytes,
+        native_bytes=native_bytes if native_bytes is not None else _export.dumped(model),
+        signature=signature,
+        parity=parity.as_record(),
+        alias=alias,
+        lineage={**(lineage or {}), "sample_sha256": sample.digest()},
+        force_new=force_new,
+    )

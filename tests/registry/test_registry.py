@@ -137,7 +137,7 @@ def test_bad_model_files_are_refused(
 def test_bad_sample_files_are_refused_without_advice_to_unpickle(
     registry: Registry, tmp_path: Path
 ) -> None:
-    from gyre.registry._registry import load_sample
+    from gyre.registry import load_sample
 
     text = tmp_path / "text.npy"
     text.write_text("1,2,3\n")

@@ -17,8 +17,7 @@ from gyre.collect import event_types
 from gyre.config import load_config
 from gyre.errors import InvalidModel
 from gyre.features import feature_views
-from gyre.registry import Registry
-from gyre.registry._registry import load_sample
+from gyre.registry import Registry, load_sample
 from gyre.types import TensorSpec
 from tests.serve.models import mixed_inputs
 
@@ -191,13 +190,15 @@ def test_an_onnx_graph_with_typed_inputs_publishes_and_tests_on_a_dataframe(
         ("city_out", "BYTES"),
     ]
     frame, _ = mixed_table
-    assert registry.publish_onnx("mixed", mixed_inputs(), sample=frame).version == 2
+    # The same graph again, tested on the rows this time: a new version only when asked.
+    assert registry.publish_onnx("mixed", mixed_inputs(), sample=frame).reused
+    assert registry.publish_onnx("mixed", mixed_inputs(), sample=frame, force_new=True).version == 2
     with pytest.raises(InvalidModel, match=r"lacks column\(s\) income; the graph's inputs"):
         registry.publish_onnx("mixed", mixed_inputs(), sample=frame.drop(columns="income"))
     graph, sample = tmp_path / "mixed.onnx", tmp_path / "rows.csv"
     graph.write_bytes(mixed_inputs())
     frame.to_csv(sample, index=False)
-    assert registry.publish_file("mixed", graph, sample=sample).version == 3
+    assert registry.publish_file("mixed", graph, sample=sample, force_new=True).version == 3
 
 
 def test_a_category_column_is_a_string_input(registry: Registry, mixed_table: tuple) -> None:
