@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from typing import Any
 
 from gyre.serve._http import Headers, Response, Scope, encode_json
@@ -27,6 +28,13 @@ class Labels:
         # The version an inference request was given to, once resolved: its answer counts
         # in that version's inference statistics (success or fail).
         self.inference: int | None = None
+
+
+def label_model(labels: Labels, model: str, served: Collection[str]) -> None:
+    """Name the request's model in its labels, only if it is `served`: a client's made-up
+    model names must not each become a metric series."""
+    if model in served:
+        labels.model = model
 
 
 def count_answer(metrics: ServerMetrics, labels: Labels, status: int, seconds: float) -> None:

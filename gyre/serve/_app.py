@@ -32,6 +32,7 @@ from gyre.serve._answers import (
     answer_headers,
     count_answer,
     default_fields,
+    label_model,
     log_access,
 )
 from gyre.serve._auth import Consumer, Gatekeeper, key_of
@@ -110,7 +111,7 @@ class GyreApp:
         return consumer
 
     def _authorize(self, consumer: Consumer | None, labels: Labels, model: str) -> None:
-        labels.model = model
+        label_model(labels, model, self.repository.snapshot.versions)
         self.gatekeeper.authorize(consumer, model=model)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -38,7 +38,7 @@ from gyre.errors import (
     RateLimited,
     Unavailable,
 )
-from gyre.serve._answers import Labels, access, answer_headers, count_answer
+from gyre.serve._answers import Labels, access, answer_headers, count_answer, label_model
 from gyre.serve._app import GyreApp
 from gyre.serve._auth import Consumer, key_of
 from gyre.serve._errors import grpc_code_of, status_of
@@ -178,10 +178,7 @@ class GrpcService:
     ) -> int | None:
         """Admit and authorize a call about `model`; its version number, if named."""
         consumer = self._admit(context, labels)
-        if model in self.app.repository.snapshot.versions:
-            # Counted under a model's name only when it is served: a client's made-up
-            # names must not each become a metric series.
-            labels.model = model
+        label_model(labels, model, self.app.repository.snapshot.versions)
         self.app.gatekeeper.authorize(consumer, model=model)
         # The version label is set once a version answers.
         return version_number(version) if version else None

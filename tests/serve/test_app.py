@@ -331,6 +331,18 @@ def test_v2_unknown_things(client: AppClient, url: str, message: str | None) -> 
     assert message in response.json()["error"]
 
 
+def test_made_up_model_names_are_no_metric_series(client: AppClient) -> None:
+    # Each unknown name in a URL became a series of gyre_requests_total: a client could
+    # grow /metrics (and the server's memory) without bound.
+    for name in ("made-up-1", "made-up-2"):
+        assert client.post(f"/v2/models/{name}/infer", json=v2_body([ROW])).status_code == 404
+        assert client.post(f"/v1/models/{name}:predict", json={"instances": [ROW]}).is_error
+    assert client.post("/v2/models/iris/infer", json=v2_body([ROW])).status_code == 200
+    metrics = client.get("/metrics").text
+    assert "made-up" not in metrics
+    assert 'model="iris",protocol="v2",status="200"' in metrics
+
+
 def test_oversized_bodies_get_413(client: AppClient) -> None:
     rows = [ROW] * 400
     response = client.post("/v2/models/iris/infer", json=v2_body(rows))
