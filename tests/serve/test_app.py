@@ -14,7 +14,9 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from gyre.config import load_config
+from gyre.errors import BadRequest
 from gyre.registry import CHAMPION, Registry
+from gyre.types import TensorSpec
 from tests.serve.apptest import AppClient
 from tests.serve.models import ONNX_TYPES, identity, two_input_adder
 
@@ -568,6 +570,17 @@ def test_mlflow_csv_is_read_as_dataframe_split_is(
     assert whole.json()["predictions"] == [[-3, 12]], whole.text
 
 
+def test_a_csv_cell_of_thousands_of_digits_is_read_not_a_500() -> None:
+    # int() of 4,301 digits or more raises ValueError, which was a 500 (a body that size
+    # fits the default max_body_bytes).
+    from gyre.serve.protocols._csv import _cell
+
+    digits = "9" * 5000
+    with pytest.raises(BadRequest, match="is past 64 bits"):
+        _cell(digits, TensorSpec("x", "INT64", (-1, 1)), "CSV row 1, column `x`")
+    assert _cell(digits, TensorSpec("x", "FP64", (-1, 1)), "CSV row 1, column `x`") == float("inf")
+
+
 @pytest.mark.parametrize(
     ("model", "text", "message"),
     [
@@ -587,6 +600,7 @@ def test_mlflow_csv_is_read_as_dataframe_split_is(
         ("iris:2", "a,b,c\n1,2,3\n", "expects FP32 [-1, 4]"),
         ("id-int64", "x,y\n1.5,2\n", "1.5 is not a whole number"),
         ("id-bool", "x,y\nyes,no\n", "'yes' is not true or false"),
+        ("id-int64", "x,y\n" + "9" * 30 + ",2\n", "is past 64 bits"),
         ("iris:1", '"sepal length\n1\n', "cannot be read"),
     ],
 )  # fmt: skip

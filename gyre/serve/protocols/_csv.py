@@ -16,7 +16,7 @@ from typing import Any
 
 from gyre.errors import BadRequest, shown
 from gyre.serve._runtime import Runtime
-from gyre.types import TensorSpec
+from gyre.types import DATATYPE_TO_NUMPY, TensorSpec
 
 EXPECTED = "a header row of column names, then one row of values per example"
 
@@ -75,7 +75,11 @@ def _cell(text: str, spec: TensorSpec, where: str) -> Any:
             return _BOOLS[value.lower()]
         raise BadRequest(f"{where}: {shown(text, 40)} is not true or false (input `{spec.name}`)")
     if _INTEGER.fullmatch(value):
-        return int(value)
+        if len(value.lstrip("+-")) <= 19:  # int() of 4,301 digits or more raises
+            return int(value)
+        if DATATYPE_TO_NUMPY[kind].kind in "iu":
+            raise BadRequest(f"{where}: {shown(text, 40)} is past 64 bits (input `{spec.name}`)")
+        return float(value)
     if _FLOAT.fullmatch(value):
         return float(value)
     raise BadRequest(
