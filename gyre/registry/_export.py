@@ -129,11 +129,19 @@ def to_onnx(model: Any, n_features: int) -> Any:
         raise _converters.export_error(model, exc) from exc
 
 
-def native_outputs(model: Any, rows: np.ndarray) -> list[np.ndarray]:
-    """Native predictions in the order of the exported ONNX outputs."""
-    if is_classifier(model):
-        return [np.asarray(model.predict(rows)), np.asarray(model.predict_proba(rows))]
-    return [np.asarray(model.predict(rows))]
+def native_outputs(model: Any, rows: Any) -> list[np.ndarray]:
+    """Native predictions in the order of the exported ONNX outputs; a model that cannot
+    predict on the sample (NaN it was not fitted to take, other columns) is InvalidModel."""
+    try:
+        if is_classifier(model):
+            return [np.asarray(model.predict(rows)), np.asarray(model.predict_proba(rows))]
+        return [np.asarray(model.predict(rows))]
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
+        raise InvalidModel(
+            f"{type(model).__name__} could not predict on the sample rows ({reason}); the "
+            "parity check needs rows it can predict on, like its training data"
+        ) from None
 
 
 def feature_count(model: Any) -> int | None:

@@ -33,7 +33,10 @@ def load_sample(path: Path) -> tuple[Any, tuple[str, ...] | None]:
             raise InvalidModel(f"sample file {path} is not a numeric .npy array: {exc}") from None
         names = None
     elif suffix == ".csv":
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidModel(f"sample file {path} is not UTF-8 text ({exc})") from None
         first = text.split("\n", 1)[0]
         try:
             [float(cell) for cell in first.split(",")]

@@ -121,6 +121,14 @@ class SignatureRuntime:
         elif array.dtype.kind in "iuf" and np.can_cast(array.dtype, want, casting="same_kind"):
             # Numbers of the same kind or a safer one (FP64 -> FP32, INT32 -> FP32) are cast;
             # narrowing across kinds (FP32 -> INT64) would change values and is refused.
+            if want.kind in "iu" and not np.can_cast(array.dtype, want, casting="safe"):
+                # Integers to a narrower or signed type (UINT64 -> INT64, INT64 -> INT32)
+                # wrap around without a word: their values must fit.
+                limits = np.iinfo(want.type)  # type: ignore[type-var]
+                if array.size and (array.min() < limits.min or array.max() > limits.max):
+                    raise BadRequest(
+                        f"input `{spec.name}` has values beyond the range of {spec.datatype}"
+                    )
             try:
                 with np.errstate(over="raise"):
                     return array.astype(want)

@@ -200,6 +200,19 @@ def bounded_http(
             if not outside_body and before is not None and before.response_complete:
                 self._drain(data)
                 return
+            if outside_body:
+                # A head that ends in this piece is measured before it is parsed: once
+                # parsed its request runs, and a head of any size arriving in one read
+                # would have been let through.
+                end = data.find(b"\r\n\r\n")
+                if end >= 0 and self._head_bytes + end + 4 > max_header_bytes:
+                    self._refuse(
+                        b"431 Request Header Fields Too Large",
+                        f"the request line and headers are over the limit of "
+                        f"{max_header_bytes} bytes (serve.max_header_bytes); send fewer or "
+                        "shorter headers",
+                    )
+                    return
             super().data_received(data)
             cycle = self.cycle
             if cycle is not before or not outside_body:

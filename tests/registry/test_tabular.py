@@ -221,3 +221,29 @@ def test_a_lightgbm_model_with_string_columns_is_refused_with_the_pipeline_to_us
     model = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(categories, labels)
     with pytest.raises(InvalidModel, match=r"a lightgbm model takes numbers.*OneHotEncoder"):
         registry.publish("m", model, categories)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        # An empty integer cell: the pipeline's own error, a traceback, before.
+        ("city,age,income\nOslo,30,60000\nRome,,1\n", "could not predict on the sample rows"),
+        # Bytes that are not UTF-8: a UnicodeDecodeError traceback before.
+        (b"city,age,income\n\xff\xfe,30,1\n", "is not UTF-8 text"),
+    ],
+)
+def test_a_sample_the_model_cannot_read_is_one_clear_error(
+    registry: Registry,
+    mixed_classifier: Pipeline,
+    tmp_path: Path,
+    content: str | bytes,
+    message: str,
+) -> None:
+    model, sample = tmp_path / "loans.joblib", tmp_path / "rows.csv"
+    joblib.dump(mixed_classifier, model)
+    if isinstance(content, str):
+        sample.write_text(content)
+    else:
+        sample.write_bytes(content)
+    with pytest.raises(InvalidModel, match=message):
+        registry.publish_file("loans", model, sample=sample)

@@ -25,6 +25,7 @@ def two_input_adder() -> bytes:
 
 ONNX_TYPES = {
     "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
     "INT32": TensorProto.INT32,
     "INT64": TensorProto.INT64,
     "FP32": TensorProto.FLOAT,

@@ -333,6 +333,19 @@ def test_v2_unknown_things(client: AppClient, url: str, message: str | None) -> 
     assert message in response.json()["error"]
 
 
+def test_json_booleans_for_a_number_input_are_refused(client: AppClient) -> None:
+    # numpy reads true/false as 1/0: the model answered for a row nobody sent.
+    bools = [True, False, True, False]
+    v2 = client.post(
+        "/v2/models/iris/infer",
+        json={"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": bools}]},
+    )
+    tf = client.post("/v1/models/iris:predict", json={"instances": [bools]})
+    for answer in (v2, tf):
+        assert answer.status_code == 400, answer.text
+        assert "expected numbers, got true/false" in answer.json()["error"]
+
+
 def test_made_up_model_names_are_no_metric_series(client: AppClient) -> None:
     # Each unknown name in a URL became a series of gyre_requests_total: a client could
     # grow /metrics (and the server's memory) without bound.

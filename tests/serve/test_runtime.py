@@ -5,6 +5,7 @@ from sklearn.pipeline import Pipeline
 from gyre.errors import BadRequest
 from gyre.registry import Registry
 from gyre.serve import ModelRuntime
+from tests.serve.models import identity
 
 
 @pytest.fixture
@@ -59,3 +60,23 @@ def test_mean_call_time_is_measured(runtime: ModelRuntime) -> None:
 def test_values_beyond_the_model_dtype_range_are_refused(runtime: ModelRuntime) -> None:
     with pytest.raises(BadRequest, match="beyond the range of FP32"):
         runtime.validate({"X": np.full((1, 4), 1e300)})
+
+
+@pytest.mark.parametrize(
+    ("model", "array"),
+    [
+        # UINT64 max was answered as INT64 -1: numpy's same-kind cast wraps around.
+        ("INT64", np.array([[2**64 - 1, 1]], dtype=np.uint64)),
+        ("INT32", np.array([[2**31, 1]], dtype=np.int64)),
+        ("UINT8", np.array([[256, 1]], dtype=np.uint64)),
+    ],
+)
+def test_integers_that_do_not_fit_the_model_dtype_are_refused_not_wrapped(
+    registry: Registry, model: str, array: np.ndarray
+) -> None:
+    mv = registry.publish_onnx(f"id-{model.lower()}", identity(model))
+    runtime = ModelRuntime(mv.model, 1, registry.artifact(mv), mv.signature)
+    with pytest.raises(BadRequest, match=f"beyond the range of {model}"):
+        runtime.validate({"x": array})
+    fits, _ = runtime.validate({"x": np.array([[7, 1]], dtype=array.dtype)})
+    assert fits["x"].tolist() == [[7, 1]]

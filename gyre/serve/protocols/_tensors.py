@@ -145,6 +145,9 @@ def _numbers(values: Any, *, whole: bool) -> np.ndarray:
         text = _first_text(values)
         if text is not None:
             raise ValueError(f"expected numbers, got the string {shown(text, 40)}")
+    if probe.dtype.kind == "b":
+        # JSON true/false for a number input: numpy reads them as 1 and 0.
+        raise ValueError("expected numbers, got true/false; send 1 and 0 if that is meant")
     if whole and probe.dtype.kind == "f":
         fractional = probe[np.isfinite(probe) & (probe != np.trunc(probe))]
         if fractional.size:
