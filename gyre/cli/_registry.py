@@ -85,7 +85,7 @@ def publish(
     check = (
         f"parity max |diff| {parity['max_abs_diff']:.2g} on {parity['rows']} rows"
         if "max_abs_diff" in parity
-        else "no parity check (ONNX input)"
+        else f"no parity check: {parity.get('reason', 'none recorded')}"
     )
     if mv.files:
         check += f", {len(mv.files)} files, {sum(f.bytes for f in mv.files)} bytes"

@@ -66,6 +66,8 @@ def check_parity(
         raise ParityError(
             f"{what}: ONNX and native predictions differ on {rows} sample rows: max absolute "
             f"difference {max_diff:.3g} (tolerance {tolerance:.3g}), {mismatches} label "
-            "mismatches; the model cannot be served faithfully as ONNX, so it was not published"
+            "mismatches; the model cannot be served faithfully as ONNX, so it was not published "
+            "(for outputs of large magnitude, float32's rounding alone may pass the tolerance: "
+            "set `parity_tolerance` under [registry] in gyre.toml if that difference is fine)"
         )
     return result

@@ -145,7 +145,7 @@ class Registry:
         """
         from gyre.registry import _export
         from gyre.registry._parity import check_parity
-        from gyre.registry._signature import make_outputs_batched, signature_of
+        from gyre.registry._signature import make_canonical, make_outputs_batched, signature_of
 
         check_name("model", name)
         flavor = _export.flavor_of(model)
@@ -168,6 +168,7 @@ class Registry:
             )
         onnx_model = _export.to_onnx(model, rows.shape[1])
         make_outputs_batched(onnx_model)
+        make_canonical(onnx_model)
         onnx_bytes = onnx_model.SerializeToString()
         # Both sides predict on float32-rounded rows, so the check measures the converter,
         # not the input cast every served request goes through.

@@ -53,6 +53,19 @@ def signature_of(model: Any, feature_names: tuple[str, ...] | None = None) -> Si
     return Signature(inputs=inputs, outputs=outputs, feature_names=feature_names)
 
 
+def make_canonical(model: Any) -> None:
+    """Put what a converter writes in an arbitrary order into one order, so that one model
+    exports to the same bytes every time (idempotent publishing compares them): skl2onnx
+    lists the opset imports in the iteration order of a set, which the hash seed changes.
+    Rewrites `model` in place."""
+    imports = sorted(model.opset_import, key=lambda entry: (entry.domain, entry.version))
+    copies = [type(entry)() for entry in imports]
+    for copy, entry in zip(copies, imports, strict=True):
+        copy.CopyFrom(entry)
+    del model.opset_import[:]
+    model.opset_import.extend(copies)
+
+
 def make_outputs_batched(model: Any) -> None:
     """Mark every output's first dimension dynamic when the inputs' is.
 

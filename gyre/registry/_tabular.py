@@ -179,11 +179,14 @@ def to_onnx(model: Any, table: Table) -> Any:
     from skl2onnx import to_onnx as skl_to_onnx
     from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
 
-    from gyre.registry import _export
+    from gyre.registry import _converters, _export
 
     types = {FLOAT: FloatTensorType, INTEGER: Int64TensorType, TEXT: StringTensorType}
     initial_types = [(name, types[kind]([None, 1])) for name, kind in table.kinds.items()]
+    # The converters of a single-input export too (LightGBM, XGBoost, gyre's own HGB).
+    _converters.refuse_unconvertible(model)
     _export._register_lightgbm_in_skl2onnx()
+    _converters.register()
     try:
         onnx_model = skl_to_onnx(
             model,
@@ -191,12 +194,10 @@ def to_onnx(model: Any, table: Table) -> Any:
             options={"zipmap": False} if _export.is_classifier(model) else None,
             target_opset=_export.TARGET_OPSET,
         )
-    except (RuntimeError, NotImplementedError, TypeError, ValueError, KeyError) as exc:
-        raise ExportError(
-            f"could not export {type(model).__name__} with one input per column to ONNX: "
-            f"{exc}; a Pipeline whose ColumnTransformer selects the columns by name exports; "
-            "or export it yourself and publish the .onnx file"
-        ) from exc
+    except ExportError:
+        raise
+    except Exception as exc:  # converters fail with any type; the user gets one short line
+        raise _converters.export_error(model, exc) from exc
     _name_inputs_after_columns(onnx_model, table.names)
     return onnx_model
 
@@ -282,7 +283,7 @@ def publish_table(
     """`Registry.publish` for a sample with string columns: one ONNX input per column."""
     from gyre.registry import _export
     from gyre.registry._parity import check_parity
-    from gyre.registry._signature import make_outputs_batched, signature_of
+    from gyre.registry._signature import make_canonical, make_outputs_batched, signature_of
 
     text = ", ".join(n for n, kind in table.kinds.items() if kind == TEXT)
     if features is not None:
@@ -299,6 +300,7 @@ def publish_table(
         )
     onnx_model = to_onnx(model, table)
     make_outputs_batched(onnx_model)
+    make_canonical(onnx_model)
     onnx_bytes = onnx_model.SerializeToString()
     sample = table.head(registry.config.parity_max_rows)
     onnx_outputs = registry._run_onnx(name, onnx_bytes, sample.feeds())

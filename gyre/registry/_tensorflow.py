@@ -132,10 +132,11 @@ def _publish_saved_model(
     source: str,
     force_new: bool,
 ) -> ModelVersion:
-    from gyre.registry._signature import make_outputs_batched, signature_of
+    from gyre.registry._signature import make_canonical, make_outputs_batched, signature_of
 
     onnx_model, function, input_name, dtype = _convert(folder)
     make_outputs_batched(onnx_model)
+    make_canonical(onnx_model)
     onnx_bytes = onnx_model.SerializeToString()
     rows = np.asarray(rows[: registry.config.parity_max_rows]).astype(dtype)
     _check_width(name, function, input_name, rows)

@@ -89,7 +89,8 @@ class Gatekeeper:
         if consumer is None:
             raise Unauthorized(
                 "this server needs an API key: send `Authorization: Bearer KEY` "
-                "(or `X-Api-Key: KEY`) with a key declared in [serve.consumers]"
+                "(or `X-Api-Key: KEY`; as gRPC metadata the keys are lowercase: "
+                "`authorization`, `x-api-key`) with a key declared in [serve.consumers]"
                 if key is None
                 else "the API key is not valid; check it against [serve.consumers]"
             )

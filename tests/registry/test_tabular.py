@@ -247,3 +247,27 @@ def test_a_sample_the_model_cannot_read_is_one_clear_error(
         sample.write_bytes(content)
     with pytest.raises(InvalidModel, match=message):
         registry.publish_file("loans", model, sample=sample)
+
+
+@pytest.mark.parametrize("estimator", ["hist_gradient_boosting", "xgboost"])
+def test_trees_behind_a_column_transformer_publish_with_parity(
+    registry: Registry, mixed_table: tuple, estimator: str
+) -> None:
+    # The per-column export did not register gyre's converters: XGBoost had none, and
+    # HistGradientBoosting took skl2onnx's, whose rounded thresholds failed parity.
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from xgboost import XGBClassifier
+
+    frame, labels = mixed_table
+    trees = (
+        HistGradientBoostingClassifier(max_iter=30, random_state=0)
+        if estimator == "hist_gradient_boosting"
+        else XGBClassifier(n_estimators=30, max_depth=3)
+    )
+    columns = ColumnTransformer(
+        [("city", OneHotEncoder(handle_unknown="ignore"), ["city"])], remainder="passthrough"
+    )
+    pipeline = make_pipeline(columns, trees).fit(frame, labels)
+    mv = registry.publish("trees", pipeline, frame)
+    assert [s.name for s in mv.signature.inputs] == ["city", "age", "income"]
+    assert mv.parity["passed"] and mv.parity["max_abs_diff"] < 1e-5
