@@ -38,6 +38,10 @@ def _free_port(host: str, preferred: int) -> int:
     raise GyreError(f"no free port on {host}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _wait_ready(base: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -121,6 +125,9 @@ def demo(
     # Its own session: Ctrl-C reaches the demo only, which then stops the server once
     # (a second SIGINT would cut the server's graceful shutdown short).
     process = subprocess.Popen(command, start_new_session=True)
+    # SIGTERM (a supervisor, `kill`) stops the demo as Ctrl-C does: the server, in its own
+    # session, would otherwise be left serving with nobody to stop it.
+    signal.signal(signal.SIGTERM, _interrupt)
     base = f"http://{host}:{port}"
     try:
         _wait_ready(base, process)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import joblib
 import numpy as np
 import pytest
@@ -299,7 +303,28 @@ def test_help_keeps_config_section_names(home: Path) -> None:
 
 
 def test_demo_trains_publishes_serves_and_calls_every_protocol(home: Path) -> None:
-    out = gyre(home, "demo", "--no-wait", "--port", "0").stdout
+    # Served until stopped; SIGTERM once left the server (its own session) running.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
+    env["COLUMNS"] = "200"
+    command = [sys.executable, "-m", "gyre", "--home", str(home), "demo", "--port", "0"]
+    log = home.parent / "demo.log"
+    with log.open("wb") as sink:
+        demo = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 300
+            while "press Ctrl-C to stop" not in log.read_text(errors="replace"):
+                assert demo.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            demo.send_signal(signal.SIGTERM)
+            assert demo.wait(timeout=90) == 0
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+    out = log.read_text()
+    served = re.search(r"at http://127\.0\.0\.1:(\d+)", out)
+    assert served is not None, out
+    with pytest.raises(httpx.TransportError):  # the server stopped with the demo
+        httpx.get(f"http://127.0.0.1:{served.group(1)}/v2/health/live", timeout=2)
     for title in (
         "predict (Open Inference Protocol v2)",
         "predict (TensorFlow Serving REST)",
