@@ -71,6 +71,21 @@ def v2_inputs(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
+def triton_inputs(triton: Any, **options: bool) -> list[Any]:
+    """ROWS as one [N, 1] tensor per column, in a tritonclient module's own type (`http`
+    or `grpc`); `options` go to set_data_from_numpy (`binary_data` for http)."""
+    inputs = []
+    for name, datatype, values in (
+        ("city", "BYTES", ROWS["city"].to_numpy(object)),
+        ("age", "INT64", ROWS["age"].to_numpy(np.int64)),
+        ("income", "FP32", ROWS["income"].to_numpy(np.float32)),
+    ):
+        tensor = triton.InferInput(name, [len(ROWS), 1], datatype)
+        tensor.set_data_from_numpy(values.reshape(-1, 1), **options)
+        inputs.append(tensor)
+    return inputs
+
+
 def assert_as_sklearn(
     pipeline: Pipeline, labels: list[Any], proba: Any, frame: pd.DataFrame = ROWS
 ) -> None:
@@ -313,15 +328,7 @@ def test_tritonclient_binary_bytes_int64_and_fp32_inputs_answer_as_sklearn(
 ) -> None:
     import tritonclient.http as triton
 
-    inputs = []
-    for name, datatype, values in (
-        ("city", "BYTES", ROWS["city"].to_numpy(object)),
-        ("age", "INT64", ROWS["age"].to_numpy(np.int64)),
-        ("income", "FP32", ROWS["income"].to_numpy(np.float32)),
-    ):
-        tensor = triton.InferInput(name, [len(ROWS), 1], datatype)
-        tensor.set_data_from_numpy(values.reshape(-1, 1), binary_data=True)
-        inputs.append(tensor)
+    inputs = triton_inputs(triton, binary_data=True)
     outputs = [triton.InferRequestedOutput(n, binary_data=True) for n in ("label", "probabilities")]
     body, header_length = triton.InferenceServerClient.generate_request_body(inputs, outputs)
     response = client.post(
@@ -389,15 +396,7 @@ def test_a_real_server_answers_the_pipeline_as_sklearn_over_every_protocol(
         _assert_grpc_as_sklearn(f"127.0.0.1:{grpc_port}", mixed_classifier)
         client = triton.InferenceServerClient(server.url.removeprefix("http://"))
         for binary in (True, False):
-            inputs = []
-            for name, datatype, values in (
-                ("city", "BYTES", ROWS["city"].to_numpy(object)),
-                ("age", "INT64", ROWS["age"].to_numpy(np.int64)),
-                ("income", "FP32", ROWS["income"].to_numpy(np.float32)),
-            ):
-                tensor = triton.InferInput(name, [len(ROWS), 1], datatype)
-                tensor.set_data_from_numpy(values.reshape(-1, 1), binary_data=binary)
-                inputs.append(tensor)
+            inputs = triton_inputs(triton, binary_data=binary)
             result = client.infer("loans", inputs)
             assert_as_sklearn(
                 mixed_classifier,
@@ -450,16 +449,7 @@ def _assert_grpc_as_sklearn(address: str, pipeline: Pipeline) -> None:
         assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
             ("city", "BYTES"), ("age", "INT64"), ("income", "FP32"),
         ]  # fmt: skip
-        inputs = []
-        for name, datatype, values in (
-            ("city", "BYTES", ROWS["city"].to_numpy(object)),
-            ("age", "INT64", ROWS["age"].to_numpy(np.int64)),
-            ("income", "FP32", ROWS["income"].to_numpy(np.float32)),
-        ):
-            tensor = triton_grpc.InferInput(name, [len(ROWS), 1], datatype)
-            tensor.set_data_from_numpy(values.reshape(-1, 1))
-            inputs.append(tensor)
-        result = client.infer("loans", inputs)
+        result = client.infer("loans", triton_inputs(triton_grpc))
         assert_as_sklearn(
             pipeline, result.as_numpy("label").tolist(), result.as_numpy("probabilities")
         )
