@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 
 from gyre.cli._main import console
-from gyre.collect import SQLiteFactLog, event_types
+from gyre.collect import event_types
 from gyre.config import Config
 from gyre.errors import GyreError
 from gyre.features import check_skew, feature_views
 from gyre.registry import CHAMPION, Registry
+from gyre.stores import Stores
 
 MODEL = "shop-activity"
 VIEW = "shop_activity"
@@ -115,7 +116,7 @@ def run_features_demo(config: Config, base: str, show: Callable[..., int]) -> No
         answer.raise_for_status()
     console.print(f"ingested {len(events)} orders of {SHOPS} shops over the last 3 hours")
     view = feature_views(config.features.views, event_types(config.collect.events))[VIEW]
-    log = SQLiteFactLog(config.home / "facts.db")
+    log = Stores.from_config(config).open_fact_log()
     try:
         trained = train_on_view(log, view, _labelled_rows(rng, events, now_s))
     finally:
@@ -142,11 +143,13 @@ def run_features_demo(config: Config, base: str, show: Callable[..., int]) -> No
     )
     if status != 200:
         raise GyreError(f"the call by entity answered HTTP {status} (shown above)")
-    log = SQLiteFactLog(config.home / "facts.db")
+    log = Stores.from_config(config).open_fact_log()
     try:
         deadline = time.monotonic() + 10.0
         while True:  # the served-vector log is written off the request path
-            (report,) = check_skew(log, {VIEW: view}, config.home / "served.db", view=VIEW)
+            (report,) = check_skew(
+                log, {VIEW: view}, Stores.from_config(config).served_log_path, view=VIEW
+            )
             if report.checked or time.monotonic() > deadline:
                 break
             time.sleep(0.1)

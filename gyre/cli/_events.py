@@ -18,6 +18,7 @@ from gyre.collect import (
     parse_timestamp,
     read_events_file,
 )
+from gyre.stores import Stores
 
 events_app = typer.Typer(help="Event types and the fact log.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
@@ -33,7 +34,7 @@ def _collector(ctx: typer.Context) -> Collector:
 
 def _log(ctx: typer.Context) -> SQLiteFactLog:
     state: State = ctx.obj
-    return SQLiteFactLog(state.config().home / "facts.db")
+    return Stores.from_config(state.config()).open_fact_log()
 
 
 @events_app.command("types")

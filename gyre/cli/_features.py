@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from gyre.cli._main import JsonOption, State, app, console, err_console, print_json, print_table
-from gyre.collect import SQLiteFactLog, event_types
+from gyre.collect import event_types
 from gyre.features import (
     FeatureView,
     check_skew,
@@ -23,6 +23,7 @@ from gyre.features import (
     write_training_set,
 )
 from gyre.features._skew import DEFAULT_TOLERANCE
+from gyre.stores import Stores
 
 
 class TimeUnit(enum.StrEnum):
@@ -126,7 +127,7 @@ def build(
     """Build VIEW's point-in-time correct training set for the rows of QUERIES."""
     state: State = ctx.obj
     view = find_view(_views(ctx), name)
-    log = SQLiteFactLog(state.config().home / "facts.db")
+    log = Stores.from_config(state.config()).open_fact_log()
     try:
         mark = log.watermark() if watermark is None else watermark
         query_rows = read_queries(queries, ts_unit.value)
@@ -169,10 +170,11 @@ def skew(
     views = _views(ctx)
     if view is not None:
         find_view(views, view)
-    log = SQLiteFactLog(home / "facts.db")
+    stores = Stores(home)
+    log = stores.open_fact_log()
     try:
         reports = check_skew(
-            log, views, home / "served.db", view=view, tolerance=tolerance, export=export
+            log, views, stores.served_log_path, view=view, tolerance=tolerance, export=export
         )
     finally:
         log.close()

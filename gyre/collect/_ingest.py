@@ -13,6 +13,7 @@ from gyre._json import MALFORMED, reason
 from gyre.collect._log import GroupCommitter
 from gyre.collect._schema import EventType
 from gyre.errors import InvalidEvents, UnknownEventType
+from gyre.stores import Stores
 
 _decode = msgspec.json.decode
 
@@ -72,7 +73,7 @@ class Collector:
         self, home: Path, types: Mapping[str, EventType], max_wait_ms: float = 2.0
     ) -> None:
         self.types = dict(types)
-        self.log_path = home / "facts.db"
+        self.log_path = Stores(home).fact_log_path
         self._log = GroupCommitter(self.log_path, max_wait_ms)
 
     def event_type(self, name: str) -> EventType:

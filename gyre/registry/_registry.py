@@ -22,6 +22,7 @@ from gyre.registry._names import CHAMPION, check_name, parse_ref
 from gyre.registry._policy import check_policy, target_version, targets
 from gyre.registry._samples import load_sample
 from gyre.registry._store import ModelVersion, SQLiteMetadataStore
+from gyre.stores import Stores
 from gyre.types import DATATYPE_TO_NUMPY, FeatureBinding, Signature, zeros_for
 
 if TYPE_CHECKING:
@@ -36,8 +37,9 @@ class Registry:
     def __init__(self, home: Path, config: RegistryConfig | None = None) -> None:
         self.home = home
         self.config = config or RegistryConfig()
-        self.metadata = SQLiteMetadataStore(home / "registry.db")
-        self.artifacts = LocalArtifactStore(home / "artifacts")
+        self.stores = Stores(home)
+        self.metadata = SQLiteMetadataStore(self.stores.registry_path)
+        self.artifacts = LocalArtifactStore(self.stores.artifacts_path)
 
     @classmethod
     def from_config(cls, config: Config) -> Registry:
@@ -454,7 +456,7 @@ class Registry:
             return None
         return VersionFiles(
             self.artifacts.root,
-            self.home / "cache" / "files",
+            self.stores.files_cache_path,
             mv.files,
             f"model `{mv.model}` version {mv.version}",
         )

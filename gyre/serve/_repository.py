@@ -241,7 +241,7 @@ class ModelRepository:
         return runtime
 
     def _python_runtime(self, record: ModelVersion, code: bytes) -> Runtime:
-        folder = self._registry.home / "workers"
+        folder = self._registry.stores.workers_path
         folder.mkdir(parents=True, exist_ok=True)
         code_path = folder / f"{record.artifact_sha256}.py"
         if not code_path.exists():

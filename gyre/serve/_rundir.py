@@ -23,6 +23,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from gyre.stores import Stores
+
 log = logging.getLogger("gyre.serve")
 
 _LOCK = "lock"
@@ -30,7 +32,7 @@ _PREFIX = "metrics-"
 
 
 def run_dir(home: Path) -> Path:
-    return home / "run"
+    return Stores(home).run_path
 
 
 class MetricsDir:

@@ -46,6 +46,7 @@ from gyre.serve._metrics import ServerMetrics
 from gyre.serve._repository import ModelRepository
 from gyre.serve._rundir import hold
 from gyre.serve._supervisor import READY, supervise
+from gyre.stores import Stores
 
 log = logging.getLogger("gyre.serve")
 
@@ -97,7 +98,8 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
     `processes` > 1: one of that many workers, whose metrics are summed via `metrics_dir`."""
     metrics = ServerMetrics(metrics_dir)
     registry = Registry.from_config(config)
-    feedback = FeedbackStore.open(config.home / "feedback.db")
+    stores = Stores.from_config(config)
+    feedback = FeedbackStore.open(stores.feedback_path)
     repository = ModelRepository(registry, config.serve, metrics, feedback)
     predictor = Predictor(PredictionCache(config.serve.cache_bytes), feedback, metrics)
     # The processes of one server share their consumers' rate buckets: the declared rate
@@ -114,12 +116,10 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
     )
     features = None
     if config.features.views:
-        online = OnlineFeatures(
-            feature_views(config.features.views, types), config.home / "facts.db"
-        )
-        served = ServedLog(config.home / "served.db") if config.features.log_served else None
+        online = OnlineFeatures(feature_views(config.features.views, types), stores.fact_log_path)
+        served = ServedLog(stores.served_log_path) if config.features.log_served else None
         features = EntityFeatures(
-            online, served, config.features, config.home / "online.snapshot", metrics
+            online, served, config.features, stores.online_snapshot_path, metrics
         )
     return GyreApp(
         config.serve, repository, metrics, predictor, admin, gatekeeper, collector, features

@@ -1,0 +1,45 @@
+"""One place names the files of a gyre home (`gyre/stores.py`)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import gyre
+from gyre.collect import Collector
+from gyre.registry import Registry
+from gyre.stores import Stores
+
+SOURCE = Path(gyre.__file__).parent
+FILE_NAMES = {"facts.db", "registry.db", "feedback.db", "served.db", "online.snapshot"}
+
+
+def test_no_module_but_stores_names_a_file_of_the_home() -> None:
+    named = []
+    for path in SOURCE.rglob("*.py"):
+        if path.name == "stores.py" and path.parent == SOURCE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in FILE_NAMES:
+                named.append(f"{path.relative_to(SOURCE)}:{node.lineno} {node.value}")
+    assert named == [], "open the store through gyre.stores.Stores instead"
+
+
+def test_the_stores_of_a_home_are_where_stores_says(tmp_path: Path) -> None:
+    stores = Stores(tmp_path / "home")
+    registry = Registry(stores.home)
+    try:
+        assert registry.metadata.path == stores.registry_path
+        assert registry.artifacts.root == stores.artifacts_path
+    finally:
+        registry.close()
+    collector = Collector(stores.home, {})
+    try:
+        assert collector.log_path == stores.fact_log_path
+    finally:
+        collector.close()
+    log = stores.open_fact_log()
+    try:
+        assert log.path == stores.fact_log_path and stores.fact_log_path.exists()
+    finally:
+        log.close()
