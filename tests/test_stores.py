@@ -43,3 +43,18 @@ def test_the_stores_of_a_home_are_where_stores_says(tmp_path: Path) -> None:
         assert log.path == stores.fact_log_path and stores.fact_log_path.exists()
     finally:
         log.close()
+
+
+def test_the_server_reads_the_registry_through_its_read_api() -> None:
+    # serve once reached into the registry's store (registry.metadata): the store's
+    # boundary is the registry's own API (change_position, snapshot).
+    reached = [
+        f"{path.relative_to(SOURCE)}:{node.lineno}"
+        for path in (SOURCE / "serve").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and node.attr in ("metadata", "artifacts")
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "_registry"
+    ]
+    assert reached == []

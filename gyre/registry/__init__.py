@@ -6,7 +6,7 @@ from gyre.registry._names import CHAMPION, parse_ref
 from gyre.registry._policy import check_policy, target_version
 from gyre.registry._registry import Registry
 from gyre.registry._samples import load_sample
-from gyre.registry._store import ModelVersion, SQLiteMetadataStore
+from gyre.registry._store import ModelVersion, RegistrySnapshot, SQLiteMetadataStore
 
 __all__ = [
     "CHAMPION",
@@ -14,6 +14,7 @@ __all__ = [
     "LocalArtifactStore",
     "ModelVersion",
     "Registry",
+    "RegistrySnapshot",
     "SQLiteMetadataStore",
     "check_policy",
     "load_sample",

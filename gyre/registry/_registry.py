@@ -21,7 +21,7 @@ from gyre.registry._files import ArtifactFile, VersionFiles
 from gyre.registry._names import CHAMPION, check_name, parse_ref
 from gyre.registry._policy import check_policy, target_version, targets
 from gyre.registry._samples import load_sample
-from gyre.registry._store import ModelVersion, SQLiteMetadataStore
+from gyre.registry._store import ModelVersion, RegistrySnapshot, SQLiteMetadataStore
 from gyre.stores import Stores
 from gyre.types import DATATYPE_TO_NUMPY, FeatureBinding, Signature, zeros_for
 
@@ -416,6 +416,17 @@ class Registry:
                 f"the {kind} traffic policy of model `{name}` sends traffic to {what}; change "
                 f"the policy first (`gyre registry policy {name} champion` to undo it)"
             )
+
+    # -- the read API the server uses -------------------------------------------------------
+
+    def change_position(self) -> int:
+        """The position of the latest change; it grows with every write (a reader polls
+        it, and takes a `snapshot` when it moved)."""
+        return self.metadata.change_seq()
+
+    def snapshot(self) -> RegistrySnapshot:
+        """Live versions, aliases and policies as of one change position."""
+        return self.metadata.snapshot()
 
     def versions(self, name: str | None = None) -> list[ModelVersion]:
         found = self.metadata.versions(name)

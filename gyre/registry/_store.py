@@ -93,6 +93,17 @@ class ModelVersion:
         return manifest_sha256(self.files)
 
 
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """What the registry holds as of change `position` (`Registry.snapshot`): live
+    versions, {model: {alias: version}}, and {model: (kind, params)} as stored."""
+
+    position: int
+    versions: tuple[ModelVersion, ...]
+    aliases: dict[str, dict[str, int]]
+    policies: dict[str, tuple[Any, Any]]
+
+
 def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
     return ModelVersion(
         model=row["model"],
@@ -384,6 +395,21 @@ class SQLiteMetadataStore:
             row["model"]: (row["kind"], _json_or_text(row["params"]))
             for row in self._conn.execute("SELECT * FROM policies ORDER BY model")
         }
+
+    def snapshot(self) -> RegistrySnapshot:
+        """Live versions, aliases and policies as of one change position, read in one
+        transaction: a write between the reads can no longer make them disagree (an alias
+        naming a version the list lacks) or make the position claim less than was read."""
+        self._conn.execute("BEGIN")
+        try:
+            return RegistrySnapshot(
+                position=self.change_seq(),
+                versions=tuple(self.versions()),
+                aliases=self.aliases(),
+                policies=self.policies(),
+            )
+        finally:
+            self._conn.execute("COMMIT")
 
     def change_seq(self) -> int:
         """The sequence number of the latest change; it grows with every write."""

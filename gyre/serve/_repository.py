@@ -118,14 +118,15 @@ class ModelRepository:
     async def refresh(self) -> None:
         """Load what changed in the registry and swap the snapshot; update bandits."""
         loop = asyncio.get_running_loop()
-        seq = await loop.run_in_executor(self._loader, self._registry.metadata.change_seq)
+        seq = await loop.run_in_executor(self._loader, self._registry.change_position)
         if seq != self._seen_seq:
-            await self._reload(loop)
-            self._seen_seq = seq
+            self._seen_seq = await self._reload(loop)
         await self._update_bandits()
 
-    async def _reload(self, loop: asyncio.AbstractEventLoop) -> None:
-        records, aliases, policies = await loop.run_in_executor(self._loader, self._read_registry)
+    async def _reload(self, loop: asyncio.AbstractEventLoop) -> int:
+        """Swap in a snapshot of the registry; returns the change position it is as of."""
+        read = await loop.run_in_executor(self._loader, self._registry.snapshot)
+        records, aliases, policies = list(read.versions), read.aliases, read.policies
         old = self.snapshot
         versions: dict[str, dict[int, LoadedVersion]] = {}
         failed: dict[tuple[str, int], str] = {}
@@ -186,6 +187,7 @@ class ModelRepository:
                     task = asyncio.create_task(self._retire(loaded))
                     self._retiring.add(task)
                     task.add_done_callback(self._retiring.discard)
+        return read.position
 
     async def _update_bandits(self) -> None:
         bandits = {m: r for m, r in self.snapshot.routes.items() if r.kind == "bandit"}
@@ -195,12 +197,6 @@ class ModelRepository:
         for model, route in bandits.items():
             if isinstance(route.selector, ThompsonSampling):
                 route.selector.update(stats.get(model, {}))
-
-    def _read_registry(
-        self,
-    ) -> tuple[list[ModelVersion], dict[str, dict[str, int]], dict[str, tuple[str, Any]]]:
-        metadata = self._registry.metadata
-        return metadata.versions(), metadata.aliases(), metadata.policies()
 
     def _load(self, record: ModelVersion) -> LoadedVersion:
         settings = self._config.for_model(record.model)

@@ -390,3 +390,19 @@ def test_an_unfitted_model_is_refused_saying_so(
     # The exporters' own errors said "no known ways to retrieve the number of classes".
     with pytest.raises(InvalidModel, match="is not fitted; call fit"):
         registry.publish("m", model, iris[0])
+
+
+def test_a_snapshot_is_versions_aliases_and_policies_as_of_one_position(
+    registry: Registry, iris_classifier: Pipeline, iris_regressor: BaseEstimator, iris: tuple
+) -> None:
+    registry.publish("m", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("m", iris_regressor, iris[0], alias="challenger")
+    registry.set_policy("m", "split", {"weights": {"champion": 9, "challenger": 1}})
+    read = registry.snapshot()
+    assert read.position == registry.change_position() > 0
+    assert [(v.model, v.version) for v in read.versions] == [("m", 1), ("m", 2)]
+    assert read.aliases == {"m": {CHAMPION: 1, "challenger": 2}}
+    assert read.policies["m"][0] == "split"
+    registry.set_alias("m", CHAMPION, 2)
+    assert registry.change_position() > read.position
+    assert registry.snapshot().aliases == {"m": {CHAMPION: 2, "challenger": 2}}
