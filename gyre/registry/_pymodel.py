@@ -37,13 +37,19 @@ import inspect
 import multiprocessing
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from gyre.errors import InvalidModel
+from gyre.registry._names import check_name
 from gyre.types import DATATYPE_TO_NUMPY, Signature, zeros_for
+
+if TYPE_CHECKING:
+    from gyre.registry._files import ArtifactFile
+    from gyre.registry._registry import Registry
+    from gyre.registry._store import ModelVersion
 
 
 def signature_from(declared: Any, where: str) -> Signature:
@@ -163,3 +169,53 @@ def probe_python_model(
     if status != "ok":
         raise InvalidModel(f"class `{class_name}` failed its test inference: {payload}")
     return msgspec.json.decode(payload, type=Signature)
+
+
+def publish_python(
+    registry: Registry,
+    name: str,
+    code: bytes,
+    class_name: str,
+    *,
+    artifacts: Path | None,
+    alias: str | None,
+    lineage: dict[str, Any] | None,
+    force_new: bool,
+) -> ModelVersion:
+    """`Registry.publish_python`: the code, its files, a test inference in a child process."""
+    import tempfile
+
+    from gyre.registry._files import collect_files, write_files
+
+    check_name("model", name)
+    if not class_name.isidentifier():
+        raise InvalidModel(f"{class_name!r} is not a Python class name")
+    files: tuple[ArtifactFile, ...] = ()
+    if artifacts is not None:
+        files = collect_files(
+            artifacts,
+            registry.artifacts,
+            max_bytes=registry.config.artifacts_max_bytes,
+            max_files=registry.config.artifacts_max_files,
+        )
+    with tempfile.TemporaryDirectory(prefix="gyre-probe-") as folder:
+        code_path = Path(folder) / "model.py"
+        code_path.write_bytes(code)
+        probe_files = None
+        if files:  # the probe reads the files as stored, as the server will
+            probe_files = Path(folder) / "artifacts"
+            write_files(registry.artifacts, files, probe_files, f"model `{name}`")
+        signature = probe_python_model(code_path, class_name, probe_files)
+    return registry._record(
+        name,
+        flavor="python",
+        artifact=code,
+        native_bytes=None,
+        signature=signature,
+        parity={"checked": False, "reason": "Python model: served as published"},
+        alias=alias,
+        lineage=lineage or {},
+        entrypoint=class_name,
+        force_new=force_new,
+        files=files,
+    )

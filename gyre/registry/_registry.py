@@ -266,43 +266,12 @@ class Registry:
         """Publish a Python model; its test inference runs in a child process. Every file
         under the folder `artifacts` is stored too, and `load(self, artifacts)` gets a
         folder holding them (see `gyre.registry._files`)."""
-        import tempfile
+        from gyre.registry._pymodel import publish_python
 
-        from gyre.registry._files import collect_files, write_files
-        from gyre.registry._pymodel import probe_python_model
-
-        check_name("model", name)
-        if not class_name.isidentifier():
-            raise InvalidModel(f"{class_name!r} is not a Python class name")
-        files: tuple[ArtifactFile, ...] = ()
-        if artifacts is not None:
-            files = collect_files(
-                artifacts,
-                self.artifacts,
-                max_bytes=self.config.artifacts_max_bytes,
-                max_files=self.config.artifacts_max_files,
-            )
-        with tempfile.TemporaryDirectory(prefix="gyre-probe-") as folder:
-            code_path = Path(folder) / "model.py"
-            code_path.write_bytes(code)
-            probe_files = None
-            if files:  # the probe reads the files as stored, as the server will
-                probe_files = Path(folder) / "artifacts"
-                write_files(self.artifacts, files, probe_files, f"model `{name}`")
-            signature = probe_python_model(code_path, class_name, probe_files)
-        return self._record(
-            name,
-            flavor="python",
-            artifact=code,
-            native_bytes=None,
-            signature=signature,
-            parity={"checked": False, "reason": "Python model: served as published"},
-            alias=alias,
-            lineage=lineage or {},
-            entrypoint=class_name,
+        return publish_python(
+            self, name, code, class_name, artifacts=artifacts, alias=alias, lineage=lineage,
             force_new=force_new,
-            files=files,
-        )
+        )  # fmt: skip
 
     def _run_onnx(
         self, name: str, onnx_bytes: bytes, feeds: dict[str, np.ndarray]
