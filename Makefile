@@ -4,18 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check bench proto clean
+.PHONY: run test check bench proto postgres postgres-stop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow,xgboost]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow,xgboost,postgres]'
 	@touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/gyre demo
 
+# The tests start their own PostgreSQL cluster; scripts/ensure-postgres installs its programs.
 test: $(STAMP)
+	scripts/ensure-postgres
 	$(BIN)/python -m pytest
 
 check: $(STAMP)
@@ -35,5 +37,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/features.py
 
+# A PostgreSQL cluster of your own on loopback, to try gyre on PostgreSQL: prints its URL
+# (put it in [store] url or GYRE_STORE_URL). Stop it with `make postgres-stop`.
+postgres: $(STAMP)
+	@scripts/ensure-postgres
+	@$(BIN)/python -m tests.pgcluster start .gyre-postgres
+
+postgres-stop: $(STAMP)
+	$(BIN)/python -m tests.pgcluster stop .gyre-postgres
+
 clean:
-	rm -rf $(VENV) .gyre .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .gyre .gyre-postgres .pytest_cache .mypy_cache .ruff_cache

@@ -206,10 +206,40 @@ class FeaturesConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StoreConfig:
+    """Where the fact log, the registry's metadata and its artifacts live (`[store]`)."""
+
+    # postgresql://USER:PASSWORD@HOST:PORT/DATABASE for the fact log and the metadata in
+    # PostgreSQL (the `postgres` extra; GYRE_STORE_URL overrides it); none: SQLite files
+    # under the home. The password never appears in a repr, a log line or an error.
+    url: str | None = None
+    # The artifact folder; none: `artifacts/` under the home. Replicas on several hosts
+    # share one (a shared mount), as they share one database.
+    artifacts: str | None = None
+    # Connections one process keeps open to the database at most (its pool).
+    pool_max_size: int = 4
+    # One attempt to connect, or to get a connection from the pool, gives up after this…
+    connect_timeout_s: float = 5.0
+    # …and at start, a database that cannot be reached is retried with backoff this long.
+    start_timeout_s: float = 30.0
+
+    def __repr__(self) -> str:
+        from gyre._postgres import mask
+
+        url = None if self.url is None else mask(self.url)
+        return (
+            f"StoreConfig(url={url!r}, artifacts={self.artifacts!r}, "
+            f"pool_max_size={self.pool_max_size}, connect_timeout_s={self.connect_timeout_s}, "
+            f"start_timeout_s={self.start_timeout_s})"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration. Build it with `load_config`."""
 
     home: Path
+    store: StoreConfig = StoreConfig()
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
     collect: CollectConfig = CollectConfig()
@@ -238,6 +268,9 @@ _Bounds = tuple[float | None, bool, float | None, bool]
 _POSITIVE: _Bounds = (0, False, None, False)
 _NON_NEGATIVE: _Bounds = (0, True, None, False)
 _BOUNDS: dict[str, _Bounds] = {
+    "pool_max_size": (1, True, 1000, True),
+    "connect_timeout_s": _POSITIVE,
+    "start_timeout_s": _NON_NEGATIVE,
     "parity_tolerance": _NON_NEGATIVE,
     "parity_max_rows": _POSITIVE,
     "artifacts_max_bytes": _NON_NEGATIVE,
@@ -400,11 +433,11 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"home", "registry", "serve", "collect", "features"})
+    unknown = sorted(set(data) - {"home", "store", "registry", "serve", "collect", "features"})
     if unknown:
         raise ConfigError(
             f"unknown section(s) {', '.join(unknown)} in {path}; "
-            "known: home, registry, serve, collect, features"
+            "known: home, store, registry, serve, collect, features"
         )
     resolved_home = Path(home or os.environ.get("GYRE_HOME") or data.get("home") or DEFAULT_HOME)
     serve = _serve_section(data.get("serve", {}))
@@ -415,8 +448,16 @@ def load_config(
         _check_bounds(serve, "serve")
     _check_body_budget(serve)
     _check_ports(serve)
+    store: StoreConfig = _section(StoreConfig, data.get("store", {}), "store")
+    url = os.environ.get("GYRE_STORE_URL") or store.url
+    if url is not None:
+        from gyre._postgres import DatabaseURL
+
+        DatabaseURL.parse(url)  # a malformed URL stops here, with what to write instead
+        store = dataclasses.replace(store, url=url)
     return Config(
         home=resolved_home.expanduser().resolve(),
+        store=store,
         registry=_section(RegistryConfig, data.get("registry", {}), "registry"),
         collect=_with_tables(
             CollectConfig, EventTypeConfig, data.get("collect", {}), "collect", "events"

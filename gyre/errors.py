@@ -15,6 +15,8 @@
     │   ├── ExportError              a native model could not be turned into ONNX
     │   ├── ParityError              ONNX and native predictions disagree beyond tolerance
     │   └── InvalidModel             a file that is not a usable model, or a bad argument
+    ├── StoreError                   a store cannot be opened (a bad URL, a newer schema)
+    │   └── StoreUnavailable         the database cannot be reached now; retry later
     └── ServeError
         ├── BadRequest               a request that does not match the protocol or signature
         ├── PayloadTooLarge          a body over the configured size
@@ -103,6 +105,15 @@ class ParityError(RegistryError):
 
 class InvalidModel(RegistryError):
     """The file or object given is not a model gyre can publish."""
+
+
+class StoreError(GyreError):
+    """A store cannot be opened or used: a bad `[store]` URL, a schema this gyre cannot read."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now (down, restarting, the network); retry later.
+    The message names the host and database, never the password."""
 
 
 class ServeError(GyreError):

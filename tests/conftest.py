@@ -1,13 +1,17 @@
-"""Shared fixtures: small real models, a registry in a temporary home, a real server."""
+"""Shared fixtures: small real models, a registry in a temporary home, a real server, and
+the two store backends (SQLite under the home, and a throwaway PostgreSQL cluster)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,11 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from gyre._numbers import parse_count
+from gyre._postgres import close_pools
+from gyre.config import StoreConfig
 from gyre.registry import Registry
+from gyre.stores import Stores
+from tests import pgcluster
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +87,53 @@ def mixed_classifier(mixed_table: tuple[pd.DataFrame, np.ndarray]) -> Pipeline:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pgcluster.Cluster]:
+    """One PostgreSQL cluster for the whole run, on loopback (tests get a database each)."""
+    folder = Path(tempfile.mkdtemp(prefix="gyre-pg-"))
+    cluster = pgcluster.start(folder)
+    yield cluster
+    close_pools()
+    cluster.stop("immediate")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres: pgcluster.Cluster) -> Iterator[str]:
+    """The URL of a new, empty database, dropped after the test."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres.url(name)
+    close_pools()
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+# Every store-backed suite runs against each of these.
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def store_config(request: pytest.FixtureRequest) -> StoreConfig:
+    """The `[store]` settings of one backend: SQLite under the home, or a new database."""
+    if request.param == "sqlite":
+        return StoreConfig()
+    return StoreConfig(url=request.getfixturevalue("postgres_url"), connect_timeout_s=5.0)
+
+
+@pytest.fixture
+def stores(home: Path, store_config: StoreConfig) -> Stores:
+    return Stores(home, store_config)
+
+
+def store_toml(config: StoreConfig) -> str:
+    """The `[store]` section of gyre.toml for `config` (empty for SQLite)."""
+    return "" if config.url is None else f'[store]\nurl = "{config.url}"\n'
 
 
 @pytest.fixture

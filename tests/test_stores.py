@@ -29,18 +29,18 @@ def test_the_stores_of_a_home_are_where_stores_says(tmp_path: Path) -> None:
     stores = Stores(tmp_path / "home")
     registry = Registry(stores.home)
     try:
-        assert registry.metadata.path == stores.registry_path
+        assert registry.metadata.where == str(stores.registry_path)
         assert registry.artifacts.root == stores.artifacts_path
     finally:
         registry.close()
     collector = Collector(stores.home, {})
     try:
-        assert collector.log_path == stores.fact_log_path
+        assert collector.stores == stores
     finally:
         collector.close()
     log = stores.open_fact_log()
     try:
-        assert log.path == stores.fact_log_path and stores.fact_log_path.exists()
+        assert log.where == str(stores.fact_log_path) and stores.fact_log_path.exists()
     finally:
         log.close()
 

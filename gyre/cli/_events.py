@@ -11,7 +11,7 @@ from rich.table import Table
 from gyre.cli._main import JsonOption, State, app, console, print_json, print_table
 from gyre.collect import (
     Collector,
-    SQLiteFactLog,
+    FactLog,
     event_types,
     export_parquet,
     format_timestamp,
@@ -28,11 +28,13 @@ def _collector(ctx: typer.Context) -> Collector:
     state: State = ctx.obj
     config = state.config()
     return Collector(
-        config.home, event_types(config.collect.events), config.collect.group_commit_max_wait_ms
+        Stores.from_config(config),
+        event_types(config.collect.events),
+        config.collect.group_commit_max_wait_ms,
     )
 
 
-def _log(ctx: typer.Context) -> SQLiteFactLog:
+def _log(ctx: typer.Context) -> FactLog:
     state: State = ctx.obj
     return Stores.from_config(state.config()).open_fact_log()
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gyre.collect._log import Fact, SQLiteFactLog
+from gyre.collect._factlog import Fact, FactLog
 from gyre.collect._schema import EventType, format_timestamp
 
 _ARROW_TYPES = {"int": "int64", "float": "float64", "bool": "bool_", "string": "string"}
@@ -42,7 +42,7 @@ def _by_day(facts: Iterator[Fact]) -> Iterator[tuple[int, list[Fact]]]:
 
 
 def export_parquet(
-    log: SQLiteFactLog,
+    log: FactLog,
     event_type: EventType,
     folder: Path,
     start: int | None = None,

@@ -70,11 +70,12 @@ class Collector:
     """Declared event types over a durable fact log."""
 
     def __init__(
-        self, home: Path, types: Mapping[str, EventType], max_wait_ms: float = 2.0
+        self, home: Path | Stores, types: Mapping[str, EventType], max_wait_ms: float = 2.0
     ) -> None:
+        """Over the fact log of a home (SQLite), or of `Stores.from_config(config)`."""
         self.types = dict(types)
-        self.log_path = Stores(home).fact_log_path
-        self._log = GroupCommitter(self.log_path, max_wait_ms)
+        self.stores = home if isinstance(home, Stores) else Stores(home)
+        self._log = GroupCommitter(self.stores.fact_log_opener(), max_wait_ms)
 
     def event_type(self, name: str) -> EventType:
         found = self.types.get(name)

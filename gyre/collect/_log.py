@@ -1,9 +1,8 @@
-"""The fact log: append-only, durable, idempotent, in SQLite (WAL) under the home.
+"""The embedded fact log, in SQLite (WAL) under the home, and `GroupCommitter`, which
+shares one commit of any fact log among concurrent callers.
 
-A fact is stored once per (type, id): a retried event with the same id is a duplicate,
-not a second fact. There is no update and no delete; corrections are new facts. Each
-append is one transaction committed with `synchronous=FULL` (fsync); `GroupCommitter`
-shares one commit among concurrent callers.
+Each append is one transaction committed with `synchronous=FULL` (fsync). The interface
+and its guarantees are in `_factlog.py`; PostgreSQL's implementation is `_pglog.py`.
 """
 
 from __future__ import annotations
@@ -11,12 +10,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from gyre._sqlite import connect_wal
+from gyre.collect._factlog import AppendResult, Fact, FactLog
 from gyre.collect._schema import EventType
 
 _SCHEMA = """
@@ -36,21 +35,6 @@ CREATE INDEX IF NOT EXISTS facts_by_time ON facts (type, event_time, seq);
 """
 
 
-@dataclass(frozen=True)
-class Fact:
-    seq: int
-    type: str
-    event_time: int
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    stored: int
-    duplicates: int
-    watermark: int
-
-
 class SQLiteFactLog:
     """The embedded fact log. Use one instance per thread (SQLite connections are not
     shared across threads) unless the caller serializes its use and says so with
@@ -58,6 +42,7 @@ class SQLiteFactLog:
 
     def __init__(self, path: Path, *, check_same_thread: bool = True) -> None:
         self.path = path
+        self.where = str(path)
         self._conn = connect_wal(
             path, timeout_s=60.0, isolation_level=None, check_same_thread=check_same_thread
         )
@@ -176,10 +161,11 @@ class SQLiteFactLog:
 class GroupCommitter:
     """Appends from many threads or coroutines, committed together: each caller blocks
     until its facts are durable, and callers that arrive while a commit runs share the
-    next one (one fsync for all of them)."""
+    next one (one fsync for all of them). `open_log` opens the log on the committer's own
+    thread."""
 
-    def __init__(self, path: Path, max_wait_ms: float = 2.0) -> None:
-        self.path = path
+    def __init__(self, open_log: Callable[[], FactLog], max_wait_ms: float = 2.0) -> None:
+        self._open_log = open_log
         self.max_wait_s = max_wait_ms / 1000.0
         self._lock = threading.Condition()
         self._pending: list[tuple[EventType, Sequence[Mapping[str, Any]], _Slot]] = []
@@ -205,7 +191,7 @@ class GroupCommitter:
 
     def _run(self) -> None:
         try:
-            log = SQLiteFactLog(self.path)
+            log = self._open_log()
         except BaseException as exc:
             self._error = exc
             self._ready.set()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gyre.collect import SQLiteFactLog
+from gyre.collect import FactLog
 from gyre.errors import FeatureError, InvalidFeatureInput
 from gyre.features._definitions import Aggregation, FeatureView
 from gyre.features._serving import ServedVector
@@ -34,7 +34,7 @@ def _fact_columns(view: FeatureView) -> list[str]:
 
 
 def _facts_table(
-    log: SQLiteFactLog, view: FeatureView, watermark: int, after_seq: int | None = None
+    log: FactLog, view: FeatureView, watermark: int, after_seq: int | None = None
 ) -> Any:
     """The view's facts stored up to `watermark` (only those after `after_seq`, if given)
     as an Arrow table: the columns it reads, `_time` (event time, µs) and `_seq`."""
@@ -58,7 +58,7 @@ def _facts_table(
     return pa.Table.from_pydict(data, schema=schema)
 
 
-def _since(log: SQLiteFactLog, event_type: str, after: int, watermark: int) -> Any:
+def _since(log: FactLog, event_type: str, after: int, watermark: int) -> Any:
     while after < watermark:
         facts, position = log.since(after, [event_type])
         yield from (f for f in facts if f.seq <= watermark)
@@ -68,7 +68,7 @@ def _since(log: SQLiteFactLog, event_type: str, after: int, watermark: int) -> A
 
 
 def _register_facts(
-    connection: Any, log: SQLiteFactLog, view: FeatureView, watermark: int, export: Path | None
+    connection: Any, log: FactLog, view: FeatureView, watermark: int, export: Path | None
 ) -> None:
     """Make `facts` a relation of the view's facts up to `watermark`: from the log, or from
     the Parquet export (deduplicated: exports may overlap) plus what the log stored since."""
@@ -176,9 +176,7 @@ def compile_sql(view: FeatureView, *, per_row_watermark: bool = False) -> str:
     )
 
 
-def _facts_connection(
-    log: SQLiteFactLog, view: FeatureView, watermark: int, export: Path | None
-) -> Any:
+def _facts_connection(log: FactLog, view: FeatureView, watermark: int, export: Path | None) -> Any:
     """A DuckDB connection holding the view's facts up to `watermark` as `facts`."""
     import duckdb
 
@@ -220,7 +218,7 @@ def _register_queries(
 
 
 def _prepared(
-    log: SQLiteFactLog,
+    log: FactLog,
     view: FeatureView,
     queries: Sequence[dict[str, Any]],
     watermark: int | None,
@@ -236,7 +234,7 @@ def _prepared(
 
 
 def training_set(
-    log: SQLiteFactLog,
+    log: FactLog,
     view: FeatureView,
     queries: Sequence[dict[str, Any]],
     *,
@@ -256,7 +254,7 @@ def training_set(
 
 
 def write_training_set(
-    log: SQLiteFactLog,
+    log: FactLog,
     view: FeatureView,
     queries: Sequence[dict[str, Any]],
     output: Path,
@@ -285,7 +283,7 @@ class Recomputation:
     number of batches of served vectors (the skew check)."""
 
     def __init__(
-        self, log: SQLiteFactLog, view: FeatureView, watermark: int, export: Path | None = None
+        self, log: FactLog, view: FeatureView, watermark: int, export: Path | None = None
     ) -> None:
         self.view = view
         self.watermark = watermark
@@ -307,7 +305,7 @@ class Recomputation:
 
 
 def recompute(
-    log: SQLiteFactLog,
+    log: FactLog,
     view: FeatureView,
     served: Sequence[ServedVector],
     *,

@@ -13,7 +13,7 @@ import bisect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gyre.collect import Fact, SQLiteFactLog
+from gyre.collect import Fact, FactLog
 from gyre.features._definitions import FeatureView
 
 
@@ -41,7 +41,7 @@ class OnlineStore:
         # Facts stay [time, seq, row] lists: they are only indexed, like the tuples.
         self._state = {tuple(key): rows for key, rows in state}
 
-    def rebuild(self, log: SQLiteFactLog) -> int:
+    def rebuild(self, log: FactLog) -> int:
         """Replay the view's source from the log; returns the watermark replayed up to."""
         self._state.clear()
         watermark = log.watermark()

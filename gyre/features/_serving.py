@@ -25,7 +25,7 @@ import msgspec
 
 from gyre._json import MALFORMED
 from gyre._sqlite import connect_wal
-from gyre.collect import SQLiteFactLog
+from gyre.collect import FactLog, SQLiteFactLog
 from gyre.errors import InvalidFeatureInput
 from gyre.features._definitions import FeatureView, find_view
 from gyre.features._online import OnlineStore
@@ -58,14 +58,17 @@ class OnlineFeatures:
     def __init__(
         self,
         views: Mapping[str, FeatureView],
-        facts_path: Path,
+        facts: FactLog | Path,
         *,
         evict_interval_s: float | None = EVICT_INTERVAL_S,
     ) -> None:
         self.views = dict(views)
         self._stores = {name: OnlineStore(view) for name, view in self.views.items()}
         self._types = sorted({view.source.name for view in self.views.values()})
-        self._log = SQLiteFactLog(facts_path, check_same_thread=False)
+        # A path: the SQLite log there, used under this object's lock from any thread.
+        self._log: FactLog = (
+            SQLiteFactLog(facts, check_same_thread=False) if isinstance(facts, Path) else facts
+        )
         self._lock = threading.Lock()
         self._watermark = 0
         self._evict_interval_s = evict_interval_s

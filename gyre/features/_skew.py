@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gyre.collect import SQLiteFactLog
+from gyre.collect import FactLog
 from gyre.features._definitions import FeatureView
 from gyre.features._offline import Recomputation
 from gyre.features._serving import ServedRecord, read_served
@@ -59,7 +59,7 @@ def same_value(served: Any, offline: Any, tolerance: float) -> bool:
 
 
 def check_skew(
-    log: SQLiteFactLog,
+    log: FactLog,
     views: Mapping[str, FeatureView],
     served_path: Path,
     *,
@@ -96,7 +96,7 @@ class _ViewCheck:
 
     def __init__(
         self,
-        log: SQLiteFactLog,
+        log: FactLog,
         view: FeatureView,
         mark: int,
         export: Path | None,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gyre.collect import SQLiteFactLog
+from gyre.collect import FactLog
 from gyre.errors import InvalidFeatureInput
 from gyre.features import FeatureView, training_set
 
@@ -24,7 +24,7 @@ class TrainedOnView:
 
 
 def train_on_view(
-    log: SQLiteFactLog,
+    log: FactLog,
     view: FeatureView,
     queries: Sequence[dict[str, Any]],
     *,

@@ -1,4 +1,11 @@
-"""Content-addressed artifact storage: a file's name is the sha256 of its bytes."""
+"""Content-addressed artifact storage: a file's name is the sha256 of its bytes.
+
+`ArtifactStore` is the interface (checked by `tests/registry/test_artifact_conformance.py`);
+`LocalArtifactStore` keeps the files in a folder, which several hosts may share (NFS or any
+shared mount): a write goes to a temporary name and is renamed into place, and a name is
+the hash of its content, so two hosts writing the same artifact at once write the same
+bytes and a reader never sees half of one.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,36 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from gyre.errors import ArtifactCorrupted
 
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class ArtifactStore(Protocol):
+    """Immutable blobs named by their sha256."""
+
+    def put(self, data: bytes) -> str:
+        """Store `data` durably; its sha256."""
+        ...
+
+    def put_chunks(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Store bytes that come in pieces, hashed as written; (sha256, size). An exception
+        from `chunks` stores nothing."""
+        ...
+
+    def get(self, sha256: str, *, what: str) -> bytes:
+        """The bytes, verified against `sha256`; `ArtifactCorrupted` when they are missing
+        or differ (`what` names the artifact in the message)."""
+        ...
+
+    def copy_to(self, sha256: str, dest: Path, *, what: str) -> None:
+        """Write the artifact to the new file `dest`, verified as it is copied; on a
+        mismatch `dest` is removed and `ArtifactCorrupted` raised."""
+        ...
 
 
 class LocalArtifactStore:

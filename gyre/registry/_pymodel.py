@@ -48,8 +48,8 @@ from gyre.types import DATATYPE_TO_NUMPY, Signature, zeros_for
 
 if TYPE_CHECKING:
     from gyre.registry._files import ArtifactFile
+    from gyre.registry._metadata import ModelVersion
     from gyre.registry._registry import Registry
-    from gyre.registry._store import ModelVersion
 
 
 def signature_from(declared: Any, where: str) -> Signature:

@@ -18,10 +18,10 @@ from gyre.errors import InvalidModel, ModelNotFound, RegistryError
 from gyre.registry import _tabular
 from gyre.registry._artifacts import LocalArtifactStore, sha256_of
 from gyre.registry._files import ArtifactFile, VersionFiles
+from gyre.registry._metadata import MetadataStore, ModelVersion, RegistrySnapshot
 from gyre.registry._names import CHAMPION, check_name, parse_ref
 from gyre.registry._policy import check_policy, target_version, targets
 from gyre.registry._samples import load_sample
-from gyre.registry._store import ModelVersion, RegistrySnapshot, SQLiteMetadataStore
 from gyre.stores import Stores
 from gyre.types import DATATYPE_TO_NUMPY, FeatureBinding, Signature, zeros_for
 
@@ -34,16 +34,18 @@ log = logging.getLogger("gyre.registry")
 class Registry:
     """Model versions with content-addressed artifacts, aliases and a change log."""
 
-    def __init__(self, home: Path, config: RegistryConfig | None = None) -> None:
-        self.home = home
+    def __init__(self, home: Path | Stores, config: RegistryConfig | None = None) -> None:
+        """The registry of a home (its SQLite metadata and artifact folder), or of the
+        stores `Stores.from_config` opens (PostgreSQL, a shared artifact folder)."""
+        self.stores = home if isinstance(home, Stores) else Stores(home)
+        self.home = self.stores.home
         self.config = config or RegistryConfig()
-        self.stores = Stores(home)
-        self.metadata = SQLiteMetadataStore(self.stores.registry_path)
-        self.artifacts = LocalArtifactStore(self.stores.artifacts_path)
+        self.metadata: MetadataStore = self.stores.open_metadata()
+        self.artifacts: LocalArtifactStore = self.stores.open_artifacts()
 
     @classmethod
     def from_config(cls, config: Config) -> Registry:
-        return cls(config.home, config.registry)
+        return cls(Stores.from_config(config), config.registry)
 
     def close(self) -> None:
         self.metadata.close()

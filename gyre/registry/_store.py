@@ -1,13 +1,19 @@
-"""Registry metadata in SQLite (WAL): models, versions, aliases and a change log."""
+"""Registry metadata in SQL: the queries, once, for SQLite (WAL, the embedded default, here)
+and PostgreSQL (`_pgstore.py`). The interface is in `_metadata.py`.
+
+The schema is versioned: a new database is made by running every migration from nothing,
+so the path an old database takes is the path every database took. An older database is
+migrated on open (each step in the transaction that stamps it), a newer one is refused.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,184 +22,76 @@ import msgspec
 from gyre._numbers import is_int64
 from gyre._sqlite import connect_wal
 from gyre.errors import ModelNotFound, RegistryError
-from gyre.registry._files import ArtifactFile, decode_manifest, encode_manifest, manifest_sha256
+from gyre.registry._files import ArtifactFile, encode_manifest, manifest_sha256
+from gyre.registry._metadata import ModelVersion, RegistrySnapshot, json_or_text, row_to_version
 from gyre.types import Signature
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS versions (
-    model TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    flavor TEXT NOT NULL,
-    artifact_sha256 TEXT NOT NULL,
-    artifact_bytes INTEGER NOT NULL,
-    native_sha256 TEXT,
-    native_bytes INTEGER,
-    signature TEXT NOT NULL,
-    parity TEXT NOT NULL,
-    lineage TEXT NOT NULL,
-    gyre_version TEXT NOT NULL,
-    entrypoint TEXT,
-    deleted_at REAL,
-    files TEXT,
-    PRIMARY KEY (model, version)
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    model TEXT NOT NULL,
-    alias TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (model, alias)
-);
-CREATE TABLE IF NOT EXISTS policies (
-    model TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    params TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    model TEXT NOT NULL,
-    action TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-"""
+SCHEMA_VERSION = 3
 
 
-@dataclass(frozen=True)
-class ModelVersion:
-    """One published version of a model, as recorded."""
-
-    model: str
-    version: int
-    created_at: float
-    flavor: str
-    artifact_sha256: str
-    artifact_bytes: int
-    native_sha256: str | None
-    native_bytes: int | None
-    signature: Signature
-    parity: dict[str, Any]
-    lineage: dict[str, Any]
-    gyre_version: str
-    deleted_at: float | None
-    aliases: tuple[str, ...] = ()
-    # The class to instantiate, for flavor `python`.
-    entrypoint: str | None = None
-    # Set on what a publish returns: the content was already this live version, so no
-    # new version was made (idempotent publish). Not stored.
-    reused: bool = False
-    # A Python model's files (`--artifacts DIR`), sorted by path.
-    files: tuple[ArtifactFile, ...] = ()
-
-    @property
-    def files_sha256(self) -> str | None:
-        """One hash of the whole manifest of `files` (part of the version's content)."""
-        return manifest_sha256(self.files)
-
-
-@dataclass(frozen=True)
-class RegistrySnapshot:
-    """What the registry holds as of change `position` (`Registry.snapshot`): live
-    versions, {model: {alias: version}}, and {model: (kind, params)} as stored."""
-
-    position: int
-    versions: tuple[ModelVersion, ...]
-    aliases: dict[str, dict[str, int]]
-    policies: dict[str, tuple[Any, Any]]
-
-
-def _row_to_version(row: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
-    return ModelVersion(
-        model=row["model"],
-        version=row["version"],
-        created_at=row["created_at"],
-        flavor=row["flavor"],
-        artifact_sha256=row["artifact_sha256"],
-        artifact_bytes=row["artifact_bytes"],
-        native_sha256=row["native_sha256"],
-        native_bytes=row["native_bytes"],
-        signature=msgspec.json.decode(row["signature"], type=Signature),
-        parity=json.loads(row["parity"]),
-        lineage=json.loads(row["lineage"]),
-        gyre_version=row["gyre_version"],
-        deleted_at=row["deleted_at"],
-        aliases=aliases,
-        entrypoint=row["entrypoint"],
-        files=decode_manifest(row["files"]) if row["files"] is not None else (),
-    )
-
-
-def _json_or_text(text: Any) -> Any:
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError, RecursionError):
-        return text
-
-
-# Bumped whenever the tables change; an older database is migrated on open (one step per
-# version, each in the transaction that stamps it), a newer one is refused.
-SCHEMA_VERSION = 2
-_MIGRATIONS = {
-    # 1 -> 2: a Python model's files (the manifest of `--artifacts DIR`, JSON).
-    1: ("ALTER TABLE versions ADD COLUMN files TEXT",),
-}
-
-
-class SQLiteMetadataStore:
-    """The embedded metadata store. Every write is one transaction and one change record."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = connect_wal(
-            path, timeout_s=30.0, isolation_level=None, check_same_thread=False
+def migration(version: int, seq_column: str) -> tuple[str, ...]:
+    """The statements from schema `version` to the next (0: none yet); `seq_column` is the
+    dialect's auto-numbered key of the change log."""
+    if version == 0:  # the first tables
+        return (
+            "CREATE TABLE versions (model TEXT NOT NULL, version BIGINT NOT NULL,"
+            " created_at DOUBLE PRECISION NOT NULL, flavor TEXT NOT NULL,"
+            " artifact_sha256 TEXT NOT NULL, artifact_bytes BIGINT NOT NULL,"
+            " native_sha256 TEXT, native_bytes BIGINT, signature TEXT NOT NULL,"
+            " parity TEXT NOT NULL, lineage TEXT NOT NULL, gyre_version TEXT NOT NULL,"
+            " entrypoint TEXT, deleted_at DOUBLE PRECISION, PRIMARY KEY (model, version))",
+            "CREATE TABLE aliases (model TEXT NOT NULL, alias TEXT NOT NULL,"
+            " version BIGINT NOT NULL, updated_at DOUBLE PRECISION NOT NULL,"
+            " PRIMARY KEY (model, alias))",
+            "CREATE TABLE policies (model TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+            " params TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)",
+            f"CREATE TABLE changes (seq {seq_column}, at DOUBLE PRECISION NOT NULL,"
+            " model TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL)",
         )
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._migrate()
+    if version == 1:  # a Python model's files (the manifest of `--artifacts DIR`, JSON)
+        return ("ALTER TABLE versions ADD COLUMN files TEXT",)
+    if version == 2:  # an index for each query that filters on more than the primary key
+        return (
+            # aliases -> versions: "which aliases name this version" (delete_version)
+            "CREATE INDEX IF NOT EXISTS aliases_by_version ON aliases (model, version)",
+            # one model's changes, in order (keyset pages)
+            "CREATE INDEX IF NOT EXISTS changes_by_model ON changes (model, seq)",
+            # the idempotent publish's lookup of the same content
+            "CREATE INDEX IF NOT EXISTS versions_by_content ON versions (model, artifact_sha256)",
+        )
+    raise AssertionError(f"no registry migration from schema version {version}")
 
-    def _migrate(self) -> None:
-        # Under the write lock, in one transaction with the version stamp: a process that
-        # opens the same new registry meanwhile sees either nothing or the stamped schema.
-        with self._write() as conn:
-            (found,) = conn.execute("PRAGMA user_version").fetchone()
-            tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
-            if found == 0 and tables == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                found = SCHEMA_VERSION
-            while found in _MIGRATIONS:
-                for statement in _MIGRATIONS[found]:
-                    conn.execute(statement)
-                found += 1
-                conn.execute(f"PRAGMA user_version = {found}")
-        if found != SCHEMA_VERSION:
-            raise RegistryError(
-                f"registry {self.path} has schema version {found}, this gyre reads version "
-                f"{SCHEMA_VERSION}; use the gyre version that wrote it, or publish into a new "
-                "home (--home)"
-            )
+
+class SQLMetadataStore:
+    """The metadata store's logic over a SQL connection; a dialect gives connections
+    (`_read`, `_write`) and runs statements written with `?` placeholders (`_rows`)."""
+
+    def _read(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[Any]:
+        """A transaction that holds the store's write lock: writers run one at a time, so
+        two publishers never read the same "next version" number and change positions
+        commit in order."""
+        raise NotImplementedError
+
+    def _rows(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
+        raise NotImplementedError
+
+    def _run(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+        raise NotImplementedError
 
     def close(self) -> None:
-        self._conn.close()
+        raise NotImplementedError
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        # BEGIN IMMEDIATE takes the write lock up front, so two publishers never read the
-        # same "next version" number.
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _one(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Mapping[str, Any] | None:
+        rows = self._rows(conn, sql, params)
+        return rows[0] if rows else None
 
-    def _record(self, conn: sqlite3.Connection, model: str, action: str, **detail: Any) -> None:
-        conn.execute(
+    def _record(self, conn: Any, model: str, action: str, **detail: Any) -> None:
+        self._run(
+            conn,
             "INSERT INTO changes (at, model, action, detail) VALUES (?, ?, ?, ?)",
             (time.time(), model, action, json.dumps(detail, sort_keys=True)),
         )
@@ -215,60 +113,51 @@ class SQLiteMetadataStore:
         files: tuple[ArtifactFile, ...] = (),
         force_new: bool = False,
     ) -> tuple[int, bool]:
-        """The new version's number, and False; or, unless `force_new`, the number of a live
-        version with the same content (flavor, artifact, signature, entrypoint, files) and
-        True. Looked up under the write lock, so two publishes of one content make one
-        version."""
         encoded_signature = msgspec.json.encode(signature).decode()
         encoded_files = encode_manifest(files).decode() if files else None
         with self._write() as conn:
             if not force_new:
-                same = conn.execute(
+                same = self._one(
+                    conn,
                     "SELECT version FROM versions WHERE model = ? AND deleted_at IS NULL"
                     " AND flavor = ? AND artifact_sha256 = ? AND signature = ?"
-                    " AND entrypoint IS ? AND files IS ? ORDER BY version LIMIT 1",
+                    " AND entrypoint IS NOT DISTINCT FROM ? AND files IS NOT DISTINCT FROM ?"
+                    " ORDER BY version LIMIT 1",
                     (model, flavor, artifact_sha256, encoded_signature, entrypoint, encoded_files),
-                ).fetchone()
+                )
                 if same is not None:
-                    return int(same[0]), True
-            (latest,) = conn.execute(
-                "SELECT COALESCE(MAX(version), 0) FROM versions WHERE model = ?", (model,)
-            ).fetchone()
-            version = int(latest) + 1
-            conn.execute(
+                    return int(same["version"]), True
+            latest = self._one(
+                conn,
+                "SELECT COALESCE(MAX(version), 0) AS n FROM versions WHERE model = ?",
+                (model,),
+            )
+            version = int(latest["n"] if latest is not None else 0) + 1
+            self._run(
+                conn,
                 "INSERT INTO versions (model, version, created_at, flavor, artifact_sha256,"
                 " artifact_bytes, native_sha256, native_bytes, signature, parity, lineage,"
                 " gyre_version, entrypoint, files)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    model,
-                    version,
-                    time.time(),
-                    flavor,
-                    artifact_sha256,
-                    artifact_bytes,
-                    native_sha256,
-                    native_bytes,
-                    encoded_signature,
-                    json.dumps(parity, sort_keys=True),
-                    json.dumps(lineage, sort_keys=True),
-                    gyre_version,
-                    entrypoint,
-                    encoded_files,
+                    model, version, time.time(), flavor, artifact_sha256, artifact_bytes,
+                    native_sha256, native_bytes, encoded_signature,
+                    json.dumps(parity, sort_keys=True), json.dumps(lineage, sort_keys=True),
+                    gyre_version, entrypoint, encoded_files,
                 ),
-            )
+            )  # fmt: skip
             extra = {"files_sha256": manifest_sha256(files)} if files else {}
             self._record(
                 conn, model, "publish", version=version, artifact_sha256=artifact_sha256, **extra
             )
         return version, False
 
-    def _live_version_row(self, conn: sqlite3.Connection, model: str, version: int) -> sqlite3.Row:
-        row: sqlite3.Row | None = (
-            conn.execute(
-                "SELECT * FROM versions WHERE model = ? AND version = ?", (model, version)
-            ).fetchone()
-            if is_int64(version)  # SQLite cannot even compare with a larger one
+    def _live_version_row(self, conn: Any, model: str, version: int) -> Mapping[str, Any]:
+        row = (
+            self._one(
+                conn, "SELECT * FROM versions WHERE model = ? AND version = ?", (model, version)
+            )
+            if is_int64(version)  # neither database can even compare with a larger one
             else None
         )
         if row is None or row["deleted_at"] is not None:
@@ -280,13 +169,13 @@ class SQLiteMetadataStore:
         return row
 
     def set_alias(self, model: str, alias: str, version: int, *, reason: str) -> int | None:
-        """Point `alias` at `version`; returns the version it pointed at before, if any."""
         with self._write() as conn:
             self._live_version_row(conn, model, version)
-            before = conn.execute(
-                "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
-            ).fetchone()
-            conn.execute(
+            before = self._one(
+                conn, "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+            )
+            self._run(
+                conn,
                 "INSERT INTO aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version,"
                 " updated_at = excluded.updated_at",
@@ -300,10 +189,10 @@ class SQLiteMetadataStore:
 
     def delete_alias(self, model: str, alias: str, *, reason: str) -> None:
         with self._write() as conn:
-            cursor = conn.execute(
-                "DELETE FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+            deleted = self._run(
+                conn, "DELETE FROM aliases WHERE model = ? AND alias = ?", (model, alias)
             )
-            if cursor.rowcount == 0:
+            if deleted == 0:
                 raise ModelNotFound(
                     f"model `{model}` has no alias `{alias}`; "
                     f"run `gyre registry show {model}` to see its aliases"
@@ -311,13 +200,14 @@ class SQLiteMetadataStore:
             self._record(conn, model, "unalias", alias=alias, why=reason)
 
     def delete_version(self, model: str, version: int, *, reason: str) -> None:
-        """Soft delete: the row and artifact stay for lineage; the version stops serving."""
         with self._write() as conn:
             self._live_version_row(conn, model, version)
             aliased = [
                 row["alias"]
-                for row in conn.execute(
-                    "SELECT alias FROM aliases WHERE model = ? AND version = ?", (model, version)
+                for row in self._rows(
+                    conn,
+                    "SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias",
+                    (model, version),
                 )
             ]
             if aliased:
@@ -326,28 +216,29 @@ class SQLiteMetadataStore:
                     f"{', '.join(f'`{a}`' for a in aliased)}; move or delete the alias first "
                     f"(`gyre registry alias {model} {aliased[0]} OTHER_VERSION`)"
                 )
-            conn.execute(
+            self._run(
+                conn,
                 "UPDATE versions SET deleted_at = ? WHERE model = ? AND version = ?",
                 (time.time(), model, version),
             )
             self._record(conn, model, "delete", version=version, why=reason)
 
-    def _aliases_by_version(self, model: str | None) -> dict[tuple[str, int], tuple[str, ...]]:
+    def _aliases_by_version(
+        self, conn: Any, model: str | None
+    ) -> dict[tuple[str, int], tuple[str, ...]]:
         query = "SELECT model, alias, version FROM aliases"
         rows = (
-            self._conn.execute(query + " WHERE model = ? ORDER BY alias", (model,))
+            self._rows(conn, query + " WHERE model = ? ORDER BY alias", (model,))
             if model is not None
-            else self._conn.execute(query + " ORDER BY alias")
+            else self._rows(conn, query + " ORDER BY alias")
         )
         found: dict[tuple[str, int], tuple[str, ...]] = {}
         for row in rows:
-            key = (row["model"], row["version"])
+            key = (row["model"], int(row["version"]))
             found[key] = (*found.get(key, ()), row["alias"])
         return found
 
-    def versions(
-        self, model: str | None = None, *, include_deleted: bool = False
-    ) -> list[ModelVersion]:
+    def _versions(self, conn: Any, model: str | None, include_deleted: bool) -> list[ModelVersion]:
         query = "SELECT * FROM versions"
         clauses, params = [], []
         if model is not None:
@@ -358,28 +249,40 @@ class SQLiteMetadataStore:
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
         query += " ORDER BY model, version"
-        aliases = self._aliases_by_version(model)
+        aliases = self._aliases_by_version(conn, model)
         return [
-            _row_to_version(row, aliases.get((row["model"], row["version"]), ()))
-            for row in self._conn.execute(query, params)
+            row_to_version(row, aliases.get((row["model"], int(row["version"])), ()))
+            for row in self._rows(conn, query, params)
         ]
 
-    def version(self, model: str, version: int) -> ModelVersion:
-        row = self._live_version_row(self._conn, model, version)
-        aliases = self._aliases_by_version(model)
-        return _row_to_version(row, aliases.get((model, version), ()))
+    def versions(
+        self, model: str | None = None, *, include_deleted: bool = False
+    ) -> list[ModelVersion]:
+        with self._read() as conn:
+            return self._versions(conn, model, include_deleted)
 
-    def aliases(self, model: str | None = None) -> dict[str, dict[str, int]]:
-        """{model: {alias: version}}."""
+    def version(self, model: str, version: int) -> ModelVersion:
+        with self._read() as conn:
+            row = self._live_version_row(conn, model, version)
+            aliases = self._aliases_by_version(conn, model)
+        return row_to_version(row, aliases.get((model, version), ()))
+
+    def _aliases(self, conn: Any, model: str | None) -> dict[str, dict[str, int]]:
         found: dict[str, dict[str, int]] = {}
-        for (name, version), names in self._aliases_by_version(model).items():
+        for (name, version), names in self._aliases_by_version(conn, model).items():
             for alias in names:
                 found.setdefault(name, {})[alias] = version
         return found
 
+    def aliases(self, model: str | None = None) -> dict[str, dict[str, int]]:
+        """{model: {alias: version}}."""
+        with self._read() as conn:
+            return self._aliases(conn, model)
+
     def set_policy(self, model: str, kind: str, params: dict[str, Any], *, reason: str) -> None:
         with self._write() as conn:
-            conn.execute(
+            self._run(
+                conn,
                 "INSERT INTO policies (model, kind, params, updated_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (model) DO UPDATE SET kind = excluded.kind,"
                 " params = excluded.params, updated_at = excluded.updated_at",
@@ -387,44 +290,56 @@ class SQLiteMetadataStore:
             )
             self._record(conn, model, "policy", kind=kind, params=params, why=reason)
 
+    def _policies(self, conn: Any) -> dict[str, tuple[Any, Any]]:
+        return {
+            row["model"]: (row["kind"], json_or_text(row["params"]))
+            for row in self._rows(conn, "SELECT * FROM policies ORDER BY model")
+        }
+
     def policies(self) -> dict[str, tuple[Any, Any]]:
         """{model: (kind, params)} for models with a traffic policy other than the default,
         as stored: readers check them with `check_policy` (params that are not JSON come
         back as their text, which it refuses)."""
-        return {
-            row["model"]: (row["kind"], _json_or_text(row["params"]))
-            for row in self._conn.execute("SELECT * FROM policies ORDER BY model")
-        }
+        with self._read() as conn:
+            return self._policies(conn)
 
     def snapshot(self) -> RegistrySnapshot:
         """Live versions, aliases and policies as of one change position, read in one
         transaction: a write between the reads can no longer make them disagree (an alias
         naming a version the list lacks) or make the position claim less than was read."""
-        self._conn.execute("BEGIN")
-        try:
+        with self._read() as conn:
             return RegistrySnapshot(
-                position=self.change_seq(),
-                versions=tuple(self.versions()),
-                aliases=self.aliases(),
-                policies=self.policies(),
+                position=self._change_seq(conn),
+                versions=tuple(self._versions(conn, None, False)),
+                aliases=self._aliases(conn, None),
+                policies=self._policies(conn),
             )
-        finally:
-            self._conn.execute("COMMIT")
+
+    def _change_seq(self, conn: Any) -> int:
+        row = self._one(conn, "SELECT COALESCE(MAX(seq), 0) AS n FROM changes")
+        return int(row["n"]) if row is not None else 0
 
     def change_seq(self) -> int:
-        """The sequence number of the latest change; it grows with every write."""
-        (seq,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
-        return int(seq)
+        with self._read() as conn:
+            return self._change_seq(conn)
 
-    def changes(self, model: str | None = None) -> list[dict[str, Any]]:
-        rows = (
-            self._conn.execute("SELECT * FROM changes WHERE model = ? ORDER BY seq", (model,))
-            if model is not None
-            else self._conn.execute("SELECT * FROM changes ORDER BY seq")
-        )
+    def changes(
+        self, model: str | None = None, *, after: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        query = "SELECT * FROM changes WHERE seq > ?"
+        params: list[Any] = [after]
+        if model is not None:
+            query += " AND model = ?"
+            params.append(model)
+        query += " ORDER BY seq"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        with self._read() as conn:
+            rows = self._rows(conn, query, params)
         return [
             {
-                "seq": r["seq"],
+                "seq": int(r["seq"]),
                 "at": r["at"],
                 "model": r["model"],
                 "action": r["action"],
@@ -432,3 +347,76 @@ class SQLiteMetadataStore:
             }
             for r in rows
         ]
+
+
+class SQLiteMetadataStore(SQLMetadataStore):
+    """The embedded metadata store: one SQLite file, shared by the processes of one host
+    (one connection per instance, used by one thread at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+        self._conn = connect_wal(
+            path, timeout_s=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._conn.row_factory = _dict_row
+        self._conn.execute("PRAGMA synchronous=FULL")
+        # One connection: threads that share this store take turns.
+        self._lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        # Under the write lock, in one transaction with the version stamp: a process that
+        # opens the same new registry meanwhile sees either nothing or the stamped schema.
+        with self._write() as conn:
+            found = conn.execute("PRAGMA user_version").fetchone()["user_version"]
+            tables = conn.execute("SELECT COUNT(*) AS n FROM sqlite_master").fetchone()["n"]
+            while found < SCHEMA_VERSION and (found > 0 or tables == 0):
+                for statement in migration(found, "INTEGER PRIMARY KEY AUTOINCREMENT"):
+                    conn.execute(statement)
+                found += 1
+                conn.execute(f"PRAGMA user_version = {found}")
+        if found != SCHEMA_VERSION:
+            raise RegistryError(
+                f"registry {self.path} has schema version {found}, this gyre reads version "
+                f"{SCHEMA_VERSION}; use the gyre version that wrote it, or publish into a new "
+                "home (--home)"
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # One read transaction: what is read together is of one moment.
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock (of the file, for every process) up front.
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _rows(
+        self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()
+    ) -> list[Mapping[str, Any]]:
+        rows: list[Mapping[str, Any]] = conn.execute(sql, params).fetchall()
+        return rows
+
+    def _run(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> int:
+        return conn.execute(sql, params).rowcount
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}

@@ -29,8 +29,8 @@ from gyre.types import DATATYPE_TO_NUMPY, Signature
 
 if TYPE_CHECKING:
     from gyre.features import FeatureView
+    from gyre.registry._metadata import ModelVersion
     from gyre.registry._registry import Registry
-    from gyre.registry._store import ModelVersion
 
 FLOAT, INTEGER, TEXT = "FP32", "INT64", "BYTES"
 

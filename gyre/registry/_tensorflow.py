@@ -29,9 +29,9 @@ from gyre.errors import ExportError, InvalidModel
 from gyre.registry._names import check_name
 
 if TYPE_CHECKING:
+    from gyre.registry._metadata import ModelVersion
     from gyre.registry._parity import ParityResult
     from gyre.registry._registry import Registry
-    from gyre.registry._store import ModelVersion
 
 EXTRA = "pip install 'gyre[tensorflow]'"
 SIGNATURE = "serving_default"

@@ -18,6 +18,7 @@ from gyre.errors import (
     PayloadTooLarge,
     RateLimited,
     RegistryError,
+    StoreUnavailable,
     Unauthorized,
     Unavailable,
     UnknownEventType,
@@ -39,6 +40,7 @@ _STATUS: tuple[tuple[type[GyreError], int], ...] = (
     (PayloadTooLarge, 413),
     (RateLimited, 429),
     (Unavailable, 503),
+    (StoreUnavailable, 503),
     (DeadlineExceeded, 504),
     (RegistryError, 409),
 )

@@ -97,8 +97,8 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
     """The ASGI app over the registry under `config.home`; models load at startup.
     `processes` > 1: one of that many workers, whose metrics are summed via `metrics_dir`."""
     metrics = ServerMetrics(metrics_dir)
-    registry = Registry.from_config(config)
     stores = Stores.from_config(config)
+    registry = Registry(stores, config.registry)
     feedback = FeedbackStore.open(stores.feedback_path)
     repository = ModelRepository(registry, config.serve, metrics, feedback)
     predictor = Predictor(PredictionCache(config.serve.cache_bytes), feedback, metrics)
@@ -111,12 +111,13 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
     gatekeeper = Gatekeeper(config.serve.consumers, shared_limits=shared_limits)
     admin = Admin(gatekeeper, feedback, repository.call_registry, repository.observe_reward)
     types = event_types(config.collect.events)
-    collector = (
-        Collector(config.home, types, config.collect.group_commit_max_wait_ms) if types else None
-    )
+    collector = Collector(stores, types, config.collect.group_commit_max_wait_ms) if types else None
     features = None
     if config.features.views:
-        online = OnlineFeatures(feature_views(config.features.views, types), stores.fact_log_path)
+        online = OnlineFeatures(
+            feature_views(config.features.views, types),
+            stores.open_fact_log(check_same_thread=False),
+        )
         served = ServedLog(stores.served_log_path) if config.features.log_served else None
         features = EntityFeatures(
             online, served, config.features, stores.online_snapshot_path, metrics

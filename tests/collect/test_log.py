@@ -71,7 +71,7 @@ def test_facts_cannot_be_changed_through_the_log(log: SQLiteFactLog) -> None:
 
 
 def test_concurrent_callers_share_commits(tmp_path: Path) -> None:
-    committer = GroupCommitter(tmp_path / "facts.db", max_wait_ms=20.0)
+    committer = GroupCommitter(lambda: SQLiteFactLog(tmp_path / "facts.db"), max_wait_ms=20.0)
     results = []
 
     def send(i: int) -> None:

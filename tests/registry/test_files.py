@@ -17,6 +17,7 @@ from gyre.config import RegistryConfig
 from gyre.errors import ArtifactCorrupted, InvalidModel, ModelNotFound
 from gyre.registry import Registry
 from gyre.registry._files import manifest_sha256
+from gyre.registry._store import SCHEMA_VERSION
 
 LINEAR = Path(__file__).parents[1] / "serve" / "pymodels" / "linear.py"
 COEF = np.array([1.0, -2.0, 0.5], dtype=np.float32)
@@ -270,8 +271,10 @@ def test_a_registry_of_schema_1_is_migrated_and_keeps_its_versions(
         assert kept.artifact_sha256 == old.artifact_sha256 and kept.files == ()
         mv = registry.publish_file("linear", LINEAR, artifacts=weights(tmp_path / "dir"))
         assert registry.resolve("linear").files == mv.files != ()
-        (found,) = registry.metadata._conn.execute("PRAGMA user_version").fetchone()
-        assert found == 2
+        with sqlite3.connect(home / "registry.db") as conn:
+            (found,) = conn.execute("PRAGMA user_version").fetchone()
+        conn.close()
+        assert found == SCHEMA_VERSION == 3
     finally:
         registry.close()
     assert manifest_sha256(()) is None

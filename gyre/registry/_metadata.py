@@ -1,0 +1,160 @@
+"""The metadata store's interface: what every implementation (SQLite under the home,
+PostgreSQL) does, what the registry builds on, and what the conformance suite
+(`tests/registry/test_metadata_conformance.py`) checks.
+
+Every write is one transaction and one record in the change log, whose position only grows
+in the order writes commit: a reader polling `change_seq` sees every change. Version
+numbers of a model are allocated under a lock, so no two publishes ever share one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+
+from gyre.registry._files import ArtifactFile, decode_manifest, manifest_sha256
+from gyre.types import Signature
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One published version of a model, as recorded."""
+
+    model: str
+    version: int
+    created_at: float
+    flavor: str
+    artifact_sha256: str
+    artifact_bytes: int
+    native_sha256: str | None
+    native_bytes: int | None
+    signature: Signature
+    parity: dict[str, Any]
+    lineage: dict[str, Any]
+    gyre_version: str
+    deleted_at: float | None
+    aliases: tuple[str, ...] = ()
+    # The class to instantiate, for flavor `python`.
+    entrypoint: str | None = None
+    # Set on what a publish returns: the content was already this live version, so no
+    # new version was made (idempotent publish). Not stored.
+    reused: bool = False
+    # A Python model's files (`--artifacts DIR`), sorted by path.
+    files: tuple[ArtifactFile, ...] = ()
+
+    @property
+    def files_sha256(self) -> str | None:
+        """One hash of the whole manifest of `files` (part of the version's content)."""
+        return manifest_sha256(self.files)
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """What the registry holds as of change `position` (`Registry.snapshot`): live
+    versions, {model: {alias: version}}, and {model: (kind, params)} as stored."""
+
+    position: int
+    versions: tuple[ModelVersion, ...]
+    aliases: dict[str, dict[str, int]]
+    policies: dict[str, tuple[Any, Any]]
+
+
+def row_to_version(row: Mapping[str, Any], aliases: tuple[str, ...]) -> ModelVersion:
+    return ModelVersion(
+        model=row["model"],
+        version=row["version"],
+        created_at=row["created_at"],
+        flavor=row["flavor"],
+        artifact_sha256=row["artifact_sha256"],
+        artifact_bytes=row["artifact_bytes"],
+        native_sha256=row["native_sha256"],
+        native_bytes=row["native_bytes"],
+        signature=msgspec.json.decode(row["signature"], type=Signature),
+        parity=json.loads(row["parity"]),
+        lineage=json.loads(row["lineage"]),
+        gyre_version=row["gyre_version"],
+        deleted_at=row["deleted_at"],
+        aliases=aliases,
+        entrypoint=row["entrypoint"],
+        files=decode_manifest(row["files"]) if row["files"] is not None else (),
+    )
+
+
+def json_or_text(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return text
+
+
+class MetadataStore(Protocol):
+    """Models' versions, aliases and traffic policies, and the log of changes to them."""
+
+    # Where it is, for people: a file's path or a URL without its password.
+    where: str
+
+    def add_version(
+        self,
+        model: str,
+        *,
+        flavor: str,
+        artifact_sha256: str,
+        artifact_bytes: int,
+        native_sha256: str | None,
+        native_bytes: int | None,
+        signature: Signature,
+        parity: dict[str, Any],
+        lineage: dict[str, Any],
+        gyre_version: str,
+        entrypoint: str | None = None,
+        files: tuple[ArtifactFile, ...] = (),
+        force_new: bool = False,
+    ) -> tuple[int, bool]:
+        """The new version's number and False; or, unless `force_new`, the number of a live
+        version with the same content (flavor, artifact, signature, entrypoint, files) and
+        True, looked up under the write lock."""
+        ...
+
+    def set_alias(self, model: str, alias: str, version: int, *, reason: str) -> int | None:
+        """Point `alias` at a live `version`; the version it pointed at before, if any."""
+        ...
+
+    def delete_alias(self, model: str, alias: str, *, reason: str) -> None: ...
+
+    def delete_version(self, model: str, version: int, *, reason: str) -> None:
+        """Soft delete of a version no alias names."""
+        ...
+
+    def versions(
+        self, model: str | None = None, *, include_deleted: bool = False
+    ) -> list[ModelVersion]: ...
+
+    def version(self, model: str, version: int) -> ModelVersion:
+        """A live version; `ModelNotFound` for a missing or deleted one."""
+        ...
+
+    def aliases(self, model: str | None = None) -> dict[str, dict[str, int]]: ...
+
+    def set_policy(self, model: str, kind: str, params: dict[str, Any], *, reason: str) -> None: ...
+
+    def policies(self) -> dict[str, tuple[Any, Any]]: ...
+
+    def snapshot(self) -> RegistrySnapshot:
+        """Live versions, aliases and policies as of one change position, read at once."""
+        ...
+
+    def change_seq(self) -> int:
+        """The position of the latest change (0 for none)."""
+        ...
+
+    def changes(
+        self, model: str | None = None, *, after: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Changes after position `after`, oldest first, at most `limit` (keyset pages)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,135 @@
+"""A throwaway PostgreSQL cluster on loopback, for the tests and for trying gyre on
+PostgreSQL by hand.
+
+    python -m tests.pgcluster start DIR   # initdb (first time) + start; prints the URL
+    python -m tests.pgcluster stop DIR
+
+`make postgres` runs the first with DIR = .gyre-postgres. The cluster listens on 127.0.0.1
+only, on a free port, with password (scram-sha-256) authentication for user `gyre`; its
+socket stays inside DIR. `initdb` refuses to run as root, so as root the cluster belongs to
+the `postgres` user (the Debian package makes it) or to `nobody`. When PostgreSQL's
+programs are missing, `scripts/ensure-postgres` installs Debian's package.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PASSWORD = "gyre-test-password"
+USER = "gyre"
+
+
+def bindir() -> Path:
+    """Where initdb and pg_ctl are: PATH first, else the newest Debian install."""
+    found = shutil.which("initdb")
+    if found is not None:
+        return Path(found).resolve().parent
+    installs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not installs:
+        raise RuntimeError(
+            "PostgreSQL is not installed (no initdb); run scripts/ensure-postgres "
+            "(as root it installs Debian's postgresql package)"
+        )
+    return installs[-1].parent
+
+
+def _owner() -> str | None:
+    """The user the cluster runs as: None for the current one, unless that is root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise RuntimeError("running as root, and neither a `postgres` nor a `nobody` user exists")
+
+
+def _run(args: list[str], owner: str | None, **options: object) -> None:
+    command = ["runuser", "-u", owner, "--", *args] if owner else args
+    subprocess.run(command, check=True, capture_output=True, **options)  # type: ignore[call-overload]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Cluster:
+    folder: Path
+    port: int
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def pg_ctl(self, *args: str) -> None:
+        _run([str(bindir() / "pg_ctl"), "-D", str(self.data), *args], _owner())
+
+    def stop(self, mode: str = "fast") -> None:
+        self.pg_ctl("stop", "-m", mode, "-w")
+
+    def start(self) -> None:
+        self.pg_ctl("start", "-w", "-t", "60", "-l", str(self.folder / "server.log"))
+
+
+def start(folder: Path) -> Cluster:
+    """Create the cluster in `folder` on first use, and start it."""
+    owner = _owner()
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "data"
+    if not (data / "PG_VERSION").exists():
+        password_file = folder / "password"
+        password_file.write_text(PASSWORD + "\n")
+        if owner:
+            shutil.chown(folder, owner)
+            shutil.chown(password_file, owner)
+        _run(
+            [str(bindir() / "initdb"), "-D", str(data), "-U", USER, "--pwfile",
+             str(password_file), "--auth-host=scram-sha-256", "--auth-local=trust",
+             "-E", "UTF8", "--locale=C"],
+            owner,
+        )  # fmt: skip
+        password_file.unlink()
+    port = _free_port()
+    # Written anew at each start (a new free port); PostgreSQL reads this file last.
+    (data / "postgresql.auto.conf").write_text(
+        f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
+        f"unix_socket_directories = '{folder}'\nmax_connections = 200\n"
+    )
+    if owner:
+        shutil.chown(data / "postgresql.auto.conf", owner)
+    cluster = Cluster(folder, port)
+    cluster.start()
+    return cluster
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("start", "stop"):
+        print("usage: python -m tests.pgcluster start|stop DIR", file=sys.stderr)
+        return 2
+    folder = Path(argv[1]).resolve()
+    if argv[0] == "stop":
+        Cluster(folder, 0).stop()
+        return 0
+    cluster = start(folder)
+    print(cluster.url())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
