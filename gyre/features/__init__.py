@@ -10,7 +10,14 @@ from gyre.features._definitions import (
     find_view,
     window_us,
 )
-from gyre.features._offline import compile_sql, recompute, training_set, write_training_set
+from gyre.features._offline import (
+    DuckDBEngine,
+    OfflineEngine,
+    compile_sql,
+    recompute,
+    training_set,
+    write_training_set,
+)
 from gyre.features._online import OnlineStore
 from gyre.features._queries import outside_facts, read_queries
 from gyre.features._serving import OnlineFeatures, ServedLog, ServedVector, read_served
@@ -20,7 +27,9 @@ __all__ = [
     "FUNCTIONS",
     "REQUEST_KINDS",
     "Aggregation",
+    "DuckDBEngine",
     "FeatureView",
+    "OfflineEngine",
     "OnlineFeatures",
     "OnlineStore",
     "ServedLog",

@@ -8,13 +8,17 @@ server uses. Facts come from the fact log up to a watermark, so a training set i
 reproducible from (view hash, watermark, queries). With an export folder (`gyre events
 export`), DuckDB reads the exported Parquet itself and only the facts stored since the
 export come from the live log.
+
+`OfflineEngine` is the interface every offline engine implements (`DuckDBEngine` here, over
+any `FactLog`; Spark later, in `gyre/engines/`); `tests/features/test_conformance.py` holds
+each to the definition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gyre.collect import FactLog
 from gyre.errors import FeatureError, InvalidFeatureInput
@@ -322,3 +326,78 @@ def recompute(
 
 def _literal(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
+
+
+class Recomputing(Protocol):
+    """An engine's computation over one view's facts up to a log position, for batches of
+    served vectors (see `Recomputation`)."""
+
+    def rows(self, served: Sequence[ServedVector]) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class OfflineEngine(Protocol):
+    """Point-in-time correct features from the fact log, for training and for the skew
+    check, computing exactly the view's definition."""
+
+    name: str
+
+    def training_set(
+        self,
+        log: FactLog,
+        view: FeatureView,
+        queries: Sequence[dict[str, Any]],
+        *,
+        watermark: int | None = None,
+        export: Path | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    def write_training_set(
+        self,
+        log: FactLog,
+        view: FeatureView,
+        queries: Sequence[dict[str, Any]],
+        output: Path,
+        *,
+        watermark: int | None = None,
+        export: Path | None = None,
+    ) -> int: ...
+
+    def recomputation(
+        self, log: FactLog, view: FeatureView, watermark: int, export: Path | None = None
+    ) -> Recomputing: ...
+
+
+class DuckDBEngine:
+    """The embedded offline engine: the functions of this module, as an `OfflineEngine`."""
+
+    name = "duckdb"
+
+    def training_set(
+        self,
+        log: FactLog,
+        view: FeatureView,
+        queries: Sequence[dict[str, Any]],
+        *,
+        watermark: int | None = None,
+        export: Path | None = None,
+    ) -> list[dict[str, Any]]:
+        return training_set(log, view, queries, watermark=watermark, export=export)
+
+    def write_training_set(
+        self,
+        log: FactLog,
+        view: FeatureView,
+        queries: Sequence[dict[str, Any]],
+        output: Path,
+        *,
+        watermark: int | None = None,
+        export: Path | None = None,
+    ) -> int:
+        return write_training_set(log, view, queries, output, watermark=watermark, export=export)
+
+    def recomputation(
+        self, log: FactLog, view: FeatureView, watermark: int, export: Path | None = None
+    ) -> Recomputing:
+        return Recomputation(log, view, watermark, export)

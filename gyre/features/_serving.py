@@ -65,7 +65,9 @@ class OnlineFeatures:
         self.views = dict(views)
         self._stores = {name: OnlineStore(view) for name, view in self.views.items()}
         self._types = sorted({view.source.name for view in self.views.values()})
-        # A path: the SQLite log there, used under this object's lock from any thread.
+        # A path: the SQLite log there, used under this object's lock from any thread, and
+        # closed with it; a log given is the caller's to close.
+        self._owns_log = isinstance(facts, Path)
         self._log: FactLog = (
             SQLiteFactLog(facts, check_same_thread=False) if isinstance(facts, Path) else facts
         )
@@ -101,7 +103,8 @@ class OnlineFeatures:
         self._stop.set()
         if self._follower is not None:
             self._follower.join()
-        self._log.close()
+        if self._owns_log:
+            self._log.close()
 
     def save_snapshot(self, path: Path) -> int:
         """Write the online state and the log position it reflects (atomically: a reader

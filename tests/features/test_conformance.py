@@ -1,13 +1,14 @@
 """The feature-engine conformance suite: every engine (offline DuckDB, the online store,
 the online follower a server runs) must compute exactly the definition, which a
-brute-force reference spells out. A Spark or PostgreSQL engine joins `ENGINES`."""
+brute-force reference spells out, over every fact-log backend (SQLite, PostgreSQL). A Spark
+engine joins `ENGINES`."""
 
 from __future__ import annotations
 
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gyre.collect import EventType, SQLiteFactLog, export_parquet
+from gyre.collect import EventType, FactLog, export_parquet
 from gyre.features import (
     FUNCTIONS,
     Aggregation,
@@ -24,6 +25,7 @@ from gyre.features import (
     OnlineStore,
     training_set,
 )
+from gyre.stores import Stores
 
 MINUTE = 60_000_000
 ORDERS = EventType(
@@ -50,14 +52,14 @@ VIEW = FeatureView(
     "shop_orders", ORDERS, AGGREGATIONS, TRANSFORMS, {"basket": "float", "hour": "hour_of_day"}
 )
 
-Engine = Callable[[SQLiteFactLog, FeatureView, Sequence[dict[str, Any]]], list[dict[str, Any]]]
+Engine = Callable[[FactLog, FeatureView, Sequence[dict[str, Any]]], list[dict[str, Any]]]
 
 
-def offline_engine(log: SQLiteFactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
+def offline_engine(log: FactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
     return training_set(log, view, queries)
 
 
-def parquet_engine(log: SQLiteFactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
+def parquet_engine(log: FactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
     """The offline engine reading a Parquet export of the log instead of the log."""
     folder = Path(tempfile.mkdtemp(prefix="gyre-export-"))
     try:
@@ -69,14 +71,14 @@ def parquet_engine(log: SQLiteFactLog, view: FeatureView, queries: Sequence[dict
         shutil.rmtree(folder)
 
 
-def online_engine(log: SQLiteFactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
+def online_engine(log: FactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
     store = OnlineStore(view)
     store.rebuild(log)
     return [{**q, **store.lookup(q, q["ts"]), **view.request_values(q, q["ts"])} for q in queries]
 
 
-def follower_engine(log: SQLiteFactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
-    follower = OnlineFeatures({view.name: view}, log.path)
+def follower_engine(log: FactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
+    follower = OnlineFeatures({view.name: view}, log)
     try:
         return [
             {**q, **follower.vectors(view.name, [q], [q], at_us=q["ts"])[0].values} for q in queries
@@ -96,6 +98,25 @@ ENGINES: dict[str, Engine] = {
 @pytest.fixture(params=sorted(ENGINES))
 def engine(request: pytest.FixtureRequest) -> Engine:
     return ENGINES[request.param]
+
+
+@pytest.fixture
+def log(stores: Stores) -> Iterator[FactLog]:
+    """An empty fact log of each backend (`stores` is parametrized over them)."""
+    opened = stores.open_fact_log(check_same_thread=False)
+    yield opened
+    opened.close()
+
+
+def empty_log(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> FactLog:
+    """A fact log with nothing in it, for one example of a property test."""
+    if stores.config.url is None:
+        return Stores(tmp_path_factory.mktemp("home")).open_fact_log(check_same_thread=False)
+    import psycopg
+
+    with psycopg.connect(stores.config.url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS facts, gyre_schema")
+    return stores.open_fact_log()
 
 
 # -- the reference: the definition, computed the slowest, plainest way ------------------------
@@ -184,6 +205,7 @@ queries_strategy = st.lists(
 @given(facts=facts_strategy, queries=queries_strategy, order=st.randoms())
 def test_an_engine_computes_the_definition_for_random_streams(
     tmp_path_factory: pytest.TempPathFactory,
+    stores: Stores,
     engine: Engine,
     facts: list[dict],
     queries: list,
@@ -191,7 +213,7 @@ def test_an_engine_computes_the_definition_for_random_streams(
 ) -> None:
     for i, fact in enumerate(facts):
         fact["id"] = f"o{i}"
-    log = SQLiteFactLog(tmp_path_factory.mktemp("log") / "facts.db")
+    log = empty_log(stores, tmp_path_factory)
     arrival = list(facts)
     order.shuffle(arrival)  # events arrive out of order, in several batches
     for start in range(0, len(arrival), 7):
@@ -206,8 +228,7 @@ def order(i: int, at_minute: float, **fields: Any) -> dict[str, Any]:
     return {**base, **fields, "at": round(at_minute * MINUTE)}
 
 
-def test_window_edges_equal_times_and_late_facts(tmp_path: Path, engine: Engine) -> None:
-    log = SQLiteFactLog(tmp_path / "facts.db")
+def test_window_edges_equal_times_and_late_facts(log: FactLog, engine: Engine) -> None:
     log.append([(ORDERS, [
         order(0, 0, amount=5.0, kind="x"),     # exactly one hour before the query: outside 1h
         order(1, 50, amount=2.0, kind="b"),
@@ -226,8 +247,7 @@ def test_window_edges_equal_times_and_late_facts(tmp_path: Path, engine: Engine)
     assert (got["basket"], got["hour"]) == (2.5, 1)
 
 
-def test_an_entity_without_facts_gets_the_empty_values(tmp_path: Path, engine: Engine) -> None:
-    log = SQLiteFactLog(tmp_path / "facts.db")
+def test_an_entity_without_facts_gets_the_empty_values(log: FactLog, engine: Engine) -> None:
     log.append([(ORDERS, [order(0, 0)])])
     got = engine(log, VIEW, [{"shop": 9, "ts": MINUTE, "basket": 0, "label": 0}])[0]
     assert got["count_events_1h"] == 0 and got["sum_amount_1h"] == 0
@@ -235,8 +255,7 @@ def test_an_entity_without_facts_gets_the_empty_values(tmp_path: Path, engine: E
     assert got["distinct_count_kind_1h"] == 0
 
 
-def test_transforms_follow_the_null_rules(tmp_path: Path, engine: Engine) -> None:
-    log = SQLiteFactLog(tmp_path / "facts.db")
+def test_transforms_follow_the_null_rules(log: FactLog, engine: Engine) -> None:
     log.append([(ORDERS, [order(0, 0, items=0, tip=5.0), order(1, 1, items=2, tip=None)])])
     got = engine(log, VIEW, [{"shop": 1, "ts": MINUTE, "basket": 0, "label": 0}])[0]
     assert got["max_log_tip_1h"] == 0.0  # items=0 divides by zero: null, skipped; coalesce -> 0

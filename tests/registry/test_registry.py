@@ -10,8 +10,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gyre.config import StoreConfig
 from gyre.errors import ArtifactCorrupted, InvalidModel, ModelNotFound, ParityError, RegistryError
 from gyre.registry import CHAMPION, Registry, parse_ref
+from gyre.stores import Stores
 from gyre.types import TensorSpec
 
 
@@ -244,21 +246,25 @@ def test_native_model_loads_only_after_its_hash_matches(
         registry.load_native(mv)
 
 
-def _publish_many(home: str, count: int, queue: "multiprocessing.Queue[int]") -> None:
+def _publish_many(
+    config: StoreConfig, home: str, count: int, queue: "multiprocessing.Queue[int]"
+) -> None:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
     x, y = load_iris(return_X_y=True)
     model = LogisticRegression(max_iter=300).fit(x, y)
-    reg = Registry(Path(home))
+    reg = Registry(Stores(Path(home), config))
     for _ in range(count):
         queue.put(reg.publish("race", model, x, force_new=True).version)
 
 
-def test_concurrent_publishes_never_share_a_version_number(home: Path) -> None:
+def test_concurrent_publishes_never_share_a_version_number(stores: Stores) -> None:
+    """On each backend: three processes publish at once, and no number is given twice."""
     ctx = multiprocessing.get_context("spawn")
     queue: multiprocessing.Queue[int] = ctx.Queue()
-    workers = [ctx.Process(target=_publish_many, args=(str(home), 5, queue)) for _ in range(3)]
+    args = (stores.config, str(stores.home), 5, queue)
+    workers = [ctx.Process(target=_publish_many, args=args) for _ in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:

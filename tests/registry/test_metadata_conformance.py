@@ -1,0 +1,333 @@
+"""The metadata-store conformance suite: every implementation (SQLite under the home,
+PostgreSQL) must behave as the in-memory reference (`Reference`) does for any sequence of
+writes; plus what a reference cannot show: several writers at once (threads, processes),
+the change feed read while written, and schema migrations from every earlier version."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gyre.config import StoreConfig
+from gyre.errors import ModelNotFound, RegistryError, StoreError
+from gyre.registry import MetadataStore
+from gyre.registry._store import SCHEMA_VERSION, migration
+from gyre.stores import Stores
+from gyre.types import Signature, TensorSpec
+
+SIGNATURE = Signature((TensorSpec("x", "FP32", (-1, 4)),), (TensorSpec("y", "FP32", (-1,)),))
+
+
+@pytest.fixture
+def store(stores: Stores) -> Iterator[MetadataStore]:
+    opened = stores.open_metadata()
+    yield opened
+    opened.close()
+
+
+def add(store: MetadataStore, model: str, content: str, **extra: Any) -> tuple[int, bool]:
+    return store.add_version(
+        model, flavor="onnx", artifact_sha256=content, artifact_bytes=len(content),
+        native_sha256=None, native_bytes=None, signature=SIGNATURE, parity={},
+        lineage={"why": "test"}, gyre_version="test", **extra,
+    )  # fmt: skip
+
+
+class Reference:
+    """The registry's rules on plain dicts."""
+
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, int], dict[str, Any]] = {}  # content, deleted
+        self.aliases: dict[str, dict[str, int]] = {}
+        self.policies: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.changes = 0
+
+    def add(self, model: str, content: str, force_new: bool) -> tuple[int, bool]:
+        if not force_new:
+            for (m, v), row in sorted(self.versions.items()):
+                if m == model and not row["deleted"] and row["content"] == content:
+                    return v, True
+        version = 1 + max((v for m, v in self.versions if m == model), default=0)
+        self.versions[(model, version)] = {"content": content, "deleted": False}
+        self.changes += 1
+        return version, False
+
+    def live(self, model: str, version: int) -> bool:
+        row = self.versions.get((model, version))
+        return row is not None and not row["deleted"]
+
+
+operation = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from("ab"), st.sampled_from("xyz"), st.booleans()),
+    st.tuples(st.just("alias"), st.sampled_from("ab"), st.sampled_from(["champion", "c2"]),
+              st.integers(0, 4)),
+    st.tuples(st.just("unalias"), st.sampled_from("ab"), st.sampled_from(["champion", "c2"])),
+    st.tuples(st.just("delete"), st.sampled_from("ab"), st.integers(0, 4)),
+    st.tuples(st.just("policy"), st.sampled_from("ab"), st.sampled_from(["split", "shadow"])),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(operations=st.lists(operation, max_size=25))
+def test_the_store_follows_the_reference(stores: Stores, operations: list[tuple[Any, ...]]) -> None:
+    # A store of its own per example: a new home, or the database emptied.
+    store = _fresh(stores)
+    reference = Reference()
+    try:
+        for op, model, *args in operations:
+            if op == "add":
+                content, force_new = args
+                assert add(store, model, content, force_new=force_new) == reference.add(
+                    model, content, force_new
+                )
+            elif op == "alias":
+                alias, version = args
+                if reference.live(model, version):
+                    before = reference.aliases.get(model, {}).get(alias)
+                    assert store.set_alias(model, alias, version, reason="t") == before
+                    reference.aliases.setdefault(model, {})[alias] = version
+                    reference.changes += 1
+                else:
+                    with pytest.raises(ModelNotFound):
+                        store.set_alias(model, alias, version, reason="t")
+            elif op == "unalias":
+                (alias,) = args
+                if alias in reference.aliases.get(model, {}):
+                    store.delete_alias(model, alias, reason="t")
+                    del reference.aliases[model][alias]
+                    reference.changes += 1
+                else:
+                    with pytest.raises(ModelNotFound):
+                        store.delete_alias(model, alias, reason="t")
+            elif op == "delete":
+                (version,) = args
+                aliased = version in reference.aliases.get(model, {}).values()
+                if reference.live(model, version) and not aliased:
+                    store.delete_version(model, version, reason="t")
+                    reference.versions[(model, version)]["deleted"] = True
+                    reference.changes += 1
+                else:
+                    with pytest.raises(RegistryError):  # ModelNotFound is one
+                        store.delete_version(model, version, reason="t")
+            else:
+                (kind,) = args
+                store.set_policy(model, kind, {"n": len(operations)}, reason="t")
+                reference.policies[model] = (kind, {"n": len(operations)})
+                reference.changes += 1
+        live = sorted(k for k, row in reference.versions.items() if not row["deleted"])
+        assert [(v.model, v.version) for v in store.versions()] == live
+        assert len(store.versions(include_deleted=True)) == len(reference.versions)
+        assert store.aliases() == {m: a for m, a in reference.aliases.items() if a}
+        assert store.policies() == reference.policies
+        for model, version in live:
+            found = store.version(model, version)
+            names = sorted(a for a, v in reference.aliases.get(model, {}).items() if v == version)
+            assert (found.artifact_sha256, sorted(found.aliases)) == (
+                reference.versions[(model, version)]["content"],
+                names,
+            )
+        changes = store.changes()
+        assert len(changes) == reference.changes
+        assert [c["seq"] for c in changes] == sorted({c["seq"] for c in changes})
+        assert store.change_seq() == (changes[-1]["seq"] if changes else 0)
+        snapshot = store.snapshot()
+        assert snapshot.position == store.change_seq()
+        assert snapshot.versions == tuple(store.versions())
+        assert (snapshot.aliases, snapshot.policies) == (store.aliases(), store.policies())
+    finally:
+        store.close()
+
+
+def _fresh(stores: Stores) -> MetadataStore:
+    if stores.config.url is None:
+        import shutil
+
+        shutil.rmtree(stores.home, ignore_errors=True)
+    else:
+        import psycopg
+
+        with psycopg.connect(stores.config.url, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS versions, aliases, policies, changes, gyre_schema")
+    return stores.open_metadata()
+
+
+def test_changes_come_in_keyset_pages(store: MetadataStore) -> None:
+    version, _ = add(store, "m", "x")
+    for i in range(9):
+        store.set_alias("m", f"a{i}", version, reason="t")
+    add(store, "other", "y")
+    everything = store.changes()
+    pages, after = [], 0
+    while page := store.changes(after=after, limit=3):
+        pages.append(page)
+        after = page[-1]["seq"]
+    assert [c for page in pages for c in page] == everything and len(pages) == 4
+    assert [c["model"] for c in store.changes("m", after=everything[0]["seq"])] == ["m"] * 9
+    assert everything[1] | {"at": 0} == {
+        "seq": everything[1]["seq"], "at": 0, "model": "m", "action": "alias", "alias": "a0",
+        "version": 1, "previous": None, "why": "t",
+    }  # fmt: skip
+
+
+def test_numbers_a_database_cannot_hold_are_not_found(store: MetadataStore) -> None:
+    add(store, "m", "x")
+    for version in (2**63, -(2**63) - 1, 10**30):
+        with pytest.raises(ModelNotFound, match="does not exist"):
+            store.set_alias("m", "champion", version, reason="t")
+        with pytest.raises(ModelNotFound):
+            store.version("m", version)
+
+
+def test_concurrent_writers_never_share_a_version_and_the_feed_misses_nothing(
+    stores: Stores,
+) -> None:
+    """Writers on threads, each with its own store (as several servers and CLIs have),
+    publish the same model while a poller follows the change feed by position: no version
+    number twice, and the poller sees every change once, in order."""
+    writers = [stores.open_metadata() for _ in range(4)]
+    poller = stores.open_metadata()
+    numbers: list[int] = []
+    done = threading.Event()
+
+    def publish(number: int) -> None:
+        for i in range(8):
+            numbers.append(add(writers[number], "race", f"{number}-{i}")[0])
+
+    seen: list[int] = []
+
+    def follow() -> None:
+        after = 0
+        while True:
+            finished = done.is_set()
+            page = poller.changes(after=after)
+            seen.extend(c["seq"] for c in page)
+            after = page[-1]["seq"] if page else after
+            if finished and not page:
+                return
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    threads = [threading.Thread(target=publish, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    reader.join()
+    assert sorted(numbers) == list(range(1, 33))
+    assert seen == sorted(seen) and len(seen) == 32 == len(set(seen))
+    # The same content published at once by all of them is one version.
+    same: list[tuple[int, bool]] = []
+    threads = [
+        threading.Thread(target=lambda w=w: same.append(add(w, "once", "z"))) for w in writers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(same) == [(1, False), (1, True), (1, True), (1, True)]
+    for each in [*writers, poller]:
+        each.close()
+
+
+def _publish_many(config: StoreConfig, home: str, queue: multiprocessing.Queue[int]) -> None:
+    store = Stores(Path(home), config).open_metadata()
+    for i in range(5):
+        queue.put(add(store, "race", f"{home}-{i}", force_new=True)[0])
+    store.close()
+
+
+def test_processes_never_share_a_version_number(stores: Stores) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[int] = ctx.Queue()
+    workers = [
+        ctx.Process(target=_publish_many, args=(stores.config, str(stores.home), queue))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    assert sorted(queue.get(timeout=5) for _ in range(15)) == list(range(1, 16))
+
+
+def _stamp(stores: Stores, version: int) -> None:
+    """Make the store's database as gyre left it at schema `version`, holding one model
+    version, the way that gyre wrote it."""
+    url = stores.config.url
+    seq = "INTEGER PRIMARY KEY AUTOINCREMENT" if url is None else (
+        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+    )  # fmt: skip
+    statements = [s for v in range(version) for s in migration(v, seq)]
+    statements.append(
+        "INSERT INTO versions (model, version, created_at, flavor, artifact_sha256,"
+        " artifact_bytes, signature, parity, lineage, gyre_version)"
+        f" VALUES ('old', 1, 1.0, 'onnx', 'abc', 3, '{_encoded_signature()}', '{{}}', '{{}}',"
+        " 'old')"
+    )
+    if url is None:
+        stores.home.mkdir(parents=True)
+        with sqlite3.connect(stores.registry_path) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        for statement in statements:
+            pg.execute(statement)  # type: ignore[call-overload]
+        pg.execute("CREATE TABLE gyre_schema (name TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        pg.execute("INSERT INTO gyre_schema VALUES ('registry', %s)", (version,))
+
+
+def _encoded_signature() -> str:
+    import msgspec
+
+    return msgspec.json.encode(SIGNATURE).decode()
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
+def test_every_earlier_schema_is_migrated_and_keeps_what_it_held(
+    stores: Stores, version: int
+) -> None:
+    _stamp(stores, version)
+    store = stores.open_metadata()
+    try:
+        (old,) = store.versions("old")
+        assert (old.version, old.artifact_sha256, old.files) == (1, "abc", ())
+        assert add(store, "old", "new") == (2, False)
+        store.set_alias("old", "champion", 2, reason="t")
+        store.delete_version("old", 1, reason="t")
+    finally:
+        store.close()
+    reopened = stores.open_metadata()  # the migrated schema opens as it is
+    assert [v.version for v in reopened.versions("old")] == [2]
+    reopened.close()
+
+
+def test_a_newer_schema_is_refused(stores: Stores) -> None:
+    stores.open_metadata().close()
+    if stores.config.url is None:
+        with sqlite3.connect(stores.registry_path) as conn:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(stores.config.url, autocommit=True) as pg:
+            pg.execute("UPDATE gyre_schema SET version = version + 1 WHERE name = 'registry'")
+    with pytest.raises((RegistryError, StoreError), match=f"version {SCHEMA_VERSION + 1}"):
+        stores.open_metadata()
