@@ -115,6 +115,8 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached now (down, restarting, the network); retry later.
     The message names the host and database, never the password."""
 
+    retry_after_s = 1
+
 
 class ServeError(GyreError):
     """An inference request could not be answered."""

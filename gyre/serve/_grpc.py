@@ -36,6 +36,7 @@ from gyre.errors import (
     NotFound,
     Overloaded,
     RateLimited,
+    StoreUnavailable,
     Unavailable,
 )
 from gyre.serve._answers import Labels, access, answer_headers, count_answer, label_model
@@ -130,7 +131,7 @@ class GrpcService:
         if isinstance(exc, Overloaded):
             self.app.metrics.shed_request(labels.model)
         trailing: tuple[tuple[str, str], ...] = ()
-        if isinstance(exc, (Overloaded, RateLimited)):
+        if isinstance(exc, (Overloaded, RateLimited, StoreUnavailable)):
             trailing = (("retry-after", str(exc.retry_after_s)),)
         # Raises, ending the RPC with this status.
         await context.abort(grpc.StatusCode[grpc_code_of(status)], _details(str(exc)), trailing)

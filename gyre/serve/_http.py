@@ -11,7 +11,15 @@ from typing import Any
 import msgspec
 
 from gyre._numbers import parse_count
-from gyre.errors import BadRequest, GyreError, Overloaded, PayloadTooLarge, RateLimited, shown
+from gyre.errors import (
+    BadRequest,
+    GyreError,
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    StoreUnavailable,
+    shown,
+)
 from gyre.serve._errors import error_body, status_of
 
 Scope = dict[str, Any]
@@ -39,7 +47,7 @@ def json_response(payload: Any, status: int = 200, headers: Headers | None = Non
 def error_response(protocol: str, exc: GyreError) -> Response:
     status = status_of(exc)
     headers: Headers = []
-    if isinstance(exc, (Overloaded, RateLimited)):
+    if isinstance(exc, (Overloaded, RateLimited, StoreUnavailable)):
         headers.append((b"retry-after", str(exc.retry_after_s).encode()))
     return json_response(error_body(protocol, status, str(exc)), status, headers)
 

@@ -19,7 +19,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from gyre.config import ServeConfig
-from gyre.errors import GyreError, InvalidModel
+from gyre.errors import GyreError, InvalidModel, StoreUnavailable
 from gyre.registry import ModelVersion, Registry
 from gyre.serve._batcher import Batcher
 from gyre.serve._feedback import FeedbackStore
@@ -49,7 +49,10 @@ class ModelRepository:
         self.feedback = feedback
         self._rng = rng or random.Random()
         self.snapshot = Snapshot()
-        self.ready = False
+        self._started = False
+        # False while the registry's store cannot be reached (a database that went away):
+        # readiness says so, the last snapshot keeps serving, the next poll retries.
+        self.store_reachable = True
         self._seen_seq = -1
         # One thread reads the registry and builds sessions; others run slow batches.
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="gyre-loader")
@@ -59,6 +62,11 @@ class ModelRepository:
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
 
+    @property
+    def ready(self) -> bool:
+        """Models loaded, and the registry's store reachable at the last poll."""
+        return self._started and self.store_reachable
+
     def _queue_depths(self) -> Iterable[tuple[str, str, int]]:
         for model, versions in self.snapshot.versions.items():
             for version, loaded in versions.items():
@@ -67,7 +75,7 @@ class ModelRepository:
     async def start(self) -> None:
         await self.refresh()
         self.feedback.start()
-        self.ready = True
+        self._started = True
         self._task = asyncio.create_task(self._poll(), name="gyre-reload")
 
     async def stop(self) -> None:
@@ -112,8 +120,16 @@ class ModelRepository:
             self._metrics.set_queue_depths(self._queue_depths())
             try:
                 await self.refresh()
+            except StoreUnavailable as exc:  # keep serving the last good snapshot
+                if self.store_reachable:
+                    log.error("%s; not ready until it is back, serving the last snapshot", exc)
+                self.store_reachable = False
+                continue
             except Exception:  # keep serving the last good snapshot
                 log.exception("reloading the registry failed; serving the previous snapshot")
+            if not self.store_reachable:
+                log.warning("the registry's store is reachable again; ready")
+            self.store_reachable = True
 
     async def refresh(self) -> None:
         """Load what changed in the registry and swap the snapshot; update bandits."""

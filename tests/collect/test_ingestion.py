@@ -19,8 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from gyre.collect import EventClient, SQLiteFactLog
+from gyre.config import StoreConfig
 from gyre.serve._auth import hash_key
-from tests.conftest import free_port, server_workers, start_server
+from gyre.stores import Stores
+from tests.conftest import free_port, server_workers, start_server, store_toml
 
 pytestmark = pytest.mark.integration
 
@@ -186,7 +188,7 @@ def test_every_acknowledged_event_survives_sigkill_exactly_once(
 
 
 def test_a_kill_9_campaign_loses_nothing_acknowledged_and_stores_nothing_twice(
-    tmp_path: Path,
+    tmp_path: Path, store_config: StoreConfig
 ) -> None:
     """A 2-process server under 4 clients that retry each batch until it is acknowledged
     (on a connection error or a 5xx, as a real client would): 5 times SIGKILL to the whole
@@ -194,10 +196,10 @@ def test_a_kill_9_campaign_loses_nothing_acknowledged_and_stores_nothing_twice(
     supervisor replaces it), in between. After each, the server is back within 20 s: for
     a process group, from the kill until a batch is acknowledged again; for one worker,
     until its replacement is ready (the other serves meanwhile). At the end every
-    acknowledged event is in the fact log exactly once."""
+    acknowledged event is in the fact log exactly once. On each backend (SQLite, PostgreSQL)."""
     home = tmp_path / "home"
     config = tmp_path / "gyre.toml"
-    config.write_text(CLICKS + "[serve]\nmax_body_bytes = 200000\n")
+    config.write_text(CLICKS + store_toml(store_config) + "[serve]\nmax_body_bytes = 200000\n")
     port = free_port()
     temp = tmp_path / "temp"
     temp.mkdir()
@@ -274,7 +276,7 @@ def test_a_kill_9_campaign_loses_nothing_acknowledged_and_stores_nothing_twice(
     assert failures == []
     assert max(back_s["process group"] + back_s["one worker"]) < 20
     assert len(acknowledged) > 1000
-    log = SQLiteFactLog(home / "facts.db")
+    log = Stores(home, store_config).open_fact_log()
     stored = [fact.data["id"] for fact in log.scan("clicks")]
     log.close()
     assert len(stored) == len(set(stored))  # nothing twice
