@@ -399,6 +399,14 @@ class Registry:
         """Live versions, aliases and policies as of one change position."""
         return self.metadata.snapshot()
 
+    def changes(
+        self, name: str | None = None, *, after: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The changes after position `after` (of one model, or all), oldest first, at most
+        `limit`: each publish, alias move, deletion and policy, with who/why. Page on with
+        `after` = the last one's `seq`."""
+        return self.metadata.changes(name, after=after, limit=limit)
+
     def versions(self, name: str | None = None) -> list[ModelVersion]:
         found = self.metadata.versions(name)
         if name is not None and not found:

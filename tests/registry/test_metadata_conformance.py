@@ -331,3 +331,42 @@ def test_a_newer_schema_is_refused(stores: Stores) -> None:
             pg.execute("UPDATE gyre_schema SET version = version + 1 WHERE name = 'registry'")
     with pytest.raises((RegistryError, StoreError), match=f"version {SCHEMA_VERSION + 1}"):
         stores.open_metadata()
+
+
+def test_a_process_never_holds_more_connections_than_its_pool(postgres_url: str) -> None:
+    """MLflow's trouble (connections exhausted and leaked): 16 threads hammer one store
+    whose pool may hold 2; the database sees at most 2 from it, and none leaks."""
+    import psycopg
+
+    stores = Stores(Path("unused"), StoreConfig(url=postgres_url, pool_max_size=2))
+    store = stores.open_metadata()
+    add(store, "m", "x")
+
+    def work() -> None:
+        for i in range(20):
+            store.versions("m")
+            store.set_alias("m", f"a{i % 3}", 1, reason="t")
+
+    seen: list[int] = []
+    done = threading.Event()
+
+    def count() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            while not done.is_set():
+                row = conn.execute(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                ).fetchone()
+                seen.append(int(row[0]) if row else 0)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    counter.join()
+    assert max(seen) <= 2 and len(seen) > 10
+    assert len(store.changes()) == 1 + 16 * 20

@@ -1,5 +1,6 @@
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import joblib
 import lightgbm
@@ -412,3 +413,19 @@ def test_a_snapshot_is_versions_aliases_and_policies_as_of_one_position(
     registry.set_alias("m", CHAMPION, 2)
     assert registry.change_position() > read.position
     assert registry.snapshot().aliases == {"m": {CHAMPION: 2, "challenger": 2}}
+
+
+def test_changes_since_a_position_page_through_the_history(
+    registry: Registry, iris: tuple[np.ndarray, np.ndarray], iris_classifier: Any
+) -> None:
+    first = registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    position = registry.change_position()
+    registry.set_policy("iris", "shadow", {"shadow": 1}, reason="try it")
+    registry.set_alias("iris", "old", first.version, reason="keep")
+    assert [c["action"] for c in registry.changes("iris")] == [
+        "publish", "alias", "policy", "alias"
+    ]  # fmt: skip
+    since = registry.changes(after=position)
+    assert [(c["action"], c["why"]) for c in since] == [("policy", "try it"), ("alias", "keep")]
+    assert registry.changes(after=position, limit=1) == since[:1]
+    assert registry.changes("other") == [] and first.version == 1
