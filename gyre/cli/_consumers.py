@@ -37,7 +37,7 @@ def key(
     ] = False,
 ) -> None:
     """Print a new API key (shown once) and the gyre.toml lines that declare it (hashed)."""
-    from gyre.serve._auth import hash_key, new_key
+    from gyre.auth import hash_key, new_key
 
     secret = new_key()
     # TOML as written by hand where it can be, quoted where the name needs it.

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gyre._json import decode_object
+from gyre.auth import Consumer, Gatekeeper
 from gyre.errors import BadRequest, Forbidden, NotFound
 from gyre.registry import Registry
 from gyre.registry import _admin as registry_admin
-from gyre.serve._auth import Consumer, Gatekeeper
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._http import Response, json_response
-from gyre.serve.protocols._tensors import decode_object
 
 RegistryCall = Callable[[Callable[[Registry], Any]], Awaitable[Any]]
 BodyReader = Callable[[], Awaitable[bytes]]

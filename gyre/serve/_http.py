@@ -11,8 +11,16 @@ from typing import Any
 import msgspec
 
 from gyre._numbers import parse_count
-from gyre.errors import BadRequest, GyreError, Overloaded, PayloadTooLarge, RateLimited, shown
-from gyre.serve._errors import error_body, status_of
+from gyre.errors import (
+    BadRequest,
+    GyreError,
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    http_status,
+    shown,
+)
+from gyre.serve._errors import error_body
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -37,7 +45,7 @@ def json_response(payload: Any, status: int = 200, headers: Headers | None = Non
 
 
 def error_response(protocol: str, exc: GyreError) -> Response:
-    status = status_of(exc)
+    status = http_status(exc)
     headers: Headers = []
     if isinstance(exc, (Overloaded, RateLimited)):
         headers.append((b"retry-after", str(exc.retry_after_s).encode()))

@@ -172,8 +172,8 @@ def test_policies_the_server_cannot_use_are_refused_and_shown_broken(
 
 @pytest.mark.parametrize("name", ["checkout-service", "team a/report #2"])
 def test_consumers_key_prints_config_that_loads(home: Path, name: str) -> None:
+    from gyre.auth import hash_key
     from gyre.config import load_config
-    from gyre.serve._auth import hash_key
 
     out = gyre(home, "consumers", "key", name, "--models", 'iris, "odd"', "--rate", "5").stdout
     secret = out.splitlines()[1].strip()

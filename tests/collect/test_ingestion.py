@@ -18,8 +18,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from gyre.auth import hash_key
 from gyre.collect import EventClient, SQLiteFactLog
-from gyre.serve._auth import hash_key
 from tests.conftest import free_port, server_workers, start_server
 
 pytestmark = pytest.mark.integration

@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.pipeline import Pipeline
 
+from gyre.auth import hash_key
 from gyre.config import load_config
 from gyre.registry import CHAMPION, Registry
-from gyre.serve._auth import hash_key
 from tests.conftest import ServerProcess, start_server
 from tests.serve.apptest import AppClient
 from tests.serve.models import two_input_adder

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from sklearn.pipeline import Pipeline
 
+from gyre.auth import hash_key
 from gyre.config import Config, load_config
 from gyre.errors import ConfigError
 from gyre.registry import CHAMPION, Registry
-from gyre.serve._auth import hash_key
 from gyre.serve._server import check_configured_models, check_exposure
 from tests.serve.apptest import AppClient
 
