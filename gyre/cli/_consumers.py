@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from gyre.cli._main import app, console
+from gyre.cli._app import console
 
 consumers_app = typer.Typer(help="Declared consumers of the server.", no_args_is_help=True)
-app.add_typer(consumers_app, name="consumers")
 
 
 @consumers_app.command()
@@ -59,3 +58,8 @@ def key(
     console.print(secret, markup=False, highlight=False)
     console.print("\nAdd to gyre.toml:")
     console.print("\n".join(lines), markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `gyre consumers …` to `app`."""
+    app.add_typer(consumers_app, name="consumers")
