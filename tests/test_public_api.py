@@ -4,7 +4,8 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "name", ["gyre", "gyre.auth", "gyre.registry", "gyre.serve", "gyre.learn", "gyre.cli"]
+    "name",
+    ["gyre", "gyre.auth", "gyre.control", "gyre.registry", "gyre.serve", "gyre.learn", "gyre.cli"],
 )
 def test_all_names_exactly_what_the_package_exports(name: str) -> None:
     module = importlib.import_module(name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,8 +56,12 @@ class State:
         self.home = home
         self.config_file = config_file
 
-    def config(self, **serve_overrides: object) -> Config:
-        return load_config(self.home, self.config_file, serve_overrides)
+    def config(
+        self, *, control: Mapping[str, object] | None = None, **serve_overrides: object
+    ) -> Config:
+        """The config, with `[serve]` settings and `control`'s `[control]` settings
+        overridden (None leaves a setting as it is)."""
+        return load_config(self.home, self.config_file, serve_overrides, control)
 
 
 @app.callback()

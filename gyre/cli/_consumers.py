@@ -30,8 +30,8 @@ def key(
     admin: Annotated[
         bool,
         typer.Option(
-            help="May move and delete aliases, set traffic policies and read shadow "
-            "comparisons over HTTP, for the models it may call."
+            help="May move and delete aliases and set traffic policies on the control plane "
+            "(gyre control), and read shadow comparisons, for the models it may call."
         ),
     ] = False,
 ) -> None:

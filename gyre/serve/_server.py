@@ -109,7 +109,7 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
         Path(metrics_dir) / "rate-limits.bin" if processes > 1 and metrics_dir is not None else None
     )
     gatekeeper = Gatekeeper(config.serve.consumers, shared_limits=shared_limits)
-    admin = Admin(gatekeeper, feedback, repository.call_registry, repository.observe_reward)
+    admin = Admin(gatekeeper, feedback, repository.observe_reward, config.control.url)
     types = event_types(config.collect.events)
     collector = (
         Collector(config.home, types, config.collect.group_commit_max_wait_ms) if types else None
