@@ -9,7 +9,11 @@ into a type may catch `ValidationError` first, to say what shape it expected).
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
+
+from gyre.errors import BadRequest
 
 MALFORMED: tuple[type[Exception], ...] = (
     msgspec.DecodeError,
@@ -26,3 +30,16 @@ def reason(exc: Exception) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply (maximum recursion depth exceeded)"
     return str(exc)
+
+
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def decode_object(body: bytes, expected: str) -> dict[str, Any]:
+    """The body as a JSON object, or BadRequest naming the expected shape."""
+    try:
+        return _object_decoder.decode(body)
+    except MALFORMED as exc:
+        raise BadRequest(
+            f"request body is not a JSON object: {reason(exc)}; expected {expected}"
+        ) from None

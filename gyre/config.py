@@ -84,7 +84,8 @@ class ConsumerConfig:
     burst: float | None = None
     # Event types it may ingest (POST /v1/events/TYPE); ["*"] for every type.
     events: list[str] = dataclasses.field(default_factory=list)
-    # May move aliases and change traffic policies over HTTP.
+    # May move aliases and change traffic policies on the control plane (`gyre control`),
+    # and read the server's shadow comparisons.
     admin: bool = False
 
     def __repr__(self) -> str:  # the hash is not the key, but keep logs free of it anyway
@@ -152,6 +153,24 @@ class ServeConfig:
         if self.max_inflight_body_bytes is None:
             return 4 * self.max_body_bytes
         return self.max_inflight_body_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlConfig:
+    """Settings of `gyre control`: the control plane's HTTP app, where aliases move and
+    traffic policies change (the model server only reads them). Its callers are the
+    consumers of `[serve.consumers]`; only admin keys may write."""
+
+    host: str = "127.0.0.1"
+    port: int = 8002
+    # A request's body (a JSON object of a few fields) may hold at most this many bytes.
+    max_body_bytes: int = 1024 * 1024
+
+    @property
+    def url(self) -> str:
+        """Where the control plane answers, as a client writes it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +261,7 @@ class Config:
     store: StoreConfig = StoreConfig()
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
+    control: ControlConfig = ControlConfig()
     collect: CollectConfig = CollectConfig()
     features: FeaturesConfig = FeaturesConfig()
 
@@ -420,8 +440,10 @@ def load_config(
     home: str | Path | None = None,
     config_file: str | Path | None = None,
     serve_overrides: Mapping[str, Any] | None = None,
+    control_overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Build the configuration from defaults, the TOML file and explicit overrides."""
+    """Build the configuration from defaults, the TOML file and explicit overrides (of
+    `[serve]` and `[control]` settings; None values are left as they are)."""
     path = config_file or os.environ.get("GYRE_CONFIG")
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
         path = DEFAULT_CONFIG_FILE
@@ -433,11 +455,13 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"home", "store", "registry", "serve", "collect", "features"})
+    unknown = sorted(
+        set(data) - {"home", "store", "registry", "serve", "control", "collect", "features"}
+    )
     if unknown:
         raise ConfigError(
             f"unknown section(s) {', '.join(unknown)} in {path}; "
-            "known: home, store, registry, serve, collect, features"
+            "known: home, store, registry, serve, control, collect, features"
         )
     resolved_home = Path(home or os.environ.get("GYRE_HOME") or data.get("home") or DEFAULT_HOME)
     serve = _serve_section(data.get("serve", {}))
@@ -455,6 +479,12 @@ def load_config(
 
         DatabaseURL.parse(url)  # a malformed URL stops here, with what to write instead
         store = dataclasses.replace(store, url=url)
+    control = _section(ControlConfig, data.get("control", {}), "control")
+    if control_overrides:
+        control = dataclasses.replace(
+            control, **{k: v for k, v in control_overrides.items() if v is not None}
+        )
+        _check_bounds(control, "control")
     return Config(
         home=resolved_home.expanduser().resolve(),
         store=store,
@@ -466,4 +496,5 @@ def load_config(
             FeaturesConfig, FeatureViewConfig, data.get("features", {}), "features", "views"
         ),
         serve=serve,
+        control=control,
     )

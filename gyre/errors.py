@@ -28,8 +28,9 @@
         └── Unavailable              the model cannot answer now (not loaded, worker restarting)
             └── Overloaded           shed by admission control; retry after `retry_after_s`
 
-Each error says what it concerns and what to do next. The server maps these classes to
-HTTP statuses in one place (`gyre.serve.errors`).
+Each error says what it concerns and what to do next. Each class has one HTTP status
+(`http_status`, below), the same on the model server and on the control plane; the
+server's protocols shape the body (`gyre/serve/_errors.py`).
 """
 
 from __future__ import annotations
@@ -164,3 +165,33 @@ class RateLimited(ServeError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+# The HTTP status of each error class, most specific first; anything else is a bug (500).
+_HTTP_STATUS: tuple[tuple[type[GyreError], int], ...] = (
+    (BadRequest, 400),
+    (InvalidModel, 400),
+    (InvalidEvents, 400),
+    (InvalidFeatureInput, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (ModelNotFound, 404),
+    (UnknownEventType, 404),
+    (UnknownFeatureView, 404),
+    (FeatureViewMismatch, 409),
+    (PayloadTooLarge, 413),
+    (RateLimited, 429),
+    (Unavailable, 503),
+    (StoreUnavailable, 503),
+    (DeadlineExceeded, 504),
+    (RegistryError, 409),
+)
+
+
+def http_status(exc: GyreError) -> int:
+    """The HTTP status that answers `exc`: the one table every HTTP face of gyre uses."""
+    for cls, status in _HTTP_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500

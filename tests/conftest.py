@@ -151,7 +151,7 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """A real `gyre serve` process on a free loopback port."""
+    """A real `gyre serve` (or `gyre control`) process on a free loopback port."""
 
     process: subprocess.Popen[bytes]
     url: str
@@ -211,11 +211,34 @@ def start_server(
     environment it inherits (without any GYRE_ variable). `grpc_port`: 0 for no gRPC (the
     default 8001 would be shared by every server a test run starts)."""
     port = port or free_port()
-    log = home.parent / f"serve-{port}.log"
+    args = ["serve", "--port", str(port), "--grpc-port", str(grpc_port), *extra]
+    return _start(home, args, config, port, env, "/v2/health/ready", "serve")
+
+
+def start_control(
+    home: Path, *extra: str, config: Path | None = None, port: int | None = None
+) -> ServerProcess:
+    """`gyre control` on `port` (default: a free one), ready."""
+    port = port or free_port()
+    return _start(home, ["control", "--port", str(port), *extra], config, port, None, "/health",
+                  "control")  # fmt: skip
+
+
+def _start(
+    home: Path,
+    args: list[str],
+    config: Path | None,
+    port: int,
+    env: dict[str, str] | None,
+    ready_path: str,
+    name: str,
+) -> ServerProcess:
+    """`gyre [--config CONFIG] ARGS` in its own session, once `ready_path` answers 200."""
+    log = home.parent / f"{name}-{port}.log"
     command = [sys.executable, "-m", "gyre", "--home", str(home)]
     if config is not None:
         command += ["--config", str(config)]
-    command += ["serve", "--port", str(port), "--grpc-port", str(grpc_port), *extra]
+    command += args
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
     environment.update(env or {})
     with log.open("ab") as out:
@@ -231,12 +254,12 @@ def start_server(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"gyre serve exited early:\n{server.output()}")
+            raise RuntimeError(f"gyre {name} exited early:\n{server.output()}")
         try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{server.url}{ready_path}", timeout=1).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
         time.sleep(0.1)
     server.stop(signal.SIGKILL)
-    raise RuntimeError(f"gyre serve did not become ready:\n{server.output()}")
+    raise RuntimeError(f"gyre {name} did not become ready:\n{server.output()}")

@@ -120,3 +120,18 @@ def test_the_body_budget_defaults_to_four_bodies_and_must_hold_one(tmp_path: Pat
     path.write_text("[serve]\nmax_inflight_body_bytes = 0\n")
     with pytest.raises(ConfigError, match="max_inflight_body_bytes = 0 is out of range"):
         load_config(home=tmp_path, config_file=path)
+
+
+def test_the_control_plane_has_its_own_section_and_overrides(tmp_path: Path) -> None:
+    assert load_config(home=tmp_path).control.url == "http://127.0.0.1:8002"
+    path = tmp_path / "gyre.toml"
+    path.write_text('[control]\nhost = "::1"\nport = 9002\n')
+    config = load_config(home=tmp_path, config_file=path)
+    assert config.control.url == "http://[::1]:9002"
+    moved = load_config(home=tmp_path, config_file=path, control_overrides={"port": 9100})
+    assert moved.control.port == 9100 and moved.control.host == "::1"
+    path.write_text("[control]\nprot = 9002\n")
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) prot in \[control\]"):
+        load_config(home=tmp_path, config_file=path)
+    with pytest.raises(ConfigError, match=r"\[control\] port = 70000 is out of range"):
+        load_config(home=tmp_path, control_overrides={"port": 70000})

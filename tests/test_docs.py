@@ -125,3 +125,11 @@ def test_a_model_on_the_docs_view_answers_the_docs_entity_calls(
             assert answer.json()["outputs"][0]["shape"][0] == rows_asked
     finally:
         client.close()
+
+
+def test_the_control_planes_settings_in_docs_serving_load(tmp_path: Path) -> None:
+    (block,) = [b for b in blocks("docs/serving.md", "toml", "[control]") if "[serve" not in b]
+    config_file = tmp_path / "gyre.toml"
+    config_file.write_text(block)
+    control = load_config(home=tmp_path / "home", config_file=config_file).control
+    assert control.url == "http://127.0.0.1:8002" and control.max_body_bytes == 1024 * 1024

@@ -3,7 +3,10 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["gyre", "gyre.registry", "gyre.serve", "gyre.learn", "gyre.cli"])
+@pytest.mark.parametrize(
+    "name",
+    ["gyre", "gyre.auth", "gyre.control", "gyre.registry", "gyre.serve", "gyre.learn", "gyre.cli"],
+)
 def test_all_names_exactly_what_the_package_exports(name: str) -> None:
     module = importlib.import_module(name)
     public = {n for n in vars(module) if not n.startswith("_")} - {"annotations"}

@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from gyre.cli._main import app, console
+from gyre.cli._app import console
 
 consumers_app = typer.Typer(help="Declared consumers of the server.", no_args_is_help=True)
-app.add_typer(consumers_app, name="consumers")
 
 
 @consumers_app.command()
@@ -31,13 +30,13 @@ def key(
     admin: Annotated[
         bool,
         typer.Option(
-            help="May move and delete aliases, set traffic policies and read shadow "
-            "comparisons over HTTP, for the models it may call."
+            help="May move and delete aliases and set traffic policies on the control plane "
+            "(gyre control), and read shadow comparisons, for the models it may call."
         ),
     ] = False,
 ) -> None:
     """Print a new API key (shown once) and the gyre.toml lines that declare it (hashed)."""
-    from gyre.serve._auth import hash_key, new_key
+    from gyre.auth import hash_key, new_key
 
     secret = new_key()
     # TOML as written by hand where it can be, quoted where the name needs it.
@@ -59,3 +58,8 @@ def key(
     console.print(secret, markup=False, highlight=False)
     console.print("\nAdd to gyre.toml:")
     console.print("\n".join(lines), markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `gyre consumers …` to `app`."""
+    app.add_typer(consumers_app, name="consumers")

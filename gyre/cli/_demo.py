@@ -17,9 +17,9 @@ import typer
 from rich.panel import Panel
 from rich.syntax import Syntax
 
+from gyre.cli._app import State, console
 from gyre.cli._demo_features import MODEL as FEATURES_MODEL
 from gyre.cli._demo_features import demo_config, run_features_demo
-from gyre.cli._main import State, app, console
 from gyre.config import load_config
 from gyre.errors import GyreError
 from gyre.registry import CHAMPION, Registry
@@ -84,7 +84,6 @@ def _show(
     return response.status_code
 
 
-@app.command()
 def demo(
     ctx: typer.Context,
     port: Annotated[
@@ -176,3 +175,8 @@ def demo(
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
     console.print(f"gyre serve exited with status {process.returncode}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `gyre demo` to `app`."""
+    app.command()(demo)

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from gyre.cli._main import console
+from gyre.cli._app import console
 from gyre.collect import event_types
 from gyre.config import Config
 from gyre.errors import GyreError

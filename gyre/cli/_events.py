@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gyre.cli._main import JsonOption, State, app, console, print_json, print_table
+from gyre.cli._app import JsonOption, State, console, print_json, print_table
 from gyre.collect import (
     Collector,
     FactLog,
@@ -21,7 +21,6 @@ from gyre.collect import (
 from gyre.stores import Stores
 
 events_app = typer.Typer(help="Event types and the fact log.", no_args_is_help=True)
-app.add_typer(events_app, name="events")
 
 
 def _collector(ctx: typer.Context) -> Collector:
@@ -136,3 +135,8 @@ def export(
         raise typer.BadParameter(str(exc)) from None
     files = export_parquet(_log(ctx), event_type, out, lo, hi)
     console.print(f"wrote {len(files)} Parquet file(s) under {out}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `gyre events …` to `app`."""
+    app.add_typer(events_app, name="events")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gyre.cli._main import JsonOption, State, app, console, err_console, print_json, print_table
+from gyre.cli._app import JsonOption, State, console, err_console, print_json, print_table
 from gyre.collect import event_types
 from gyre.features import (
     FeatureView,
@@ -35,7 +35,6 @@ class TimeUnit(enum.StrEnum):
 features_app = typer.Typer(
     help="Feature views, training sets and the skew check.", no_args_is_help=True
 )
-app.add_typer(features_app, name="features")
 
 
 def _views(ctx: typer.Context) -> dict[str, FeatureView]:
@@ -198,3 +197,8 @@ def skew(
                 console.print(f"  e.g. {json.dumps(example)}", markup=False, highlight=False)
     if not all(report.clean for report in reports):
         raise typer.Exit(3)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `gyre features …` to `app`."""
+    app.add_typer(features_app, name="features")

@@ -10,11 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gyre.cli._main import JsonOption, State, app, console, print_json, print_table
+from gyre.cli._app import JsonOption, State, console, print_json, print_table
 from gyre.registry import ModelVersion, Registry
 
 registry_app = typer.Typer(help="Model versions, aliases and artifacts.", no_args_is_help=True)
-app.add_typer(registry_app, name="registry")
 
 
 def _open(ctx: typer.Context) -> Registry:
@@ -276,3 +275,8 @@ def policy(
         params["arms"] = [arm.strip() for arm in arms.split(",")]
     clean = _open(ctx).set_policy(name, kind, params, reason=reason)
     console.print(f"{name}: traffic policy {kind} {json.dumps(clean, sort_keys=True)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `gyre registry …` to `app`."""
+    app.add_typer(registry_app, name="registry")

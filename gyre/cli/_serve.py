@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from gyre.cli._main import State, app
+from gyre.cli._app import State
 
 
-@app.command("serve")
 def serve_command(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
@@ -36,3 +35,8 @@ def serve_command(
             host=host, port=port, grpc_port=grpc_port, workers=workers, insecure=insecure or None
         )
     )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `gyre serve` to `app`."""
+    app.command("serve")(serve_command)

@@ -1,7 +1,8 @@
-"""Registry operations as JSON in, JSON out: what the server's admin endpoints call.
+"""Registry operations as JSON in, JSON out: what the control plane's routes call.
 
-The server mounts these routes (behind an admin key) but the writes live here, in the
-control plane's package: the data plane itself never changes the registry.
+`gyre control` (`gyre.control`) mounts these behind an admin key; the writes and their
+checks live here, in the registry's package. The model server never calls them: the data
+plane does not change the registry, it reads its changes.
 """
 
 from __future__ import annotations

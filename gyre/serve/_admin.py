@@ -1,12 +1,14 @@
-"""`POST /v1/feedback` and the admin routes under `/v1/admin/` (an admin key required).
+"""`POST /v1/feedback` and the admin reads under `/v1/admin/` (an admin key required).
 
 | method | path | body |
 |---|---|---|
 | POST | `/v1/feedback` | `{"request_id", "reward": 0..1}` or `{"request_id", "label"}` (once) |
-| PUT | `/v1/admin/models/{m}/aliases/{alias}` | `{"version": N, "reason"?: "…"}` |
-| DELETE | `/v1/admin/models/{m}/aliases/{alias}` | `{"reason"?: "…"}` (or no body) |
-| PUT | `/v1/admin/models/{m}/policy` | `{"kind": "split", "params": {…}, "reason"?: "…"}` |
 | GET | `/v1/admin/models/{m}/shadow` | — (a summary per version pair, and the logged comparisons) |
+
+The server never writes the registry: alias moves and policy changes are made on the
+control plane (`gyre control`, `gyre.control`), and served here once the registry's change
+position moves. Their old routes here answer 404 naming the control plane's route, before
+any body is read.
 
 The caller was admitted (key, rate) before these run; the body is read only after the
 route's own checks (an admin key, a known route) have passed.
@@ -17,16 +19,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gyre._json import decode_object
+from gyre.auth import Consumer, Gatekeeper
 from gyre.errors import BadRequest, Forbidden, NotFound
-from gyre.registry import Registry
-from gyre.registry import _admin as registry_admin
-from gyre.serve._auth import Consumer, Gatekeeper
 from gyre.serve._feedback import FeedbackStore
 from gyre.serve._http import Response, json_response
-from gyre.serve.protocols._tensors import decode_object
 
-RegistryCall = Callable[[Callable[[Registry], Any]], Awaitable[Any]]
 BodyReader = Callable[[], Awaitable[bytes]]
+
+# The writes of the control plane, by the route's last segments: what each one does.
+_MOVED = {"aliases": "alias moves and deletes", "policy": "traffic policy changes"}
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -34,18 +36,35 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return decode_object(body, "a JSON object (see docs/protocols.md)") if body.strip() else {}
 
 
+def moved_to_control(method: str, parts: list[str], control_url: str) -> NotFound | None:
+    """The answer to a registry write sent to the server (`method /v1/{parts}`): a 404
+    naming the control plane's route, or None for any other request."""
+    if method not in ("PUT", "POST", "DELETE") or parts[:2] != ["admin", "models"]:
+        return None
+    rest = parts[3:]
+    if (len(rest) == 2 and rest[0] == "aliases") or (rest == ["policy"] and method != "DELETE"):
+        return NotFound(
+            f"{_MOVED[rest[0]]} are made on the control plane, not on the model server: run "
+            f"`gyre control` and send {method} {control_url}/v1/{'/'.join(parts)} with the "
+            'same body and admin key (see docs/serving.md, "Control plane")'
+        )
+    return None
+
+
 class Admin:
     def __init__(
         self,
         gatekeeper: Gatekeeper,
         feedback: FeedbackStore,
-        registry_call: RegistryCall,
         on_reward: Callable[[str, int, float], None],
+        control_url: str,
     ) -> None:
+        """`control_url`: where the control plane answers (`[control]`), for the 404 that
+        sends a registry write there."""
         self.gatekeeper = gatekeeper
         self.feedback = feedback
-        self._registry_call = registry_call
         self._on_reward = on_reward
+        self._control_url = control_url
 
     async def handle(
         self, method: str, parts: list[str], consumer: Consumer | None, body: BodyReader
@@ -54,32 +73,13 @@ class Admin:
         `body()` reads the request's body."""
         if parts == ["feedback"] and method == "POST":
             return await self._feedback(consumer, _json_object(await body()))
+        moved = moved_to_control(method, parts, self._control_url)
+        if moved is not None:  # before the admin check: a client of old learns where to go
+            raise moved
         if len(parts) >= 4 and parts[:2] == ["admin", "models"]:
-            model, rest = parts[2], parts[3:]
+            model = parts[2]
             self.gatekeeper.authorize(consumer, model=model, admin=True)
-            who = consumer.name if consumer is not None else ""  # not None: admin needs one
-            data = _json_object(await body())
-            if len(rest) == 2 and rest[0] == "aliases" and method in ("PUT", "POST"):
-                alias = rest[1]
-                return json_response(
-                    await self._registry_call(
-                        lambda r: registry_admin.set_alias(r, model, alias, data, who)
-                    )
-                )
-            if len(rest) == 2 and rest[0] == "aliases" and method == "DELETE":
-                alias = rest[1]
-                return json_response(
-                    await self._registry_call(
-                        lambda r: registry_admin.delete_alias(r, model, alias, data, who)
-                    )
-                )
-            if rest == ["policy"] and method in ("PUT", "POST"):
-                return json_response(
-                    await self._registry_call(
-                        lambda r: registry_admin.set_policy(r, model, data, who)
-                    )
-                )
-            if rest == ["shadow"] and method == "GET":
+            if parts[3:] == ["shadow"] and method == "GET":
                 return json_response({
                     "summary": await self.feedback.shadow_summary(model),
                     "comparisons": await self.feedback.shadow_rows(model),

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import gyre
+from gyre.auth import Consumer, Gatekeeper, key_of
 from gyre.collect import Collector, parse_events
 from gyre.config import ServeConfig
 from gyre.errors import (
@@ -35,7 +36,6 @@ from gyre.serve._answers import (
     label_model,
     log_access,
 )
-from gyre.serve._auth import Consumer, Gatekeeper, key_of
 from gyre.serve._features import EntityFeatures
 from gyre.serve._http import (
     JSON_HEADERS,

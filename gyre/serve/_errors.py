@@ -1,49 +1,10 @@
-"""Errors become HTTP responses, and gRPC statuses, here and only here."""
+"""Errors become the protocols' error bodies, and gRPC statuses, here and only here (the
+HTTP status of each error class is `gyre.errors.http_status`, shared with the control
+plane)."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from gyre.errors import (
-    BadRequest,
-    DeadlineExceeded,
-    FeatureViewMismatch,
-    Forbidden,
-    GyreError,
-    InvalidEvents,
-    InvalidFeatureInput,
-    InvalidModel,
-    ModelNotFound,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    RegistryError,
-    StoreUnavailable,
-    Unauthorized,
-    Unavailable,
-    UnknownEventType,
-    UnknownFeatureView,
-)
-
-_STATUS: tuple[tuple[type[GyreError], int], ...] = (
-    (BadRequest, 400),
-    (InvalidModel, 400),
-    (InvalidEvents, 400),
-    (InvalidFeatureInput, 400),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (ModelNotFound, 404),
-    (UnknownEventType, 404),
-    (UnknownFeatureView, 404),
-    (FeatureViewMismatch, 409),
-    (PayloadTooLarge, 413),
-    (RateLimited, 429),
-    (Unavailable, 503),
-    (StoreUnavailable, 503),
-    (DeadlineExceeded, 504),
-    (RegistryError, 409),
-)
 
 # MLflow's scoring server names its errors with these codes.
 _MLFLOW_CODES = {
@@ -74,13 +35,6 @@ _GRPC_CODES = {
     504: "DEADLINE_EXCEEDED",
     500: "INTERNAL",
 }
-
-
-def status_of(exc: GyreError) -> int:
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 500
 
 
 def grpc_code_of(status: int) -> str:

@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 
 import gyre
+from gyre.auth import Consumer, key_of
 from gyre.config import ServeConfig
 from gyre.errors import (
     BadRequest,
@@ -38,11 +39,11 @@ from gyre.errors import (
     RateLimited,
     StoreUnavailable,
     Unavailable,
+    http_status,
 )
 from gyre.serve._answers import Labels, access, answer_headers, count_answer, label_model
 from gyre.serve._app import GyreApp
-from gyre.serve._auth import Consumer, key_of
-from gyre.serve._errors import grpc_code_of, status_of
+from gyre.serve._errors import grpc_code_of
 from gyre.serve._http import encode_json, version_number
 from gyre.serve._inference import sooner
 from gyre.serve.protocols import _v2, _v2_grpc
@@ -119,7 +120,7 @@ class GrpcService:
             else:
                 self._finished(name, labels, 200, start)
                 return response
-            status = status_of(error)
+            status = http_status(error)
             self._finished(name, labels, status, start)
             await self._abort(context, error, status, labels)
 

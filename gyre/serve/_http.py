@@ -18,9 +18,10 @@ from gyre.errors import (
     PayloadTooLarge,
     RateLimited,
     StoreUnavailable,
+    http_status,
     shown,
 )
-from gyre.serve._errors import error_body, status_of
+from gyre.serve._errors import error_body
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -45,7 +46,7 @@ def json_response(payload: Any, status: int = 200, headers: Headers | None = Non
 
 
 def error_response(protocol: str, exc: GyreError) -> Response:
-    status = status_of(exc)
+    status = http_status(exc)
     headers: Headers = []
     if isinstance(exc, (Overloaded, RateLimited, StoreUnavailable)):
         headers.append((b"retry-after", str(exc.retry_after_s).encode()))

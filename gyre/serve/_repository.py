@@ -14,9 +14,8 @@ import contextlib
 import gc
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
 
 from gyre.config import ServeConfig
 from gyre.errors import GyreError, InvalidModel, StoreUnavailable
@@ -94,17 +93,6 @@ class ModelRepository:
         self._loader.shutdown(wait=False)
         self._inference.shutdown(wait=True)
         gc.unfreeze()  # let the interpreter's final collection release everything
-
-    async def call_registry(self, fn: Callable[[Registry], Any]) -> Any:
-        """Run `fn(registry)` on the loader thread (the registry's connection lives there),
-        then reload at once so the change is served without waiting for the next poll."""
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._loader, fn, self._registry)
-        try:
-            await self.refresh()
-        except Exception:  # the change is stored: the next poll serves it, or says why not
-            log.exception("reloading after a registry change failed; the next poll retries")
-        return result
 
     def observe_reward(self, model: str, version: int, reward: float) -> None:
         """Credit a reward to this process's bandit at once; other processes read it from

@@ -26,6 +26,7 @@ from pathlib import Path
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gyre.auth import Gatekeeper
 from gyre.collect import Collector, event_types
 from gyre.config import Config
 from gyre.errors import ConfigError, InvalidModel
@@ -33,7 +34,6 @@ from gyre.features import OnlineFeatures, ServedLog, feature_views
 from gyre.registry import Registry, parse_ref
 from gyre.serve._admin import Admin
 from gyre.serve._app import GyreApp
-from gyre.serve._auth import Gatekeeper
 from gyre.serve._cache import PredictionCache
 from gyre.serve._features import EntityFeatures
 from gyre.serve._feedback import FeedbackStore
@@ -109,7 +109,7 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
         Path(metrics_dir) / "rate-limits.bin" if processes > 1 and metrics_dir is not None else None
     )
     gatekeeper = Gatekeeper(config.serve.consumers, shared_limits=shared_limits)
-    admin = Admin(gatekeeper, feedback, repository.call_registry, repository.observe_reward)
+    admin = Admin(gatekeeper, feedback, repository.observe_reward, config.control.url)
     types = event_types(config.collect.events)
     collector = Collector(stores, types, config.collect.group_commit_max_wait_ms) if types else None
     features = None

@@ -172,8 +172,8 @@ def test_policies_the_server_cannot_use_are_refused_and_shown_broken(
 
 @pytest.mark.parametrize("name", ["checkout-service", "team a/report #2"])
 def test_consumers_key_prints_config_that_loads(home: Path, name: str) -> None:
+    from gyre.auth import hash_key
     from gyre.config import load_config
-    from gyre.serve._auth import hash_key
 
     out = gyre(home, "consumers", "key", name, "--models", 'iris, "odd"', "--rate", "5").stdout
     secret = out.splitlines()[1].strip()
@@ -207,10 +207,12 @@ def test_keys_from_the_command_can_do_what_docs_say(
     home: Path, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     """docs/serving.md and docs/collect.md: `models` scopes the models a key may call,
-    `events` the types it may ingest; an admin key may move and delete aliases, change
-    policies and read the shadow comparisons over HTTP, and no other key may."""
+    `events` the types it may ingest; an admin key may move and delete aliases and change
+    policies on the control plane, and read the shadow comparisons on the server, and no
+    other key may."""
     from gyre.config import load_config
     from gyre.registry import Registry
+    from tests.control.client import ControlClient
     from tests.serve.apptest import AppClient
 
     registry = Registry(home)
@@ -230,6 +232,7 @@ def test_keys_from_the_command_can_do_what_docs_say(
         'entity = ["page"]\ntime = "at"\n' + ops + app
     )
     client = AppClient(load_config(home=home, config_file=config))
+    control = ControlClient(client.config)
     as_ops, as_app = {"X-Api-Key": ops_key}, {"X-Api-Key": app_key}
     data = iris[0][0].tolist()
     row = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": data}]}
@@ -246,53 +249,49 @@ def test_keys_from_the_command_can_do_what_docs_say(
             ("PUT", "/v1/admin/models/iris/aliases/champion", {"version": 2}),
             ("DELETE", "/v1/admin/models/iris/aliases/challenger", {}),
             ("PUT", "/v1/admin/models/iris/policy", {"kind": "champion"}),
-            ("GET", "/v1/admin/models/iris/shadow", None),
         ):
-            refused = client.request(method, url, json=body, headers=as_app)
+            refused = control.request(method, url, json=body, headers=as_app)
             assert refused.status_code == 403 and "admin" in refused.text, (method, url)
+        refused = client.get("/v1/admin/models/iris/shadow", headers=as_app)
+        assert refused.status_code == 403 and "admin" in refused.text
         # The admin key (every model): each admin operation the docs list.
-        moved = client.request(
-            "PUT", "/v1/admin/models/iris/aliases/champion", json={"version": 2}, headers=as_ops
+        moved = control.put(
+            "/v1/admin/models/iris/aliases/champion", json={"version": 2}, headers=as_ops
         )
         assert moved.json() == {"model": "iris", "alias": "champion", "version": 2, "previous": 1}
+        client.refresh()
         assert (
             client.post("/v2/models/iris/infer", json=row, headers=as_ops).json()["model_version"]
             == "2"
         )
-        client.request(
-            "PUT", "/v1/admin/models/iris/aliases/old", json={"version": 1}, headers=as_ops
+        control.put(
+            "/v1/admin/models/iris/aliases/old", json={"version": 1}, headers=as_ops
         ).raise_for_status()
-        policy = client.request(
-            "PUT",
+        policy = control.put(
             "/v1/admin/models/iris/policy",
             json={"kind": "shadow", "params": {"shadow": "old"}, "reason": "compare"},
             headers=as_ops,
         )
         assert policy.status_code == 200, policy.text
+        client.refresh()
         assert client.post("/v2/models/iris/infer", json=row, headers=as_app).status_code == 200
         client.loop.run_until_complete(client.app.predictor.drain())
         shadow = client.get("/v1/admin/models/iris/shadow", headers=as_ops).json()["comparisons"]
         assert [(r["primary_version"], r["shadow_version"]) for r in shadow] == [(2, 1)]
-        reset = client.request(
-            "PUT", "/v1/admin/models/iris/policy", json={"kind": "champion"}, headers=as_ops
+        reset = control.put(
+            "/v1/admin/models/iris/policy", json={"kind": "champion"}, headers=as_ops
         )
         assert reset.status_code == 200, reset.text
-        deleted = client.request(
-            "DELETE", "/v1/admin/models/iris/aliases/old", headers=as_ops
-        )  # fmt: skip
+        deleted = control.request("DELETE", "/v1/admin/models/iris/aliases/old", headers=as_ops)
         assert deleted.json()["deleted"] is True
-        assert (
-            client.request(
-                "PUT",
-                "/v1/admin/models/other/aliases/champion",
-                json={"version": 1},
-                headers=as_ops,
-            ).status_code
-            == 200
+        other = control.put(
+            "/v1/admin/models/other/aliases/champion", json={"version": 1}, headers=as_ops
         )
+        assert other.status_code == 200, other.text
         # An admin key ingests only the event types it lists (none here).
         assert client.post("/v1/events/orders", json=order, headers=as_ops).status_code == 403
     finally:
+        control.close()
         client.close()
 
 
@@ -300,6 +299,7 @@ def test_help_keeps_config_section_names(home: Path) -> None:
     # rich reads [a.b] as a style tag and drops it unless it is escaped.
     assert "[collect.events.NAME] in gyre.toml" in gyre(home, "events", "--help").stdout
     assert "[features.views.NAME] in gyre.toml" in gyre(home, "features", "--help").stdout
+    assert "admin key of [serve.consumers]" in gyre(home, "control", "--help").stdout
 
 
 def test_demo_trains_publishes_serves_and_calls_every_protocol(home: Path) -> None:

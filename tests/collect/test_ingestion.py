@@ -18,9 +18,9 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from gyre.auth import hash_key
 from gyre.collect import EventClient, SQLiteFactLog
 from gyre.config import StoreConfig
-from gyre.serve._auth import hash_key
 from gyre.stores import Stores
 from tests.conftest import free_port, server_workers, start_server, store_toml
 

@@ -24,6 +24,7 @@ class AppClient:
     """Runs the app's startup on a private event loop and sends requests through httpx."""
 
     def __init__(self, config: Config) -> None:
+        self.config = config
         self.app = build_app(config)
         self.loop = asyncio.new_event_loop()
         try:

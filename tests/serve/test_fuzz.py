@@ -6,8 +6,9 @@ Infinity literals, integers past 64 bits and of hundreds of digits, Unicode digi
 number belongs, deep nesting, shapes numpy cannot build, and binary-extension lengths that
 do not add up. They run over every route and every header gyre reads, first in process
 (hundreds of examples), then against a real `gyre serve` process, which must still answer
-a good request after each. The registry is written by the admin routes as it is fuzzed,
-so the last test restarts on what the fuzzing stored.
+a good request after each. The registry is written by the control plane's routes (alias
+moves and policies, sent to the control app over the same home) as it is fuzzed, so the
+last test restarts the server on what the fuzzing stored.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.pipeline import Pipeline
 
+from gyre.auth import hash_key
 from gyre.config import load_config
 from gyre.registry import CHAMPION, Registry
-from gyre.serve._auth import hash_key
 from tests.conftest import ServerProcess, start_server
+from tests.control.client import ControlClient
 from tests.serve.apptest import AppClient
 from tests.serve.models import two_input_adder
 
@@ -70,6 +72,22 @@ def client(fuzz_home: tuple[Path, Path]) -> Iterator[AppClient]:
     app = AppClient(load_config(home=home, config_file=config))
     yield app
     app.close()
+
+
+@pytest.fixture(scope="module")
+def control(fuzz_home: tuple[Path, Path]) -> Iterator[ControlClient]:
+    home, config = fuzz_home
+    app = ControlClient(load_config(home=home, config_file=config))
+    yield app
+    app.close()
+
+
+def _app_for(
+    method: str, path: str, client: AppClient, control: ControlClient
+) -> AppClient | ControlClient:
+    """Registry writes go to the control plane; everything else to the model server."""
+    writes = path.startswith("/v1/admin/") and not path.endswith("/shadow")
+    return control if writes and method != "GET" else client
 
 
 # -- hostile pieces -----------------------------------------------------------------------
@@ -296,7 +314,9 @@ def _utf8(headers: dict[str, str]) -> dict[str, bytes]:
     return {name: value.encode() for name, value in headers.items()}
 
 
-def _send(client: AppClient, method: str, path: str, body: bytes, headers: dict) -> httpx.Response:
+def _send(
+    client: AppClient | ControlClient, method: str, path: str, body: bytes, headers: dict
+) -> httpx.Response:
     # Never a hang: every request must be answered within seconds.
     async def send() -> httpx.Response:
         request = client._client.request(method, path, content=body, headers=_utf8(headers))
@@ -313,10 +333,10 @@ def _still_answers(client: AppClient) -> None:
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request=requests())
 def test_hostile_requests_on_every_route_get_a_4xx_with_a_reason(
-    client: AppClient, request: tuple[str, str, bytes, dict[str, str]]
+    client: AppClient, control: ControlClient, request: tuple[str, str, bytes, dict[str, str]]
 ) -> None:
     method, path, body, headers = request
-    answer = _send(client, method, path, body, headers)
+    answer = _send(_app_for(method, path, client, control), method, path, body, headers)
     _assert_clean(answer.status_code, answer.content, request)
     _still_answers(client)
 
@@ -331,7 +351,12 @@ def test_hostile_requests_on_every_route_get_a_4xx_with_a_reason(
     encoding=st.none() | st.sampled_from(["gzip", "deflate", "br", "identity"]),
 )  # fmt: skip
 def test_raw_bytes_never_cause_a_500(
-    client: AppClient, url: str, body: bytes, length: str | None, encoding: str | None
+    client: AppClient,
+    control: ControlClient,
+    url: str,
+    body: bytes,
+    length: str | None,
+    encoding: str | None,
 ) -> None:
     headers = {"Gyre-Model": "iris", **AUTH}
     if length is not None:
@@ -339,7 +364,7 @@ def test_raw_bytes_never_cause_a_500(
     if encoding is not None:
         headers["Content-Encoding"] = encoding
     method = "PUT" if "admin" in url else "POST"
-    answer = _send(client, method, url, body, headers)
+    answer = _send(_app_for(method, url, client, control), method, url, body, headers)
     _assert_clean(answer.status_code, answer.content, (url, body, headers))
 
 
@@ -356,13 +381,14 @@ def test_raw_bytes_never_cause_a_500(
     ],
 )
 def test_invalid_utf8_inside_a_json_string_is_a_400_on_every_route(
-    client: AppClient, method: str, url: str
+    client: AppClient, control: ControlClient, method: str, url: str
 ) -> None:
+    app = _app_for(method, url, client, control)
     # msgspec raises UnicodeDecodeError for these, which no decode site caught (500).
     for body in (b'{"id": "\xff", "inputs": []}', b'{"id": "\xed\xa0\x80"}', b'{"id": "a\xc3"}'):
         if "events" in url:
             body = b"[" + body + b"]"
-        answer = _send(client, method, url, body, {"Gyre-Model": "iris", **AUTH})
+        answer = _send(app, method, url, body, {"Gyre-Model": "iris", **AUTH})
         assert answer.status_code == 400, (url, body, answer.text)
         assert "invalid UTF-8" in answer.text, answer.text
     if "events" in url:  # in NDJSON, the line is rejected on its own
@@ -476,9 +502,12 @@ def test_json_nested_past_the_decoder_limit_is_a_400(
     path=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789/:@._-\u00b2\u0661", max_size=40),
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
 )
-def test_unknown_routes_are_404(client: AppClient, path: str, method: str) -> None:
-    answer = _send(client, method, "/" + path.lstrip("/"), b"", AUTH)
-    assert answer.status_code in (200, 400, 404, 405), answer.text
+def test_unknown_routes_are_404(
+    client: AppClient, control: ControlClient, path: str, method: str
+) -> None:
+    for app in (client, control):
+        answer = _send(app, method, "/" + path.lstrip("/"), b"", AUTH)
+        assert answer.status_code in (200, 400, 404, 405), answer.text
 
 
 # -- the real server ----------------------------------------------------------------------
@@ -527,7 +556,7 @@ def test_a_real_server_answers_hostile_requests_and_keeps_serving(
 def test_the_fuzzed_registry_still_starts_and_serves(
     client: AppClient, fuzz_home: tuple[Path, Path]
 ) -> None:
-    """Whatever the admin routes accepted while fuzzing is stored: a restart reads it."""
+    """Whatever the control plane accepted while fuzzing is stored: a restart reads it."""
     home, config = fuzz_home
     restarted = AppClient(load_config(home=home, config_file=config))
     try:

@@ -21,8 +21,8 @@ import pytest
 import tritonclient.grpc as triton
 from sklearn.pipeline import Pipeline
 
+from gyre.auth import hash_key
 from gyre.registry import CHAMPION, Registry
-from gyre.serve._auth import hash_key
 from gyre.serve.protocols import grpc_predict_v2_pb2 as pb
 from tests.conftest import ServerProcess, free_port, start_server
 from tests.serve.protogen import GENERATED, PROTOCOLS, generate

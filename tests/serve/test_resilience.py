@@ -18,9 +18,9 @@ import httpx
 import pytest
 from sklearn.pipeline import Pipeline
 
+from gyre.auth import hash_key
 from gyre.registry import CHAMPION, Registry
 from gyre.serve._app import METRICS_FLUSH_S
-from gyre.serve._auth import hash_key
 from tests.conftest import ServerProcess, process_running, start_server
 
 pytestmark = pytest.mark.integration

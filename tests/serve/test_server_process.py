@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from sklearn.pipeline import Pipeline
 
+from gyre.auth import hash_key
 from gyre.registry import CHAMPION, Registry
-from gyre.serve._auth import hash_key
 from tests.conftest import ServerProcess, start_server
 
 pytestmark = pytest.mark.integration

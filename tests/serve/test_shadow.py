@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import Ridge
 
+from gyre.auth import hash_key
 from gyre.registry import CHAMPION, Registry
-from gyre.serve._auth import hash_key
 from gyre.serve._compare import Tolerance, compare
 from gyre.serve._feedback import FeedbackStore
 from tests.serve.test_traffic import ADMIN_KEY, ROW, client_for, v2

@@ -15,11 +15,12 @@ import httpx
 import pytest
 from sklearn.pipeline import Pipeline
 
+from gyre.auth import hash_key
 from gyre.config import Config, load_config
 from gyre.errors import ConfigError
 from gyre.registry import CHAMPION, Registry
-from gyre.serve._auth import hash_key
 from gyre.serve._server import check_configured_models, check_exposure
+from tests.control.client import ControlClient
 from tests.serve.apptest import AppClient
 
 PYMODELS = Path(__file__).parent / "pymodels"
@@ -239,36 +240,6 @@ def test_a_stored_policy_the_server_cannot_use_stops_nothing(
         client.close()
 
 
-def test_a_policy_the_server_could_not_use_is_refused_over_http(
-    two_versions: Registry, home: Path
-) -> None:
-    client = client_for(
-        home, f'[serve.consumers.ops]\nkey_sha256 = "{hash_key(ADMIN_KEY)}"\nadmin = true\n'
-    )
-    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    try:
-        for params in (
-            {"weights": {"\u00b2": 100}},
-            {"weights": {"champion": 1e308, "challenger": 1e308}},
-        ):
-            body = {"kind": "split", "params": params}
-            answer = client.request("PUT", "/v1/admin/models/iris/policy", json=body, headers=auth)
-            assert answer.status_code == 400, answer.text
-        # A weight of 400 digits is valid JSON: it is refused, not a 500.
-        body = b'{"kind": "split", "params": {"weights": {"champion": 1' + b"0" * 400 + b"}}}"
-        answer = client.request("PUT", "/v1/admin/models/iris/policy", content=body, headers=auth)
-        assert answer.status_code == 400 and "finite number" in answer.text, answer.text
-        # A version SQLite cannot hold is refused too.
-        body = b'{"version": 9223372036854775808}'
-        answer = client.request(
-            "PUT", "/v1/admin/models/iris/aliases/champion", content=body, headers=auth
-        )
-        assert answer.status_code == 400 and "not a version number" in answer.text, answer.text
-        assert two_versions.policy("iris") == ("champion", {}, None)
-    finally:
-        client.close()
-
-
 def test_shadow_answers_from_primary_and_logs_both(two_versions: Registry, home: Path) -> None:
     two_versions.set_policy("iris", "shadow", {"shadow": "challenger"})
     client = client_for(
@@ -426,7 +397,7 @@ def test_feedback_is_taken_once_per_answer_and_names_who_posted_it(
         client.close()
 
 
-def test_policies_can_be_changed_over_http_with_an_admin_key(
+def test_changes_made_on_the_control_plane_are_served_at_the_next_reload(
     two_versions: Registry, home: Path
 ) -> None:
     client = client_for(
@@ -434,33 +405,66 @@ def test_policies_can_be_changed_over_http_with_an_admin_key(
         f'[serve.consumers.ops]\nkey_sha256 = "{hash_key(ADMIN_KEY)}"\nadmin = true\n'
         f'[serve.consumers.app]\nkey_sha256 = "{hash_key(READER_KEY)}"\nmodels = ["iris"]\n',
     )
+    control = ControlClient(client.config)
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     reader = {"X-Api-Key": READER_KEY}
     try:
         url = "/v1/admin/models/iris/aliases/champion"
-        refused = client.request("PUT", url, json={"version": 2}, headers=reader)
-        assert refused.status_code == 403
-        moved = client.request("PUT", url, json={"version": 2, "reason": "test"}, headers=admin)
+        moved = control.put(url, json={"version": 2, "reason": "test"}, headers=admin)
         assert moved.json() == {"model": "iris", "alias": "champion", "version": 2, "previous": 1}
+        client.refresh()  # what the server's poll does when the change position moves
         answer = client.post("/v2/models/iris/infer", json=v2([ROW]), headers=reader)
-        assert answer.headers["gyre-model-version"] == "2"  # served at once
-        policy = client.request(
-            "PUT",
+        assert answer.headers["gyre-model-version"] == "2"
+        policy = control.put(
             "/v1/admin/models/iris/policy",
             json={"kind": "split", "params": {"weights": {"1": 1}}},
             headers=admin,
         )
         assert policy.status_code == 200
+        client.refresh()
         answer = client.post("/v2/models/iris/infer", json=v2([ROW]), headers=reader)
         assert answer.headers["gyre-model-version"] == "1"
-        bad = client.request(
-            "PUT", "/v1/admin/models/iris/policy", json={"kind": "roulette"}, headers=admin
-        )
-        assert bad.status_code == 400 and "unknown traffic policy" in bad.json()["error"]
         change = two_versions.metadata.changes("iris")[-1]
         assert change["action"] == "policy" and "`ops`" in change["why"]
     finally:
+        control.close()
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/v1/admin/models/iris/aliases/champion"),
+        ("POST", "/v1/admin/models/iris/aliases/champion"),
+        ("DELETE", "/v1/admin/models/iris/aliases/challenger"),
+        ("PUT", "/v1/admin/models/iris/policy"),
+        ("POST", "/v1/admin/models/iris/policy"),
+    ],
+)
+def test_the_servers_old_write_routes_name_the_control_plane_route(
+    two_versions: Registry, home: Path, method: str, path: str
+) -> None:
+    """The server writes nothing: its former admin writes answer 404 with the control
+    plane's route (from [control]), for any admitted caller, before the body is read."""
+    for consumers, key in (
+        (f'[serve.consumers.ops]\nkey_sha256 = "{hash_key(ADMIN_KEY)}"\nadmin = true\n',
+         {"X-Api-Key": ADMIN_KEY}),
+        (f'[serve.consumers.app]\nkey_sha256 = "{hash_key(READER_KEY)}"\n',
+         {"X-Api-Key": READER_KEY}),
+        ("", {}),
+    ):  # fmt: skip
+        client = client_for(home, consumers + '[control]\nhost = "10.0.0.7"\nport = 9002\n')
+        try:
+            answer = client.unread(method, path, key, 16 * 1024 * 1024)
+            assert answer.status == 404 and not answer.body_read, answer.body
+            error = json.loads(answer.body)["error"]
+            assert "made on the control plane" in error and "`gyre control`" in error
+            assert f"{method} http://10.0.0.7:9002{path} " in error, error
+        finally:
+            client.close()
+    assert two_versions.resolve("iris@champion").version == 1
+    assert two_versions.resolve("iris@challenger").version == 2
+    assert two_versions.policy("iris") == ("champion", {}, None)
 
 
 # -- consumers --------------------------------------------------------------------------
@@ -499,8 +503,7 @@ def test_consumers_are_authenticated_scoped_and_rate_limited(
         assert client.get("/v2/health/ready").status_code == 200  # health stays open
         metrics = client.get("/metrics").text
         assert 'consumer="app",model="iris",protocol="v2",status="200"' in metrics
-        admin = client.request("PUT", "/v1/admin/models/iris/aliases/x", json={"version": 1},
-                               headers={"X-Api-Key": READER_KEY})  # fmt: skip
+        admin = client.get("/v1/admin/models/iris/shadow", headers={"X-Api-Key": READER_KEY})
         assert admin.status_code == 403
     finally:
         client.close()
@@ -542,7 +545,7 @@ def test_without_a_valid_key_nothing_is_read_or_looked_up(
         typed = client.unread("POST", "/v1/events/nope", {"X-Api-Key": READER_KEY}, 10)
         assert typed.status == 403 and b"clicks" not in typed.body and not typed.body_read
         # Admitted, but not an admin: refused before the body is read.
-        admin = client.unread("PUT", "/v1/admin/models/iris/aliases/champion",
+        admin = client.unread("GET", "/v1/admin/models/iris/shadow",
                               {"X-Api-Key": READER_KEY}, sixteen_mib)  # fmt: skip
         assert admin.status == 403 and not admin.body_read
         # A client waiting for "100 Continue" is told the connection closes.
@@ -562,9 +565,7 @@ def test_admin_routes_are_closed_without_declared_consumers(
 ) -> None:
     client = client_for(home)
     try:
-        response = client.request(
-            "PUT", "/v1/admin/models/iris/aliases/champion", json={"version": 2}
-        )
+        response = client.get("/v1/admin/models/iris/shadow")
         assert response.status_code == 403
         assert "declare a consumer with admin = true" in response.json()["error"]
     finally:

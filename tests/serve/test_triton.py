@@ -14,9 +14,9 @@ import pytest
 from onnx import TensorProto, helper
 from sklearn.pipeline import Pipeline
 
+from gyre.auth import hash_key
 from gyre.config import load_config
 from gyre.registry import CHAMPION, Registry
-from gyre.serve._auth import hash_key
 from tests.conftest import start_server
 from tests.serve.apptest import AppClient
 from tests.serve.models import two_input_adder

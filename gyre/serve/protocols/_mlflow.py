@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from gyre._json import decode_object
 from gyre.errors import BadRequest
 from gyre.serve._runtime import Runtime, Tensors
 from gyre.serve.protocols._csv import parse_csv, typed_rows
 from gyre.serve.protocols._tensors import (
     array_from_json,
     columns,
-    decode_object,
     per_row,
     prediction_rows,
     stack_rows,

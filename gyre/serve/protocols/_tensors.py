@@ -6,26 +6,12 @@ import math
 import struct
 from typing import Any
 
-import msgspec
 import numpy as np
 
-from gyre._json import MALFORMED, reason
 from gyre._numbers import is_int64
 from gyre.errors import BadRequest, shown
 from gyre.serve._runtime import Runtime, Tensors
 from gyre.types import DATATYPE_TO_NUMPY, TensorSpec
-
-_object_decoder = msgspec.json.Decoder(dict[str, Any])
-
-
-def decode_object(body: bytes, expected: str) -> dict[str, Any]:
-    """The body as a JSON object, or BadRequest naming the expected shape."""
-    try:
-        return _object_decoder.decode(body)
-    except MALFORMED as exc:
-        raise BadRequest(
-            f"request body is not a JSON object: {reason(exc)}; expected {expected}"
-        ) from None
 
 
 def dtype_named(datatype: str, where: str) -> np.dtype[Any]:

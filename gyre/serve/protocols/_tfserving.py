@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from gyre._json import decode_object
 from gyre.errors import BadRequest
 from gyre.serve._runtime import Runtime, Tensors
 from gyre.serve.protocols._tensors import (
     columns,
-    decode_object,
     prediction_rows,
     stack_rows,
     to_json_value,

@@ -20,10 +20,10 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
+from gyre._json import decode_object
 from gyre.errors import BadRequest
 from gyre.serve._metrics import INFERENCE_STATS
 from gyre.serve._snapshot import LoadedVersion, Snapshot
-from gyre.serve.protocols._tensors import decode_object
 from gyre.types import TensorSpec
 
 # v2 datatype -> Triton's model-configuration data type (BYTES is TYPE_STRING there).

@@ -1,5 +1,8 @@
 """Declared consumers: API keys (stored as sha256), model scopes, rate limits, admin rights.
 
+The model server and the control plane both check callers here, against the same
+`[serve.consumers]`.
+
 Undeclared consumers are a named ML technical debt: once any consumer is declared, every
 route but health and metrics needs a key. The check comes in two steps, in this order:
 `admit` (who is calling: 401 for no or an unknown key, then 429 over the consumer's rate)
@@ -19,9 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gyre.auth._ratelimit import rate_limits
 from gyre.config import ConsumerConfig
 from gyre.errors import Forbidden, RateLimited, Unauthorized
-from gyre.serve._ratelimit import rate_limits
 
 
 def hash_key(key: str) -> str:

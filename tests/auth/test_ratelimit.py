@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gyre.serve._ratelimit import LocalRateLimits, SharedRateLimits, take
+from gyre.auth._ratelimit import LocalRateLimits, SharedRateLimits, take
 
 LIMITS = {"app": (2.0, 5.0)}  # 2 requests a second, bursts of 5
 
