@@ -20,6 +20,7 @@ from gyre.auth import Gatekeeper
 from gyre.config import Config
 from gyre.control._app import ControlApp
 from gyre.registry import Registry
+from gyre.stores import Stores
 
 log = logging.getLogger("gyre.control")
 
@@ -63,7 +64,9 @@ def control(config: Config) -> None:
             "(403) until an admin key is; make one with `gyre consumers key NAME --admin`"
         )
     app = build_control_app(config)
-    log.info("gyre control plane for %s on %s", config.home, config.control.url)
+    log.info(
+        "gyre control plane for %s on %s", Stores.from_config(config).describe, config.control.url
+    )
     server = _Server(
         uvicorn.Config(
             app,

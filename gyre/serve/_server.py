@@ -429,9 +429,9 @@ def serve(config: Config) -> None:
     check_configured_models(config)
     workers = config.serve.workers or os.cpu_count() or 1
     log.info(
-        "gyre serving %s on http://%s:%s (gRPC: %s) with %d process(es)",
-        config.home, config.serve.host, config.serve.port, config.serve.grpc_port or "off",
-        workers,
+        "gyre serving %s (state: %s) on http://%s:%s (gRPC: %s) with %d process(es)",
+        config.home, Stores.from_config(config).describe, config.serve.host,
+        config.serve.port, config.serve.grpc_port or "off", workers,
     )  # fmt: skip
     if workers == 1:
         return_large_blocks()
