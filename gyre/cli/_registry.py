@@ -1,4 +1,4 @@
-"""`gyre registry …`: publish, alias, list, show, delete."""
+"""`gyre registry …`: publish, alias, list, show, delete, history."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.table import Table
 
 from gyre.cli._app import JsonOption, State, console, print_json, print_table
 from gyre.registry import ModelVersion, Registry
+from gyre.stores import Stores
 
 registry_app = typer.Typer(help="Model versions, aliases and artifacts.", no_args_is_help=True)
 
@@ -144,7 +145,7 @@ def list_versions(
     if as_json:
         print_json([_version_json(mv) for mv in versions])
         return
-    table = Table(title=f"models in {ctx.obj.config().home}")
+    table = Table(title=f"models in {Stores.from_config(ctx.obj.config()).describe}")
     for column in ("model", "version", "aliases", "flavor", "created", "inputs", "sha256"):
         table.add_column(column)
     for mv in versions:
@@ -275,6 +276,32 @@ def policy(
         params["arms"] = [arm.strip() for arm in arms.split(",")]
     clean = _open(ctx).set_policy(name, kind, params, reason=reason)
     console.print(f"{name}: traffic policy {kind} {json.dumps(clean, sort_keys=True)}")
+
+
+@registry_app.command()
+def history(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="a model; none: every model")] = None,
+    after: Annotated[int, typer.Option(help="only changes after this position (seq)")] = 0,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """The registry's changes, oldest first: publishes, alias moves, deletions, policies,
+    with why. Page on with --after SEQ (the last one shown)."""
+    changes = _open(ctx).changes(name, after=after, limit=limit)
+    if as_json:
+        print_json(changes)
+        return
+    table = Table(title="registry changes")
+    for column in ("seq", "when", "model", "action", "detail"):
+        table.add_column(column)
+    for change in changes:
+        detail = {k: v for k, v in change.items() if k not in ("seq", "at", "model", "action")}
+        table.add_row(
+            str(change["seq"]), _when(change["at"]), change["model"], change["action"],
+            json.dumps(detail, sort_keys=True),
+        )  # fmt: skip
+    print_table(table)
 
 
 def register(app: typer.Typer) -> None:

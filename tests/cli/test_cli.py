@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -70,6 +71,16 @@ def test_publish_alias_list_show_delete(home: Path, model_files: tuple[Path, Pat
     assert "iris version 2" in gyre(home, "registry", "show", "iris@champion").stdout
     assert "deleted iris version 1" in gyre(home, "registry", "delete", "iris", "1").stdout
     assert "deleted iris@champion" in gyre(home, "registry", "unalias", "iris", "champion").stdout
+    history = json.loads(gyre(home, "registry", "history", "iris", "--json").stdout)
+    assert [c["action"] for c in history] == [
+        "publish", "alias", "publish", "alias", "delete", "unalias"
+    ]  # fmt: skip
+    page = json.loads(
+        gyre(home, "registry", "history", "--after", str(history[1]["seq"]), "--limit", "2",
+             "--json").stdout
+    )  # fmt: skip
+    assert page == history[2:4]
+    assert "registry changes" in gyre(home, "registry", "history").stdout
 
 
 def test_publish_a_mixed_type_pipeline_from_a_csv_sample_with_string_columns(
