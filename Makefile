@@ -37,14 +37,17 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/features.py
 
+# Under /tmp: as root the cluster runs as `postgres`, which may not enter a checkout's parents.
+PGDIR ?= /tmp/gyre-postgres-$(shell id -u)
+
 # A PostgreSQL cluster of your own on loopback, to try gyre on PostgreSQL: prints its URL
 # (put it in [store] url or GYRE_STORE_URL). Stop it with `make postgres-stop`.
 postgres: $(STAMP)
 	@scripts/ensure-postgres
-	@$(BIN)/python -m tests.pgcluster start .gyre-postgres
+	@$(BIN)/python -m tests.pgcluster start $(PGDIR)
 
 postgres-stop: $(STAMP)
-	$(BIN)/python -m tests.pgcluster stop .gyre-postgres
+	$(BIN)/python -m tests.pgcluster stop $(PGDIR)
 
 clean:
-	rm -rf $(VENV) .gyre .gyre-postgres .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .gyre .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
 log = logging.getLogger("gyre.store")
+
+# One lock for every schema's migrations: they share the versions table.
+_MIGRATE_LOCK = 0x6779_7265_6D69_6772  # "gyre" "migr"
 
 # Every schema gyre keeps in a database has a row here: (name, version).
 _VERSIONS_TABLE = (
@@ -45,7 +49,10 @@ class DatabaseURL:
 
     @classmethod
     def parse(cls, url: str) -> DatabaseURL:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+            raise ConfigError(f"store URL {mask(url)} does not parse: {exc}") from None
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigError(
                 f"store URL {mask(url)} is not a PostgreSQL URL; use "
@@ -62,6 +69,18 @@ class DatabaseURL:
                 f"store URL {mask(url)} needs a host and a database: "
                 "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
             )
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            conninfo_to_dict(url)  # what libpq would refuse, refused here, masked
+        except ImportError:
+            pass  # opening the store says that the extra is missing
+        except Exception as exc:  # psycopg.ProgrammingError: a bad %-escape, a bad option
+            raise ConfigError(
+                f"store URL {mask(url)} is not a valid PostgreSQL URL "
+                f"({_clean(str(exc), url)}); percent-encode special characters in the "
+                "password (`/` is %2F, `@` is %40, `%` is %25)"
+            ) from None
         return cls(url, parts.hostname, port, database, unquote(parts.username or ""))
 
     @property
@@ -79,29 +98,85 @@ class DatabaseURL:
     __str__ = __repr__
 
 
+# password=… among a URL's parameters (user:password@ is masked by position).
+_PASSWORD_PARAMETER = re.compile(r"(?i)(password=)[^&\s]*")
+
+
 def mask(url: str) -> str:
-    """`url` with its password replaced by `***` (also in a URL that does not parse)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<a URL that does not parse>"
-    if not password:
-        return url
-    user = parts.username or ""
-    netloc = parts.netloc.replace(f"{user}:{password}@", f"{user}:***@", 1)
-    if netloc == parts.netloc:  # an oddly quoted password: drop the whole credentials part
-        netloc = "***@" + parts.netloc.rsplit("@", 1)[-1]
-    return parts._replace(netloc=netloc).geturl()
+    """`url` with its password replaced by `***`, however it is written (also in a URL
+    that does not parse)."""
+    head, sep, rest = url.partition("://")
+    if sep:
+        authority, at, tail = rest.rpartition("@")
+        if at:
+            user = authority.split(":", 1)[0]
+            hidden = f"{user}:***" if ":" in authority else user
+            url = f"{head}://{hidden}@{tail}"
+    return _PASSWORD_PARAMETER.sub(r"\1***", url)
+
+
+def _secrets(url: str) -> list[str]:
+    """The password of `url`, as written and decoded (what a message might quote)."""
+    found = []
+    authority = url.partition("://")[2].rpartition("@")[0]
+    if ":" in authority:
+        written = authority.split(":", 1)[1]
+        found += [written, unquote(written)]
+    for match in re.finditer(r"(?i)password=([^&\s]*)", url):
+        found += [match.group(1), unquote(match.group(1))]
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+def _clean(text: str, url: str) -> str:
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+class _Scrub(logging.Filter):
+    """Removes known passwords from psycopg's own log records (its pool logs each failed
+    attempt to connect with libpq's message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.urls:
+            message = record.getMessage()
+            for url in self.urls:
+                message = _clean(message, url)
+            record.msg, record.args = message, None
+        return True
+
+
+_SCRUB = _Scrub()
+logging.getLogger("psycopg").addFilter(_SCRUB)
+logging.getLogger("psycopg.pool").addFilter(_SCRUB)
+
+# Errors that mean "the database cannot be reached or cannot take this now": connection
+# exceptions (08…), shutdowns (57P01 to 57P03), too many connections (53300), cancelled by a
+# timeout (57014). Others (a constraint, a bad value) are not an outage.
+_UNAVAILABLE_STATES = {"57P01", "57P02", "57P03", "53300", "57014", "55P03"}
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    if isinstance(exc, (PoolTimeout, psycopg.InterfaceError)):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
 
 
 def unavailable(url: DatabaseURL, exc: BaseException) -> StoreUnavailable:
     """The error for a database that cannot be reached, without the password (psycopg's own
     messages name host and port, never the password; they are cleaned anyway)."""
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    password = urlsplit(url.url).password
-    if password:
-        reason = reason.replace(password, "***")
+    reason = _clean(reason, url.url)
     return StoreUnavailable(
         f"cannot reach PostgreSQL {url.where} as `{url.user}`: {reason}; check that it is "
         "running and reachable, and the URL in [store] url (or GYRE_STORE_URL)"
@@ -122,25 +197,47 @@ _POOLS: dict[tuple[str, int, int], ConnectionPool] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def pool(url: DatabaseURL, *, max_size: int, connect_timeout_s: float) -> ConnectionPool:
+def pool(
+    url: DatabaseURL, *, max_size: int, connect_timeout_s: float, statement_timeout_s: float
+) -> ConnectionPool:
     """This process's pool for `url`: at most `max_size` connections, opened on demand and
     checked before use (a connection the server closed is replaced, not handed out). Pools
-    are per process: a forked child opens its own."""
+    are per process: a forked child opens its own.
+
+    No call waits without end: a statement (and a wait for a lock) is cancelled after
+    `statement_timeout_s`, a session idle inside a transaction is ended by the server after
+    twice that (so a frozen client cannot hold the append lock), and TCP keepalives on both
+    sides notice a peer that vanished within about 15 s."""
     _require_psycopg()
     from psycopg_pool import ConnectionPool
 
     key = (url.url, max_size, os.getpid())
+    timeout_ms = max(1, round(statement_timeout_s * 1000))
+    options = (
+        f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
+        f" -c idle_in_transaction_session_timeout={2 * timeout_ms}"
+        " -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
+    )
     with _POOLS_LOCK:
+        _SCRUB.urls.add(url.url)
         found = _POOLS.get(key)
         if found is None:
             found = ConnectionPool(
                 url.url,
                 min_size=1,
                 max_size=max_size,
-                kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout_s))},
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": max(1, round(connect_timeout_s)),
+                    "keepalives": 1,
+                    "keepalives_idle": 5,
+                    "keepalives_interval": 2,
+                    "keepalives_count": 3,
+                    "tcp_user_timeout": 15_000,
+                    "options": options,
+                },
                 check=ConnectionPool.check_connection,
                 timeout=connect_timeout_s,
-                reconnect_timeout=0,  # keep trying while the database is away
                 name=f"gyre {url.where}",
                 open=False,
             )
@@ -171,7 +268,17 @@ def wait_until_reachable(url: DatabaseURL, *, timeout_s: float) -> None:
         try:
             with psycopg.connect(url.url, connect_timeout=max(1, round(min(timeout_s, 10)))):
                 return
+        except psycopg.ProgrammingError as exc:  # a URL libpq cannot use
+            raise ConfigError(
+                f"store URL {url.shown} cannot be used: {_clean(str(exc), url.url)}"
+            ) from None
         except psycopg.OperationalError as exc:
+            if _refused_login(exc):  # waiting would not help
+                raise StoreError(
+                    f"PostgreSQL {url.where} refused `{url.user}`: "
+                    f"{_clean(str(exc).strip().splitlines()[-1], url.url)}; check the user, "
+                    "the password and the database in [store] url (or GYRE_STORE_URL)"
+                ) from None
             left = deadline - time.monotonic()
             if left <= 0:
                 raise unavailable(url, exc) from None
@@ -180,29 +287,47 @@ def wait_until_reachable(url: DatabaseURL, *, timeout_s: float) -> None:
             delay = min(delay * 2, 2.0)
 
 
+def _refused_login(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(
+        marker in text
+        for marker in ("password authentication failed", "no password supplied",
+                       "does not exist", "no pg_hba.conf entry", "permission denied")
+    )  # fmt: skip
+
+
 class Database:
     """What the stores use: a connection from the pool, in a transaction or not, with every
     connection failure raised as `StoreUnavailable`."""
 
-    def __init__(self, url: DatabaseURL, *, max_size: int = 4, connect_timeout_s: float = 5.0):
+    def __init__(
+        self,
+        url: DatabaseURL,
+        *,
+        max_size: int = 4,
+        connect_timeout_s: float = 5.0,
+        statement_timeout_s: float = 30.0,
+    ) -> None:
         self.url = url
-        self._pool = pool(url, max_size=max_size, connect_timeout_s=connect_timeout_s)
+        self._pool = pool(
+            url,
+            max_size=max_size,
+            connect_timeout_s=connect_timeout_s,
+            statement_timeout_s=statement_timeout_s,
+        )
 
     def __repr__(self) -> str:
         return f"Database({self.url.shown!r})"
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            if isinstance(exc, psycopg.errors.QueryCanceled):
-                raise
-            raise unavailable(self.url, exc) from None
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise unavailable(self.url, exc) from None
+            raise
 
     @contextmanager
     def transaction(self, lock: int | None = None) -> Iterator[psycopg.Connection[Any]]:
@@ -213,19 +338,24 @@ class Database:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
             yield conn
 
-    def migrate(
-        self,
-        name: str,
-        latest: int,
-        steps: Callable[[int], Sequence[str]],
-        *,
-        lock: int,
-    ) -> None:
+    def _schema_version(self, name: str) -> int | None:
+        with self.connection() as conn:
+            (table,) = conn.execute("SELECT to_regclass('gyre_schema')").fetchone() or (None,)
+            if table is None:
+                return None
+            row = conn.execute("SELECT version FROM gyre_schema WHERE name = %s", (name,))
+            found = row.fetchone()
+        return None if found is None else int(found[0])
+
+    def migrate(self, name: str, latest: int, steps: Callable[[int], Sequence[str]]) -> None:
         """Bring schema `name` to version `latest`: `steps(v)` are the statements from
         version v to v + 1 (v = 0: the first tables). All of it in one transaction under
         `lock`, so that processes opening a new database together make it once; a database
-        of a newer version is refused."""
-        with self.transaction(lock) as conn:
+        of a newer version is refused. A database already at `latest` is only read (a role
+        without the right to create tables can use it)."""
+        if self._schema_version(name) == latest:
+            return
+        with self.transaction(_MIGRATE_LOCK) as conn:
             conn.execute(_VERSIONS_TABLE)
             row = conn.execute("SELECT version FROM gyre_schema WHERE name = %s", (name,))
             found_row = row.fetchone()

@@ -241,6 +241,9 @@ class StoreConfig:
     connect_timeout_s: float = 5.0
     # …and at start, a database that cannot be reached is retried with backoff this long.
     start_timeout_s: float = 30.0
+    # A statement, or a wait for a lock, is cancelled after this (the caller gets a clear
+    # "unavailable" and may retry) instead of hanging on a database that stopped answering.
+    statement_timeout_s: float = 30.0
 
     def __repr__(self) -> str:
         from gyre._postgres import mask
@@ -249,7 +252,8 @@ class StoreConfig:
         return (
             f"StoreConfig(url={url!r}, artifacts={self.artifacts!r}, "
             f"pool_max_size={self.pool_max_size}, connect_timeout_s={self.connect_timeout_s}, "
-            f"start_timeout_s={self.start_timeout_s})"
+            f"start_timeout_s={self.start_timeout_s}, "
+            f"statement_timeout_s={self.statement_timeout_s})"
         )
 
 
@@ -291,6 +295,7 @@ _BOUNDS: dict[str, _Bounds] = {
     "pool_max_size": (1, True, 1000, True),
     "connect_timeout_s": _POSITIVE,
     "start_timeout_s": _NON_NEGATIVE,
+    "statement_timeout_s": _POSITIVE,
     "parity_tolerance": _NON_NEGATIVE,
     "parity_max_rows": _POSITIVE,
     "artifacts_max_bytes": _NON_NEGATIVE,

@@ -112,6 +112,7 @@ class Stores:
             url,
             max_size=self.config.pool_max_size,
             connect_timeout_s=self.config.connect_timeout_s,
+            statement_timeout_s=self.config.statement_timeout_s,
         )
 
     def open_fact_log(self, *, check_same_thread: bool = True, wait: bool = True) -> FactLog:

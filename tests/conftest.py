@@ -92,6 +92,7 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[pgcluster.Cluster]:
     """One PostgreSQL cluster for the whole run, on loopback (tests get a database each)."""
+    pgcluster.ensure_installed()
     folder = Path(tempfile.mkdtemp(prefix="gyre-pg-"))
     cluster = pgcluster.start(folder)
     yield cluster

@@ -4,7 +4,7 @@ PostgreSQL by hand.
     python -m tests.pgcluster start DIR   # initdb (first time) + start; prints the URL
     python -m tests.pgcluster stop DIR
 
-`make postgres` runs the first with DIR = .gyre-postgres. The cluster listens on 127.0.0.1
+`make postgres` runs the first with DIR = /tmp/gyre-postgres-UID. The cluster listens on 127.0.0.1
 only, on a free port, with password (scram-sha-256) authentication for user `gyre`; its
 socket stays inside DIR. `initdb` refuses to run as root, so as root the cluster belongs to
 the `postgres` user (the Debian package makes it) or to `nobody`. When PostgreSQL's
@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,22 @@ def _owner() -> str | None:
     raise RuntimeError("running as root, and neither a `postgres` nor a `nobody` user exists")
 
 
-def _run(args: list[str], owner: str | None, **options: object) -> None:
+def _run(args: list[str], owner: str | None) -> None:
     command = ["runuser", "-u", owner, "--", *args] if owner else args
-    subprocess.run(command, check=True, capture_output=True, **options)  # type: ignore[call-overload]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+        )
+
+
+def ensure_installed() -> None:
+    """PostgreSQL's programs, installed by scripts/ensure-postgres when they are missing."""
+    try:
+        bindir()
+    except RuntimeError:
+        script = Path(__file__).resolve().parents[1] / "scripts" / "ensure-postgres"
+        subprocess.run([str(script)], check=True)
 
 
 def _free_port() -> int:
@@ -88,9 +102,17 @@ class Cluster:
 
 
 def start(folder: Path) -> Cluster:
-    """Create the cluster in `folder` on first use, and start it."""
+    """Create the cluster in `folder` on first use, and start it. As root, `folder`'s
+    parents must let the cluster's user through (a checkout under /root does not): use a
+    folder under /tmp then."""
     owner = _owner()
     folder.mkdir(parents=True, exist_ok=True)
+    if owner and subprocess.run(["runuser", "-u", owner, "--", "test", "-x", str(folder.parent)],
+                                check=False).returncode:  # fmt: skip
+        raise RuntimeError(
+            f"the `{owner}` user cannot reach {folder} (a parent folder is closed to it); "
+            "give a folder under /tmp, e.g. python -m tests.pgcluster start /tmp/gyre-postgres"
+        )
     data = folder / "data"
     if not (data / "PG_VERSION").exists():
         password_file = folder / "password"
@@ -98,18 +120,24 @@ def start(folder: Path) -> Cluster:
         if owner:
             shutil.chown(folder, owner)
             shutil.chown(password_file, owner)
-        _run(
-            [str(bindir() / "initdb"), "-D", str(data), "-U", USER, "--pwfile",
-             str(password_file), "--auth-host=scram-sha-256", "--auth-local=trust",
-             "-E", "UTF8", "--locale=C"],
-            owner,
-        )  # fmt: skip
-        password_file.unlink()
+        try:
+            _run(
+                [str(bindir() / "initdb"), "-D", str(data), "-U", USER, "--pwfile",
+                 str(password_file), "--auth-host=scram-sha-256", "--auth-local=trust",
+                 "-E", "UTF8", "--locale=C"],
+                owner,
+            )  # fmt: skip
+        finally:
+            password_file.unlink(missing_ok=True)
     port = _free_port()
+    # A socket's path has at most 107 bytes: a deep folder gets one under /tmp.
+    sockets = folder if len(str(folder)) < 80 else Path(tempfile.mkdtemp(prefix="gyre-pg-s-"))
+    if owner:
+        shutil.chown(sockets, owner)
     # Written anew at each start (a new free port); PostgreSQL reads this file last.
     (data / "postgresql.auto.conf").write_text(
         f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
-        f"unix_socket_directories = '{folder}'\nmax_connections = 200\n"
+        f"unix_socket_directories = '{sockets}'\nmax_connections = 200\n"
     )
     if owner:
         shutil.chown(data / "postgresql.auto.conf", owner)

@@ -58,4 +58,31 @@ def test_errors_name_the_host_and_database_and_clean_the_password() -> None:
     assert "cannot reach PostgreSQL database `models` on db:5432 as `gyre`" in str(error)
     assert "hunter2" not in str(error)
     assert mask("postgresql://u@h/db") == "postgresql://u@h/db"  # nothing to hide
-    assert mask("postgresql://u:p@[::1/db") == "<a URL that does not parse>"
+    assert mask("postgresql://u:p@[::1/db") == "postgresql://u:***@[::1/db"  # does not parse
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://gyre@db/models?password=hunter2&sslmode=require", "hunter2"),
+        ("postgresql://gyre:pa/ss#w?rd@db:5432/models", "pa/ss#w?rd"),
+        ("postgresql://gyre:p@ss@db/models", "p@ss"),
+    ],
+)
+def test_a_password_is_masked_however_it_is_written(url: str, secret: str) -> None:
+    assert secret not in mask(url) and "***" in mask(url)
+
+
+def test_a_url_libpq_cannot_read_is_a_config_error_without_the_password(tmp_path: Path) -> None:
+    config_file = tmp_path / "gyre.toml"
+    for bad in ("postgresql://gyre:SE%zzRET7@db/models", "postgresql://gyre:pa/ss1@db:5432/m"):
+        config_file.write_text(f'[store]\nurl = "{bad}"\n')
+        with pytest.raises(ConfigError) as caught:
+            load_config(tmp_path / "home", config_file)
+        assert "SE%zzRET7" not in str(caught.value) and "pa/ss1" not in str(caught.value)
+        assert "***" in str(caught.value)
+
+
+def test_a_url_that_does_not_parse_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"does not parse"):
+        DatabaseURL.parse("postgresql://u:secret@[::1/db")

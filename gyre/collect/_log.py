@@ -8,6 +8,7 @@ and its guarantees are in `_factlog.py`; PostgreSQL's implementation is `_pglog.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,6 +18,9 @@ from typing import Any
 from gyre._sqlite import connect_wal
 from gyre.collect._factlog import AppendResult, Fact, FactLog
 from gyre.collect._schema import EventType
+from gyre.errors import StoreUnavailable
+
+logger = logging.getLogger("gyre.collect")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS facts (
@@ -191,7 +195,7 @@ class GroupCommitter:
 
     def _run(self) -> None:
         try:
-            log = self._open_log()
+            fact_log = self._open_log()
         except BaseException as exc:
             self._error = exc
             self._ready.set()
@@ -211,16 +215,29 @@ class GroupCommitter:
             with self._lock:
                 batch, self._pending = self._pending, []
             try:
-                results = log.append([(t, f) for t, f, _ in batch])
-            except BaseException as exc:
+                results = fact_log.append([(t, f) for t, f, _ in batch])
+            except StoreUnavailable as exc:  # an outage: every caller is told, none stored
                 for _, _, slot in batch:
                     slot.fail(exc)
+                continue
+            except BaseException as exc:
+                if len(batch) == 1:
+                    batch[0][2].fail(exc)
+                    continue
+                # One caller's facts may be what the log refused: each on its own, so that
+                # the others are stored and only that caller gets the error.
+                logger.info("a shared commit failed (%s); committing its callers one by one", exc)
+                for event_type, facts, slot in batch:
+                    try:
+                        slot.done(fact_log.append([(event_type, facts)])[0])
+                    except BaseException as alone:
+                        slot.fail(alone)
                 continue
             self.commits += 1
             last_batch = len(batch)
             for (_, _, slot), result in zip(batch, results, strict=True):
                 slot.done(result)
-        log.close()
+        fact_log.close()
 
     def close(self) -> None:
         with self._lock:

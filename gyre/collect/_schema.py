@@ -74,6 +74,11 @@ def format_timestamp(micros: int) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+# An event id is an index key in every backend (PostgreSQL's index entries are bounded);
+# ids are names, not data, so a bound well above any UUID or hash is no loss.
+MAX_ID_CHARS = 256
+
+
 @dataclass(frozen=True)
 class EventType:
     """A declared event type; `validate` turns a JSON record into a clean fact."""
@@ -157,6 +162,12 @@ class EventType:
                 clean[name] = _coerce(kind.rstrip("?"), value)
             except ValueError as exc:
                 raise ValueError(f"field `{name}`: {exc}") from None
+        if self.id_field is not None and len(str(clean[self.id_field])) > MAX_ID_CHARS:
+            raise ValueError(
+                f"field `{self.id_field}`: an event id has at most {MAX_ID_CHARS} characters, "
+                f"this one {len(str(clean[self.id_field]))}; send a shorter id (a hash of a "
+                "long one)"
+            )
         return clean
 
     def entity_of(self, given: Mapping[str, Any]) -> dict[str, Any]:

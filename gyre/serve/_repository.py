@@ -115,6 +115,7 @@ class ModelRepository:
                 continue
             except Exception:  # keep serving the last good snapshot
                 log.exception("reloading the registry failed; serving the previous snapshot")
+                continue
             if not self.store_reachable:
                 log.warning("the registry's store is reachable again; ready")
             self.store_reachable = True

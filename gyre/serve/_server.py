@@ -26,6 +26,7 @@ from pathlib import Path
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gyre._postgres import close_pools
 from gyre.auth import Gatekeeper
 from gyre.collect import Collector, event_types
 from gyre.config import Config
@@ -398,6 +399,7 @@ def check_configured_models(config: Config) -> None:
         known = {version.model for version in registry.versions()}
     finally:
         registry.close()
+        close_pools()  # the supervisor keeps no database connection while workers serve
 
     def near(name: str) -> str:
         match = difflib.get_close_matches(name, known, n=1)

@@ -228,3 +228,51 @@ def test_group_commits_share_one_transaction(stores: Stores) -> None:
     log = stores.open_fact_log()
     assert log.count("clicks") == 160
     log.close()
+
+
+def test_an_id_too_long_for_an_index_is_refused_per_record(stores: Stores) -> None:
+    from gyre.collect import Collector
+
+    collector = Collector(stores, {"clicks": clicks()})
+    try:
+        result = collector.ingest("clicks", [
+            {"id": "x" * 257, "user": 1, "at": 1}, {"id": "y" * 256, "user": 1, "at": 1},
+        ])  # fmt: skip
+    finally:
+        collector.close()
+    assert result.accepted == 1
+    assert result.rejected == [{"index": 0, "reason": (
+        "field `id`: an event id has at most 256 characters, this one 257; send a shorter id "
+        "(a hash of a long one)"
+    )}]  # fmt: skip
+
+
+def test_a_caller_whose_facts_the_log_refuses_does_not_fail_the_others(stores: Stores) -> None:
+    """Callers share one commit: when the log refuses it for one caller's facts (here a
+    fact without its time field, which validation would have caught), the others are
+    stored and only that caller gets the error."""
+    kind = clicks()
+    committer = GroupCommitter(stores.fact_log_opener(), max_wait_ms=50.0)
+    outcomes: dict[int, str] = {}
+
+    def send(i: int) -> None:
+        fact = {"id": f"{i}", "user": 1} if i == 3 else kind.validate(
+            {"id": f"{i}", "user": 1, "at": i}
+        )  # fmt: skip
+        try:
+            committer.append(kind, [fact])
+            outcomes[i] = "stored"
+        except KeyError:
+            outcomes[i] = "refused"
+
+    for _ in range(2):  # the second round arrives together, after a shared commit
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    committer.close()
+    assert outcomes == {i: "refused" if i == 3 else "stored" for i in range(8)}
+    log = stores.open_fact_log()
+    assert log.count("clicks") == 7
+    log.close()

@@ -145,3 +145,23 @@ def test_a_database_that_never_comes_up_stops_the_start_with_a_clear_error(
     assert "waiting for PostgreSQL" in output  # it retried before giving up
     assert secret not in output
     assert time.monotonic() - started < 60
+
+
+def test_a_wrong_password_stops_at_once_and_is_never_printed(
+    tmp_path: Path, postgres: pgcluster.Cluster
+) -> None:
+    """Waiting would not help: the start fails on the first refusal, not after
+    start_timeout_s, naming the user, host and database."""
+    config = tmp_path / "gyre.toml"
+    url = postgres.url().replace(pgcluster.PASSWORD, "wrong-secret")
+    config.write_text(f'[store]\nurl = "{url}"\nstart_timeout_s = 60.0\n')
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "gyre", "--home", str(tmp_path / "home"), "--config",
+         str(config), "registry", "list"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and time.monotonic() - started < 30
+    assert f"PostgreSQL database `postgres` on 127.0.0.1:{postgres.port} refused `gyre`" in output
+    assert "password authentication failed" in output and "wrong-secret" not in output
