@@ -14,7 +14,6 @@ from gyre.cli._main import JsonOption, State, app, console, err_console, print_j
 from gyre.collect import event_types
 from gyre.features import (
     FeatureView,
-    check_skew,
     compile_sql,
     feature_views,
     find_view,
@@ -22,7 +21,7 @@ from gyre.features import (
     read_queries,
     write_training_set,
 )
-from gyre.features._skew import DEFAULT_TOLERANCE
+from gyre.monitor import DEFAULT_TOLERANCE, check_skew
 from gyre.stores import Stores
 
 

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gyre.errors import BadRequest, Forbidden, NotFound
+from gyre.monitor import FeedbackStore
 from gyre.registry import Registry
 from gyre.registry import _admin as registry_admin
 from gyre.serve._auth import Consumer, Gatekeeper
-from gyre.serve._feedback import FeedbackStore
 from gyre.serve._http import Response, json_response
 from gyre.serve.protocols._tensors import decode_object
 
@@ -88,7 +88,7 @@ class Admin:
 
     async def _feedback(self, consumer: Consumer | None, body: dict[str, Any]) -> Response:
         """Feedback for an answer this server gave and recorded, once, from a consumer
-        that may call the model that gave it (see `_feedback.py`)."""
+        that may call the model that gave it (see `gyre/monitor/_feedback.py`)."""
         request_id = body.get("request_id")
         if not isinstance(request_id, str):
             raise BadRequest(

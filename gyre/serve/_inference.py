@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from gyre.errors import DeadlineExceeded, GyreError, Overloaded, Unavailable
+from gyre.monitor import FeedbackStore
 from gyre.serve._cache import PredictionCache, cache_key
 from gyre.serve._compare import Tolerance, compare
-from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._runtime import Tensors
 from gyre.serve._snapshot import LoadedVersion, Route, Snapshot

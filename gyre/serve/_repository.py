@@ -20,9 +20,9 @@ from typing import Any
 
 from gyre.config import ServeConfig
 from gyre.errors import GyreError, InvalidModel
+from gyre.monitor import FeedbackStore
 from gyre.registry import ModelVersion, Registry
 from gyre.serve._batcher import Batcher
-from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._runtime import ModelRuntime, Runtime
 from gyre.serve._selection import ThompsonSampling

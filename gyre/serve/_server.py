@@ -29,14 +29,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from gyre.collect import Collector, event_types
 from gyre.config import Config
 from gyre.errors import ConfigError, InvalidModel
-from gyre.features import OnlineFeatures, ServedLog, feature_views
+from gyre.features import OnlineFeatures, feature_views
+from gyre.monitor import FeedbackStore, ServedLog
 from gyre.registry import Registry, parse_ref
 from gyre.serve._admin import Admin
 from gyre.serve._app import GyreApp
 from gyre.serve._auth import Gatekeeper
 from gyre.serve._cache import PredictionCache
 from gyre.serve._features import EntityFeatures
-from gyre.serve._feedback import FeedbackStore
 from gyre.serve._grpc import GrpcServer, grpc_address, port_unusable
 from gyre.serve._http import encode_json
 from gyre.serve._inference import Predictor
