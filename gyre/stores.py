@@ -8,8 +8,8 @@ Everything gyre keeps is under one home directory (`--home`, `$GYRE_HOME`, `./.g
 | `registry.db` | versions, aliases, policies, the change log | registry |
 | `artifacts/` | content-addressed model files | registry |
 | `cache/files/` | Python models' files, rebuilt from `artifacts/` | serve |
-| `feedback.db` | served answers, feedback, shadow comparisons, the request-id key | monitor (for serve) |
-| `served.db` | the feature vectors the server served | monitor (for serve) |
+| `feedback.db` | served answers, feedback, shadow comparisons, request-id key | monitor |
+| `served.db` | the feature vectors the server served | monitor |
 | `online.snapshot` | the online feature state, for a fast restart | serve |
 | `workers/` | Python model worker sockets | serve |
 | `run/` | one folder per running server (metrics, rate limits) | serve |

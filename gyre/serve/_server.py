@@ -355,7 +355,7 @@ def _server(config: Config, app: GyreApp, *, shared_port: bool) -> _Server:
     `shared_port`: this is one of several processes listening on the same ports."""
     server = _Server(_uvicorn_config(config, app))
     if config.serve.grpc_port:
-        server.grpc = GrpcServer(app, config.serve, shared_port=shared_port)
+        server.grpc = GrpcServer(app.core, config.serve, shared_port=shared_port)
     return server
 
 
