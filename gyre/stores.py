@@ -10,6 +10,7 @@ Everything gyre keeps is under one home directory (`--home`, `$GYRE_HOME`, `./.g
 | `cache/files/` | Python models' files, rebuilt from `artifacts/` | serve |
 | `feedback.db` | served answers, feedback, shadow comparisons, request-id key | monitor |
 | `served.db` | the feature vectors the server served | monitor |
+| `predictions.db` | the prediction log: a sample of every model's answers | monitor |
 | `online.snapshot` | the online feature state, for a fast restart | serve |
 | `workers/` | Python model worker sockets | serve |
 | `run/` | one folder per running server (metrics, rate limits) | serve |
@@ -64,6 +65,10 @@ class Stores:
     @property
     def served_log_path(self) -> Path:
         return self.home / "served.db"
+
+    @property
+    def prediction_log_path(self) -> Path:
+        return self.home / "predictions.db"
 
     @property
     def online_snapshot_path(self) -> Path:

@@ -76,7 +76,15 @@ def _options(
 
 def main() -> None:
     """Entry point: gyre errors are printed as one clear line and exit with status 1."""
-    from gyre.cli import _consumers, _demo, _events, _features, _registry, _serve  # noqa: F401
+    from gyre.cli import (  # noqa: F401
+        _consumers,
+        _demo,
+        _events,
+        _features,
+        _monitor,
+        _registry,
+        _serve,
+    )
 
     try:
         app()

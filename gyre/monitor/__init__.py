@@ -1,7 +1,7 @@
-"""What the server writes off the request path, and what is read back from it: served
-answers with their feedback and shadow comparisons (`feedback.db`), the feature vectors
-served (`served.db`) and the skew check over them, and the request ids that tie them to
-the answers.
+"""What the server writes off the request path, and what is read back from it: the
+prediction log (`predictions.db`), served answers with their feedback and shadow
+comparisons (`feedback.db`), the feature vectors served (`served.db`) and the skew check
+over them, and the request ids that tie them to the answers.
 
 The server imports this package, never the other way round: nothing here imports
 `gyre.serve`. Nothing here may block a request either: every write from the request path
@@ -9,6 +9,7 @@ is queued in memory and written by a thread of its own.
 """
 
 from gyre.monitor._feedback import Comparison, FeedbackStore, Served
+from gyre.monitor._predictions import PredictionLog, read_predictions
 from gyre.monitor._request_ids import Issued, RequestIds
 from gyre.monitor._served import ServedLog, ServedRecord, read_served
 from gyre.monitor._skew import DEFAULT_TOLERANCE, SkewReport, check_skew, same_value
@@ -18,12 +19,14 @@ __all__ = [
     "Comparison",
     "FeedbackStore",
     "Issued",
+    "PredictionLog",
     "RequestIds",
     "Served",
     "ServedLog",
     "ServedRecord",
     "SkewReport",
     "check_skew",
+    "read_predictions",
     "read_served",
     "same_value",
 ]

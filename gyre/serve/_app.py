@@ -19,6 +19,7 @@ from collections.abc import Awaitable
 from gyre.collect import Collector
 from gyre.config import ServeConfig
 from gyre.errors import GyreError, NotFound, Overloaded
+from gyre.monitor import PredictionLog
 from gyre.serve._admin import Admin
 from gyre.serve._answers import Labels, count_answer, log_access
 from gyre.serve._auth import Consumer, Gatekeeper, key_of
@@ -39,6 +40,7 @@ from gyre.serve._http import (
 )
 from gyre.serve._inference import Predictor
 from gyre.serve._metrics import ServerMetrics
+from gyre.serve._prediction_reads import PredictionReads
 from gyre.serve._repository import ModelRepository
 from gyre.serve.protocols._mlflow import MlflowRoutes
 from gyre.serve.protocols._tfserving import TfRoutes
@@ -74,10 +76,12 @@ class GyreApp:
         gatekeeper: Gatekeeper,
         collector: Collector | None = None,
         features: EntityFeatures | None = None,
+        predictions: PredictionLog | None = None,
     ) -> None:
         self.config = config
-        self.core = Core(config, repository, metrics, predictor, gatekeeper, features)
+        self.core = Core(config, repository, metrics, predictor, gatekeeper, features, predictions)
         self.admin = admin
+        self.prediction_reads = PredictionReads(gatekeeper, predictions)
         self.events = EventRoutes(gatekeeper, collector, config.max_body_bytes)
         self.v2 = V2Routes(self.core)
         self.tf = TfRoutes(self.core)
@@ -130,6 +134,8 @@ class GyreApp:
     async def startup(self) -> None:
         """Load the models and the online features; the server is ready after this."""
         await self.repository.start()
+        if self.core.predictions is not None:
+            self.core.predictions.start()
         features = self.core.features
         if features is not None:
             await asyncio.to_thread(features.start)
@@ -151,6 +157,8 @@ class GyreApp:
                 await self._metrics_flusher
         self.metrics.flush()
         await self.repository.stop()
+        if self.core.predictions is not None:
+            await self.core.predictions.close()
         self.events.close()
         if self.core.features is not None:
             self.core.features.close()
@@ -201,6 +209,12 @@ class GyreApp:
             return await self.mlflow.invocations(call, scope, receive)
         if parts[0] == "v1" and len(parts) == 3 and parts[1] == "events" and method == "POST":
             return await self.events.ingest(call.consumer, parts[2], scope, receive)
+        if (
+            method == "GET"
+            and parts[:3] == ["v1", "admin", "models"]
+            and parts[4:] == ["predictions"]
+        ):
+            return await self.prediction_reads.handle(call.consumer, parts[3], scope)
         if parts[0] == "v1" and len(parts) >= 2 and parts[1] in ("feedback", "admin"):
 
             def body() -> Awaitable[bytes]:

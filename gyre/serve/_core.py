@@ -4,15 +4,19 @@ server's parts they call through `Core`, so that each rule runs in one place.
 A `Call` reads the repository's snapshot once, when the request is admitted: every
 lookup of that request (authorization, the version, the shadow) sees the same models,
 even if a reload swaps the snapshot while its body is read. `Core.decide` makes the one
-traffic-policy decision of an inference request; `Core.infer` answers it.
+traffic-policy decision of an inference request; `Core.infer` answers it, and hands the
+answer to the prediction log (`gyre.monitor`), which writes it off the request path.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
 from gyre.config import ServeConfig
 from gyre.features import ServedVector
+from gyre.monitor import PredictionLog
 from gyre.serve._answers import Labels, label_model
 from gyre.serve._auth import Consumer, Gatekeeper
 from gyre.serve._features import EntityFeatures
@@ -53,6 +57,7 @@ class Core:
         predictor: Predictor,
         gatekeeper: Gatekeeper,
         features: EntityFeatures | None = None,
+        predictions: PredictionLog | None = None,
     ) -> None:
         self.config = config
         self.repository = repository
@@ -60,6 +65,7 @@ class Core:
         self.predictor = predictor
         self.gatekeeper = gatekeeper
         self.features = features
+        self.predictions = predictions
         self.bodies = BodyBudget(config.inflight_body_budget_bytes)
 
     def call(self, consumer: Consumer | None, labels: Labels, started: float) -> Call:
@@ -102,8 +108,9 @@ class Core:
         vectors: list[ServedVector] | None = None,
     ) -> Prediction:
         """Answer `inputs` as `decision` says, within `deadline_ms` (the client's; the
-        model's SLO caps it). `vectors`: the feature vectors the inputs were built from
-        (an entity request), logged with the answer's request id."""
+        model's SLO caps it), and log the answer (sampled per model). `vectors`: the
+        feature vectors the inputs were built from (an entity request), logged with the
+        answer's request id, and in the prediction log instead of the inputs."""
         loaded = decision.loaded
         binding: FeatureBinding | None = None
         if vectors is not None:
@@ -113,4 +120,12 @@ class Core:
         )
         if vectors is not None and self.features is not None:
             self.features.record(prediction.request_id, loaded, vectors)
+        log = self.predictions
+        if log is not None and log.sampled(loaded.settings.prediction_log_sample):
+            labels = call.labels
+            log.record(
+                prediction.request_id, loaded.model, loaded.version, decision.route,
+                labels.protocol, labels.consumer, inputs, prediction.outputs,
+                time.perf_counter() - call.started, prediction.default_reason, vectors,
+            )  # fmt: skip
         return prediction

@@ -30,7 +30,7 @@ from gyre.collect import Collector, event_types
 from gyre.config import Config
 from gyre.errors import ConfigError, InvalidModel
 from gyre.features import OnlineFeatures, feature_views
-from gyre.monitor import FeedbackStore, ServedLog
+from gyre.monitor import FeedbackStore, PredictionLog, ServedLog
 from gyre.registry import Registry, parse_ref
 from gyre.serve._admin import Admin
 from gyre.serve._app import GyreApp
@@ -121,8 +121,22 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
         features = EntityFeatures(
             online, served, config.features, stores.online_snapshot_path, metrics
         )
+    predictions = PredictionLog.open(
+        stores.prediction_log_path,
+        max_rows=config.serve.prediction_log_max_rows,
+        buffer_bytes=config.serve.prediction_log_buffer_bytes,
+        on_drop=metrics.prediction_log_drop,
+    )
     return GyreApp(
-        config.serve, repository, metrics, predictor, admin, gatekeeper, collector, features
+        config.serve,
+        repository,
+        metrics,
+        predictor,
+        admin,
+        gatekeeper,
+        collector,
+        features,
+        predictions,
     )
 
 
