@@ -145,9 +145,10 @@ class ServeConfig:
     worker_start_backoff_max_ms: float = 60_000.0
     # One JSON log line per request (request id, model, version, status, ms, consumer).
     access_log: bool = False
-    # The prediction log keeps this many records at most, over all models (the oldest
-    # go first); each model's `prediction_log_sample` says which requests it records.
-    prediction_log_max_rows: int = 1_000_000
+    # The prediction log keeps this many records, over all models (the oldest go first,
+    # a chunk of up to 1000 at a time); each model's `prediction_log_sample` says which
+    # requests it records.
+    prediction_log_max_records: int = 1_000_000
     # Records waiting to be written hold at most this many bytes (their tensors, about);
     # past it a record is dropped and counted, and the request is never kept waiting.
     prediction_log_buffer_bytes: int = 64 * 1024 * 1024
@@ -282,7 +283,7 @@ _BOUNDS: dict[str, _Bounds] = {
     "shadow_abs_tolerance": _NON_NEGATIVE,
     "shadow_rel_tolerance": _NON_NEGATIVE,
     "prediction_log_sample": (0, True, 1, True),
-    "prediction_log_max_rows": _POSITIVE,
+    "prediction_log_max_records": _POSITIVE,
     "prediction_log_buffer_bytes": _POSITIVE,
     "rate_per_s": _POSITIVE,
     "burst": _POSITIVE,

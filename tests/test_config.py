@@ -78,7 +78,7 @@ def test_wrong_type_is_refused(tmp_path: Path) -> None:
             r"\[serve.models.iris\] prediction_log_sample = 1.5 .* must be >= 0 and <= 1",
         ),
         ("[serve.model_defaults]\nprediction_log_sample = -0.1", "prediction_log_sample = -0.1"),
-        ("[serve]\nprediction_log_max_rows = 0", "prediction_log_max_rows = 0 is out of range"),
+        ("[serve]\nprediction_log_max_records = 0", "prediction_log_max_records = 0 is out"),
         ("[serve]\nprediction_log_buffer_bytes = 0", "prediction_log_buffer_bytes = 0 is out of"),
     ],
 )

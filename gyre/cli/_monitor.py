@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gyre.cli._main import JsonOption, State, app, print_json, print_table
 from gyre.monitor import read_predictions
-from gyre.monitor._predictions import MAX_READ
+from gyre.monitor._prediction_chunks import MAX_READ
 from gyre.stores import Stores
 
 monitor_app = typer.Typer(help="The prediction log: what was answered.", no_args_is_help=True)

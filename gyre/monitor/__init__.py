@@ -9,7 +9,8 @@ is queued in memory and written by a thread of its own.
 """
 
 from gyre.monitor._feedback import Comparison, FeedbackStore, Served
-from gyre.monitor._predictions import PredictionLog, read_predictions
+from gyre.monitor._prediction_chunks import read_predictions
+from gyre.monitor._predictions import PredictionLog
 from gyre.monitor._request_ids import Issued, RequestIds
 from gyre.monitor._served import ServedLog, ServedRecord, read_served
 from gyre.monitor._skew import DEFAULT_TOLERANCE, SkewReport, check_skew, same_value

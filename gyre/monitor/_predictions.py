@@ -1,5 +1,5 @@
 """The prediction log: what each answered prediction request was asked and answered, in
-`predictions.db` under the home.
+`predictions.db` under the home (its format: `_prediction_chunks.py`).
 
 One record per answered request (a model's own answer or its default), sampled per model
 (`prediction_log_sample`): its request id, when (seconds since the epoch), the consumer
@@ -9,17 +9,12 @@ input (its tensors, or the feature vectors of an entity request), the output ten
 the latency (from the request's arrival to its answer) and, for a default answer, why.
 Requests that got no answer (a 4xx, a 504 without a default) are not predictions.
 
-The request path only appends the record, holding references to its (never mutated)
-arrays: no encoding, no I/O, no lock. Records wait in memory, up to
-`prediction_log_buffer_bytes` of tensors with the batches being written; a record past
-that is dropped and counted (`on_drop`), so a slow or stuck disk costs records, never a
-request's time. Every `flush_interval_s` the waiting records go to the log's one thread,
-which encodes them (tensors as raw bytes, no text formatting) and writes them in one
-transaction, WAL, without fsync (observability data, as the served-vector log).
-
-Retention is by count: after each write, rows more than `max_rows` ids behind the
-newest are deleted, over all models (ids only grow: AUTOINCREMENT), so the file stays
-bounded however fast requests come. Reads page by id (`after`), never by OFFSET.
+The request path only appends the record, a tuple holding references to its (never
+mutated) arrays: no encoding, no I/O, no lock. Records wait in memory, up to
+`buffer_bytes` of tensors together with those being written; a record past that is
+dropped and counted (`on_drop`), so a slow or stuck disk costs records, never a
+request's time. Every `flush_interval_s` the waiting records go to the log's one
+thread, which encodes them a chunk at a time and writes them in one transaction.
 """
 
 from __future__ import annotations
@@ -35,79 +30,29 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 
-from gyre._sqlite import connect_wal
-from gyre.errors import ServeError
 from gyre.features import ServedVector
-from gyre.types import DATATYPE_TO_NUMPY, NUMPY_TO_DATATYPE
+from gyre.monitor._prediction_chunks import (
+    CHUNK_RECORDS,
+    connect,
+    encode_chunk,
+    prepare,
+    write_chunks,
+)
 
 log = logging.getLogger("gyre.monitor")
 
-SCHEMA_VERSION = 1
-# The most records one read returns.
-MAX_READ = 1000
-# What a record costs besides its tensors' bytes, about (ids, names, the tuple).
+# What a record costs besides its tensors' bytes, about (ids, names, the tuple)…
 _RECORD_BYTES = 512
+# …and per feature vector, in place of the input tensors.
 _VECTOR_BYTES = 512
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    consumer TEXT NOT NULL,
-    model TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    route TEXT NOT NULL,
-    protocol TEXT NOT NULL,
-    input_kind TEXT NOT NULL,
-    input BLOB NOT NULL,
-    output BLOB NOT NULL,
-    latency_ms REAL NOT NULL,
-    default_reason TEXT
-);
-CREATE INDEX IF NOT EXISTS predictions_by_model ON predictions (model, id);
-"""
+# A chunk holds at most this many bytes of records (and CHUNK_RECORDS records).
+_CHUNK_BYTES = 8 * 1024 * 1024
 
 Tensors = Mapping[str, np.ndarray]
 # Told of records dropped: the model, how many, and why ("full" or "error").
 Dropped = Callable[[str, int, str], None]
-
-_encode = msgspec.msgpack.Encoder(enc_hook=str).encode
-_decode = msgspec.msgpack.decode
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = connect_wal(path, timeout_s=30.0)
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
-def _prepare(path: Path) -> None:
-    """Create the table, or refuse a file a later gyre wrote."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = connect_wal(path, timeout_s=30.0, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            (found,) = conn.execute("PRAGMA user_version").fetchone()
-            if found > SCHEMA_VERSION:
-                raise ServeError(
-                    f"{path} has schema version {found}, this gyre reads version "
-                    f"{SCHEMA_VERSION}; serve it with the gyre version that wrote it"
-                )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    finally:
-        conn.close()
 
 
 class PredictionLog:
@@ -117,14 +62,14 @@ class PredictionLog:
         self,
         path: Path,
         *,
-        max_rows: int,
+        max_records: int,
         buffer_bytes: int,
         on_drop: Dropped | None = None,
         flush_interval_s: float = 0.2,
         rng: random.Random | None = None,
     ) -> None:
         self.path = path
-        self.max_rows = max_rows
+        self.max_records = max_records
         self.buffer_bytes = buffer_bytes
         self.flush_interval_s = flush_interval_s
         self._on_drop = on_drop
@@ -138,8 +83,8 @@ class PredictionLog:
 
     @classmethod
     def open(cls, path: Path, **options: Any) -> PredictionLog:
-        """The log in `path`, its table made (or a later gyre's file refused)."""
-        _prepare(path)
+        """The log in `path`, its tables made (or a later gyre's file refused)."""
+        prepare(path)
         return cls(path, **options)
 
     def start(self) -> None:
@@ -197,8 +142,10 @@ class PredictionLog:
                 self._on_drop(model, 1, "full")
             return
         self._held_bytes += size
+        # In the order of _prediction_chunks.COLUMNS, then the size.
         self._waiting.append(
             (request_id, time.time(), consumer, model, version, route, protocol,
+             "tensors" if vectors is None else "features",
              inputs if vectors is None else vectors, outputs, latency_s, default_reason, size)
         )  # fmt: skip
 
@@ -220,36 +167,30 @@ class PredictionLog:
                 self._on_drop(model, count, "error")
 
     def _write(self, batch: list[tuple[Any, ...]]) -> collections.Counter[str]:
-        """Encode and insert `batch`, then cut the log to `max_rows`; returns what was
-        dropped, by model: on a storage error the batch (and the log goes on), and any
-        record the encoder cannot take."""
-        failed: collections.Counter[str] = collections.Counter()
-        rows = []
+        """Encode `batch` in chunks of one model each and store them in one transaction;
+        returns what was dropped, by model (on a storage error: the batch, and the log
+        goes on)."""
+        if not batch:
+            return collections.Counter()
+        by_model: dict[str, list[tuple[Any, ...]]] = {}
         for record in batch:
-            try:
-                rows.append(_row(record))
-            except Exception as exc:  # a bug, which must not cost the other records
-                failed[record[3]] += 1
-                reason = exc
-        if failed:
-            log.error("could not encode %d prediction log records (%s); they are dropped",
-                      failed.total(), reason)  # fmt: skip
-        if not rows:
+            by_model.setdefault(record[3], []).append(record)
+        chunks = []
+        failed: collections.Counter[str] = collections.Counter()
+        for model, records in by_model.items():
+            for part in _parts(records):
+                try:
+                    chunks.append((model, len(part), encode_chunk(part)))
+                except Exception as exc:  # a bug, which must not cost the other records
+                    failed[model] += len(part)
+                    log.error("could not encode %d prediction log records of %s (%s); they "
+                              "are dropped", len(part), model, exc)  # fmt: skip
+        if not chunks:
             return failed
         try:
             if self._conn is None:
-                self._conn = _connect(self.path)
-            with self._conn as conn:
-                conn.executemany(
-                    "INSERT INTO predictions (request_id, at, consumer, model, version, route,"
-                    " protocol, input_kind, input, output, latency_ms, default_reason)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                conn.execute(
-                    "DELETE FROM predictions WHERE id <= (SELECT MAX(id) FROM predictions) - ?",
-                    (self.max_rows,),
-                )
+                self._conn = connect(self.path)
+            write_chunks(self._conn, chunks, self.max_records)
         except (sqlite3.Error, OSError):
             # Observability data: a full disk or a locked file must not stop serving.
             log.exception("could not write %d prediction log records; they are dropped",
@@ -258,79 +199,14 @@ class PredictionLog:
         return failed
 
 
-def _row(record: tuple[Any, ...]) -> tuple[Any, ...]:
-    request_id, at, consumer, model, version, route, protocol = record[:7]
-    given, outputs, latency_s, default_reason = record[7:11]
-    if isinstance(given, Mapping):
-        kind, data = "tensors", _tensors_blob(given)
-    else:
-        kind = "features"
-        data = _encode([{"view": v.view, "entity": v.entity, "values": v.values} for v in given])
-    return (
-        request_id, at, consumer, model, version, route, protocol, kind, data,
-        _tensors_blob(outputs), latency_s * 1000.0, default_reason,
-    )  # fmt: skip
-
-
-def _tensors_blob(tensors: Tensors) -> bytes:
-    """Tensors as msgpack: per name [v2 datatype, shape, raw bytes], or [datatype, shape,
-    values] for BYTES (as text) and any array not in a v2 datatype's own byte order."""
-    packed: dict[str, Any] = {}
-    for name, array in tensors.items():
-        datatype = NUMPY_TO_DATATYPE.get(array.dtype)
-        if datatype is not None and datatype != "BYTES":
-            packed[name] = (datatype, array.shape, array.tobytes())
-            continue
-        values = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in
-                  array.ravel().tolist()]  # fmt: skip
-        if array.dtype.kind in "OUS":
-            datatype = "BYTES"
-        else:
-            datatype = NUMPY_TO_DATATYPE.get(array.dtype.newbyteorder("="), str(array.dtype))
-        packed[name] = (datatype, array.shape, values)
-    return _encode(packed)
-
-
-def _tensors_json(blob: bytes) -> dict[str, Any]:
-    """The tensors of `_tensors_blob` as v2 names them: datatype, shape and nested data."""
-    out: dict[str, Any] = {}
-    for name, (datatype, shape, data) in _decode(blob).items():
-        if isinstance(data, bytes):
-            array = np.frombuffer(data, dtype=DATATYPE_TO_NUMPY[datatype])
-        else:
-            array = np.empty(len(data), dtype=object)
-            array[:] = data
-        out[name] = {"datatype": datatype, "shape": shape, "data": array.reshape(shape).tolist()}
-    return out
-
-
-def read_predictions(
-    path: Path, model: str, *, after: int = 0, limit: int = 100
-) -> list[dict[str, Any]]:
-    """The model's records with an id past `after`, oldest first, at most `limit`
-    (at most MAX_READ); page on with the last record's id."""
-    if not path.exists():
-        return []
-    conn = _connect(path)
-    try:
-        cursor = conn.execute(
-            "SELECT id, request_id, at, consumer, model, version, route, protocol, input_kind,"
-            " input, output, latency_ms, default_reason FROM predictions"
-            " WHERE model = ? AND id > ? ORDER BY id LIMIT ?",
-            (model, after, min(limit, MAX_READ)),
-        )
-        found = []
-        for row in cursor:
-            (id_, request_id, at, consumer, name, version, route, protocol, kind, given,
-             output, latency_ms, reason) = row  # fmt: skip
-            found.append({
-                "id": id_, "request_id": request_id, "at": at, "consumer": consumer or None,
-                "model": name, "version": version, "route": route, "protocol": protocol,
-                "input_kind": kind,
-                "input": _tensors_json(given) if kind == "tensors" else _decode(given),
-                "output": _tensors_json(output), "latency_ms": latency_ms,
-                "default": reason is not None, "default_reason": reason,
-            })  # fmt: skip
-        return found
-    finally:
-        conn.close()
+def _parts(records: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """`records` cut into chunks of at most CHUNK_RECORDS records and about _CHUNK_BYTES."""
+    parts: list[list[tuple[Any, ...]]] = [[]]
+    size = 0
+    for record in records:
+        if parts[-1] and (len(parts[-1]) == CHUNK_RECORDS or size + record[-1] > _CHUNK_BYTES):
+            parts.append([])
+            size = 0
+        parts[-1].append(record)
+        size += record[-1]
+    return parts

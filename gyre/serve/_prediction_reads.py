@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 from gyre._numbers import parse_count
 from gyre.errors import BadRequest
 from gyre.monitor import PredictionLog, read_predictions
-from gyre.monitor._predictions import MAX_READ
+from gyre.monitor._prediction_chunks import MAX_READ
 from gyre.serve._auth import Consumer, Gatekeeper
 from gyre.serve._http import Response, Scope, json_response
 

@@ -123,7 +123,7 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
         )
     predictions = PredictionLog.open(
         stores.prediction_log_path,
-        max_rows=config.serve.prediction_log_max_rows,
+        max_records=config.serve.prediction_log_max_records,
         buffer_bytes=config.serve.prediction_log_buffer_bytes,
         on_drop=metrics.prediction_log_drop,
     )

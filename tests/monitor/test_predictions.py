@@ -24,7 +24,7 @@ from gyre.config import load_config
 from gyre.errors import ServeError
 from gyre.features import ServedVector
 from gyre.monitor import PredictionLog, read_predictions
-from gyre.monitor._predictions import SCHEMA_VERSION
+from gyre.monitor._prediction_chunks import CHUNK_RECORDS, SCHEMA_VERSION
 from gyre.registry import CHAMPION, Registry
 from gyre.serve._auth import hash_key
 from gyre.stores import Stores
@@ -168,7 +168,7 @@ def test_a_model_sampled_at_zero_logs_nothing(iris_home: Path, iris_regressor: A
 
 def test_a_share_between_zero_and_one_is_drawn_per_request(tmp_path: Path) -> None:
     log = PredictionLog.open(
-        tmp_path / "p.db", max_rows=10, buffer_bytes=1000, rng=random.Random(3)
+        tmp_path / "p.db", max_records=10, buffer_bytes=1000, rng=random.Random(3)
     )
     draws = [log.sampled(0.25) for _ in range(4000)]
     assert 900 < sum(draws) < 1100
@@ -234,14 +234,14 @@ def _record(log: PredictionLog, i: int, model: str = "m") -> None:
     log.record(f"r{i}", model, 1, "champion", "v2", "", x, x, 0.001)
 
 
-def test_the_log_keeps_the_newest_rows_and_logs_feature_vectors(tmp_path: Path) -> None:
+def test_the_log_keeps_the_newest_records_and_logs_feature_vectors(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
 
     async def run() -> None:
-        log = PredictionLog.open(path, max_rows=3, buffer_bytes=1 << 20)
-        for i in range(5):
+        log = PredictionLog.open(path, max_records=3, buffer_bytes=1 << 20)
+        for i in range(5):  # a chunk each
             _record(log, i)
-        await log.flush()
+            await log.flush()
         _record(log, 5, model="other")
         x = {"x": np.zeros((2, 1), dtype=np.float32)}
         log.record("r6", "m", 1, "bandit", "v2", "", x, x, 0.001, None, [_vector(1), _vector(2)])
@@ -249,13 +249,37 @@ def test_the_log_keeps_the_newest_rows_and_logs_feature_vectors(tmp_path: Path) 
 
     asyncio.run(run())
     kept = read_predictions(path, "m")
-    assert [r["request_id"] for r in kept] == ["r4", "r6"]  # r5 is another model's
+    assert [(r["id"], r["request_id"]) for r in kept] == [(5, "r4"), (7, "r6")]
     assert kept[1]["input_kind"] == "features"
-    assert kept[1]["input"] == [
-        {"view": "v", "entity": {"shop": i}, "values": {"count": i}} for i in (1, 2)
+    assert [(v["view"], v["entity"], v["values"]) for v in kept[1]["input"]] == [
+        ("v", {"shop": i}, {"count": i}) for i in (1, 2)
     ]
-    with sqlite3.connect(path) as db:
+    assert kept[1]["input"][0]["definition_hash"] == "h"
+    with sqlite3.connect(path) as db:  # r5 is another model's
         assert db.execute("SELECT COUNT(*) FROM predictions").fetchone() == (3,)
+
+
+def test_records_are_stored_in_chunks_and_read_one_by_one(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    total = CHUNK_RECORDS + 5
+
+    async def run() -> None:
+        log = PredictionLog.open(path, max_records=5, buffer_bytes=1 << 30)
+        for i in range(total):
+            _record(log, i)
+        await log.close()
+
+    asyncio.run(run())
+    # Retention drops a chunk once all its records are older than the newest 5.
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT first_id, last_id FROM predictions").fetchall() == [
+            (CHUNK_RECORDS + 1, total)
+        ]
+    page = read_predictions(path, "m", after=CHUNK_RECORDS + 2, limit=2)
+    assert [(r["id"], r["request_id"]) for r in page] == [
+        (CHUNK_RECORDS + 3, f"r{CHUNK_RECORDS + 2}"), (CHUNK_RECORDS + 4, f"r{CHUNK_RECORDS + 3}"),
+    ]  # fmt: skip
+    assert page[0]["input"]["x"]["data"] == [[float(CHUNK_RECORDS + 2)]]
 
 
 def test_a_failing_store_drops_the_batch_counts_it_and_goes_on(
@@ -266,7 +290,7 @@ def test_a_failing_store_drops_the_batch_counts_it_and_goes_on(
 
     async def run() -> None:
         log = PredictionLog.open(
-            path, max_rows=10, buffer_bytes=1 << 20, on_drop=lambda *a: drops.append(a)
+            path, max_records=10, buffer_bytes=1 << 20, on_drop=lambda *a: drops.append(a)
         )
         with sqlite3.connect(path) as db:  # the storage breaks under the writer
             db.execute("ALTER TABLE predictions RENAME TO broken")
@@ -289,7 +313,7 @@ def test_a_log_written_by_a_later_gyre_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(ServeError, match="schema version 2, this gyre reads version 1"):
-        PredictionLog.open(path, max_rows=10, buffer_bytes=1000)
+        PredictionLog.open(path, max_records=10, buffer_bytes=1000)
 
 
 @pytest.fixture
