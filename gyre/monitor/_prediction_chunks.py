@@ -31,6 +31,10 @@ from gyre.errors import ServeError
 from gyre.types import DATATYPE_TO_NUMPY, NUMPY_TO_DATATYPE
 
 SCHEMA_VERSION = 1
+# The file's page size. A chunk of 32-row records is megabytes: in SQLite's default 4 KiB
+# pages, writing one cost the log's thread 29 us of CPU per record here, in 64 KiB pages
+# 17 us (fewer pages to chain, frame and checkpoint).
+PAGE_BYTES = 65536
 CHUNK_RECORDS = 1000
 # The most records one read returns.
 MAX_READ = 1000
@@ -86,10 +90,12 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def prepare(path: Path) -> None:
-    """Create the tables, or refuse a file a later gyre wrote."""
+    """Create the tables (in pages of PAGE_BYTES), or refuse a file a later gyre wrote;
+    then switch the file to WAL."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = connect_wal(path, timeout_s=30.0, isolation_level=None)
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     try:
+        conn.execute(f"PRAGMA page_size = {PAGE_BYTES}")  # a new file's only: before a write
         conn.execute("BEGIN IMMEDIATE")
         try:
             (found,) = conn.execute("PRAGMA user_version").fetchone()
@@ -110,6 +116,7 @@ def prepare(path: Path) -> None:
             raise
     finally:
         conn.close()
+    connect_wal(path, timeout_s=30.0).close()
 
 
 def encode_chunk(records: Sequence[tuple[Any, ...]]) -> bytes:
