@@ -28,7 +28,7 @@ import numpy as np
 import gyre
 from gyre.collect import EventType, SQLiteFactLog, export_parquet
 from gyre.features import Aggregation, FeatureView, OnlineFeatures, OnlineStore, training_set
-from gyre.features._skew import DEFAULT_TOLERANCE, same_value
+from gyre.monitor import DEFAULT_TOLERANCE, same_value
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "features.json"

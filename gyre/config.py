@@ -67,6 +67,9 @@ class ModelServeConfig:
     # abs + rel * max(|primary|, |shadow|); discrete outputs (labels) must be equal.
     shadow_abs_tolerance: float = 1e-6
     shadow_rel_tolerance: float = 0.01
+    # Share of the model's answered prediction requests written to the prediction log
+    # (0: none, 1: every one), each request drawn at random.
+    prediction_log_sample: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +146,13 @@ class ServeConfig:
     worker_start_backoff_max_ms: float = 60_000.0
     # One JSON log line per request (request id, model, version, status, ms, consumer).
     access_log: bool = False
+    # The prediction log keeps this many records, over all models (the oldest go first,
+    # a chunk of up to 1000 at a time); each model's `prediction_log_sample` says which
+    # requests it records.
+    prediction_log_max_records: int = 1_000_000
+    # Records waiting to be written hold at most this many bytes (their tensors, about);
+    # past it a record is dropped and counted, and the request is never kept waiting.
+    prediction_log_buffer_bytes: int = 64 * 1024 * 1024
 
     def for_model(self, name: str) -> ModelServeConfig:
         return self.models.get(name, self.model_defaults)
@@ -330,6 +340,9 @@ _BOUNDS: dict[str, _Bounds] = {
     "worker_load_timeout_ms": _POSITIVE,
     "shadow_abs_tolerance": _NON_NEGATIVE,
     "shadow_rel_tolerance": _NON_NEGATIVE,
+    "prediction_log_sample": (0, True, 1, True),
+    "prediction_log_max_records": _POSITIVE,
+    "prediction_log_buffer_bytes": _POSITIVE,
     "rate_per_s": _POSITIVE,
     "burst": _POSITIVE,
     "group_commit_max_wait_ms": _NON_NEGATIVE,

@@ -8,8 +8,9 @@ Everything gyre keeps is under one home directory (`--home`, `$GYRE_HOME`, `./.g
 | `registry.db` | versions, aliases, policies, the change log | registry |
 | `artifacts/` | content-addressed model files | registry |
 | `cache/files/` | Python models' files, rebuilt from `artifacts/` | serve |
-| `feedback.db` | served answers, feedback, shadow comparisons | serve |
-| `served.db` | the feature vectors the server served | serve |
+| `feedback.db` | served answers, feedback, shadow comparisons, request-id key | monitor |
+| `served.db` | the feature vectors the server served | monitor |
+| `predictions.db` | the prediction log: a sample of every model's answers | monitor |
 | `online.snapshot` | the online feature state, for a fast restart | serve |
 | `workers/` | Python model worker sockets | serve |
 | `run/` | one folder per running server (metrics, rate limits) | serve |
@@ -90,6 +91,10 @@ class Stores:
     @property
     def served_log_path(self) -> Path:
         return self.home / "served.db"
+
+    @property
+    def prediction_log_path(self) -> Path:
+        return self.home / "predictions.db"
 
     @property
     def online_snapshot_path(self) -> Path:

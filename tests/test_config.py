@@ -73,6 +73,13 @@ def test_wrong_type_is_refused(tmp_path: Path) -> None:
         ("[features]\nfollow_interval_ms = -5", "follow_interval_ms = -5.0 is out of range"),
         ("[serve]\nworker_restarts_per_min = 0", "worker_restarts_per_min = 0 is out of range"),
         ("[serve]\nworker_start_backoff_ms = -1", "worker_start_backoff_ms = -1.0 is out of"),
+        (
+            "[serve.models.iris]\nprediction_log_sample = 1.5",
+            r"\[serve.models.iris\] prediction_log_sample = 1.5 .* must be >= 0 and <= 1",
+        ),
+        ("[serve.model_defaults]\nprediction_log_sample = -0.1", "prediction_log_sample = -0.1"),
+        ("[serve]\nprediction_log_max_records = 0", "prediction_log_max_records = 0 is out"),
+        ("[serve]\nprediction_log_buffer_bytes = 0", "prediction_log_buffer_bytes = 0 is out of"),
     ],
 )
 def test_numbers_out_of_range_are_refused(tmp_path: Path, toml: str, message: str) -> None:

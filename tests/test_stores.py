@@ -11,7 +11,14 @@ from gyre.registry import Registry
 from gyre.stores import Stores
 
 SOURCE = Path(gyre.__file__).parent
-FILE_NAMES = {"facts.db", "registry.db", "feedback.db", "served.db", "online.snapshot"}
+FILE_NAMES = {
+    "facts.db",
+    "registry.db",
+    "feedback.db",
+    "served.db",
+    "predictions.db",
+    "online.snapshot",
+}
 
 
 def test_no_module_but_stores_names_a_file_of_the_home() -> None:

@@ -15,7 +15,8 @@ from gyre.cli._app import console
 from gyre.collect import event_types
 from gyre.config import Config
 from gyre.errors import GyreError
-from gyre.features import check_skew, feature_views
+from gyre.features import feature_views
+from gyre.monitor import check_skew
 from gyre.registry import CHAMPION, Registry
 from gyre.stores import Stores
 

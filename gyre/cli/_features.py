@@ -14,7 +14,6 @@ from gyre.cli._app import JsonOption, State, console, err_console, print_json, p
 from gyre.collect import event_types
 from gyre.features import (
     FeatureView,
-    check_skew,
     compile_sql,
     feature_views,
     find_view,
@@ -22,7 +21,7 @@ from gyre.features import (
     read_queries,
     write_training_set,
 )
-from gyre.features._skew import DEFAULT_TOLERANCE
+from gyre.monitor import DEFAULT_TOLERANCE, check_skew
 from gyre.stores import Stores
 
 
@@ -165,11 +164,10 @@ def skew(
     """Recompute every logged serving vector offline, at its time and log position, and
     count mismatches per feature. Exits with status 3 when any feature differs."""
     state: State = ctx.obj
-    home = state.config().home
     views = _views(ctx)
     if view is not None:
         find_view(views, view)
-    stores = Stores(home)
+    stores = Stores.from_config(state.config())
     log = stores.open_fact_log()
     try:
         reports = check_skew(

@@ -1,5 +1,6 @@
 """Features declared once, computed the same way for training (offline, DuckDB) and for
-serving (online, incremental), and checked for skew between the two."""
+serving (online, incremental). The log of served vectors and the skew check between the
+two engines are the monitor's (`gyre.monitor`)."""
 
 from gyre.features._definitions import (
     FUNCTIONS,
@@ -13,6 +14,7 @@ from gyre.features._definitions import (
 from gyre.features._offline import (
     DuckDBEngine,
     OfflineEngine,
+    Recomputation,
     compile_sql,
     recompute,
     training_set,
@@ -20,8 +22,7 @@ from gyre.features._offline import (
 )
 from gyre.features._online import OnlineStore
 from gyre.features._queries import outside_facts, read_queries
-from gyre.features._serving import OnlineFeatures, ServedLog, ServedVector, read_served
-from gyre.features._skew import SkewReport, check_skew
+from gyre.features._serving import OnlineFeatures, ServedVector
 
 __all__ = [
     "FUNCTIONS",
@@ -32,16 +33,13 @@ __all__ = [
     "OfflineEngine",
     "OnlineFeatures",
     "OnlineStore",
-    "ServedLog",
+    "Recomputation",
     "ServedVector",
-    "SkewReport",
-    "check_skew",
     "compile_sql",
     "feature_views",
     "find_view",
     "outside_facts",
     "read_queries",
-    "read_served",
     "recompute",
     "training_set",
     "window_us",

@@ -22,7 +22,7 @@ from typing import Any
 from gyre._json import decode_object
 from gyre.auth import Consumer, Gatekeeper
 from gyre.errors import BadRequest, Forbidden, NotFound
-from gyre.serve._feedback import FeedbackStore
+from gyre.monitor import FeedbackStore
 from gyre.serve._http import Response, json_response
 
 BodyReader = Callable[[], Awaitable[bytes]]
@@ -88,7 +88,7 @@ class Admin:
 
     async def _feedback(self, consumer: Consumer | None, body: dict[str, Any]) -> Response:
         """Feedback for an answer this server gave and recorded, once, from a consumer
-        that may call the model that gave it (see `_feedback.py`)."""
+        that may call the model that gave it (see `gyre/monitor/_feedback.py`)."""
         request_id = body.get("request_id")
         if not isinstance(request_id, str):
             raise BadRequest(

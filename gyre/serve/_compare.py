@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gyre.monitor import Comparison
 from gyre.serve._runtime import Tensors
 from gyre.serve.protocols._tensors import to_json_value
 
@@ -31,19 +32,6 @@ from gyre.serve.protocols._tensors import to_json_value
 class Tolerance:
     abs: float
     rel: float
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    agree: bool
-    # Over the continuous outputs' finite pairs; None when there were none.
-    mean_abs_diff: float | None
-    max_abs_diff: float | None
-    mean_rel_diff: float | None
-    max_rel_diff: float | None
-    # Why the answers could not be compared element by element (a missing output, another
-    # shape), or None.
-    mismatch: str | None = None
 
 
 def _discrete(array: np.ndarray) -> bool:

@@ -13,7 +13,8 @@ import numpy as np
 
 from gyre.config import FeaturesConfig
 from gyre.errors import BadRequest, FeatureViewMismatch, UnknownFeatureView
-from gyre.features import OnlineFeatures, ServedLog, ServedVector
+from gyre.features import OnlineFeatures, ServedVector
+from gyre.monitor import ServedLog
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._snapshot import LoadedVersion
 

@@ -1,13 +1,14 @@
 """The Open Inference Protocol v2 over gRPC (KServe / Triton `GRPCInferenceService`).
 
 A grpc.aio server on the event loop of the server process's HTTP server, on its own port
-(`serve.grpc_port`): it calls the same app (`GyreApp`) the HTTP routes do, so both share
-the process's models, batch queues, cache, consumers, body budget and metrics. Each rule
-is the HTTP side's, called from where it lives: version selection (`Snapshot.resolve`),
-the deadline (the gRPC deadline and v2's `parameters.timeout`, capped by the model's SLO
-in `Predictor.predict`), tensors and BYTES (`protocols/_tensors.py`), keys and scopes
-(`Gatekeeper`, with the key in the `authorization: Bearer KEY` or `x-api-key` metadata),
-errors (`_errors.py`: the same message, the gRPC status of the HTTP one).
+(`serve.grpc_port`): it calls the same `Core` the HTTP routes do, so both share the
+process's models, batch queues, cache, consumers, body budget, metrics and logs. Each rule
+is the HTTP side's, called from where it lives: version selection (`Core.decide`, one
+decision per request on the snapshot read once), the deadline (the gRPC deadline and
+v2's `parameters.timeout`, capped by the model's SLO in `Predictor.predict`), tensors and
+BYTES (`protocols/_tensors.py`), keys and scopes (`Gatekeeper`, with the key in the
+`authorization: Bearer KEY` or `x-api-key` metadata), errors (`_errors.py`: the same
+message, the gRPC status of the HTTP one).
 
 The server binds its port once the app's models are loaded (as the HTTP socket listens
 only then), and stops before the app shuts down: RPCs under way are finished within
@@ -41,8 +42,8 @@ from gyre.errors import (
     Unavailable,
     http_status,
 )
-from gyre.serve._answers import Labels, access, answer_headers, count_answer, label_model
-from gyre.serve._app import GyreApp
+from gyre.serve._answers import Labels, access, answer_headers, count_answer
+from gyre.serve._core import Call, Core
 from gyre.serve._errors import grpc_code_of
 from gyre.serve._http import encode_json, version_number
 from gyre.serve._inference import sooner
@@ -60,14 +61,15 @@ DETAILS_PART_BYTES = 1024
 # before the answer (as nginx counts a client that closed its request).
 CANCELLED_STATUS = 499
 
-Handler = Callable[[Any, aio.ServicerContext[Any, Any], Labels], Awaitable[Any]]
+# An RPC: the request, its context, its labels, and when it arrived (perf_counter).
+Handler = Callable[[Any, aio.ServicerContext[Any, Any], Labels, float], Awaitable[Any]]
 
 
 class GrpcService:
-    """The RPCs of `GRPCInferenceService` over one app."""
+    """The RPCs of `GRPCInferenceService` over one server process's core."""
 
-    def __init__(self, app: GyreApp) -> None:
-        self.app = app
+    def __init__(self, core: Core) -> None:
+        self.core = core
 
     def handler(self) -> grpc.GenericRpcHandler:
         rpcs: dict[str, tuple[Handler, Any]] = {
@@ -108,7 +110,7 @@ class GrpcService:
                         f"the request is not a valid {message.DESCRIPTOR.full_name} message "
                         f"({exc}); send one of grpc_predict_v2.proto"
                     ) from None
-                response = await handler(request, context, labels)
+                response = await handler(request, context, labels, start)
             except GyreError as exc:
                 error = exc
             except asyncio.CancelledError:  # the client went away, or its deadline passed
@@ -130,7 +132,7 @@ class GrpcService:
         self, context: aio.ServicerContext[Any, Any], exc: GyreError, status: int, labels: Labels
     ) -> None:
         if isinstance(exc, Overloaded):
-            self.app.metrics.shed_request(labels.model)
+            self.core.metrics.shed_request(labels.model)
         trailing: tuple[tuple[str, str], ...] = ()
         if isinstance(exc, (Overloaded, RateLimited, StoreUnavailable)):
             trailing = (("retry-after", str(exc.retry_after_s)),)
@@ -139,7 +141,7 @@ class GrpcService:
 
     def _finished(self, name: str, labels: Labels, status: int, start: float) -> None:
         elapsed = time.perf_counter() - start
-        if self.app.config.access_log:
+        if self.core.config.access_log:
             access.info(
                 encode_json(
                     {
@@ -152,11 +154,11 @@ class GrpcService:
                     }
                 ).decode()
             )
-        count_answer(self.app.metrics, labels, status, elapsed)
+        count_answer(self.core.metrics, labels, status, elapsed)
 
     def _admit(self, context: aio.ServicerContext[Any, Any], labels: Labels) -> Consumer | None:
         """Who calls (UNAUTHENTICATED, RESOURCE_EXHAUSTED), as `GyreApp._admit` for HTTP."""
-        gatekeeper = self.app.gatekeeper
+        gatekeeper = self.core.gatekeeper
         if not gatekeeper.enabled:
             return None
         metadata = {key: value for key, value in context.invocation_metadata() or ()}
@@ -177,60 +179,64 @@ class GrpcService:
         labels: Labels,
         model: str,
         version: str,
-    ) -> int | None:
-        """Admit and authorize a call about `model`; its version number, if named."""
-        consumer = self._admit(context, labels)
-        label_model(labels, model, self.app.repository.snapshot.versions)
-        self.app.gatekeeper.authorize(consumer, model=model)
+        start: float,
+    ) -> tuple[Call, int | None]:
+        """Admit and authorize a call about `model`; the call, and its version number if
+        named."""
+        call = self.core.call(self._admit(context, labels), labels, start)
+        self.core.authorize(call, model)
         # The version label is set once a version answers.
-        return version_number(version) if version else None
+        return call, version_number(version) if version else None
 
     # -- the RPCs ----------------------------------------------------------------------------
 
-    async def _server_live(self, request: Any, context: Any, labels: Labels) -> Any:
+    async def _server_live(self, request: Any, context: Any, labels: Labels, start: float) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    async def _server_ready(self, request: Any, context: Any, labels: Labels) -> Any:
-        return pb.ServerReadyResponse(ready=self.app.repository.ready)
+    async def _server_ready(self, request: Any, context: Any, labels: Labels, start: float) -> Any:
+        return pb.ServerReadyResponse(ready=self.core.repository.ready)
 
-    async def _server_metadata(self, request: Any, context: Any, labels: Labels) -> Any:
+    async def _server_metadata(
+        self, request: Any, context: Any, labels: Labels, start: float
+    ) -> Any:
         return pb.ServerMetadataResponse(name="gyre", version=gyre.__version__)
 
-    async def _model_ready(self, request: Any, context: Any, labels: Labels) -> Any:
-        version = self._model(context, labels, request.name, request.version)
+    async def _model_ready(self, request: Any, context: Any, labels: Labels, start: float) -> Any:
+        call, version = self._model(context, labels, request.name, request.version, start)
         try:
-            loaded = self.app.repository.snapshot.resolve(request.name, version)
+            self.core.decide(call, request.name, version)
         except (NotFound, Unavailable):
             # The answer to "is it ready?" (as HTTP clients read a 404 or 503): no.
             return pb.ModelReadyResponse(ready=False)
-        labels.version = str(loaded.version)
         return pb.ModelReadyResponse(ready=True)
 
-    async def _model_metadata(self, request: Any, context: Any, labels: Labels) -> Any:
-        version = self._model(context, labels, request.name, request.version)
-        snapshot = self.app.repository.snapshot
-        loaded = snapshot.resolve(request.name, version)
-        labels.version = str(loaded.version)
+    async def _model_metadata(
+        self, request: Any, context: Any, labels: Labels, start: float
+    ) -> Any:
+        call, version = self._model(context, labels, request.name, request.version, start)
+        loaded = self.core.decide(call, request.name, version).loaded
         listed = (
-            sorted(snapshot.model_versions(request.name)) if version is None else [loaded.version]
+            sorted(call.snapshot.model_versions(request.name))
+            if version is None
+            else [loaded.version]
         )
         return _v2_grpc.model_metadata(
             _v2.model_metadata(request.name, listed, loaded.runtime.signature)
         )
 
     async def _model_infer(
-        self, request: Any, context: aio.ServicerContext[Any, Any], labels: Labels
+        self, request: Any, context: aio.ServicerContext[Any, Any], labels: Labels, start: float
     ) -> Any:
-        app = self.app
-        version = self._model(context, labels, request.model_name, request.model_version)
-        snapshot = app.repository.snapshot
-        loaded = snapshot.resolve(request.model_name, version)
-        labels.version = str(loaded.version)
-        labels.inference = loaded.version
+        core = self.core
+        call, version = self._model(
+            context, labels, request.model_name, request.model_version, start
+        )
+        decision = core.decide(call, request.model_name, version, inference=True)
+        runtime = decision.loaded.runtime
         # The message is read already (grpc bounds it by serve.max_body_bytes); while it is
         # decoded and answered it counts in the process's body budget, as an HTTP body does.
         held: dict[str, Any] = {}
-        app.bodies.reserve(held, request.ByteSize())
+        core.bodies.reserve(held, request.ByteSize())
         try:
             parameters = _v2_grpc.parameter_values(request.parameters)
             if "entity" in parameters:
@@ -238,20 +244,18 @@ class GrpcService:
                     "calling a model by entity is offered over HTTP only (POST "
                     "/v2/models/NAME/infer with `parameters.entity`); over gRPC send its inputs"
                 )
-            inputs = _v2_grpc.decode_request(request, loaded.runtime)
+            inputs = _v2_grpc.decode_request(request, runtime)
             deadline_ms = sooner(_deadline_ms(context), _v2.requested_deadline_ms(parameters))
-            prediction = await app.predictor.predict(
-                snapshot, loaded, inputs, deadline_ms=deadline_ms, routed=version is None
-            )
+            prediction = await core.infer(call, decision, inputs, deadline_ms)
         finally:
-            app.bodies.release(held)
+            core.bodies.release(held)
         context.set_trailing_metadata(
             tuple((key.decode(), value.decode()) for key, value in answer_headers(prediction))
         )
         extra: dict[str, bool | str] = {}
         if prediction.default_reason is not None:
             extra = {"default": True, "default_reason": prediction.default_reason}
-        return _v2_grpc.encode_response(request, loaded.runtime, prediction.outputs, extra)
+        return _v2_grpc.encode_response(request, runtime, prediction.outputs, extra)
 
 
 def _details(message: str) -> str:
@@ -292,10 +296,10 @@ def port_unusable(address: str, exc: Exception) -> ConfigError:
 class GrpcServer:
     """The gRPC server of one server process: started once the app is, stopped before."""
 
-    def __init__(self, app: GyreApp, config: ServeConfig, *, shared_port: bool) -> None:
+    def __init__(self, core: Core, config: ServeConfig, *, shared_port: bool) -> None:
         """`shared_port`: several processes listen on the port (SO_REUSEPORT), as they do on
         the HTTP one; otherwise a port in use is an error, not a port shared by accident."""
-        self.app = app
+        self.core = core
         self.config = config
         self.shared_port = shared_port
         self._server: aio.Server | None = None
@@ -308,7 +312,7 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", self.config.max_body_bytes),
             ]
         )
-        server.add_generic_rpc_handlers((GrpcService(self.app).handler(),))
+        server.add_generic_rpc_handlers((GrpcService(self.core).handler(),))
         address = grpc_address(self.config.host, self.config.grpc_port)
         try:
             server.add_insecure_port(address)

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from gyre.errors import DeadlineExceeded, GyreError, Overloaded, Unavailable
+from gyre.monitor import FeedbackStore
 from gyre.serve._cache import PredictionCache, cache_key
 from gyre.serve._compare import Tolerance, compare
-from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._runtime import Tensors
-from gyre.serve._snapshot import LoadedVersion, Route, Snapshot
+from gyre.serve._snapshot import Decision, LoadedVersion
 from gyre.serve.protocols._tensors import to_json_value
 from gyre.types import FeatureBinding
 
@@ -65,23 +65,20 @@ class Predictor:
 
     async def predict(
         self,
-        snapshot: Snapshot,
-        loaded: LoadedVersion,
+        decision: Decision,
         inputs: dict[str, np.ndarray],
         *,
         deadline_ms: float | None,
-        routed: bool,
         features: FeatureBinding | None = None,
     ) -> Prediction:
-        """Answer `inputs` with `loaded` within `deadline_ms` (capped by the model's SLO).
-
-        `routed`: the version was chosen by the model's traffic policy (the request named
-        no version), so shadows and bandits apply. `features`: the inputs were built from
-        this feature view, so a shadow bound to another view is not asked.
+        """Answer `inputs` with the decided version within `deadline_ms` (capped by the
+        model's SLO); mirror them to the decision's shadow, and record the answer for the
+        bandit when the decision says so. `features`: the inputs were built from this
+        feature view, so a shadow bound to another view is not asked.
         """
+        loaded = decision.loaded
         feeds, rows = loaded.runtime.validate(inputs)
         model, version = loaded.model, loaded.version
-        route = snapshot.routes.get(model) if routed else None
         settings = loaded.settings
         budget_ms = settings.latency_slo_ms
         if deadline_ms is not None:
@@ -93,7 +90,7 @@ class Predictor:
             hit = self.cache.get(key)
             self.metrics.cache_lookup(model, hit is not None, version, time.perf_counter() - looked)
             if hit is not None:
-                return self._answer(loaded, hit, route)
+                return self._answer(loaded, hit, decision.bandit)
         loop = asyncio.get_running_loop()
         try:
             outputs = await loaded.batcher.submit(feeds, rows, loop.time() + budget_ms / 1000.0)
@@ -120,27 +117,25 @@ class Predictor:
         self.metrics.prediction(model, default=False)
         if key is not None:
             self.cache.put(key, outputs)
-        prediction = self._answer(loaded, outputs, route)
-        if route is not None:
-            shadow = snapshot.shadow_of(model)
-            if shadow is not None and features not in (None, shadow.runtime.signature.features):
-                # Inputs built from a feature view mean nothing to a version trained on
-                # another one.
-                self.metrics.shadow(model, "error")
-                log.info("shadow %s:%s not asked: it was trained on other features",
-                         model, shadow.version)  # fmt: skip
-            elif shadow is not None:
-                task = asyncio.create_task(
-                    self._mirror(shadow, feeds, prediction.request_id, loaded, outputs)
-                )
-                self._mirrors.add(task)
-                task.add_done_callback(self._mirrors.discard)
+        prediction = self._answer(loaded, outputs, decision.bandit)
+        shadow = decision.shadow
+        if shadow is not None and features not in (None, shadow.runtime.signature.features):
+            # Inputs built from a feature view mean nothing to a version trained on
+            # another one.
+            self.metrics.shadow(model, "error")
+            log.info("shadow %s:%s not asked: it was trained on other features",
+                     model, shadow.version)  # fmt: skip
+        elif shadow is not None:
+            task = asyncio.create_task(
+                self._mirror(shadow, feeds, prediction.request_id, loaded, outputs)
+            )
+            self._mirrors.add(task)
+            task.add_done_callback(self._mirrors.discard)
         return prediction
 
-    def _answer(self, loaded: LoadedVersion, outputs: Tensors, route: Route | None) -> Prediction:
+    def _answer(self, loaded: LoadedVersion, outputs: Tensors, bandit: bool) -> Prediction:
         """The version's answer under a new request id; recorded for feedback (in memory,
         written off the request path) when a bandit chose the version."""
-        bandit = route is not None and route.kind == "bandit"
         request_id = self.ids.issue(loaded.model, loaded.version, takes_feedback=bandit)
         if bandit:
             self.feedback.record_served(

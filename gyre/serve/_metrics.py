@@ -159,6 +159,12 @@ class ServerMetrics:
             "gyre_shed_requests", "Requests refused by admission control (503)", ["model"],
             registry=r,
         )  # fmt: skip
+        self.prediction_log_dropped = Counter(
+            "gyre_prediction_log_dropped",
+            "Prediction log records dropped, by why: `full` (the records waiting to be "
+            "written held prediction_log_buffer_bytes) or `error` (the write failed)",
+            ["model", "reason"], registry=r,
+        )  # fmt: skip
         self.worker_restarts = Counter(
             "gyre_worker_restarts", "Python model workers restarted after a crash or a hang",
             ["model", "version"], registry=r,
@@ -326,6 +332,12 @@ class ServerMetrics:
         if max_abs_diff is not None and max_rel_diff is not None:
             self._child(self.shadow_abs_diff, model).observe(max_abs_diff)
             self._child(self.shadow_rel_diff, model).observe(max_rel_diff)
+
+    def prediction_log_drop(self, model: str, records: int, reason: str) -> None:
+        """Count records the prediction log dropped (on the event loop's thread)."""
+        counted = self._counted
+        child = self._child(self.prediction_log_dropped, model, reason)
+        counted[child] = counted.get(child, 0.0) + records
 
     def worker_restart(self, model: str, version: int) -> None:
         self.worker_restarts.labels(model, str(version)).inc()

@@ -19,9 +19,9 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 from gyre.config import ServeConfig
 from gyre.errors import GyreError, InvalidModel, StoreUnavailable
+from gyre.monitor import FeedbackStore
 from gyre.registry import ModelVersion, Registry
 from gyre.serve._batcher import Batcher
-from gyre.serve._feedback import FeedbackStore
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._runtime import ModelRuntime, Runtime
 from gyre.serve._selection import ThompsonSampling

@@ -31,13 +31,13 @@ from gyre.auth import Gatekeeper
 from gyre.collect import Collector, event_types
 from gyre.config import Config
 from gyre.errors import ConfigError, InvalidModel
-from gyre.features import OnlineFeatures, ServedLog, feature_views
+from gyre.features import OnlineFeatures, feature_views
+from gyre.monitor import FeedbackStore, PredictionLog, ServedLog
 from gyre.registry import Registry, parse_ref
 from gyre.serve._admin import Admin
 from gyre.serve._app import GyreApp
 from gyre.serve._cache import PredictionCache
 from gyre.serve._features import EntityFeatures
-from gyre.serve._feedback import FeedbackStore
 from gyre.serve._grpc import GrpcServer, grpc_address, port_unusable
 from gyre.serve._http import encode_json
 from gyre.serve._inference import Predictor
@@ -123,8 +123,22 @@ def build_app(config: Config, processes: int = 1, metrics_dir: str | None = None
         features = EntityFeatures(
             online, served, config.features, stores.online_snapshot_path, metrics
         )
+    predictions = PredictionLog.open(
+        stores.prediction_log_path,
+        max_records=config.serve.prediction_log_max_records,
+        buffer_bytes=config.serve.prediction_log_buffer_bytes,
+        on_drop=metrics.prediction_log_drop,
+    )
     return GyreApp(
-        config.serve, repository, metrics, predictor, admin, gatekeeper, collector, features
+        config.serve,
+        repository,
+        metrics,
+        predictor,
+        admin,
+        gatekeeper,
+        collector,
+        features,
+        predictions,
     )
 
 
@@ -357,7 +371,7 @@ def _server(config: Config, app: GyreApp, *, shared_port: bool) -> _Server:
     `shared_port`: this is one of several processes listening on the same ports."""
     server = _Server(_uvicorn_config(config, app))
     if config.serve.grpc_port:
-        server.grpc = GrpcServer(app, config.serve, shared_port=shared_port)
+        server.grpc = GrpcServer(app.core, config.serve, shared_port=shared_port)
     return server
 
 

@@ -101,26 +101,30 @@ class Snapshot:
             raise NotFound(f"unknown model `{model}`; served models: {served}")
         return found
 
-    def resolve(
-        self, model: str, version: int | None = None, label: str | None = None
-    ) -> LoadedVersion:
-        """A version by number, by alias (`label`), else by the model's traffic policy."""
+    def decide(self, model: str, version: int | None = None, label: str | None = None) -> Decision:
+        """The one traffic-policy decision of a request: a version by number, by alias
+        (`label`), else by the model's policy; with the shadow to mirror it to and whether
+        its answer is recorded for the bandit (both only when the policy chose)."""
         versions = self.model_versions(model)
         aliases = self.aliases.get(model, {})
+        route = None
         if label is not None:
             if label not in aliases:
                 raise NotFound(
                     f"model `{model}` has no alias `{label}`; aliases: "
                     f"{', '.join(sorted(aliases)) or 'none'}"
                 )
-            version = aliases[label]
-        elif version is None:
+            version, how = aliases[label], "alias"
+        elif version is not None:
+            how = "pinned"
+        else:
             route = self.routes.get(model)
-            version = (
-                route.selector.choose()
-                if route is not None
-                else aliases.get(CHAMPION, max(versions))
-            )
+            if route is not None:
+                version, how = route.selector.choose(), route.kind
+            elif CHAMPION in aliases:
+                version, how = aliases[CHAMPION], "champion"
+            else:
+                version, how = max(versions), "latest"
         loaded = versions.get(version)
         if loaded is None:
             if (model, version) in self.failed:
@@ -132,13 +136,42 @@ class Snapshot:
                 f"model `{model}` has no version {version}; versions: "
                 f"{', '.join(str(v) for v in sorted(versions))}"
             )
-        return loaded
+        if route is None:
+            return Decision(loaded, how)
+        shadow = None if route.shadow is None else versions.get(route.shadow)
+        return Decision(loaded, how, shadow, bandit=route.kind == "bandit")
 
-    def shadow_of(self, model: str) -> LoadedVersion | None:
-        route = self.routes.get(model)
-        if route is None or route.shadow is None:
-            return None
-        return self.versions.get(model, {}).get(route.shadow)
+    def resolve(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> LoadedVersion:
+        """The version `decide` chooses (for the routes that describe a model)."""
+        return self.decide(model, version, label).loaded
+
+
+class Decision:
+    """Which version answers one request, and what else its traffic policy asks: the
+    version to mirror the request to, off the request path (a shadow policy), and whether
+    the answer is recorded for feedback (a bandit policy chose the version).
+
+    `route` says how the version was chosen: `pinned` (the request named a version),
+    `alias` (it named an alias), `champion` or `latest` (no policy: the champion alias,
+    else the latest version), or the policy's kind: `split`, `shadow`, `bandit`.
+    (A plain slotted class: one is made per request, and a frozen dataclass costs more.)"""
+
+    __slots__ = ("bandit", "loaded", "route", "shadow")
+
+    def __init__(
+        self,
+        loaded: LoadedVersion,
+        route: str,
+        shadow: LoadedVersion | None = None,
+        *,
+        bandit: bool = False,
+    ) -> None:
+        self.loaded = loaded
+        self.route = route
+        self.shadow = shadow
+        self.bandit = bandit
 
 
 def build_route(

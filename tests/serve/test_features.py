@@ -24,7 +24,8 @@ from sklearn.ensemble import GradientBoostingClassifier
 from gyre.collect import SQLiteFactLog, event_types
 from gyre.config import Config, load_config
 from gyre.errors import InvalidModel
-from gyre.features import check_skew, feature_views, training_set
+from gyre.features import feature_views, training_set
+from gyre.monitor import check_skew
 from gyre.registry import CHAMPION, Registry
 from tests.conftest import start_server
 from tests.serve.apptest import AppClient

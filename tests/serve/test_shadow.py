@@ -13,9 +13,9 @@ import numpy as np
 from sklearn.linear_model import Ridge
 
 from gyre.auth import hash_key
+from gyre.monitor import FeedbackStore
 from gyre.registry import CHAMPION, Registry
 from gyre.serve._compare import Tolerance, compare
-from gyre.serve._feedback import FeedbackStore
 from tests.serve.test_traffic import ADMIN_KEY, ROW, client_for, v2
 
 TOLERANCE = Tolerance(abs=1e-6, rel=0.01)

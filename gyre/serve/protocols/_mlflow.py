@@ -1,13 +1,22 @@
 """MLflow's scoring protocol: `POST /invocations` with `dataframe_split`,
 `dataframe_records`, `instances` or `inputs`, or a `text/csv` table; answers
-`{"predictions": ...}`."""
+`{"predictions": ...}`.
+
+`MlflowRoutes` answers `/invocations` (the model named by the `Gyre-Model` header, else
+`serve.default_model`, else the only one served) and the scoring server's `/ping`,
+`/health` and `/version`."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import gyre
 from gyre._json import decode_object
 from gyre.errors import BadRequest
+from gyre.registry import parse_ref
+from gyre.serve._answers import answer_headers, default_fields
+from gyre.serve._core import Call, Core
+from gyre.serve._http import Receive, Response, Scope, deadline_ms, header, json_response
 from gyre.serve._runtime import Runtime, Tensors
 from gyre.serve.protocols._csv import parse_csv, typed_rows
 from gyre.serve.protocols._tensors import (
@@ -144,3 +153,53 @@ def encode_response(outputs: Tensors) -> dict[str, Any]:
         if only.ndim == 2 and only.shape[1] == 1:
             return {"predictions": to_json_value(only.reshape(-1))}
     return {"predictions": prediction_rows(outputs)}
+
+
+class MlflowRoutes:
+    """MLflow's scoring routes in one server process."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def open_route(self, method: str, path: str) -> Response | None:
+        """Health and version: open to anyone, and about no model."""
+        if method != "GET":
+            return None
+        if path in ("/ping", "/health"):
+            ready = self.core.repository.ready
+            return json_response({"status": "ok" if ready else "loading"}, 200 if ready else 503)
+        if path == "/version":  # MLflow's scoring server answers its version as text
+            return Response(200, gyre.__version__.encode(), [(b"content-type", b"text/plain")])
+        return None
+
+    async def invocations(self, call: Call, scope: Scope, receive: Receive) -> Response:
+        """`POST /invocations` for an admitted caller."""
+        core = self.core
+        ref = header(scope, b"gyre-model") or core.config.default_model
+        if ref is None:
+            if len(call.snapshot.versions) != 1:
+                raise BadRequest(
+                    "several models are served; choose one with the `Gyre-Model: NAME` header "
+                    "(or NAME:VERSION, NAME@ALIAS) or set serve.default_model"
+                )
+            ref = next(iter(call.snapshot.versions))
+        model, version, label = parse_ref(ref)
+        core.authorize(call, model)
+        decision = core.decide(call, model, version, label, inference=True)
+        runtime = decision.loaded.runtime
+        content_type = header(scope, b"content-type") or "application/json"
+        media = content_type.split(";")[0].strip().lower()
+        if media not in ("application/json", "text/csv"):
+            raise BadRequest(
+                f"content type {media!r} is not supported; send application/json or text/csv"
+            )
+        body = await core.body(scope, receive)
+        if media == "text/csv":
+            inputs = decode_csv(body, content_type, runtime)
+        else:
+            inputs = decode_request(body, runtime)
+        prediction = await core.infer(call, decision, inputs, deadline_ms(scope))
+        answer = encode_response(prediction.outputs)
+        return json_response(
+            {**answer, **default_fields(prediction)}, headers=answer_headers(prediction)
+        )

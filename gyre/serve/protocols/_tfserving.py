@@ -1,11 +1,17 @@
-"""TensorFlow Serving REST: `:predict` with `instances` (rows) or `inputs` (columns)."""
+"""TensorFlow Serving REST: `:predict` with `instances` (rows) or `inputs` (columns).
+
+`TfRoutes` answers the routes under `/v1/models/NAME[/versions/N|/labels/L]`: the version
+status, `/metadata`, and `:predict`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from gyre._json import decode_object
-from gyre.errors import BadRequest
+from gyre.errors import BadRequest, NotFound
+from gyre.serve._answers import answer_headers, default_fields
+from gyre.serve._core import Call, Core
+from gyre.serve._http import Receive, Response, Scope, deadline_ms, json_response, version_number
 from gyre.serve._runtime import Runtime, Tensors
 from gyre.serve.protocols._tensors import (
     columns,
@@ -90,3 +96,51 @@ def metadata(name: str, version: int, signature: Signature) -> dict[str, Any]:
             }
         },
     }
+
+
+class TfRoutes:
+    """The TensorFlow Serving REST routes of one server process."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def route(
+        self, call: Call, method: str, parts: list[str], scope: Scope, receive: Receive
+    ) -> Response:
+        """`method /v1/models/{parts}` (at least a model name) for an admitted caller."""
+        core = self.core
+        verb = None
+        if ":" in parts[-1]:
+            parts[-1], verb = parts[-1].split(":", 1)
+        model = parts[0]
+        core.authorize(call, model)
+        rest = parts[1:]
+        version: int | None = None
+        label: str | None = None
+        if len(rest) >= 2 and rest[0] == "versions":
+            version = version_number(rest[1])
+            rest = rest[2:]
+        elif len(rest) >= 2 and rest[0] == "labels":
+            label = rest[1]
+            rest = rest[2:]
+        if verb == "predict" and method == "POST" and not rest:
+            decision = core.decide(call, model, version, label, inference=True)
+            body = await core.body(scope, receive)
+            inputs, rows = decode_request(body, decision.loaded.runtime)
+            prediction = await core.infer(call, decision, inputs, deadline_ms(scope))
+            answer = encode_response(prediction.outputs, rows)
+            return json_response(
+                {**answer, **default_fields(prediction)}, headers=answer_headers(prediction)
+            )
+        if verb is None and method == "GET" and rest in ([], ["metadata"]):
+            loaded = core.decide(call, model, version, label).loaded
+            if rest == ["metadata"]:
+                return json_response(metadata(model, loaded.version, loaded.runtime.signature))
+            everything = version is None and label is None
+            listed = sorted(call.snapshot.model_versions(model)) if everything else [loaded.version]
+            return json_response(version_status(listed))
+        raise NotFound(
+            f"no TF Serving route {method} /v1/models/{'/'.join(parts)}"
+            + (f":{verb}" if verb else "")
+            + "; use GET /v1/models/NAME[/versions/N|/labels/L][/metadata] or POST …:predict"
+        )

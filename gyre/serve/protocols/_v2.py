@@ -1,6 +1,12 @@
 """Open Inference Protocol v2 (KServe / Triton / MLServer REST), with Triton's binary
 tensor data extension: a JSON header of `Inference-Header-Content-Length` bytes, then the
-raw tensors in order, each sized by its `binary_data_size` parameter."""
+raw tensors in order, each sized by its `binary_data_size` parameter.
+
+`V2Routes` answers the routes under `/v2`: the server's metadata and health (open to
+anyone), each model's metadata, readiness and `infer`, and Triton's extensions
+(`_triton.py`: config, statistics, the repository index). The codec below it decodes the
+bodies into named tensors and encodes the answers.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,25 @@ from typing import Any
 import msgspec
 import numpy as np
 
+import gyre
 from gyre._json import MALFORMED, reason
-from gyre.errors import BadRequest
-from gyre.serve._http import positive_ms
+from gyre.errors import BadRequest, NotFound, UnknownFeatureView
+from gyre.serve._answers import answer_headers, default_fields
+from gyre.serve._core import Call, Core
+from gyre.serve._http import (
+    JSON_HEADERS,
+    Receive,
+    Response,
+    Scope,
+    byte_count,
+    deadline_ms,
+    json_response,
+    positive_ms,
+    version_number,
+)
+from gyre.serve._inference import sooner
 from gyre.serve._runtime import Runtime, Tensors
+from gyre.serve.protocols import _triton
 from gyre.serve.protocols._tensors import (
     array_from_json,
     array_from_raw,
@@ -24,6 +45,9 @@ from gyre.serve.protocols._tensors import (
     reshape,
 )
 from gyre.types import Signature, TensorSpec, datatype_of
+
+# Triton's names for the v2 extensions gyre answers (see _triton.py).
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 
 EXPECTED_BODY = (
     '{"id"?: str, "inputs": [{"name": str, "shape": [int], "datatype": "FP32"|…, '
@@ -198,3 +222,117 @@ def model_metadata(name: str, versions: list[int], signature: Signature) -> dict
             for s in signature.outputs
         ],
     }
+
+
+class V2Routes:
+    """The v2 REST routes of one server process."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def open_route(self, method: str, path: str, parts: list[str]) -> Response | None:
+        """The server's metadata and health: open to anyone (load balancers, tritonclient's
+        server checks), and about no model."""
+        if parts == ["v2"]:
+            return json_response(
+                {"name": "gyre", "version": gyre.__version__, "extensions": EXTENSIONS}
+            )
+        if method != "GET":
+            return None
+        if path == "/v2/health/live":
+            return json_response({"live": True})
+        if path == "/v2/health/ready":
+            ready = self.core.repository.ready
+            return json_response({"ready": ready}, 200 if ready else 503)
+        return None
+
+    async def route(
+        self, call: Call, method: str, parts: list[str], scope: Scope, receive: Receive
+    ) -> Response:
+        """`method /v2/{parts}` for an admitted caller."""
+        core, snapshot = self.core, call.snapshot
+        if parts == ["models", "stats"] and method == "GET":
+            # Triton's route for every model's statistics: a model named `stats` is asked
+            # for its own with a version, /v2/models/stats/versions/N/stats.
+            every = [
+                (model, version)
+                for model in sorted(snapshot.versions)
+                if call.may_see(model)
+                for version in sorted(snapshot.versions[model])
+            ]
+            return json_response(_triton.model_stats(core.metrics.families(), every))
+        if parts == ["repository", "index"] and method == "POST":
+            ready = _triton.ready_only(await core.body(scope, receive))
+            return json_response(_triton.repository_index(snapshot, call.may_see, ready))
+        if parts[0] == "models" and len(parts) >= 2:
+            model = parts[1]
+            core.authorize(call, model)
+            rest = parts[2:]
+            version: int | None = None
+            if len(rest) >= 2 and rest[0] == "versions":
+                version = version_number(rest[1])
+                call.labels.version = rest[1]
+                rest = rest[2:]
+            if rest == ["infer"] and method == "POST":
+                return await self._infer(call, scope, receive, model, version)
+            if method == "GET" and rest in ([], ["ready"]):
+                loaded = core.decide(call, model, version).loaded
+                if rest == ["ready"]:
+                    return json_response({"name": model, "ready": True})
+                versions = snapshot.model_versions(model)
+                listed = sorted(versions) if version is None else [loaded.version]
+                return json_response(model_metadata(model, listed, loaded.runtime.signature))
+            if method == "GET" and rest == ["config"]:
+                return json_response(_triton.model_config(core.decide(call, model, version).loaded))
+            if method == "GET" and rest == ["stats"]:
+                if version is None:
+                    numbers = sorted(snapshot.model_versions(model))
+                else:
+                    numbers = [snapshot.resolve(model, version).version]
+                stats = _triton.model_stats(core.metrics.families(), [(model, v) for v in numbers])
+                return json_response(stats)
+        raise NotFound(f"no v2 route {method} /v2/{'/'.join(parts)}; see docs/protocols.md")
+
+    async def _infer(
+        self, call: Call, scope: Scope, receive: Receive, model: str, version: int | None
+    ) -> Response:
+        core = self.core
+        decision = core.decide(call, model, version, inference=True)
+        runtime = decision.loaded.runtime
+        body = await core.body(scope, receive)
+        length = byte_count(scope, b"inference-header-content-length")
+        decoded = decode_request(body, length, runtime)
+        parameters = decoded.request.parameters or {}
+        inputs, vectors = decoded.inputs, None
+        if "entity" in parameters:
+            if inputs:
+                raise BadRequest("send either `inputs` or `parameters.entity`, not both")
+            if core.features is None:
+                raise UnknownFeatureView(
+                    f"{runtime.what} cannot be called with an entity: this server "
+                    "declares no feature views ([features.views])"
+                )
+            inputs, vectors = core.features.inputs(decision.loaded, parameters)
+        elif not inputs:
+            raise BadRequest(
+                f"the request has no inputs; expected {EXPECTED_BODY}, or "
+                "`parameters.entity` for a model published with a feature view"
+            )
+        requested = requested_deadline_ms(parameters)
+        deadline = sooner(deadline_ms(scope), requested)
+        prediction = await core.infer(call, decision, inputs, deadline, vectors=vectors)
+        payload, json_length = encode_response(
+            decoded, runtime, prediction.outputs, default_fields(prediction)
+        )
+        headers = answer_headers(prediction)
+        if json_length is None:
+            return Response(200, payload, JSON_HEADERS + headers)
+        return Response(
+            200,
+            payload,
+            [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(json_length).encode()),
+                *headers,
+            ],
+        )

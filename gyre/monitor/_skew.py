@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from gyre.collect import FactLog
-from gyre.features._definitions import FeatureView
-from gyre.features._offline import Recomputation
-from gyre.features._serving import ServedRecord, read_served
+from gyre.features import FeatureView, Recomputation
+from gyre.monitor._served import ServedRecord, read_served
 
 DEFAULT_TOLERANCE = 1e-9
 CHUNK = 10_000

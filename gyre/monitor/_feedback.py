@@ -41,10 +41,9 @@ from typing import Any
 
 from gyre._sqlite import connect_wal
 from gyre.errors import ServeError
-from gyre.serve._compare import Comparison
-from gyre.serve._request_ids import KEY_BYTES, RequestIds
+from gyre.monitor._request_ids import KEY_BYTES, RequestIds
 
-log = logging.getLogger("gyre.serve")
+log = logging.getLogger("gyre.monitor")
 
 SCHEMA_VERSION = 2
 
@@ -137,6 +136,22 @@ def _add_shadow_differences(conn: sqlite3.Connection) -> None:
     for column, kind in _SHADOW_DIFFERENCES.items():
         if column not in present:
             conn.execute(f"ALTER TABLE shadow ADD COLUMN {column} {kind}")
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """How a shadow's answer compared with the primary's (computed by the server's
+    `_compare.py`, logged in the `shadow` table)."""
+
+    agree: bool
+    # Over the continuous outputs' finite pairs; None when there were none.
+    mean_abs_diff: float | None
+    max_abs_diff: float | None
+    mean_rel_diff: float | None
+    max_rel_diff: float | None
+    # Why the answers could not be compared element by element (a missing output, another
+    # shape), or None.
+    mismatch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

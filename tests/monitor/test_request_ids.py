@@ -8,7 +8,8 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gyre.serve._request_ids import KEY_BYTES, Issued, RequestIds
+from gyre.monitor import Issued, RequestIds
+from gyre.monitor._request_ids import KEY_BYTES
 
 KEY = bytes(range(KEY_BYTES))
 

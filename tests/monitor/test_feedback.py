@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gyre.errors import ServeError
-from gyre.serve._feedback import SCHEMA_VERSION, FeedbackStore
+from gyre.monitor import FeedbackStore
+from gyre.monitor._feedback import SCHEMA_VERSION
 
 # The tables as gyre wrote them before request ids were signed (schema version 0).
 VERSION_0 = """

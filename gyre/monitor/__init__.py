@@ -1,0 +1,33 @@
+"""What the server writes off the request path, and what is read back from it: the
+prediction log (`predictions.db`), served answers with their feedback and shadow
+comparisons (`feedback.db`), the feature vectors served (`served.db`) and the skew check
+over them, and the request ids that tie them to the answers.
+
+The server imports this package, never the other way round: nothing here imports
+`gyre.serve`. Nothing here may block a request either: every write from the request path
+is queued in memory and written by a thread of its own.
+"""
+
+from gyre.monitor._feedback import Comparison, FeedbackStore, Served
+from gyre.monitor._prediction_chunks import read_predictions
+from gyre.monitor._predictions import PredictionLog
+from gyre.monitor._request_ids import Issued, RequestIds
+from gyre.monitor._served import ServedLog, ServedRecord, read_served
+from gyre.monitor._skew import DEFAULT_TOLERANCE, SkewReport, check_skew, same_value
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "Comparison",
+    "FeedbackStore",
+    "Issued",
+    "PredictionLog",
+    "RequestIds",
+    "Served",
+    "ServedLog",
+    "ServedRecord",
+    "SkewReport",
+    "check_skew",
+    "read_predictions",
+    "read_served",
+    "same_value",
+]
