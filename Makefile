@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/batching.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/features.py
+	scripts/ensure-postgres
+	$(BIN)/python benchmarks/stores.py
 
 # Under /tmp: as root the cluster runs as `postgres`, which may not enter a checkout's parents.
 PGDIR ?= /tmp/gyre-postgres-$(shell id -u)

@@ -64,14 +64,19 @@ def run_case(wrk: str, url: str, per_request: int, connections: int, seconds: fl
     script = workdir / f"ingest-{per_request}.lua"
     script.write_text(LUA % per_request)
     out = subprocess.run(
-        [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s",
-         str(script), url],
+        [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+         "--timeout", "30s", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    if "Non-2xx" in out:
+    # A request that timed out is left out of wrk's latencies: none may (30 s is far above
+    # any answer here).
+    if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"some ingestion requests failed:\n{out}")
     req_per_s = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    # (wrk pads a value in seconds with a space: "99%    1.94s ".)
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if set(latency) != {"50", "99"}:
+        raise SystemExit(f"wrk printed no latency distribution:\n{out}")
     return {
         "req_per_s": req_per_s,
         "events_per_s": round(req_per_s * per_request, 1),

@@ -207,13 +207,19 @@ def start_server(
     port: int | None = None,
     env: dict[str, str] | None = None,
     grpc_port: int = 0,
+    netns: str | None = None,
+    address: str = "127.0.0.1",
 ) -> ServerProcess:
     """`gyre serve` on `port` (default: a free one), ready; `env` is added to the
     environment it inherits (without any GYRE_ variable). `grpc_port`: 0 for no gRPC (the
-    default 8001 would be shared by every server a test run starts)."""
+    default 8001 would be shared by every server a test run starts). `netns`: run it in
+    that network namespace (`ip netns exec`), bound to all its addresses and reached at
+    `address` (tests/replicas)."""
     port = port or free_port()
     args = ["serve", "--port", str(port), "--grpc-port", str(grpc_port), *extra]
-    return _start(home, args, config, port, env, "/v2/health/ready", "serve")
+    if netns is not None:
+        args += ["--host", "0.0.0.0"]
+    return _start(home, args, config, port, env, "/v2/health/ready", "serve", netns, address)
 
 
 def start_control(
@@ -233,10 +239,14 @@ def _start(
     env: dict[str, str] | None,
     ready_path: str,
     name: str,
+    netns: str | None = None,
+    address: str = "127.0.0.1",
 ) -> ServerProcess:
-    """`gyre [--config CONFIG] ARGS` in its own session, once `ready_path` answers 200."""
+    """`gyre [--config CONFIG] ARGS` in its own session (in network namespace `netns`,
+    reached at `address`), once `ready_path` answers 200."""
     log = home.parent / f"{name}-{port}.log"
-    command = [sys.executable, "-m", "gyre", "--home", str(home)]
+    command = [] if netns is None else ["ip", "netns", "exec", netns]
+    command += [sys.executable, "-m", "gyre", "--home", str(home)]
     if config is not None:
         command += ["--config", str(config)]
     command += args
@@ -251,7 +261,8 @@ def _start(
             env=environment,
             start_new_session=True,
         )
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", home, log)
+    # (`ip netns exec` execs the command: the process is the server itself.)
+    server = ServerProcess(process, f"http://{address}:{port}", home, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

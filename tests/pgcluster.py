@@ -4,15 +4,18 @@ PostgreSQL by hand.
     python -m tests.pgcluster start DIR   # initdb (first time) + start; prints the URL
     python -m tests.pgcluster stop DIR
 
-`make postgres` runs the first with DIR = /tmp/gyre-postgres-UID. The cluster listens on 127.0.0.1
-only, on a free port, with password (scram-sha-256) authentication for user `gyre`; its
-socket stays inside DIR. `initdb` refuses to run as root, so as root the cluster belongs to
-the `postgres` user (the Debian package makes it) or to `nobody`. When PostgreSQL's
-programs are missing, `scripts/ensure-postgres` installs Debian's package.
+`make postgres` runs the first with DIR = /tmp/gyre-postgres-UID. The cluster listens on
+127.0.0.1 (or the addresses `start(listen=…)` names: the replica tests add the host side of
+their network namespaces' links), on a free port, with password (scram-sha-256)
+authentication for user `gyre` from loopback and from the /24 network of each address it
+listens on; its socket stays inside DIR. `initdb` refuses to run as root, so as root the
+cluster belongs to the `postgres` user (the Debian package makes it) or to `nobody`. When
+PostgreSQL's programs are missing, `scripts/ensure-postgres` installs Debian's package.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pwd
 import shutil
@@ -20,11 +23,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 PASSWORD = "gyre-test-password"
 USER = "gyre"
+LOOPBACK = "127.0.0.1"
+# pg_hba.conf: initdb writes host lines for loopback only (127.0.0.1/32 and ::1/128, with
+# scram-sha-256); the lines after this marker are written anew at each start.
+_HBA_MARKER = "# gyre: the networks of the listen addresses (written by tests/pgcluster.py)"
 
 
 def bindir() -> Path:
@@ -88,8 +96,9 @@ class Cluster:
     def data(self) -> Path:
         return self.folder / "data"
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", host: str = LOOPBACK) -> str:
+        """The URL of `database`, reached at `host` (one of the addresses it listens on)."""
+        return f"postgresql://{USER}:{PASSWORD}@{host}:{self.port}/{database}"
 
     def pg_ctl(self, *args: str) -> None:
         _run([str(bindir() / "pg_ctl"), "-D", str(self.data), *args], _owner())
@@ -101,10 +110,28 @@ class Cluster:
         self.pg_ctl("start", "-w", "-t", "60", "-l", str(self.folder / "server.log"))
 
 
-def start(folder: Path) -> Cluster:
-    """Create the cluster in `folder` on first use, and start it. As root, `folder`'s
-    parents must let the cluster's user through (a checkout under /root does not): use a
-    folder under /tmp then."""
+def _allow_networks(data: Path, listen: Sequence[str]) -> None:
+    """Let clients on the /24 network of each non-loopback address in `listen` connect with
+    scram-sha-256, as initdb lets loopback clients; lines of an earlier start are replaced."""
+    hba = data / "pg_hba.conf"
+    kept = hba.read_text().split(_HBA_MARKER)[0].rstrip("\n")
+    networks = sorted(
+        str(ipaddress.ip_network(f"{a}/24", strict=False))
+        for a in listen
+        if not ipaddress.IPv4Address(a).is_loopback
+    )
+    lines = [f"host    all             all             {n:<23} scram-sha-256" for n in networks]
+    # Written in place: the file keeps its owner (the cluster's user).
+    hba.write_text("\n".join([kept, _HBA_MARKER, *lines]) + "\n")
+
+
+def start(folder: Path, listen: Sequence[str] = (LOOPBACK,)) -> Cluster:
+    """Create the cluster in `folder` on first use, and start it listening on `listen`
+    (IPv4 addresses of this machine; 127.0.0.1 by default). As root, `folder`'s parents
+    must let the cluster's user through (a checkout under /root does not): use a folder
+    under /tmp then."""
+    for address in listen:
+        ipaddress.IPv4Address(address)  # ValueError for anything else
     owner = _owner()
     folder.mkdir(parents=True, exist_ok=True)
     if owner and subprocess.run(["runuser", "-u", owner, "--", "test", "-x", str(folder.parent)],
@@ -129,6 +156,7 @@ def start(folder: Path) -> Cluster:
             )  # fmt: skip
         finally:
             password_file.unlink(missing_ok=True)
+    _allow_networks(data, listen)
     port = _free_port()
     # A socket's path has at most 107 bytes: a deep folder gets one under /tmp.
     sockets = folder if len(str(folder)) < 80 else Path(tempfile.mkdtemp(prefix="gyre-pg-s-"))
@@ -136,7 +164,7 @@ def start(folder: Path) -> Cluster:
         shutil.chown(sockets, owner)
     # Written anew at each start (a new free port); PostgreSQL reads this file last.
     (data / "postgresql.auto.conf").write_text(
-        f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
+        f"port = {port}\nlisten_addresses = '{','.join(listen)}'\n"
         f"unix_socket_directories = '{sockets}'\nmax_connections = 200\n"
     )
     if owner:
