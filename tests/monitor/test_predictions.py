@@ -18,9 +18,9 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from gyre.auth import hash_key
 from sklearn.pipeline import Pipeline
 
+from gyre.auth import hash_key
 from gyre.config import load_config
 from gyre.errors import ServeError
 from gyre.features import ServedVector
