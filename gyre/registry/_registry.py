@@ -411,7 +411,7 @@ class Registry:
         found = self.metadata.versions(name)
         if name is not None and not found:
             raise ModelNotFound(
-                f"no model `{name}` in the registry at {self.home}; "
+                f"no model `{name}` in the registry ({self.stores.describe}); "
                 "run `gyre registry list` to see the models"
             )
         return found
@@ -421,10 +421,11 @@ class Registry:
         name, version, alias = parse_ref(ref)
         if version is not None:
             return self.metadata.version(name, version)
-        versions = self.versions(name)
+        # Aliases first: a model's every version is read only when none names one.
         aliases = self.metadata.aliases(name).get(name, {})
         if alias is not None:
             if alias not in aliases:
+                self.versions(name)  # no such model at all: say that instead
                 raise ModelNotFound(
                     f"no alias `{alias}` for model `{name}`; run "
                     f"`gyre registry alias {name} {alias} VERSION`"
@@ -432,7 +433,7 @@ class Registry:
             return self.metadata.version(name, aliases[alias])
         if CHAMPION in aliases:
             return self.metadata.version(name, aliases[CHAMPION])
-        return versions[-1]
+        return self.versions(name)[-1]
 
     def artifact(self, mv: ModelVersion) -> bytes:
         return self.artifacts.get(
