@@ -376,17 +376,26 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=10_000)
     parser.add_argument("--alias-changes", type=int, default=100_000)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--only", choices=["ingest", "alias_reach", "registry"],
+        help="rerun one part, keeping the others' results in --output",
+    )  # fmt: skip
     args = parser.parse_args()
     load = wait_for_quiet()
     log(f"1-minute load at the start: {load:.2f}")
     workdir = Path(tempfile.mkdtemp(prefix="gyre-bench-stores-"))
     pg = Postgres()
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = (
+        json.loads(args.output.read_text()) if args.only and args.output.exists() else {}
+    )
     try:
-        results["ingest"] = ingestion(pg, workdir, args.seconds)
-        results["alias_reach"] = alias_reach(pg, workdir, args.moves)
-        results["registry"] = {}
-        for backend in BACKENDS:
+        if args.only in (None, "ingest"):
+            results["ingest"] = ingestion(pg, workdir, args.seconds)
+        if args.only in (None, "alias_reach"):
+            results["alias_reach"] = alias_reach(pg, workdir, args.moves)
+        if args.only in (None, "registry"):
+            results["registry"] = {}
+        for backend in BACKENDS if args.only in (None, "registry") else ():
             stores = Stores(workdir / f"registry-{backend}", store_config(backend, pg))
             results["registry"][backend] = registry_ops(stores, args.versions,
                                                         args.alias_changes)  # fmt: skip
@@ -403,6 +412,7 @@ def main() -> None:
         "load_1m_at_start": round(load, 2),
         "load_1m_at_end": round(os.getloadavg()[0], 2),
         "seconds_per_case": args.seconds,
+        "rerun_only": args.only,
         "postgresql": pgcluster.bindir().parent.name,
         "durability": "SQLite WAL synchronous=FULL; PostgreSQL fsync=on, synchronous_commit=on",
     }
