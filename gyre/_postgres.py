@@ -350,7 +350,8 @@ class Database:
     def migrate(self, name: str, latest: int, steps: Callable[[int], Sequence[str]]) -> None:
         """Bring schema `name` to version `latest`: `steps(v)` are the statements from
         version v to v + 1 (v = 0: the first tables). All of it in one transaction under
-        `lock`, so that processes opening a new database together make it once; a database
+        the one migration lock of every schema (they share the versions table), so that
+        processes opening a new database together make it once; a database
         of a newer version is refused. A database already at `latest` is only read (a role
         without the right to create tables can use it)."""
         if self._schema_version(name) == latest:
