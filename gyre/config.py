@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gyre._store_config import StoreConfig as StoreConfig  # part of the config API
 from gyre.errors import ConfigError
 
 DEFAULT_HOME = ".gyre"
@@ -235,44 +236,11 @@ class FeaturesConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class StoreConfig:
-    """Where the fact log, the registry's metadata and its artifacts live (`[store]`)."""
-
-    # postgresql://USER:PASSWORD@HOST:PORT/DATABASE for the fact log and the metadata in
-    # PostgreSQL (the `postgres` extra; GYRE_STORE_URL overrides it); none: SQLite files
-    # under the home. The password never appears in a repr, a log line or an error.
-    url: str | None = None
-    # The artifact folder; none: `artifacts/` under the home. Replicas on several hosts
-    # share one (a shared mount), as they share one database.
-    artifacts: str | None = None
-    # Connections one process keeps open to the database at most (its pool).
-    pool_max_size: int = 4
-    # One attempt to connect, or to get a connection from the pool, gives up after this…
-    connect_timeout_s: float = 5.0
-    # …and at start, a database that cannot be reached is retried with backoff this long.
-    start_timeout_s: float = 30.0
-    # A statement, or a wait for a lock, is cancelled after this (the caller gets a clear
-    # "unavailable" and may retry) instead of hanging on a database that stopped answering.
-    statement_timeout_s: float = 30.0
-
-    def __repr__(self) -> str:
-        from gyre._postgres import mask
-
-        url = None if self.url is None else mask(self.url)
-        return (
-            f"StoreConfig(url={url!r}, artifacts={self.artifacts!r}, "
-            f"pool_max_size={self.pool_max_size}, connect_timeout_s={self.connect_timeout_s}, "
-            f"start_timeout_s={self.start_timeout_s}, "
-            f"statement_timeout_s={self.statement_timeout_s})"
-        )
-
-
-@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration. Build it with `load_config`."""
 
     home: Path
-    store: StoreConfig = StoreConfig()
+    store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
     control: ControlConfig = ControlConfig()
