@@ -15,6 +15,12 @@
     │   ├── ExportError              a native model could not be turned into ONNX
     │   ├── ParityError              ONNX and native predictions disagree beyond tolerance
     │   └── InvalidModel             a file that is not a usable model, or a bad argument
+    ├── LearnError
+    │   ├── SpecError                a training spec with wrong, missing or unused keys
+    │   │   └── LeakageError         a label the features could see, with the rows that show it
+    │   └── RunError                 a run written or read wrongly (a param logged twice)
+    │       ├── RunNotFound          no run has this id, or the prefix is ambiguous
+    │       └── InvalidRunFilter     a runs filter that does not parse
     ├── StoreError                   a store cannot be opened (a bad URL, a newer schema)
     │   └── StoreUnavailable         the database cannot be reached now; retry later
     └── ServeError
@@ -108,6 +114,32 @@ class InvalidModel(RegistryError):
     """The file or object given is not a model gyre can publish."""
 
 
+class LearnError(GyreError):
+    """Something went wrong training a model or recording a run."""
+
+
+class SpecError(LearnError):
+    """A training spec is invalid: the message names every wrong, missing or unused key and
+    where it is."""
+
+
+class LeakageError(SpecError):
+    """A label would leak into training: the message shows rows that prove it."""
+
+
+class RunError(LearnError):
+    """A run cannot be recorded or read as asked (a parameter logged twice with two values,
+    a run that already ended)."""
+
+
+class RunNotFound(RunError):
+    """No run has this id (or the prefix matches none, or several)."""
+
+
+class InvalidRunFilter(RunError):
+    """A `gyre runs list --filter` expression does not parse; the message says where."""
+
+
 class StoreError(GyreError):
     """A store cannot be opened or used: a bad `[store]` URL, a schema this gyre cannot read."""
 
@@ -173,12 +205,15 @@ _HTTP_STATUS: tuple[tuple[type[GyreError], int], ...] = (
     (InvalidModel, 400),
     (InvalidEvents, 400),
     (InvalidFeatureInput, 400),
+    (InvalidRunFilter, 400),
+    (SpecError, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
     (NotFound, 404),
     (ModelNotFound, 404),
     (UnknownEventType, 404),
     (UnknownFeatureView, 404),
+    (RunNotFound, 404),
     (FeatureViewMismatch, 409),
     (PayloadTooLarge, 413),
     (RateLimited, 429),
@@ -186,6 +221,7 @@ _HTTP_STATUS: tuple[tuple[type[GyreError], int], ...] = (
     (StoreUnavailable, 503),
     (DeadlineExceeded, 504),
     (RegistryError, 409),
+    (RunError, 409),
 )
 
 
