@@ -33,14 +33,20 @@ def _shape(spec_shape: tuple[int, ...]) -> str:
 @registry_app.command()
 def publish(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: Annotated[
+        str | None, typer.Argument(help="Model name (with --run: the run's model by default).")
+    ] = None,
     path: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
             help=".onnx, .joblib/.pkl (scikit-learn, LightGBM, XGBoost), .py (Python model), "
             "or a TensorFlow SavedModel folder / .keras file."
         ),
-    ],
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(help="Publish the model of this `gyre train` run, with its lineage."),
+    ] = None,
     sample: Annotated[
         Path | None,
         typer.Option(
@@ -70,17 +76,24 @@ def publish(
         extra = json.loads(lineage) if lineage else None
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--lineage is not valid JSON: {exc}") from None
+    if (run is None) == (path is None):
+        raise typer.BadParameter("give a model file (NAME PATH) or a run (--run RUN), not both")
     registry = _open(ctx)
-    mv = registry.publish_file(
-        name,
-        path,
-        sample=sample,
-        alias=alias,
-        lineage=extra,
-        python_class=python_class,
-        artifacts=artifacts,
-        force_new=force_new,
-    )
+    if run is not None:
+        mv = _publish_run(ctx, registry, run, name, alias=alias, extra=extra, force_new=force_new)
+    else:
+        if name is None:
+            raise typer.BadParameter("give the model's NAME before its PATH")
+        mv = registry.publish_file(
+            name,
+            path,  # type: ignore[arg-type]  (not None: checked above)
+            sample=sample,
+            alias=alias,
+            lineage=extra,
+            python_class=python_class,
+            artifacts=artifacts,
+            force_new=force_new,
+        )
     parity = mv.parity
     check = (
         f"parity max |diff| {parity['max_abs_diff']:.2g} on {parity['rows']} rows"
@@ -99,6 +112,43 @@ def publish(
     console.print(
         f"published [bold]{mv.model}[/] version [bold]{mv.version}[/] "
         f"({mv.flavor}, {check})" + (f", alias {alias}" if alias else "")
+    )
+
+
+def _publish_run(
+    ctx: typer.Context,
+    registry: Registry,
+    run_id: str,
+    name: str | None,
+    *,
+    alias: str | None,
+    extra: dict[str, Any] | None,
+    force_new: bool,
+) -> ModelVersion:
+    """A finished run's model, bound to its feature view when it learned from one view
+    alone (the server then answers requests that name an entity)."""
+    from gyre.collect import event_types
+    from gyre.features import feature_views
+    from gyre.learn import run_model
+
+    state: State = ctx.obj
+    config = state.config()
+    made = run_model(Stores.from_config(config), run_id)
+    view = None
+    if len(made.views) == 1 and made.sample.shape[1] == len(made.feature_names):
+        views = feature_views(config.features.views, event_types(config.collect.events))
+        found = views.get(made.views[0])
+        if found is not None and list(found.features) == list(made.feature_names):
+            view = found
+    return registry.publish(
+        name or made.experiment,
+        made.model,
+        made.sample,
+        alias=alias,
+        lineage={**(extra or {}), "run": made.lineage},
+        names=made.feature_names,
+        features=view,
+        force_new=force_new,
     )
 
 
@@ -215,6 +265,17 @@ def _show_table(mv: ModelVersion, policy: tuple[Any, Any, str | None]) -> Table:
     if mv.signature.feature_names:
         rows.append(("features", ", ".join(mv.signature.feature_names)))
     rows.append(("parity", json.dumps(mv.parity, sort_keys=True)))
+    made_by = mv.lineage.get("run")
+    if isinstance(made_by, dict) and made_by.get("run_id"):
+        rows.append(
+            (
+                "made by run",
+                f"{made_by['run_id']} (spec {str(made_by.get('spec_sha256'))[:12]}, fact log at "
+                f"{made_by.get('fact_log_watermark')}, training set "
+                f"{str(made_by.get('training_set_sha256'))[:12]}; gyre runs show "
+                f"{made_by['run_id'][:8]})",
+            )
+        )
     rows.append(("lineage", json.dumps(mv.lineage, sort_keys=True)))
     kind, params, broken = policy
     stored = f"{kind} {json.dumps(params, sort_keys=True, default=repr, ensure_ascii=False)}"

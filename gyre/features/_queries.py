@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,12 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _NUMBER = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?")
 
 
-def read_queries(path: Path, unit: str = "s") -> list[dict[str, Any]]:
-    """The rows of a query file, each with `ts` in epoch microseconds; numbers in `ts`
-    count `unit`s (s, ms or us) since the epoch."""
+def read_queries(
+    path: Path, unit: str = "s", *, time_column: str = "ts", also_times: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """The rows of a query file, each with `ts` in epoch microseconds (read from
+    `time_column`); numbers in it count `unit`s (s, ms or us) since the epoch. The columns
+    `also_times` are times too, converted the same way (a missing value stays None)."""
     if not path.is_file():
         raise InvalidFeatureInput(f"query file {path} does not exist")
     suffix = path.suffix.lower()
@@ -46,28 +50,37 @@ def read_queries(path: Path, unit: str = "s") -> list[dict[str, Any]]:
             )
     except (pa.ArrowException, OSError, InvalidEvents) as exc:
         raise InvalidFeatureInput(f"query file {path} cannot be read as {suffix}: {exc}") from None
-    return [_with_ts(i, row, unit) for i, row in enumerate(rows)]
+    return [_with_ts(i, row, unit, time_column, also_times) for i, row in enumerate(rows)]
 
 
-def _with_ts(index: int, row: Any, unit: str) -> dict[str, Any]:
+def _with_ts(
+    index: int, row: Any, unit: str, time_column: str, also_times: Sequence[str]
+) -> dict[str, Any]:
     if not isinstance(row, dict):
         # An NDJSON line that is not JSON comes back from parse_events with its reason.
         reason = getattr(row, "reason", f"expected an object, got {type(row).__name__}")
         raise InvalidFeatureInput(f"query row {index}: {reason}")
-    if "ts" not in row:
-        raise InvalidFeatureInput(f"query row {index} has no `ts` (the time of the row)")
-    ts = row["ts"]
+    if time_column not in row:
+        raise InvalidFeatureInput(f"query row {index} has no `{time_column}` (the time of the row)")
+    times = {"ts": _micros(index, row[time_column], unit, time_column)}
+    for column in also_times:
+        value = row.get(column)
+        times[column] = None if value is None else _micros(index, value, unit, column)
+    return {**row, **times}
+
+
+def _micros(index: int, ts: Any, unit: str, column: str) -> int:
     if isinstance(ts, datetime.datetime):
         moment = ts if ts.tzinfo else ts.replace(tzinfo=datetime.UTC)
         delta = moment - _EPOCH
-        return {**row, "ts": (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds}
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if isinstance(ts, str) and _NUMBER.fullmatch(ts.strip()):
         ts = float(ts) if "." in ts else int(ts)  # a CSV column mixing times and numbers
     try:
-        return {**row, "ts": parse_timestamp(ts, unit)}
+        return parse_timestamp(ts, unit)
     except ValueError as exc:
         raise InvalidFeatureInput(
-            f"query row {index}: `ts` {exc}"
+            f"query row {index}: `{column}` {exc}"
             + ("; name the unit with --ts-unit" if isinstance(ts, (int, float)) else "")
         ) from None
 

@@ -1,0 +1,325 @@
+"""`gyre train SPEC`: a spec checked whole, its training data built at one watermark of the
+fact log, a trainer fitted with the spec's seed, the split's metrics, and all of it
+recorded as a run (parameters, per-epoch and final metrics, per-stage timings, the
+environment, lineage and artifacts) through the tracking API.
+
+A run is the unit of reproduction: `verify` rebuilds the training data from the recorded
+spec at the recorded watermark, refits with the recorded seed and compares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gyre.collect import FactLog
+from gyre.config import Config
+from gyre.errors import RunError
+from gyre.learn._check import Resolved, resolve
+from gyre.learn._data import LabelledRows, TrainingData, build, labelled_rows
+from gyre.learn._lineage import code_version, environment
+from gyre.learn._metrics import score
+from gyre.learn._plot import curves_svg
+from gyre.learn._spec import TableRows, TrainingSpec
+from gyre.stores import Stores
+
+SAMPLE_ROWS = 1_000  # training rows kept with the model: the publish-time parity check's
+
+
+class Reporter(Protocol):
+    """Where a training run shows its progress (the CLI draws it; the API is silent)."""
+
+    def started(self, run_id: str) -> None: ...
+
+    def stage(self, name: str) -> None: ...
+
+    def epoch(self, epoch: int, metrics: Mapping[str, float]) -> None: ...
+
+
+class _Silent:
+    def started(self, run_id: str) -> None:
+        pass
+
+    def stage(self, name: str) -> None:
+        pass
+
+    def epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        pass
+
+
+@dataclass
+class _Clock:
+    reporter: Reporter
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.reporter.stage(name)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings_s[name] = round(time.perf_counter() - started, 6)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A spec checked against the config and its data, without training (`--dry-run`)."""
+
+    spec: TrainingSpec
+    resolved: Resolved
+    watermark: int
+    rows: LabelledRows
+
+
+@dataclass(frozen=True)
+class Fitted:
+    data: TrainingData
+    trainer: Any
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    timings_s: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    fitted: Fitted
+
+
+def check(
+    spec: TrainingSpec, config: Config, log: FactLog, watermark: int | None = None
+) -> Checked:
+    """Everything `train` checks before fitting: the spec against the config, the table's
+    columns, the rows and their labels (leakage of labels included)."""
+    resolved = resolve(spec, config)
+    mark = log.watermark() if watermark is None else watermark
+    rows = labelled_rows(spec, log, resolved.entity, resolved.request, mark)
+    return Checked(spec, resolved, mark, rows)
+
+
+def fit(
+    spec: TrainingSpec,
+    config: Config,
+    log: FactLog,
+    *,
+    watermark: int | None = None,
+    reporter: Reporter | None = None,
+    on_epoch: Any = None,
+) -> Fitted:
+    """Build the training data and fit the spec's trainer (and baseline); no recording."""
+    from gyre.learn._trainer import make_trainer
+
+    clock = _Clock(reporter or _Silent())
+    with clock.stage("rows"):
+        checked = check(spec, config, log, watermark)
+    with clock.stage("features"):
+        data = build(spec, checked.rows, log, checked.resolved.views, checked.watermark)
+    trainer = make_trainer(spec.model.family, spec.task, spec.model.params, spec.seed)
+    x_train, y_train = data.part("train")
+    validation = data.part("validation") if len(data.validation) else None
+
+    def epoch(number: int, metrics: dict[str, float]) -> None:
+        clock.reporter.epoch(number, metrics)
+        if on_epoch is not None:
+            on_epoch(number, metrics)
+
+    with clock.stage("fit"):
+        trainer.fit(x_train, y_train, validation=validation, on_epoch=epoch)
+    with clock.stage("evaluate"):
+        metrics = _scores(spec.task, trainer, data)
+        baseline: dict[str, float] = {}
+        if spec.baseline is not None:
+            simple = make_trainer(spec.baseline.family, spec.task, spec.baseline.params, spec.seed)
+            simple.fit(x_train, y_train, validation=validation)
+            baseline = score(spec.task, simple, *data.part("holdout"))
+    return Fitted(data, trainer, metrics, baseline, clock.timings_s)
+
+
+def _scores(task: str, model: Any, data: TrainingData) -> dict[str, float]:
+    """Holdout metrics under their plain names; validation and train ones prefixed."""
+    found = dict(score(task, model, *data.part("holdout")))
+    for part, prefix in (("validation", "validation_"), ("train", "train_")):
+        found.update({prefix + k: v for k, v in score(task, model, *data.part(part)).items()})
+    return found
+
+
+def train(
+    spec: TrainingSpec, config: Config, stores: Stores, *, reporter: Reporter | None = None
+) -> TrainResult:
+    """Fit the spec and record it as a run; on Ctrl-C the run is marked interrupted and
+    no model artifact is written."""
+    from gyre.learn._tracking import start_run
+
+    resolve(spec, config)  # every problem of the spec, before a run exists
+    started = time.perf_counter()
+    log = stores.open_fact_log()
+    try:
+        watermark = log.watermark()
+        with start_run(
+            spec.name,
+            spec.path.stem,
+            stores=stores,
+            tags={"spec": spec.path.name, "family": spec.model.family},
+        ) as run:
+            (reporter or _Silent()).started(run.id)
+            run.log_params(_params(spec))
+            run.set_record(
+                "spec", {"path": str(spec.path), "sha256": spec.sha256, "text": spec.text}
+            )
+            run.set_record("environment", environment())
+            run.set_record("lineage", _lineage(spec, config, log, watermark, None))
+
+            def on_epoch(number: int, metrics: dict[str, float]) -> None:
+                run.log_metrics(metrics, step=number)
+
+            fitted = fit(
+                spec, config, log, watermark=watermark, reporter=reporter, on_epoch=on_epoch
+            )
+            recording = time.perf_counter()
+            run.log_metrics(
+                {
+                    **fitted.metrics,
+                    **{f"baseline_{k}": v for k, v in fitted.baseline_metrics.items()},
+                }
+            )
+            run.set_record("lineage", _lineage(spec, config, log, watermark, fitted.data))
+            _log_artifacts(run, spec, fitted)
+            timings = dict(fitted.timings_s)
+            timings["record"] = round(time.perf_counter() - recording, 6)
+            timings["total"] = round(time.perf_counter() - started, 6)
+            run.set_record("timings_s", timings)
+            return TrainResult(run.id, fitted)
+    finally:
+        log.close()
+
+
+def _params(spec: TrainingSpec) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "family": spec.model.family,
+        "task": spec.task,
+        "seed": spec.seed,
+        "views": list(spec.views),
+        "holdout": spec.holdout,
+        "validation": spec.validation,
+    }
+    if spec.baseline is not None:
+        params["baseline"] = spec.baseline.family
+    for key, value in spec.model.params.items():
+        params.setdefault(key, value)
+    return params
+
+
+def _lineage(
+    spec: TrainingSpec, config: Config, log: FactLog, watermark: int, data: TrainingData | None
+) -> dict[str, Any]:
+    resolved = resolve(spec, config)
+    lineage: dict[str, Any] = {
+        "spec_sha256": spec.sha256,
+        "fact_log": log.where,
+        "fact_log_watermark": watermark,
+        "feature_definitions": {v.name: v.definition_hash for v in resolved.views},
+        "code": code_version(spec.path.parent),
+        "seed": spec.seed,
+    }
+    if isinstance(spec.rows, TableRows):
+        lineage["table"] = {"path": str(spec.rows.path), "sha256": _file_sha256(spec.rows)}
+    if data is not None:
+        lineage["training_set"] = {
+            "sha256": data.sha256,
+            "features": list(data.feature_names),
+            "rows": {
+                "train": len(data.train),
+                "validation": len(data.validation),
+                "holdout": len(data.holdout),
+                **data.counts,
+            },
+            "times": {part: data.time_range(part) for part in ("train", "validation", "holdout")},
+        }
+    return lineage
+
+
+def _file_sha256(rows: TableRows) -> str:
+    digest = hashlib.sha256()
+    with rows.path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _log_artifacts(run: Any, spec: TrainingSpec, fitted: Fitted) -> None:
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(fitted.trainer, buffer)
+    run.log_artifact("model", buffer.getvalue(), media_type="application/x-joblib")
+    sample = io.BytesIO()
+    np.save(sample, fitted.data.part("train")[0][:SAMPLE_ROWS], allow_pickle=False)
+    run.log_artifact("sample", sample.getvalue(), media_type="application/x-npy")
+    history = getattr(fitted.trainer, "history_", [])
+    svg = curves_svg(history, f"{spec.name}: {spec.model.family}")
+    if svg is not None:
+        run.log_artifact("curves.svg", svg.encode(), media_type="image/svg+xml")
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """What a finished run hands to the registry: its model, sample rows and lineage."""
+
+    experiment: str
+    model: Any
+    sample: np.ndarray
+    views: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    lineage: dict[str, Any]
+
+
+def run_model(stores: Stores, run_id: str) -> RunModel:
+    """The model of a finished run of `gyre train`, for `gyre registry publish --run`."""
+    import joblib
+
+    store = stores.open_runs()
+    try:
+        run = store.get(run_id)
+    finally:
+        store.close()
+    if run.status != "finished":
+        raise RunError(
+            f"run {run.run_id} is {run.status}"
+            + (f" ({run.error})" if run.error else "")
+            + "; only a finished run can be published: train again"
+        )
+    artifacts = run.record.get("artifacts", {})
+    if "model" not in artifacts or "sample" not in artifacts:
+        raise RunError(
+            f"run {run.run_id} recorded no model (it was not made by `gyre train`); "
+            "publish the model from your code with Registry.publish"
+        )
+    store_of_files = stores.open_artifacts()
+    model = joblib.load(
+        io.BytesIO(store_of_files.get(artifacts["model"]["sha256"], what="the run's model"))
+    )
+    sample = np.load(
+        io.BytesIO(store_of_files.get(artifacts["sample"]["sha256"], what="the run's sample"))
+    )
+    lineage = run.record.get("lineage", {})
+    summary = {
+        "run_id": run.run_id,
+        "spec_sha256": lineage.get("spec_sha256"),
+        "fact_log_watermark": lineage.get("fact_log_watermark"),
+        "training_set_sha256": lineage.get("training_set", {}).get("sha256"),
+        "code": lineage.get("code"),
+        "seed": lineage.get("seed"),
+        "metrics": run.metrics,
+    }
+    names = tuple(lineage.get("training_set", {}).get("features", ()))
+    return RunModel(
+        run.experiment, model, sample, tuple(run.params.get("views", ())), names, summary
+    )
