@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow,xgboost,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow,xgboost,postgres,torch]'
 	@touch $(STAMP)
 
 run: $(STAMP)

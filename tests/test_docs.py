@@ -133,3 +133,23 @@ def test_the_control_planes_settings_in_docs_serving_load(tmp_path: Path) -> Non
     config_file.write_text(block)
     control = load_config(home=tmp_path / "home", config_file=config_file).control
     assert control.url == "http://127.0.0.1:8002" and control.max_body_bytes == 1024 * 1024
+
+
+def test_the_spec_of_docs_learn_trains_on_its_gyre_toml_and_is_reproduced(tmp_path: Path) -> None:
+    from gyre.learn import load_spec, train_spec, verify_run
+    from gyre.stores import Stores
+    from tests.learn.world import fill
+
+    (config_block,) = blocks("docs/learn.md", "toml", "[collect.events.visits]")
+    (spec_block,) = blocks("docs/learn.md", "toml", "[model]")
+    (tmp_path / "gyre.toml").write_text(config_block)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "buyers.toml").write_text(spec_block)
+    config = load_config(home=tmp_path / "home", config_file=tmp_path / "gyre.toml")
+    fill(config, users=30, hours=48)
+    stores = Stores.from_config(config)
+    spec = load_spec(tmp_path / "train" / "buyers.toml")
+    assert set(spec.search) == {"learning_rate", "num_leaves", "boosting", "drop_rate"}
+    result = train_spec(spec, config, stores)
+    assert result.fitted.metrics["auc"] > result.fitted.baseline_metrics["auc"]
+    assert verify_run(stores, config, result.run_id).reproduced

@@ -204,10 +204,8 @@ def feature_matrix(
     then the table's own columns."""
     names: list[str] = []
     parts: list[np.ndarray] = []
-    indexed = [{**query, "__row": i} for i, query in enumerate(queries)]
     for view in views:
-        found = training_set(log, view, indexed, watermark=watermark)
-        found.sort(key=lambda row: row["__row"])
+        found = training_set(log, view, queries, watermark=watermark)  # in the rows' order
         names.extend(view.features)
         parts.append(view.matrix(found))
     if columns:

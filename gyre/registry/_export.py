@@ -1,4 +1,5 @@
-"""Native models (scikit-learn, LightGBM, XGBoost) to ONNX, and their native predictions for parity.
+"""Native models (scikit-learn, LightGBM, XGBoost; PyTorch and Keras through `_torch`) to
+ONNX, and their native predictions for parity.
 
 The heavy libraries are imported inside the functions: the registry's read side, which the
 server uses, must not pull scikit-learn or LightGBM.
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from gyre.errors import ExportError, InvalidModel
+from gyre.registry import _torch
 
 # ai.onnx.ml opset 3 is what onnxmltools' LightGBM converter emits; the default domain
 # opset matches what onnxruntime 1.31 runs.
@@ -18,7 +20,11 @@ TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}
 
 
 def flavor_of(model: Any) -> str:
-    """`lightgbm`, `xgboost` or `sklearn`; anything else is refused with what gyre accepts."""
+    """`lightgbm`, `xgboost`, `sklearn`, or `torch` / `keras` (gyre's trainers and torch
+    modules, see `_torch`); anything else is refused with what gyre accepts."""
+    flavor = _torch.trainer_flavor(model)
+    if flavor in _torch.TORCH_FLAVORS:
+        return flavor
     module = type(model).__module__
     if module.startswith("xgboost"):
         import xgboost
@@ -46,8 +52,8 @@ def flavor_of(model: Any) -> str:
         return "sklearn"
     raise InvalidModel(
         f"cannot publish a {type(model).__module__}.{type(model).__name__}; gyre publishes "
-        "scikit-learn estimators and Pipelines, LightGBM and XGBoost models, TensorFlow "
-        "SavedModels and .onnx files"
+        "scikit-learn estimators and Pipelines, LightGBM and XGBoost models, PyTorch "
+        "modules, gyre's trainers, TensorFlow SavedModels and .onnx files"
     )
 
 
@@ -86,6 +92,9 @@ def check_fitted(model: Any) -> None:
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
 
+    if _torch.trainer_flavor(model) in _torch.TORCH_FLAVORS:
+        _torch.check_fitted(model)
+        return
     try:
         check_is_fitted(model)
     except NotFittedError:
@@ -99,6 +108,8 @@ def to_onnx(model: Any, n_features: int) -> Any:
     from gyre.registry import _converters
 
     flavor = flavor_of(model)
+    if flavor in _torch.TORCH_FLAVORS:
+        return _torch.to_onnx(model, n_features)
     check_fitted(model)
     _converters.refuse_unconvertible(model)
     try:
@@ -133,6 +144,8 @@ def native_outputs(model: Any, rows: Any) -> list[np.ndarray]:
     """Native predictions in the order of the exported ONNX outputs; a model that cannot
     predict on the sample (NaN it was not fitted to take, other columns) is InvalidModel."""
     try:
+        if _torch.trainer_flavor(model) in _torch.TORCH_FLAVORS:
+            return _torch.native_outputs(model, rows)
         if is_classifier(model):
             return [np.asarray(model.predict(rows)), np.asarray(model.predict_proba(rows))]
         return [np.asarray(model.predict(rows))]

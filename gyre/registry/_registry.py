@@ -140,18 +140,19 @@ class Registry:
         features: FeatureView | None = None,
         force_new: bool = False,
     ) -> ModelVersion:
-        """Export a fitted scikit-learn/LightGBM model to ONNX, check parity, record it.
+        """Export a fitted model (scikit-learn, LightGBM, torch: `_torch`) to ONNX, check parity.
 
         `sample`: NumPy rows, or the pandas DataFrame the model was fitted on; a DataFrame
         with string columns makes every column an input of its own (`_tabular`).
         `features`: the view the model was trained on (its columns are the view's features
         in order); the server then answers requests that name an entity instead of rows.
         """
-        from gyre.registry import _export
+        from gyre.registry import _export, _torch
         from gyre.registry._parity import check_parity
         from gyre.registry._signature import make_canonical, make_outputs_batched, signature_of
 
         check_name("model", name)
+        model = _torch.unwrapped(model)  # a gyre scikit-learn/LightGBM trainer: its model_
         flavor = _export.flavor_of(model)
         table = None
         if _tabular.is_dataframe(sample):
@@ -190,6 +191,7 @@ class Registry:
         )
         if native_bytes is None:
             native_bytes = _export.dumped(model)
+        lineage = {**(lineage or {}), **_torch.lineage(model)}  # torch's and Keras' versions
         if features is not None:
             names = _bind(name, features, rows.shape[1])
             lineage = {**(lineage or {}), "feature_view": features.name,
