@@ -271,7 +271,8 @@ class KerasMLP(TrainerBase, BaseEstimator):  # type: ignore[misc]
 
     def predict(self, X: Any) -> np.ndarray:
         if self.task == CLASSIFICATION:
-            return np.asarray(self.classes_[np.argmax(self.predict_proba(X), axis=1)])
+            proba = self.predict_proba(X)  # first: it says when the trainer is not fitted
+            return np.asarray(self.classes_[np.argmax(proba, axis=1)])
         return self._outputs(X)[:, 0].astype(np.float64)
 
     def predict_proba(self, X: Any) -> np.ndarray:

@@ -349,16 +349,16 @@ def check_task(task: Any) -> str:
     return str(task)
 
 
-def class_indices(classes: np.ndarray, y: np.ndarray, *, what: str = "y") -> np.ndarray:
+def class_indices(classes: np.ndarray, y: np.ndarray, *, what: str = "the labels") -> np.ndarray:
     """The position of each label of `y` in `classes`; LearnError for a label not there."""
     index = np.searchsorted(classes, y)
     index = np.clip(index, 0, len(classes) - 1)
     unseen = classes[index] != y
     if np.any(unseen):
-        shown = ", ".join(map(repr, np.unique(y[unseen])[:5]))
+        shown = ", ".join(map(str, np.unique(y[unseen])[:5]))
         raise LearnError(
-            f"{what} holds labels the training rows do not ({shown}); every label must occur "
-            "in the training rows"
+            f"{what} include {shown}, which no training row has; every label must occur in "
+            "the training rows"
         )
     return index
 
@@ -426,7 +426,7 @@ def scores(
     {prefix}rmse (from `values`), against the targets `y`."""
     if task == CLASSIFICATION:
         assert proba is not None and classes is not None
-        index = class_indices(classes, y, what="the validation labels" if prefix else "y")
+        index = class_indices(classes, y, what="the validation labels" if prefix else "the labels")
         accuracy = float(np.mean(np.argmax(proba, axis=1) == index))
         return {f"{prefix}loss": log_loss(proba, index), f"{prefix}accuracy": accuracy}
     assert values is not None
