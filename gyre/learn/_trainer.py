@@ -40,6 +40,9 @@ CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASKS = (CLASSIFICATION, REGRESSION)
 
+#: The largest seed every library takes (LightGBM's is a C int).
+MAX_SEED = 2**31 - 1
+
 OnEpoch = Callable[[int, dict[str, float]], None]
 Validation = tuple[np.ndarray, np.ndarray]
 
@@ -187,10 +190,10 @@ def _sklearn_build(family: str, task: str, params: Mapping[str, Any], seed: int)
     )
 
 
-def _torch_problems(family: str, task: str, params: Mapping[str, Any]) -> list[str]:
-    from gyre.learn import _torch
+def _net_problems(family: str, task: str, params: Mapping[str, Any]) -> list[str]:
+    from gyre.learn import _netparams
 
-    return _torch.param_problems(family, params)
+    return _netparams.param_problems(family, params)
 
 
 def _torch_build(family: str, task: str, params: Mapping[str, Any], seed: int) -> Any:
@@ -198,12 +201,6 @@ def _torch_build(family: str, task: str, params: Mapping[str, Any], seed: int) -
 
     trainer = _torch.TorchCNN if family == "torch.cnn" else _torch.TorchMLP
     return trainer(task=task, seed=seed, **params)
-
-
-def _keras_problems(family: str, task: str, params: Mapping[str, Any]) -> list[str]:
-    from gyre.learn import _keras
-
-    return _keras.param_problems(family, params)
 
 
 def _keras_build(family: str, task: str, params: Mapping[str, Any], seed: int) -> Any:
@@ -245,8 +242,8 @@ def _families() -> dict[str, Family]:
     }
     table["lightgbm"] = Family("lightgbm", both, None, None, _sklearn_problems, _sklearn_build)
     for name in ("torch.mlp", "torch.cnn"):
-        table[name] = Family(name, both, "torch", "torch", _torch_problems, _torch_build)
-    table["keras.mlp"] = Family("keras.mlp", both, "keras", "torch", _keras_problems, _keras_build)
+        table[name] = Family(name, both, "torch", "torch", _net_problems, _torch_build)
+    table["keras.mlp"] = Family("keras.mlp", both, "keras", "torch", _net_problems, _keras_build)
     return dict(sorted(table.items()))
 
 
@@ -291,8 +288,8 @@ def make_trainer(family: str, task: str, params: Mapping[str, Any], seed: int) -
     """An unfitted trainer of `family` for `task`; SpecError naming every problem that
     `check_params` finds."""
     problems = check_params(family, task, params)
-    if not _is_int(seed) or seed < 0:
-        problems.append(f"the seed must be a non-negative integer, not {seed!r}")
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        problems.append(f"the seed must be an integer in [0, {MAX_SEED}], not {seed!r}")
     if problems:
         raise SpecError(f"family `{family}` ({task}): " + "; ".join(problems))
     trainer: Trainer = FAMILIES[family].build(family, task, params, int(seed))
