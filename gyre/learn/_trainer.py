@@ -168,8 +168,8 @@ class Family:
 
     name: str
     tasks: tuple[str, ...]
-    requires: str | None  # the module it needs beyond gyre's core, None for none
-    extra: str | None  # the pip extra that brings that module
+    requires: tuple[str, ...]  # the modules it needs beyond gyre's core
+    extra: str | None  # the pip extra that brings them
     problems: Callable[[str, str, Mapping[str, Any]], list[str]]  # (family, task, params)
     build: Callable[[str, str, Mapping[str, Any], int], Any]  # (family, task, params, seed)
 
@@ -236,14 +236,15 @@ def _families() -> dict[str, Family]:
     both = (CLASSIFICATION, REGRESSION)
     table = {
         f"sklearn.{name}": Family(
-            f"sklearn.{name}", (task,), None, None, _sklearn_problems, _sklearn_build
+            f"sklearn.{name}", (task,), (), None, _sklearn_problems, _sklearn_build
         )
         for name, task in SKLEARN_ESTIMATORS.items()
     }
-    table["lightgbm"] = Family("lightgbm", both, None, None, _sklearn_problems, _sklearn_build)
+    table["lightgbm"] = Family("lightgbm", both, (), None, _sklearn_problems, _sklearn_build)
     for name in ("torch.mlp", "torch.cnn"):
-        table[name] = Family(name, both, "torch", "torch", _net_problems, _torch_build)
-    table["keras.mlp"] = Family("keras.mlp", both, "keras", "torch", _net_problems, _keras_build)
+        table[name] = Family(name, both, ("torch",), "torch", _net_problems, _torch_build)
+    keras = ("torch", "keras")
+    table["keras.mlp"] = Family("keras.mlp", both, keras, "torch", _net_problems, _keras_build)
     return dict(sorted(table.items()))
 
 
@@ -262,7 +263,10 @@ def check_params(family: str, task: str, params: Mapping[str, Any]) -> list[str]
     if task not in TASKS:
         problems.append(f"task `{task}` is not one of {', '.join(TASKS)}")
     if family not in FAMILIES:
-        close = difflib.get_close_matches(family, list(FAMILIES), n=1, cutoff=0.6)
+        # The families that do the task first: `sklearn.RandomForest` for classification
+        # means the classifier.
+        candidates = family_names(task) if task in TASKS else list(FAMILIES)
+        close = difflib.get_close_matches(family, candidates, n=1, cutoff=0.6)
         hint = f"; did you mean `{close[0]}`?" if close else ""
         problems.append(
             f"family `{family}` is not a model family gyre trains{hint} (families: "
@@ -275,10 +279,11 @@ def check_params(family: str, task: str, params: Mapping[str, Any]) -> list[str]
             f"family `{family}` does {' and '.join(entry.tasks)}, not {task}; for {task} "
             f"use one of: {', '.join(family_names(task))}"
         )
-    if entry.requires is not None and importlib.util.find_spec(entry.requires) is None:
+    missing = [name for name in entry.requires if importlib.util.find_spec(name) is None]
+    if missing:
         problems.append(
-            f"family `{family}` needs {entry.requires}, which is not installed; install it "
-            f"with: pip install 'gyre[{entry.extra}]'"
+            f"family `{family}` needs {' and '.join(missing)}, which is not installed; "
+            f"install it with: pip install 'gyre[{entry.extra}]'"
         )
         return problems
     return problems + entry.problems(family, task, params)

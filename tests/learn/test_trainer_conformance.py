@@ -256,3 +256,19 @@ def test_check_params_suggests_the_parameter_a_typo_meant(case: Case) -> None:
     seed = "random_state" if case.family.startswith("sklearn") else "seed"
     (problem,) = check_params(case.family, case.task, {**case.params, seed: 1})
     assert problem.startswith(f"parameter `{seed}`: the seed is set by the spec's `seed`")
+
+
+def test_check_params_names_an_unknown_family_and_a_task_the_family_does_not_do() -> None:
+    (unknown,) = check_params("sklearn.RandomForest", "classification", {})
+    assert unknown.startswith(
+        "family `sklearn.RandomForest` is not a model family gyre trains; did you mean "
+        "`sklearn.RandomForestClassifier`? (families: keras.mlp, lightgbm, sklearn."
+    )
+    (wrong,) = check_params("sklearn.Ridge", "classification", {})
+    assert wrong.startswith("family `sklearn.Ridge` does regression, not classification; for "
+                            "classification use one of: keras.mlp, lightgbm,")  # fmt: skip
+    assert check_params("lightgbm", "ranking", {}) == [
+        "task `ranking` is not one of classification, regression"
+    ]
+    with pytest.raises(SpecError, match=r"the seed must be an integer in \[0, 2147483647\]"):
+        make_trainer("lightgbm", "regression", {}, seed=2**31)
