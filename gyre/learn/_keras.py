@@ -10,7 +10,9 @@ local `torch.Generator` seeded with the seed, with the learning rate of each epo
 `LearningRateScheduler` (the same schedules as `torch.mlp`), `EarlyStopping` on `val_loss`
 restoring the best weights when validation rows are given, and a callback that reports
 each epoch to `on_epoch`. The initial weights and the dropout masks come from seeds drawn
-from the seed. `weight_decay` is Keras' own (decoupled, as in AdamW) weight decay.
+from the seed, so that, as for `torch.mlp`, the same seed, rows and thread count give
+bitwise identical weights on one machine and torch build. `weight_decay` is Keras' own
+(decoupled, as in AdamW) weight decay.
 
 Keras picks its backend once, when `keras` is first imported, for the whole process, and
 the TensorFlow publishing path (`gyre.registry._tensorflow`) or a user's code may already
@@ -34,7 +36,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Self
@@ -43,7 +45,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from gyre.errors import LearnError, SpecError
-from gyre.learn import _torch
+from gyre.learn import _netparams, _torch
 from gyre.learn._trainer import (
     CLASSIFICATION,
     OnEpoch,
@@ -61,10 +63,6 @@ from gyre.learn._trainer import (
 FAMILY = "keras.mlp"
 _lock = threading.RLock()
 _copy: dict[str, ModuleType] = {}  # the torch-backed Keras modules, while swapped out
-
-
-def param_problems(family: str, params: Mapping[str, Any]) -> list[str]:
-    return _torch.param_problems(family, params)
 
 
 def _take_keras() -> dict[str, ModuleType]:
@@ -180,17 +178,21 @@ class KerasMLP(TrainerBase, BaseEstimator):  # type: ignore[misc]
     def _build(self, keras: Any, rows: np.ndarray, n_outputs: int, target: Any) -> Any:
         """(the model, the model to train: the same but for the regression Rescaling)."""
         median, mean, scale = _torch.column_statistics(rows)
-        seeds = iter(int(s) for s in np.random.default_rng(self.seed).integers(2**31, size=64))
+        draw = np.random.default_rng(self.seed)
+
+        def seed() -> int:  # one for each layer's initial weights or dropout masks
+            return int(draw.integers(2**31))
+
         layers = keras.layers
         inputs = keras.Input((rows.shape[1],), name="X")
         x = _missing_to_median(keras)(median.tolist())(inputs)
         x = layers.Normalization(mean=mean, variance=scale**2)(x)
         for width in self.hidden:
-            init = keras.initializers.GlorotUniform(seed=next(seeds))
+            init = keras.initializers.GlorotUniform(seed=seed())
             x = layers.Dense(int(width), activation=self.activation, kernel_initializer=init)(x)
             if self.dropout > 0:
-                x = layers.Dropout(self.dropout, seed=next(seeds))(x)
-        init = keras.initializers.GlorotUniform(seed=next(seeds))
+                x = layers.Dropout(self.dropout, seed=seed())(x)
+        init = keras.initializers.GlorotUniform(seed=seed())
         if target is None:
             out = layers.Dense(n_outputs, activation="softmax", kernel_initializer=init)(x)
             model = keras.Model(inputs, out)
@@ -201,7 +203,9 @@ class KerasMLP(TrainerBase, BaseEstimator):  # type: ignore[misc]
         return keras.Model(inputs, values), keras.Model(inputs, raw)
 
     def _lr_of(self, epoch: int) -> float:
-        return _torch.lr_at(self.lr, self.schedule, epoch, self.epochs, self.step_size, self.gamma)
+        return _netparams.lr_at(
+            self.lr, self.schedule, epoch, self.epochs, self.step_size, self.gamma
+        )
 
     def _optimizer(self, keras: Any) -> Any:
         if self.optimizer == "sgd":
@@ -212,7 +216,7 @@ class KerasMLP(TrainerBase, BaseEstimator):  # type: ignore[misc]
     def _checked(self) -> str:
         task = check_task(self.task)
         given = {k: v for k, v in self.get_params().items() if k not in ("task", "seed")}
-        problems = table_problems(FAMILY, _torch.MLP, given)
+        problems = table_problems(FAMILY, _netparams.MLP, given)
         if problems:
             raise SpecError(f"family `{FAMILY}` ({task}): " + "; ".join(problems))
         return task
@@ -233,28 +237,32 @@ class KerasMLP(TrainerBase, BaseEstimator):  # type: ignore[misc]
         classes = classes_of(target) if task == CLASSIFICATION else None
         history: list[dict[str, float]] = []
         with torch_keras() as keras, _torch.reproducible(self.seed, self.threads):
-            if classes is not None:
-                model, core = self._build(keras, rows, len(classes), None)
-                loss, metrics, unit = "sparse_categorical_crossentropy", ["accuracy"], 1.0
-                encode: Any = lambda t: class_indices(classes, t).astype(np.int64)  # noqa: E731
+            if classes is None:
+                scale = (float(target.mean()), float(target.std()) or 1.0)
+                model, core = self._build(keras, rows, 1, scale)
+                core.compile(optimizer=self._optimizer(keras), loss="mean_squared_error")
             else:
-                t_mean, t_std = float(target.mean()), float(target.std()) or 1.0
-                model, core = self._build(keras, rows, 1, (t_mean, t_std))
-                loss, metrics, unit = "mean_squared_error", [], t_std**2
-                encode = lambda t: ((t - t_mean) / t_std).astype(np.float32).reshape(-1, 1)  # noqa: E731
-            core.compile(optimizer=self._optimizer(keras), loss=loss, metrics=metrics)
-            generator = torch.Generator().manual_seed(self.seed)
-            data = _loader(torch, rows, encode(target), self.batch_size, generator)
+                scale = None
+                model, core = self._build(keras, rows, len(classes), None)
+                core.compile(
+                    optimizer=self._optimizer(keras),
+                    loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"],
+                )
+            data = _loader(torch, rows, _encoded(target, classes, scale), self.batch_size,
+                           torch.Generator().manual_seed(self.seed))  # fmt: skip
+            unit = 1.0 if scale is None else scale[1] ** 2
             callbacks = [_reporter(keras, history, on_epoch, unit, task, self._lr_of)]
-            stopping = None
+            stopping, val = None, None
             if checked is not None:
                 stopping = keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=self.patience, restore_best_weights=True
                 )
                 callbacks.append(stopping)
-                val = _loader(torch, checked[0], encode(checked[1]), _torch.PREDICT_CHUNK, None)
+                val = _loader(torch, checked[0], _encoded(checked[1], classes, scale),
+                              _torch.PREDICT_CHUNK, None)  # fmt: skip
             core.fit(data, epochs=self.epochs, verbose=0, callbacks=callbacks, shuffle=False,
-                     validation_data=val if checked is not None else None)  # fmt: skip
+                     validation_data=val)  # fmt: skip
         self.model_ = model
         self.history_ = history
         self.best_epoch_ = len(history) if stopping is None else int(stopping.best_epoch) + 1
@@ -266,12 +274,15 @@ class KerasMLP(TrainerBase, BaseEstimator):  # type: ignore[misc]
     def _outputs(self, X: Any) -> np.ndarray:
         self._check_fitted()
         rows = as_rows(X, self.n_features_in_)
+        from gyre.learn import _torchnets
+
         with torch_keras(), _torch.reproducible(None, self.threads):
-            return _torch.forward_rows(self.model_, rows)
+            return _torchnets.forward_rows(self.model_, rows, _torch.PREDICT_CHUNK)
 
     def predict(self, X: Any) -> np.ndarray:
         if self.task == CLASSIFICATION:
-            return np.asarray(self.classes_[np.argmax(self.predict_proba(X), axis=1)])
+            proba = self.predict_proba(X)  # first: it says when the trainer is not fitted
+            return np.asarray(self.classes_[np.argmax(proba, axis=1)])
         return self._outputs(X)[:, 0].astype(np.float64)
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -299,6 +310,16 @@ class KerasMLP(TrainerBase, BaseEstimator):  # type: ignore[misc]
         if isinstance(state.get("model_"), bytes):
             state = {**state, "model_": _loaded(state["model_"])}
         super().__setstate__(state)
+
+
+def _encoded(
+    target: np.ndarray, classes: np.ndarray | None, scale: tuple[float, float] | None
+) -> np.ndarray:
+    """What Keras trains on: class indices, or the target standardized as [N, 1] float32."""
+    if classes is not None:
+        return class_indices(classes, target).astype(np.int64)
+    assert scale is not None
+    return ((target - scale[0]) / scale[1]).astype(np.float32).reshape(-1, 1)
 
 
 def _loader(torch: Any, rows: np.ndarray, targets: np.ndarray, batch: int, generator: Any) -> Any:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import warnings
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -348,16 +349,19 @@ class LightGBMTrainer(TrainerBase, BaseEstimator):  # type: ignore[misc]
                 on_epoch(env.iteration + 1, dict(metrics))
 
         # The training rows as an evaluation set (the same objects: LightGBM then reads the
-        # loss off its own training scores) give `loss` each round.
+        # loss off its own training scores) give `loss` each round. `eval_set`, which
+        # LightGBM 4.7 deprecates: its replacement (eval_X, eval_y) skips the classifier's
+        # label encoding, so text labels fail.
         callbacks: list[Any] = [report]
-        eval_x, eval_y, names = [rows], [target], ["training"]
+        eval_set: list[Any] = [(rows, target)]
+        names = ["training"]
         if checked is not None:
-            eval_x.append(checked[0])
-            eval_y.append(checked[1])
+            eval_set.append(checked)
             names.append("validation")
             callbacks.append(lightgbm.early_stopping(rounds, first_metric_only=True, verbose=False))
-        model.fit(rows, target, eval_X=tuple(eval_x), eval_y=tuple(eval_y), eval_names=names,
-                  callbacks=callbacks)  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The argument 'eval_set' is deprecated")
+            model.fit(rows, target, eval_set=eval_set, eval_names=names, callbacks=callbacks)
         self.model_ = model
         self.history_ = history
         self.n_features_in_ = rows.shape[1]

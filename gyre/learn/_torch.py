@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -38,10 +38,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from gyre.errors import LearnError, SpecError
+from gyre.learn._netparams import CNN, MLP, lr_at
 from gyre.learn._trainer import (
     CLASSIFICATION,
     OnEpoch,
-    Param,
     TrainerBase,
     Validation,
     as_rows,
@@ -50,73 +50,13 @@ from gyre.learn._trainer import (
     checked_validation,
     class_indices,
     classes_of,
-    int_list,
-    number,
-    one_of,
-    positive_int,
-    positive_number,
     scores,
     table_problems,
 )
 
 EXTRA = "pip install 'gyre[torch]'"
-ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "elu")
 #: Rows per forward pass when predicting (bounds the memory of a large predict).
 PREDICT_CHUNK = 65_536
-
-#: The training parameters of every torch and Keras family.
-TRAINING: Mapping[str, Param] = {
-    "lr": positive_number(1e-3),
-    "optimizer": one_of("adam", "adam", "sgd"),
-    "momentum": number(0.9, 0.0, 1.0, high_open=True),
-    "weight_decay": Param(0.0, "a number >= 0", lambda v: number(0, 0, math.inf).valid(v)),
-    "schedule": one_of("none", "none", "cosine", "step"),
-    "step_size": positive_int(10),
-    "gamma": Param(0.1, "a number in (0, 1]", lambda v: number(0, 0, 1).valid(v) and v > 0),
-    "batch_size": positive_int(64),
-    "epochs": positive_int(50),
-    "patience": positive_int(10),
-    "threads": positive_int(1),
-}
-MLP: Mapping[str, Param] = {
-    "hidden": int_list((64,)),
-    "activation": one_of("relu", *ACTIVATIONS),
-    "dropout": number(0.0, 0.0, 1.0, high_open=True),
-    **TRAINING,
-}
-CNN: Mapping[str, Param] = {
-    "image_shape": int_list((), length=3),
-    "channels": int_list((16, 32), empty=False),
-    "kernel_size": Param(3, "an odd positive integer", lambda v: _odd(v)),
-    **MLP,
-}
-
-
-def _odd(value: Any) -> bool:
-    return positive_int(1).valid(value) and value % 2 == 1
-
-
-def param_problems(family: str, params: Mapping[str, Any]) -> list[str]:
-    """Unknown or mistyped parameters, and those the other parameters leave unused."""
-    table = CNN if family == "torch.cnn" else MLP
-    problems = table_problems(family, table, params)
-    if family == "torch.cnn" and "image_shape" not in params:
-        problems.append(
-            "parameter `image_shape` of `torch.cnn` is required: [channels, height, width] "
-            "of the image each row holds (their product is the number of columns)"
-        )
-    if "momentum" in params and params.get("optimizer", "adam") != "sgd":
-        problems.append(
-            f'parameter `momentum` of `{family}` is used by optimizer "sgd" only; remove it '
-            'or set optimizer = "sgd"'
-        )
-    for key in ("step_size", "gamma"):
-        if key in params and params.get("schedule", "none") != "step":
-            problems.append(
-                f'parameter `{key}` of `{family}` is used by schedule "step" only; remove it '
-                'or set schedule = "step"'
-            )
-    return problems
 
 
 def require_torch() -> Any:
@@ -165,15 +105,6 @@ def column_statistics(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     )
 
 
-def lr_at(lr: float, schedule: str, epoch: int, epochs: int, step_size: int, gamma: float) -> float:
-    """The learning rate of epoch `epoch` (counted from 0) under `schedule`."""
-    if schedule == "cosine":
-        return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
-    if schedule == "step":
-        return float(lr * gamma ** (epoch // step_size))
-    return lr
-
-
 @dataclass
 class Fitted:
     """What the loop leaves: the history and the epoch whose weights were kept."""
@@ -219,19 +150,6 @@ class _TorchTrainer(TrainerBase, BaseEstimator):  # type: ignore[misc]
     @abstractmethod
     def _body(self, n_features: int, n_outputs: int) -> Any:
         """The network between the standardized rows and the outputs."""
-
-    def _dense(self, width: int, n_outputs: int) -> list[Any]:
-        from torch import nn
-
-        layers: list[Any] = []
-        activation = _activation(self.activation)
-        for size in self.hidden:
-            layers += [nn.Linear(width, int(size)), activation()]
-            if self.dropout > 0:
-                layers.append(nn.Dropout(self.dropout))
-            width = int(size)
-        layers.append(nn.Linear(width, n_outputs))
-        return layers
 
     def fit(
         self,
@@ -338,16 +256,21 @@ class _TorchTrainer(TrainerBase, BaseEstimator):  # type: ignore[misc]
         self, network: Any, validation: Validation, classes: np.ndarray | None
     ) -> dict[str, float]:
         rows, target = validation
-        out = forward_rows(network, rows)
+        from gyre.learn import _torchnets
+
+        out = _torchnets.forward_rows(network, rows, PREDICT_CHUNK)
         if classes is None:
             return scores(self.task, target, prefix="val_", values=out)
-        return scores(self.task, target, prefix="val_", proba=_softmax(out), classes=classes)
+        proba = _torchnets.softmax(out)
+        return scores(self.task, target, prefix="val_", proba=proba, classes=classes)
 
     def _outputs(self, X: Any) -> np.ndarray:
+        from gyre.learn import _torchnets
+
         self._check_fitted()
         rows = as_rows(X, self.n_features_in_)
         with reproducible(None, self.threads):
-            return forward_rows(self.model_, rows)
+            return _torchnets.forward_rows(self.model_, rows, PREDICT_CHUNK)
 
     def predict(self, X: Any) -> np.ndarray:
         if self.task == CLASSIFICATION:
@@ -358,7 +281,9 @@ class _TorchTrainer(TrainerBase, BaseEstimator):  # type: ignore[misc]
     def predict_proba(self, X: Any) -> np.ndarray:
         if self.task != CLASSIFICATION:
             raise LearnError(f"this {self.family} trainer is a regressor; it has no predict_proba")
-        return _softmax(self._outputs(X)).astype(np.float64)
+        from gyre.learn import _torchnets
+
+        return _torchnets.softmax(self._outputs(X)).astype(np.float64)
 
     def onnx_module(self) -> Any:
         """The module the registry exports: FP32 rows [N, F] in; class probabilities [N, k]
@@ -369,31 +294,6 @@ class _TorchTrainer(TrainerBase, BaseEstimator):  # type: ignore[misc]
         if self.task == CLASSIFICATION:
             return _torchnets.Probabilities(self.model_)
         return self.model_
-
-
-def forward_rows(network: Any, rows: np.ndarray) -> np.ndarray:
-    """The network's outputs on `rows` (float32, evaluation mode, in chunks)."""
-    torch = require_torch()
-    network.eval()
-    x = rows.astype(np.float32)
-    with torch.no_grad():
-        outs = [network(torch.from_numpy(x[i : i + PREDICT_CHUNK])).numpy()
-                for i in range(0, len(x), PREDICT_CHUNK)]  # fmt: skip
-    return np.concatenate(outs)
-
-
-def _activation(name: str) -> Any:
-    from torch import nn
-
-    return {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid,
-            "elu": nn.ELU}[name]  # fmt: skip
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax in torch, in float32: the same computation as the exported graph's."""
-    torch = require_torch()
-    result: np.ndarray = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    return result
 
 
 class TorchMLP(_TorchTrainer):
@@ -439,9 +339,9 @@ class TorchMLP(_TorchTrainer):
         self.seed = seed
 
     def _body(self, n_features: int, n_outputs: int) -> Any:
-        from torch import nn
+        from gyre.learn import _torchnets
 
-        return nn.Sequential(*self._dense(n_features, n_outputs))
+        return _torchnets.mlp(n_features, self.hidden, self.activation, self.dropout, n_outputs)
 
 
 class TorchCNN(_TorchTrainer):
@@ -494,7 +394,7 @@ class TorchCNN(_TorchTrainer):
         self.seed = seed
 
     def _body(self, n_features: int, n_outputs: int) -> Any:
-        from torch import nn
+        from gyre.learn import _torchnets
 
         if self.image_shape is None:
             raise SpecError("torch.cnn needs `image_shape`: [channels, height, width] of a row")
@@ -504,11 +404,5 @@ class TorchCNN(_TorchTrainer):
                 f"torch.cnn: image_shape [{c}, {h}, {w}] holds {c * h * w} values, but the rows "
                 f"have {n_features} columns; give the shape of the image each row holds"
             )
-        activation = _activation(self.activation)
-        layers: list[Any] = [nn.Unflatten(1, (c, h, w))]
-        for out in self.channels:
-            layers += [nn.Conv2d(c, int(out), self.kernel_size, padding=self.kernel_size // 2),
-                       activation()]  # fmt: skip
-            c = int(out)
-        layers.append(nn.Flatten())
-        return nn.Sequential(*layers, *self._dense(c * h * w, n_outputs))
+        return _torchnets.cnn((c, h, w), self.channels, self.kernel_size, self.hidden,
+                              self.activation, self.dropout, n_outputs)  # fmt: skip

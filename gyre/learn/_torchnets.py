@@ -7,12 +7,79 @@ fitted, exported or unpickled, so `import gyre.learn` does not pull torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+}
+
+
+def _dense(
+    width: int, hidden: Sequence[int], activation: str, dropout: float, n_outputs: int
+) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(width, int(size)), ACTIVATIONS[activation]()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = int(size)
+    return [*layers, nn.Linear(width, n_outputs)]
+
+
+def mlp(
+    width: int, hidden: Sequence[int], activation: str, dropout: float, n_outputs: int
+) -> nn.Sequential:
+    """Linear layers of `hidden` widths from `width` inputs, each followed by `activation`
+    (and dropout when `dropout` > 0), then a linear layer to `n_outputs`."""
+    return nn.Sequential(*_dense(width, hidden, activation, dropout, n_outputs))
+
+
+def cnn(
+    shape: tuple[int, int, int],
+    channels: Sequence[int],
+    kernel_size: int,
+    hidden: Sequence[int],
+    activation: str,
+    dropout: float,
+    n_outputs: int,
+) -> nn.Sequential:
+    """The rows reshaped to `shape` [C, H, W], one same-padded convolution per entry of
+    `channels` (each followed by `activation`), flattened, then the layers of `mlp`."""
+    c, h, w = shape
+    layers: list[nn.Module] = [nn.Unflatten(1, shape)]
+    for out in channels:
+        layers += [nn.Conv2d(c, int(out), kernel_size, padding=kernel_size // 2),
+                   ACTIVATIONS[activation]()]  # fmt: skip
+        c = int(out)
+    layers.append(nn.Flatten())
+    return nn.Sequential(*layers, *_dense(c * h * w, hidden, activation, dropout, n_outputs))
+
+
+def forward_rows(network: nn.Module, rows: np.ndarray, chunk: int) -> np.ndarray:
+    """The network's outputs on `rows` as float32, in evaluation mode, `chunk` rows a pass."""
+    network.eval()
+    x = rows.astype(np.float32)
+    with torch.no_grad():
+        outs = [
+            network(torch.from_numpy(x[i : i + chunk])).numpy() for i in range(0, len(x), chunk)
+        ]
+    return np.concatenate(outs)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax in torch, in float32: the same computation as the exported graph's."""
+    result: np.ndarray = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    return result
 
 
 class Prepare(nn.Module):

@@ -40,6 +40,9 @@ CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASKS = (CLASSIFICATION, REGRESSION)
 
+#: The largest seed every library takes (LightGBM's is a C int).
+MAX_SEED = 2**31 - 1
+
 OnEpoch = Callable[[int, dict[str, float]], None]
 Validation = tuple[np.ndarray, np.ndarray]
 
@@ -165,8 +168,8 @@ class Family:
 
     name: str
     tasks: tuple[str, ...]
-    requires: str | None  # the module it needs beyond gyre's core, None for none
-    extra: str | None  # the pip extra that brings that module
+    requires: tuple[str, ...]  # the modules it needs beyond gyre's core
+    extra: str | None  # the pip extra that brings them
     problems: Callable[[str, str, Mapping[str, Any]], list[str]]  # (family, task, params)
     build: Callable[[str, str, Mapping[str, Any], int], Any]  # (family, task, params, seed)
 
@@ -187,10 +190,10 @@ def _sklearn_build(family: str, task: str, params: Mapping[str, Any], seed: int)
     )
 
 
-def _torch_problems(family: str, task: str, params: Mapping[str, Any]) -> list[str]:
-    from gyre.learn import _torch
+def _net_problems(family: str, task: str, params: Mapping[str, Any]) -> list[str]:
+    from gyre.learn import _netparams
 
-    return _torch.param_problems(family, params)
+    return _netparams.param_problems(family, params)
 
 
 def _torch_build(family: str, task: str, params: Mapping[str, Any], seed: int) -> Any:
@@ -198,12 +201,6 @@ def _torch_build(family: str, task: str, params: Mapping[str, Any], seed: int) -
 
     trainer = _torch.TorchCNN if family == "torch.cnn" else _torch.TorchMLP
     return trainer(task=task, seed=seed, **params)
-
-
-def _keras_problems(family: str, task: str, params: Mapping[str, Any]) -> list[str]:
-    from gyre.learn import _keras
-
-    return _keras.param_problems(family, params)
 
 
 def _keras_build(family: str, task: str, params: Mapping[str, Any], seed: int) -> Any:
@@ -239,14 +236,15 @@ def _families() -> dict[str, Family]:
     both = (CLASSIFICATION, REGRESSION)
     table = {
         f"sklearn.{name}": Family(
-            f"sklearn.{name}", (task,), None, None, _sklearn_problems, _sklearn_build
+            f"sklearn.{name}", (task,), (), None, _sklearn_problems, _sklearn_build
         )
         for name, task in SKLEARN_ESTIMATORS.items()
     }
-    table["lightgbm"] = Family("lightgbm", both, None, None, _sklearn_problems, _sklearn_build)
+    table["lightgbm"] = Family("lightgbm", both, (), None, _sklearn_problems, _sklearn_build)
     for name in ("torch.mlp", "torch.cnn"):
-        table[name] = Family(name, both, "torch", "torch", _torch_problems, _torch_build)
-    table["keras.mlp"] = Family("keras.mlp", both, "keras", "torch", _keras_problems, _keras_build)
+        table[name] = Family(name, both, ("torch",), "torch", _net_problems, _torch_build)
+    keras = ("torch", "keras")
+    table["keras.mlp"] = Family("keras.mlp", both, keras, "torch", _net_problems, _keras_build)
     return dict(sorted(table.items()))
 
 
@@ -265,7 +263,10 @@ def check_params(family: str, task: str, params: Mapping[str, Any]) -> list[str]
     if task not in TASKS:
         problems.append(f"task `{task}` is not one of {', '.join(TASKS)}")
     if family not in FAMILIES:
-        close = difflib.get_close_matches(family, list(FAMILIES), n=1, cutoff=0.6)
+        # The families that do the task first: `sklearn.RandomForest` for classification
+        # means the classifier.
+        candidates = family_names(task) if task in TASKS else list(FAMILIES)
+        close = difflib.get_close_matches(family, candidates, n=1, cutoff=0.6)
         hint = f"; did you mean `{close[0]}`?" if close else ""
         problems.append(
             f"family `{family}` is not a model family gyre trains{hint} (families: "
@@ -278,10 +279,11 @@ def check_params(family: str, task: str, params: Mapping[str, Any]) -> list[str]
             f"family `{family}` does {' and '.join(entry.tasks)}, not {task}; for {task} "
             f"use one of: {', '.join(family_names(task))}"
         )
-    if entry.requires is not None and importlib.util.find_spec(entry.requires) is None:
+    missing = [name for name in entry.requires if importlib.util.find_spec(name) is None]
+    if missing:
         problems.append(
-            f"family `{family}` needs {entry.requires}, which is not installed; install it "
-            f"with: pip install 'gyre[{entry.extra}]'"
+            f"family `{family}` needs {' and '.join(missing)}, which is not installed; "
+            f"install it with: pip install 'gyre[{entry.extra}]'"
         )
         return problems
     return problems + entry.problems(family, task, params)
@@ -291,8 +293,8 @@ def make_trainer(family: str, task: str, params: Mapping[str, Any], seed: int) -
     """An unfitted trainer of `family` for `task`; SpecError naming every problem that
     `check_params` finds."""
     problems = check_params(family, task, params)
-    if not _is_int(seed) or seed < 0:
-        problems.append(f"the seed must be a non-negative integer, not {seed!r}")
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        problems.append(f"the seed must be an integer in [0, {MAX_SEED}], not {seed!r}")
     if problems:
         raise SpecError(f"family `{family}` ({task}): " + "; ".join(problems))
     trainer: Trainer = FAMILIES[family].build(family, task, params, int(seed))
@@ -349,16 +351,16 @@ def check_task(task: Any) -> str:
     return str(task)
 
 
-def class_indices(classes: np.ndarray, y: np.ndarray, *, what: str = "y") -> np.ndarray:
+def class_indices(classes: np.ndarray, y: np.ndarray, *, what: str = "the labels") -> np.ndarray:
     """The position of each label of `y` in `classes`; LearnError for a label not there."""
     index = np.searchsorted(classes, y)
     index = np.clip(index, 0, len(classes) - 1)
     unseen = classes[index] != y
     if np.any(unseen):
-        shown = ", ".join(map(repr, np.unique(y[unseen])[:5]))
+        shown = ", ".join(map(str, np.unique(y[unseen])[:5]))
         raise LearnError(
-            f"{what} holds labels the training rows do not ({shown}); every label must occur "
-            "in the training rows"
+            f"{what} include {shown}, which no training row has; every label must occur in "
+            "the training rows"
         )
     return index
 
@@ -426,7 +428,7 @@ def scores(
     {prefix}rmse (from `values`), against the targets `y`."""
     if task == CLASSIFICATION:
         assert proba is not None and classes is not None
-        index = class_indices(classes, y, what="the validation labels" if prefix else "y")
+        index = class_indices(classes, y, what="the validation labels" if prefix else "the labels")
         accuracy = float(np.mean(np.argmax(proba, axis=1) == index))
         return {f"{prefix}loss": log_loss(proba, index), f"{prefix}accuracy": accuracy}
     assert values is not None
