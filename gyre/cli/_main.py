@@ -9,12 +9,32 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from gyre.cli import _consumers, _control, _demo, _events, _features, _monitor, _registry, _serve
+from gyre.cli import (
+    _consumers,
+    _control,
+    _demo,
+    _events,
+    _features,
+    _monitor,
+    _registry,
+    _runs,
+    _serve,
+)
 from gyre.cli._app import app, err_console
 from gyre.errors import GyreError
 
 # Every module that defines commands, each adding its own.
-COMMAND_MODULES = (_consumers, _control, _demo, _events, _features, _monitor, _registry, _serve)
+COMMAND_MODULES = (
+    _consumers,
+    _control,
+    _demo,
+    _events,
+    _features,
+    _monitor,
+    _registry,
+    _runs,
+    _serve,
+)
 for _commands in COMMAND_MODULES:
     _commands.register(app)
 
