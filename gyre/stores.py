@@ -6,7 +6,8 @@ Everything gyre keeps is under one home directory (`--home`, `$GYRE_HOME`, `./.g
 |---|---|---|
 | `facts.db` | the fact log (SQLite, WAL) | collect |
 | `registry.db` | versions, aliases, policies, the change log | registry |
-| `artifacts/` | content-addressed model files | registry |
+| `runs.db` | training runs: params, metrics, tags, records | learn |
+| `artifacts/` | content-addressed model files and run artifacts | registry, learn |
 | `cache/files/` | Python models' files, rebuilt from `artifacts/` | serve |
 | `feedback.db` | served answers, feedback, shadow comparisons, request-id key | monitor |
 | `served.db` | the feature vectors the server served | monitor |
@@ -16,7 +17,7 @@ Everything gyre keeps is under one home directory (`--home`, `$GYRE_HOME`, `./.g
 | `run/` | one folder per running server (metrics, rate limits) | serve |
 
 With `[store] url = "postgresql://…"` (or `GYRE_STORE_URL`) the fact log and the metadata
-live in that PostgreSQL database instead of `facts.db` and `registry.db`, and `[store]
+live in that PostgreSQL database instead of `facts.db`, `registry.db` and `runs.db`, and `[store]
 artifacts` may name a shared artifact folder: that is how several servers on several hosts
 share one state. The rest stays per host under the home.
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from gyre._postgres import Database, DatabaseURL
     from gyre.collect import FactLog
     from gyre.config import Config
+    from gyre.learn import RunStore
     from gyre.registry import LocalArtifactStore, MetadataStore
 
 
@@ -73,6 +75,10 @@ class Stores:
     @property
     def registry_path(self) -> Path:
         return self.home / "registry.db"
+
+    @property
+    def runs_path(self) -> Path:
+        return self.home / "runs.db"
 
     @property
     def artifacts_path(self) -> Path:
@@ -148,6 +154,17 @@ class Stores:
         from gyre.registry._pgstore import PostgresMetadataStore
 
         return PostgresMetadataStore(self._database(url, wait=True))
+
+    def open_runs(self) -> RunStore:
+        """The store of training runs (safe to share between threads)."""
+        url = self.database_url
+        if url is None:
+            from gyre.learn._sqliteruns import SQLiteRunStore
+
+            return SQLiteRunStore(self.runs_path)
+        from gyre.learn._pgruns import PostgresRunStore
+
+        return PostgresRunStore(self._database(url, wait=True))
 
     def open_artifacts(self) -> LocalArtifactStore:
         from gyre.registry import LocalArtifactStore

@@ -17,6 +17,7 @@ from gyre.cli import (
     _features,
     _monitor,
     _registry,
+    _runs,
     _serve,
     _train,
 )
@@ -32,6 +33,7 @@ COMMAND_MODULES = (
     _features,
     _monitor,
     _registry,
+    _runs,
     _serve,
     _train,
 )

@@ -15,7 +15,7 @@ from tests.cli.test_cli import gyre as run_gyre
 
 CLI = Path(gyre.cli.__file__).parent
 PACKAGE = "gyre.cli"
-COMMANDS = ["consumers", "control", "demo", "events", "features", "registry", "serve"]
+COMMANDS = ["consumers", "control", "demo", "events", "features", "registry", "runs", "serve"]
 
 
 def _module(path: Path) -> str:
