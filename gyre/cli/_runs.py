@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gyre.cli._app import JsonOption, State, print_json, print_table
+from gyre.cli._app import JsonOption, State, console, print_json, print_table
 from gyre.learn import Run, RunStore
 from gyre.stores import Stores
 
@@ -57,11 +57,19 @@ def _steps(count: int) -> str:
 
 def _run_json(run: Run) -> dict[str, Any]:
     return {
-        "run_id": run.run_id, "experiment": run.experiment, "name": run.name,
-        "status": run.status, "error": run.error, "started_at": run.started_at,
-        "ended_at": run.ended_at, "params": run.params, "metrics": run.metrics,
-        "metric_counts": run.metric_counts, "tags": run.tags, "record": run.record,
-    }  # fmt: skip
+        "run_id": run.run_id,
+        "experiment": run.experiment,
+        "name": run.name,
+        "status": run.status,
+        "error": run.error,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "params": run.params,
+        "metrics": run.metrics,
+        "metric_counts": run.metric_counts,
+        "tags": run.tags,
+        "record": run.record,
+    }
 
 
 def _main_metrics(runs: list[Run], named: list[str]) -> list[str]:
@@ -117,10 +125,14 @@ def list_runs(
         table.add_column(column, justify="right" if column in metrics else "left")
     for run in runs:
         table.add_row(
-            run.run_id[:8], escape(run.experiment), escape(run.name) or "-", run.status,
-            _when(run.started_at), _duration(run),
+            run.run_id[:8],
+            escape(run.experiment),
+            escape(run.name) or "-",
+            run.status,
+            _when(run.started_at),
+            _duration(run),
             *(_value(run.metrics[k]) if k in run.metrics else "-" for k in metrics),
-        )  # fmt: skip
+        )
     print_table(table)
 
 
@@ -213,8 +225,45 @@ def compare(
     print_table(table)
 
 
-# `gyre runs verify RUN` (re-run a run's spec at its recorded lineage) is added with the
-# training pipeline, here, beside the commands that read runs.
+@runs_app.command()
+def verify(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="A run id or a unique prefix (6+ characters).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Redo a `gyre train` run from its recorded spec, watermark and seed, and say whether it
+    learned the same thing (bit for bit for scikit-learn and LightGBM); exit 1 if not."""
+    from gyre.learn import NEURAL_TOLERANCE, verify_run
+
+    state: State = ctx.obj
+    config = state.config()
+    found = verify_run(Stores.from_config(config), config, run)
+    if as_json:
+        print_json(found.as_json())
+    else:
+        for problem in found.problems:
+            console.print(f"[bold red]cannot redo:[/] {escape(problem)}", highlight=False)
+        how = "bit for bit" if found.exact else f"within {NEURAL_TOLERANCE:g}"
+        table = Table(title=f"run {found.run_id}: metrics compared {how}")
+        for column in ("metric", "recorded", "rebuilt", "match"):
+            table.add_column(column)
+        recorded, rebuilt = found.training_set
+        if recorded is not None or rebuilt is not None:
+            table.add_row(
+                "training set sha256",
+                str(recorded)[:16],
+                str(rebuilt)[:16],
+                "yes" if recorded == rebuilt else "[bold red]NO[/]",
+            )
+        for key, (then, now, match) in found.metrics.items():
+            # repr: every digit, so a difference in the last bit shows
+            table.add_row(key, repr(then), repr(now), "yes" if match else "[bold red]NO[/]")
+        if found.metrics:
+            print_table(table)
+        verdict = "reproduced" if found.reproduced else "[bold red]NOT reproduced[/]"
+        console.print(f"run {found.run_id}: {verdict}", highlight=False)
+    if not found.reproduced:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -26,12 +26,13 @@ def score(task: str, model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, floa
         if len(y) > 1 and np.var(y) > 0:
             found["r2"] = metrics.r2_score(y, predicted)
         return {k: float(v) for k, v in found.items()}
-    proba = np.asarray(model.predict_proba(x), dtype=np.float64)
+    proba = np.clip(np.asarray(model.predict_proba(x), dtype=np.float64), 1e-15, 1.0)
+    proba /= proba.sum(axis=1, keepdims=True)  # float32 outputs sum to 1 within 1e-7 only
     classes = list(model.classes_)
     predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
     found = {
         "accuracy": float(np.mean(predicted == np.asarray(y, dtype=object))),
-        "log_loss": float(metrics.log_loss(y, np.clip(proba, 1e-15, 1), labels=classes)),
+        "log_loss": float(metrics.log_loss(y, proba, labels=classes)),
     }
     present = set(np.unique(y).tolist())
     if len(classes) == 2 and len(present) == 2:

@@ -23,8 +23,12 @@ from tests.learn.world import HOUR_US, MINUTE_US, SPEC, START_US, facts, fill, w
 def _append(config: Config, visits: list[dict], purchases: list[dict]) -> None:
     types = event_types(config.collect.events)
     log = Stores.from_config(config).open_fact_log()
-    log.append([(types["visits"], facts(types["visits"], visits)),
-                (types["purchases"], facts(types["purchases"], purchases))])  # fmt: skip
+    log.append(
+        [
+            (types["visits"], facts(types["visits"], visits)),
+            (types["purchases"], facts(types["purchases"], purchases)),
+        ]
+    )
     log.close()
 
 
@@ -54,16 +58,22 @@ def test_a_label_is_the_first_event_strictly_after_the_row_within_its_window(
 ) -> None:
     config = write_world(tmp_path)
     t = START_US
-    _append(config, [
-        _visit(0, 1, t),                # a purchase at the same moment: not after, not its label
-        _visit(1, 2, t),                # bought exactly at the end of the window: counts
-        _visit(2, 3, t),                # bought a microsecond too late: 0
-        _visit(3, 4, t + 10 * HOUR_US),  # the window is still open and nothing came: pending
-        _visit(4, 5, t + 10 * HOUR_US),  # the window is open but the purchase came: known, 1
-    ], [
-        _buy(0, 1, t), _buy(1, 2, t + HOUR_US), _buy(2, 3, t + HOUR_US + 1),
-        _buy(3, 5, t + 10 * HOUR_US + MINUTE_US),
-    ])  # fmt: skip
+    _append(
+        config,
+        [
+            _visit(0, 1, t),  # a purchase at the same moment: not after, not its label
+            _visit(1, 2, t),  # bought exactly at the end of the window: counts
+            _visit(2, 3, t),  # bought a microsecond too late: 0
+            _visit(3, 4, t + 10 * HOUR_US),  # the window is still open and nothing came: pending
+            _visit(4, 5, t + 10 * HOUR_US),  # the window is open but the purchase came: known, 1
+        ],
+        [
+            _buy(0, 1, t),
+            _buy(1, 2, t + HOUR_US),
+            _buy(2, 3, t + HOUR_US + 1),
+            _buy(3, 5, t + 10 * HOUR_US + MINUTE_US),
+        ],
+    )
     _, _, log, _, rows = _rows(config)
     log.close()
     found = {q["user"]: label for q, label in zip(rows.queries, rows.labels, strict=True)}
@@ -77,8 +87,11 @@ def test_a_label_is_the_first_event_strictly_after_the_row_within_its_window(
 def test_a_field_label_drops_rows_without_an_outcome_unless_told(tmp_path: Path) -> None:
     config = write_world(tmp_path)
     t = START_US
-    _append(config, [_visit(0, 1, t), _visit(1, 2, t)],
-            [_buy(0, 1, t + MINUTE_US, 42.5), _buy(1, 9, t + 5 * HOUR_US)])  # fmt: skip
+    _append(
+        config,
+        [_visit(0, 1, t), _visit(1, 2, t)],
+        [_buy(0, 1, t + MINUTE_US, 42.5), _buy(1, 9, t + 5 * HOUR_US)],
+    )
     field = SPEC.replace('within = "1h"', 'within = "1h"\nfield = "amount"')
     _, _, log, _, rows = _rows(config, field)
     log.close()
@@ -136,8 +149,14 @@ def test_the_training_set_hash_is_stable_and_follows_the_data(tmp_path: Path) ->
 def test_a_table_label_known_before_its_row_is_leakage(tmp_path: Path) -> None:
     config = write_world(tmp_path)
     t = START_US // 1_000_000
-    table = pa.table({"user": [1, 2, 3], "ts": [t, t + 60, t + 120],
-                      "y": [1, 0, 1], "seen": [t + 30, t + 60, t + 100]})  # fmt: skip
+    table = pa.table(
+        {
+            "user": [1, 2, 3],
+            "ts": [t, t + 60, t + 120],
+            "y": [1, 0, 1],
+            "seen": [t + 30, t + 60, t + 100],
+        }
+    )
     pq.write_table(table, tmp_path / "labels.parquet")
     text = (
         SPEC.split("[rows]")[0]
@@ -161,9 +180,15 @@ def test_a_feature_that_equals_the_label_is_leakage(tmp_path: Path) -> None:
     config = write_world(tmp_path)
     t = START_US // 1_000_000
     n = 60
-    table = pa.table({"user": list(range(n)), "ts": [t + 60 * i for i in range(n)],
-                      "y": [i % 2 for i in range(n)], "outcome": [float(i % 2) for i in range(n)],
-                      "noise": [float(i % 7) for i in range(n)]})  # fmt: skip
+    table = pa.table(
+        {
+            "user": list(range(n)),
+            "ts": [t + 60 * i for i in range(n)],
+            "y": [i % 2 for i in range(n)],
+            "outcome": [float(i % 2) for i in range(n)],
+            "noise": [float(i % 7) for i in range(n)],
+        }
+    )
     pq.write_table(table, tmp_path / "labels.parquet")
     text = (
         SPEC.split("[features]")[0]

@@ -65,9 +65,13 @@ def test_missing_tables_and_keys_are_named() -> None:
     with pytest.raises(SpecError) as raised:
         parse_spec('[model]\nname = "m"\n', Path("m.toml"))
     message = str(raised.value)
-    for expected in ("[model] `task`: missing; one of classification, regression",
-                     "[model] `family`: missing", "[features]: missing; add a [features] table",
-                     "[rows]: missing", "[label]: missing"):  # fmt: skip
+    for expected in (
+        "[model] `task`: missing; one of classification, regression",
+        "[model] `family`: missing",
+        "[features]: missing; add a [features] table",
+        "[rows]: missing",
+        "[label]: missing",
+    ):
         assert expected in message
 
 

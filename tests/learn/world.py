@@ -83,9 +83,14 @@ def visits_and_purchases(
             chance = 1 / (1 + math.exp(-(pages - 6) / 1.5 - 3 * (habit[user] - 0.5)))
             if rng.random() < chance:
                 bought = at + rng.randrange(1, 50) * MINUTE_US
-                purchases.append({"order": f"o{len(purchases)}", "user": user,
-                                  "amount": round(5 + pages * rng.random() * 3, 2),
-                                  "at": bought})  # fmt: skip
+                purchases.append(
+                    {
+                        "order": f"o{len(purchases)}",
+                        "user": user,
+                        "amount": round(5 + pages * rng.random() * 3, 2),
+                        "at": bought,
+                    }
+                )
             at += round(rng.expovariate(1 / (3 * HOUR_US * (1.5 - habit[user]))))
     return visits, purchases
 
@@ -101,8 +106,12 @@ def fill(config: Config, **kwargs: Any) -> tuple[int, int]:
     visits, purchases = visits_and_purchases(**kwargs)
     log = Stores.from_config(config).open_fact_log()
     try:
-        log.append([(types["visits"], facts(types["visits"], visits)),
-                    (types["purchases"], facts(types["purchases"], purchases))])  # fmt: skip
+        log.append(
+            [
+                (types["visits"], facts(types["visits"], visits)),
+                (types["purchases"], facts(types["purchases"], purchases)),
+            ]
+        )
     finally:
         log.close()
     return len(visits), len(purchases)
