@@ -82,11 +82,11 @@ def publish(
     if run is not None:
         mv = _publish_run(ctx, registry, run, name, alias=alias, extra=extra, force_new=force_new)
     else:
-        if name is None:
+        if name is None or path is None:
             raise typer.BadParameter("give the model's NAME before its PATH")
         mv = registry.publish_file(
             name,
-            path,  # type: ignore[arg-type]  (not None: checked above)
+            path,
             sample=sample,
             alias=alias,
             lineage=extra,

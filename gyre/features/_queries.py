@@ -62,7 +62,7 @@ def _with_ts(
         raise InvalidFeatureInput(f"query row {index}: {reason}")
     if time_column not in row:
         raise InvalidFeatureInput(f"query row {index} has no `{time_column}` (the time of the row)")
-    times = {"ts": _micros(index, row[time_column], unit, time_column)}
+    times: dict[str, int | None] = {"ts": _micros(index, row[time_column], unit, time_column)}
     for column in also_times:
         value = row.get(column)
         times[column] = None if value is None else _micros(index, value, unit, column)

@@ -89,8 +89,8 @@ def verify(stores: Stores, config: Config, run_id: str) -> Verification:
     rebuilt.update({f"baseline_{k}": v for k, v in fitted.baseline_metrics.items()})
     compared: dict[str, tuple[float | None, float | None, bool]] = {}
     for key in sorted(set(rebuilt) | {k for k in run.metrics if k in rebuilt or _final(k)}):
-        then, now = run.metrics.get(key), rebuilt.get(key)
-        compared[key] = (then, now, _same(then, now, exact))
+        recorded, redone = run.metrics.get(key), rebuilt.get(key)
+        compared[key] = (recorded, redone, _same(recorded, redone, exact))
     was_set = lineage.get("training_set", {}).get("sha256")
     same_set = was_set == fitted.data.sha256
     ok = same_set and all(match for _, _, match in compared.values())
