@@ -36,6 +36,10 @@ def train(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check the spec, its rows and labels; fit nothing.")
     ] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="A `gyre events export` folder to read the views' older facts from."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fit a model from a training spec and record the run (see docs/learn.md)."""
@@ -71,7 +75,7 @@ def train(
         return
     progress = _Progress()
     try:
-        result = train_spec(spec, config, stores, reporter=progress)
+        result = train_spec(spec, config, stores, reporter=progress, export=export)
     except KeyboardInterrupt:
         which = f"run {progress.run_id}" if progress.run_id else "the run"
         err_console.print(f"interrupted: {which} is marked interrupted; nothing was published")

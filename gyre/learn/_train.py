@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,6 +32,7 @@ from gyre.learn._spec import TableRows, TrainingSpec
 from gyre.stores import Stores
 
 SAMPLE_ROWS = 1_000  # training rows kept with the model: the publish-time parity check's
+TRAIN_SCORE_ROWS = 10_000  # training rows the train_* metrics are taken on, at most
 
 
 class Reporter(Protocol):
@@ -113,23 +115,25 @@ def fit(
     watermark: int | None = None,
     reporter: Reporter | None = None,
     on_epoch: Any = None,
+    export: Path | None = None,
 ) -> Fitted:
-    """Build the training data and fit the spec's trainer (and baseline); no recording."""
+    """Build the training data and fit the spec's trainer (and baseline); no recording.
+    `export`: a `gyre events export` folder the views' older facts are read from."""
     from gyre.learn._trainer import make_trainer
 
     clock = _Clock(reporter or _Silent())
     with clock.stage("rows"):
         checked = check(spec, config, log, watermark)
     with clock.stage("features"):
-        data = build(spec, checked.rows, log, checked.resolved.views, checked.watermark)
+        data = build(spec, checked.rows, log, checked.resolved.views, checked.watermark, export)
     trainer = make_trainer(spec.model.family, spec.task, spec.model.params, spec.seed)
     x_train, y_train = data.part("train")
     validation = data.part("validation") if len(data.validation) else None
 
     def epoch(number: int, metrics: dict[str, float]) -> None:
-        clock.reporter.epoch(number, metrics)
-        if on_epoch is not None:
+        if on_epoch is not None:  # recorded first: what is shown is in the run
             on_epoch(number, metrics)
+        clock.reporter.epoch(number, metrics)
 
     with clock.stage("fit"):
         trainer.fit(x_train, y_train, validation=validation, on_epoch=epoch)
@@ -144,18 +148,32 @@ def fit(
 
 
 def _scores(task: str, model: Any, data: TrainingData) -> dict[str, float]:
-    """Holdout metrics under their plain names; validation and train ones prefixed."""
+    """Holdout metrics under their plain names; validation and train ones prefixed. The
+    train metrics (a check for overfitting, not a result) are taken on at most
+    TRAIN_SCORE_ROWS training rows, evenly spaced in time: scoring them all would cost as
+    much as a large part of the fit."""
     found = dict(score(task, model, *data.part("holdout")))
-    for part, prefix in (("validation", "validation_"), ("train", "train_")):
-        found.update({prefix + k: v for k, v in score(task, model, *data.part(part)).items()})
+    found.update(
+        {f"validation_{k}": v for k, v in score(task, model, *data.part("validation")).items()}
+    )
+    x, y = data.part("train")
+    if len(y) > TRAIN_SCORE_ROWS:
+        every = np.linspace(0, len(y) - 1, TRAIN_SCORE_ROWS).astype(np.int64)
+        x, y = x[every], y[every]
+    found.update({f"train_{k}": v for k, v in score(task, model, x, y).items()})
     return found
 
 
 def train(
-    spec: TrainingSpec, config: Config, stores: Stores, *, reporter: Reporter | None = None
+    spec: TrainingSpec,
+    config: Config,
+    stores: Stores,
+    *,
+    reporter: Reporter | None = None,
+    export: Path | None = None,
 ) -> TrainResult:
     """Fit the spec and record it as a run; on Ctrl-C the run is marked interrupted and
-    no model artifact is written."""
+    no model artifact is written. `export`: as for `fit`."""
     from gyre.learn._tracking import start_run
 
     resolve(spec, config)  # every problem of the spec, before a run exists
@@ -175,13 +193,19 @@ def train(
                 "spec", {"path": str(spec.path), "sha256": spec.sha256, "text": spec.text}
             )
             run.set_record("environment", environment())
-            run.set_record("lineage", _lineage(spec, config, log, watermark, None))
+            run.set_record("lineage", _lineage(spec, config, log, watermark, None, export))
 
             def on_epoch(number: int, metrics: dict[str, float]) -> None:
                 run.log_metrics(metrics, step=number)
 
             fitted = fit(
-                spec, config, log, watermark=watermark, reporter=reporter, on_epoch=on_epoch
+                spec,
+                config,
+                log,
+                watermark=watermark,
+                reporter=reporter,
+                on_epoch=on_epoch,
+                export=export,
             )
             recording = time.perf_counter()
             run.log_metrics(
@@ -190,7 +214,7 @@ def train(
                     **{f"baseline_{k}": v for k, v in fitted.baseline_metrics.items()},
                 }
             )
-            run.set_record("lineage", _lineage(spec, config, log, watermark, fitted.data))
+            run.set_record("lineage", _lineage(spec, config, log, watermark, fitted.data, export))
             _log_artifacts(run, spec, fitted)
             timings = dict(fitted.timings_s)
             timings["record"] = round(time.perf_counter() - recording, 6)
@@ -218,13 +242,19 @@ def _params(spec: TrainingSpec) -> dict[str, Any]:
 
 
 def _lineage(
-    spec: TrainingSpec, config: Config, log: FactLog, watermark: int, data: TrainingData | None
+    spec: TrainingSpec,
+    config: Config,
+    log: FactLog,
+    watermark: int,
+    data: TrainingData | None,
+    export: Path | None,
 ) -> dict[str, Any]:
     resolved = resolve(spec, config)
     lineage: dict[str, Any] = {
         "spec_sha256": spec.sha256,
         "fact_log": log.where,
         "fact_log_watermark": watermark,
+        "export": None if export is None else str(export),
         "feature_definitions": {v.name: v.definition_hash for v in resolved.views},
         "code": code_version(spec.path.parent),
         "seed": spec.seed,

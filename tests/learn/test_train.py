@@ -4,6 +4,7 @@ traced; Ctrl-C leaves an interrupted run and nothing in the registry."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -13,10 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from gyre.cli._main import app
+from gyre.config import StoreConfig
 from gyre.errors import RunError
 from gyre.learn import load_spec, run_model, train_spec, verify_run
 from gyre.registry import Registry
 from gyre.stores import Stores
+from tests.conftest import store_toml
 from tests.learn.world import fill, write_world
 
 
@@ -190,3 +193,55 @@ def test_runs_verify_on_the_cli_reproduces_a_run_and_fails_when_it_cannot(tmp_pa
     changed = runner.invoke(app, [*base, "runs", "verify", result.run_id])
     assert changed.exit_code == 1
     assert "cannot redo" in changed.stdout and "NOT reproduced" in changed.stdout
+
+
+def test_a_run_on_either_store_backend(tmp_path: Path, store_config: StoreConfig) -> None:
+    config = write_world(tmp_path, store_toml(store_config))
+    fill(config, users=20, hours=30)
+    stores = Stores.from_config(config)
+    result = train_spec(load_spec(tmp_path / "buyers.toml"), config, stores)
+    runs = stores.open_runs()
+    try:
+        (found,) = runs.search("metrics.auc > 0 and params.num_leaves = 8")
+        assert found.run_id == result.run_id and found.status == "finished"
+    finally:
+        runs.close()
+    assert verify_run(stores, config, result.run_id).reproduced
+
+
+def test_sigint_to_gyre_train_marks_the_run_interrupted(tmp_path: Path) -> None:
+    config = write_world(tmp_path)
+    fill(config, users=20, hours=30)
+    slow = (
+        (tmp_path / "buyers.toml")
+        .read_text()
+        .replace('family = "lightgbm"', 'family = "torch.mlp"')
+        .replace(
+            "params = {n_estimators = 40, num_leaves = 8}",
+            "params = {hidden = [512, 512], epochs = 100000, patience = 100000}",
+        )
+    )
+    (tmp_path / "buyers.toml").write_text(slow)
+    base = ["--home", str(config.home), "--config", str(tmp_path / "gyre.toml")]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gyre", *base, "train", str(tmp_path / "buyers.toml")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:  # wait for the second epoch, recorded before it is shown
+        lines.append(line)
+        if "epoch 2:" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    assert process.returncode == 130, "".join(lines) + rest
+    assert "is marked interrupted; nothing was published" in rest
+    run_id = lines[0].split()[1]
+    runs = Stores.from_config(config).open_runs()
+    run = runs.get(run_id)
+    history = runs.metric_history(run_id, "loss")
+    runs.close()
+    assert run.status == "interrupted" and "model" not in run.record.get("artifacts", {})
+    assert len(history) >= 2  # the epochs logged before the signal are kept
