@@ -253,37 +253,36 @@ def search_sql(
     experiment: str | None,
     limit: int,
 ) -> tuple[str, list[Any]]:
-    """One SELECT of the page's runs (RUN_COLUMNS), its `?` parameters in order. Each
-    metric, parameter or tag named is one join of its table (inner when compared: a run
-    lacking it does not match; left when only ordered by)."""
+    """One SELECT of the page's runs (RUN_COLUMNS), its `?` parameters in order.
+
+    Each comparison on a metric, parameter or tag is a subquery of the run ids that meet
+    it (a range of one index: key and value), and the filter their INTERSECT: the cost is
+    the sum of the comparisons' ranges whatever order a planner would have joined them in
+    (SQLite without statistics joined the largest first). Each metric, parameter or tag
+    an order names is one left join (a run lacking it sorts last)."""
     aliases: dict[tuple[str, str], str] = {}
-    inner: set[tuple[str, str]] = set()
-    named: list[tuple[Field, bool]] = [(c.field, True) for c in comparisons]
-    named += [(o.field, False) for o in orders]
-    for field, compared in named:
-        kind, key = field.kind, field.key
-        if kind != "attributes":
-            aliases.setdefault((kind, key), f"j{len(aliases)}")
-            if compared:
-                inner.add((kind, key))
+    for o in orders:
+        if o.field.kind != "attributes":
+            aliases.setdefault((o.field.kind, o.field.key), f"j{len(aliases)}")
     sql = [f"SELECT {RUN_COLUMNS} FROM runs r"]
     args: list[Any] = []
     for (kind, key), alias in aliases.items():
-        join = "JOIN" if (kind, key) in inner else "LEFT JOIN"
-        sql.append(f"{join} {TABLES[kind]} {alias} ON {alias}.rid = r.rid AND {alias}.key = ?")
+        sql.append(f"LEFT JOIN {TABLES[kind]} {alias} ON {alias}.rid = r.rid AND {alias}.key = ?")
         args.append(key)
-    where = []
+    where, subqueries, sub_args = [], [], []
     for c in comparisons:
         op = _SQL_OPERATORS[c.op]
         kind, key = c.field.kind, c.field.key
         if kind == "attributes":
-            column = f"r.{key}"
-        elif kind == "params":
-            column = f"{aliases[(kind, key)]}.{'txt' if isinstance(c.value, str) else 'num'}"
-        else:
-            column = f"{aliases[(kind, key)]}.value"
-        where.append(f"{column} {op} ?")
-        args.append(c.value)
+            where.append(f"r.{key} {op} ?")
+            args.append(c.value)
+            continue
+        column = ("txt" if isinstance(c.value, str) else "num") if kind == "params" else "value"
+        subqueries.append(f"SELECT rid FROM {TABLES[kind]} WHERE key = ? AND {column} {op} ?")
+        sub_args += [key, c.value]
+    if subqueries:
+        where.append("r.rid IN (" + " INTERSECT ".join(subqueries) + ")")
+        args += sub_args
     if experiment is not None:
         where.append("r.experiment = ?")
         args.append(experiment)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from gyre._postgres import Database
+from gyre.learn._runs import MetricPoint
 from gyre.learn._runstore import PG_DDL, SCHEMA_VERSION, SQLRunStore, migration
 
 
@@ -57,10 +58,14 @@ class PostgresRunStore(SQLRunStore):
             cursor.executemany(sql.replace("?", "%s"), rows)
 
     def _insert_points(
-        self, conn: Any, rid: int, rows: list[tuple[str, int, int, float, float]]
+        self, conn: Any, rid: int, points: Sequence[MetricPoint], first: int
     ) -> None:
         # One statement for the whole batch: arrays, unnested by the server.
-        keys, steps, seqs, values, ats = (list(column) for column in zip(*rows, strict=True))
+        keys = [p.key for p in points]
+        steps = [p.step for p in points]
+        seqs = list(range(first, first + len(points)))
+        values = [float(p.value) for p in points]
+        ats = [float(p.at) for p in points]
         conn.execute(
             "INSERT INTO run_metrics (rid, key, step, seq, value, at)"
             " SELECT %s, k, s, q, v, a FROM unnest(%s::text[], %s::bigint[], %s::bigint[],"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,6 +40,7 @@ KEY = re.compile(r"[A-Za-z0-9_\-./ ]{1,250}")
 _HEX = re.compile(r"[0-9a-f]+")
 RUN_ID_CHARS = 32
 MIN_PREFIX = 6
+_FLOAT_MAX = sys.float_info.max  # finite floats lie within ±this; NaN within nothing
 MAX_TEXT = 5000  # characters of a tag value, a run name or an error kept in full
 
 
@@ -200,6 +202,16 @@ def param_columns(value: Any, encoded: str) -> tuple[float | None, str]:
 
 
 def check_point(point: Any) -> MetricPoint:
+    if (  # the common case, in a few comparisons (a batch holds thousands)
+        type(point) is MetricPoint
+        and type(point.value) is float
+        and type(point.step) is int
+        and type(point.at) is float
+        and -_FLOAT_MAX <= point.value <= _FLOAT_MAX
+        and -(2**63) <= point.step < 2**63
+        and -_FLOAT_MAX <= point.at <= _FLOAT_MAX
+    ):
+        return point
     if not isinstance(point, MetricPoint):
         raise RunError(f"metrics must be MetricPoint objects, not {type(point).__name__}")
     value, step, at = point.value, point.step, point.at

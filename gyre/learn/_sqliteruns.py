@@ -35,6 +35,9 @@ class SQLiteRunStore(SQLRunStore):
         return f"SQLiteRunStore({self.where!r})"
 
     def _migrate(self) -> None:
+        # A store at this version is only read: opening one never waits for a writer.
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
         with self._write() as conn:
             found = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]

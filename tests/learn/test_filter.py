@@ -121,7 +121,7 @@ def test_values_are_parameters_never_sql_text(value: str, number: float) -> None
     )
     assert comparisons[0].value == value and comparisons[1].value == number
     sql, args = search_sql(comparisons, parse_order(["params.p desc"]), experiment=value, limit=7)
-    assert args == ["a b", "m", "p", value, number, value, value, 7]
+    assert args == ["p", value, "a b", value, "m", number, value, 7]
     # The same SQL text whatever the values: they travel as parameters only.
     plain = parse_filter("tags.`a b` = 'v' and metrics.m >= 0 and name != 'v'")
     assert sql == search_sql(plain, parse_order(["params.p desc"]), experiment="v", limit=1)[0]
