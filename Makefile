@@ -36,8 +36,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/batching.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/train.py
 	scripts/ensure-postgres
 	$(BIN)/python benchmarks/stores.py
+	$(BIN)/python benchmarks/tracking.py
 
 # Under /tmp: as root the cluster runs as `postgres`, which may not enter a checkout's parents.
 PGDIR ?= /tmp/gyre-postgres-$(shell id -u)

@@ -26,7 +26,7 @@ class Ending(Protocol):
     def _end_quietly(self, status: str | None, error: str | None) -> None: ...
 
 
-_LIVE: dict[Ending, None] = {}  # in start order
+_LIVE: dict[Ending, int] = {}  # in start order: the process that started each
 _LIVE_LOCK = threading.Lock()
 _PREVIOUS: dict[int, Any] = {}  # the handlers ours replaced
 _AT_EXIT: list[bool] = []
@@ -34,7 +34,7 @@ _AT_EXIT: list[bool] = []
 
 def watch(run: Ending) -> None:
     with _LIVE_LOCK:
-        _LIVE[run] = None
+        _LIVE[run] = os.getpid()
         if not _AT_EXIT:
             atexit.register(_at_exit)
             _AT_EXIT.append(True)
@@ -59,8 +59,9 @@ def unwatch(run: Ending) -> None:
 
 
 def _live() -> list[Ending]:
+    """The active runs this process started (a forked child ends none of its parent's)."""
     with _LIVE_LOCK:
-        return list(_LIVE)
+        return [run for run, pid in _LIVE.items() if pid == os.getpid()]
 
 
 def _restore() -> None:
