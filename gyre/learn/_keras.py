@@ -100,6 +100,7 @@ def _import_copy() -> None:
     try:
         keras = importlib.import_module("keras")
     except ImportError:
+        _take_keras()  # what the failed import left behind is no copy to keep
         raise LearnError(
             f"training a Keras model needs keras; install it with: {_torch.EXTRA}"
         ) from None
