@@ -176,7 +176,7 @@ def train(
     no model artifact is written. `export`: as for `fit`."""
     from gyre.learn._tracking import start_run
 
-    resolve(spec, config)  # every problem of the spec, before a run exists
+    resolved = resolve(spec, config)  # every problem of the spec, before a run exists
     started = time.perf_counter()
     log = stores.open_fact_log()
     try:
@@ -193,7 +193,7 @@ def train(
                 "spec", {"path": str(spec.path), "sha256": spec.sha256, "text": spec.text}
             )
             run.set_record("environment", environment())
-            run.set_record("lineage", _lineage(spec, config, log, watermark, None, export))
+            run.set_record("lineage", _lineage(spec, resolved, log, watermark, None, export))
 
             def on_epoch(number: int, metrics: dict[str, float]) -> None:
                 run.log_metrics(metrics, step=number)
@@ -214,7 +214,7 @@ def train(
                     **{f"baseline_{k}": v for k, v in fitted.baseline_metrics.items()},
                 }
             )
-            run.set_record("lineage", _lineage(spec, config, log, watermark, fitted.data, export))
+            run.set_record("lineage", _lineage(spec, resolved, log, watermark, fitted.data, export))
             _log_artifacts(run, spec, fitted)
             timings = dict(fitted.timings_s)
             timings["record"] = round(time.perf_counter() - recording, 6)
@@ -243,13 +243,12 @@ def _params(spec: TrainingSpec) -> dict[str, Any]:
 
 def _lineage(
     spec: TrainingSpec,
-    config: Config,
+    resolved: Resolved,
     log: FactLog,
     watermark: int,
     data: TrainingData | None,
     export: Path | None,
 ) -> dict[str, Any]:
-    resolved = resolve(spec, config)
     lineage: dict[str, Any] = {
         "spec_sha256": spec.sha256,
         "fact_log": log.where,
