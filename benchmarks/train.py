@@ -6,18 +6,19 @@
    fact log, `--requests` prediction points (a `requests` event each), and a purchase within
    the hour as the label, more likely for users who visit more. `gyre train` builds the
    training set point-in-time correct from the log at one watermark (four window
-   aggregations of the `activity` view), fits, scores the split and records the run. Once
-   reading the visits from the fact log, once from a Parquet export of it (`--export`,
-   the same rows: the export is checked complete against the log).
+   aggregations of the `activity` view), fits, scores the split and records the run. The
+   first run decodes every fact of the log (and keeps them decoded under the home,
+   `gyre.features.FactCache`); the runs after it read the kept copy and only the facts
+   stored since. Both are shown.
 2. The PyTorch MLP (`torch.mlp`) on `--mlp-rows` rows of 32 numeric columns read from a
    Parquet table.
 
 The hand-written side is the same trainer (`make_trainer`, the same parameters and seed)
 fitted on the NumPy arrays gyre built, already in memory, plus scoring its holdout: the
 physical limit of the same work. Plain `lightgbm.LGBMClassifier.fit` on the same arrays
-(one thread, as gyre's trainer fits by default for runs that reproduce on any machine) is
-shown beside it. Each side is timed twice and the better time kept. Results go to
-benchmarks/results/train.json.
+(one thread, as gyre's trainer fits by default for runs that reproduce on any machine),
+with no loss recorded per round, and its holdout predicted, is shown beside it. Each side
+is timed twice and the better time kept. Results go to benchmarks/results/train.json.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ RESULTS = HERE / "results" / "train.json"
 sys.path.insert(1, str(HERE.parent))
 
 import gyre  # noqa: E402
-from gyre.collect import event_types, export_parquet  # noqa: E402
+from gyre.collect import event_types  # noqa: E402
 from gyre.config import load_config  # noqa: E402
 from gyre.learn import fit_spec, load_spec, make_trainer, train_spec  # noqa: E402
 from gyre.learn._metrics import score  # noqa: E402
@@ -183,39 +184,38 @@ def gbdt(folder: Path, facts: int, requests: int) -> dict[str, Any]:
     (folder / "buyers.toml").write_text(GBDT_SPEC)
     spec = load_spec(folder / "buyers.toml")
     stores = Stores.from_config(config)
-    fact_log = stores.open_fact_log()
-    export = folder / "export"
     started = time.perf_counter()
-    export_parquet(fact_log, event_types(config.collect.events)["visits"], export)
-    export_s = time.perf_counter() - started
-    fact_log.close()
-    log_s, from_log = _best_of_two(lambda: train_spec(spec, config, stores))
-    parquet_s, from_parquet = _best_of_two(lambda: train_spec(spec, config, stores, export=export))
-    assert from_log.fitted.data.sha256 == from_parquet.fitted.data.sha256
-    data = from_log.fitted.data
+    first = train_spec(spec, config, stores)  # decodes every fact of the log once
+    first_s = time.perf_counter() - started
+    again_s, again = _best_of_two(lambda: train_spec(spec, config, stores))
+    assert first.fitted.data.sha256 == again.fitted.data.sha256
+    data = again.fitted.data
     hand_s = _hand(spec, data)
     import lightgbm
 
     x_train, y_train = data.part("train")
-    plain_s, _ = _best_of_two(
-        lambda: lightgbm.LGBMClassifier(**GBDT_PARAMS, random_state=0, verbose=-1, n_jobs=1).fit(
-            x_train, y_train
-        )
-    )
+    x_holdout = data.part("holdout")[0]
+
+    def plain() -> None:
+        model = lightgbm.LGBMClassifier(**GBDT_PARAMS, random_state=0, verbose=-1, n_jobs=1)
+        model.fit(x_train, y_train)
+        model.predict_proba(x_holdout)
+
+    plain_s, _ = _best_of_two(plain)
     return {
         "facts": facts + requests,
         "training_rows": len(data.train),
         "features": len(data.feature_names),
-        "auc": round(from_log.fitted.metrics["auc"], 4),
-        "gyre_train_from_log_s": round(log_s, 2),
-        "gyre_train_from_export_s": round(parquet_s, 2),
-        "stages_from_log_s": from_log.fitted.timings_s,
-        "stages_from_export_s": from_parquet.fitted.timings_s,
-        "export_once_s": round(export_s, 2),
+        "auc": round(again.fitted.metrics["auc"], 4),
+        "gyre_train_first_s": round(first_s, 2),
+        "gyre_train_again_s": round(again_s, 2),
+        "stages_first_s": first.fitted.timings_s,
+        "stages_again_s": again.fitted.timings_s,
         "hand_same_trainer_s": round(hand_s, 2),
-        "hand_plain_lightgbm_fit_s": round(plain_s, 2),
-        "ratio_from_log": round(log_s / hand_s, 2),
-        "ratio_from_export": round(parquet_s / hand_s, 2),
+        "hand_plain_lightgbm_s": round(plain_s, 2),
+        "ratio_first": round(first_s / hand_s, 2),
+        "ratio_again": round(again_s / hand_s, 2),
+        "ratio_again_to_plain_lightgbm": round(again_s / plain_s, 2),
     }
 
 
@@ -275,16 +275,20 @@ def main() -> None:
     print("| case | gyre train | by hand (same trainer, prepared arrays) | ratio |")
     print("|---|---|---|---|")
     print(
-        f"| GBDT, {g['facts']:,} facts, {g['training_rows']:,} rows, from the log | "
-        f"{g['gyre_train_from_log_s']} s | {g['hand_same_trainer_s']} s | {g['ratio_from_log']}x |"
+        f"| GBDT, {g['facts']:,} facts, {g['training_rows']:,} rows, first run (decodes the log) "
+        f"| {g['gyre_train_first_s']} s | {g['hand_same_trainer_s']} s | {g['ratio_first']}x |"
     )
     print(
-        f"| GBDT, the same, from a Parquet export | {g['gyre_train_from_export_s']} s | "
-        f"{g['hand_same_trainer_s']} s | {g['ratio_from_export']}x |"
+        f"| GBDT, the same, run again (decoded facts kept) | {g['gyre_train_again_s']} s | "
+        f"{g['hand_same_trainer_s']} s | {g['ratio_again']}x |"
+    )
+    print(
+        f"| GBDT, run again, against plain `LGBMClassifier.fit` + predict | "
+        f"{g['gyre_train_again_s']} s | {g['hand_plain_lightgbm_s']} s | "
+        f"{g['ratio_again_to_plain_lightgbm']}x |"
     )
     print(f"| PyTorch MLP, {m['rows']:,} rows x 32 | {m['gyre_train_s']} s | "
           f"{m['hand_same_trainer_s']} s | {m['ratio']}x |")  # fmt: skip
-
 
 if __name__ == "__main__":
     main()

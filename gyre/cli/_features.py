@@ -13,6 +13,7 @@ from rich.table import Table
 from gyre.cli._app import JsonOption, State, console, err_console, print_json, print_table
 from gyre.collect import event_types
 from gyre.features import (
+    FactCache,
     FeatureView,
     compile_sql,
     feature_views,
@@ -125,7 +126,8 @@ def build(
     """Build VIEW's point-in-time correct training set for the rows of QUERIES."""
     state: State = ctx.obj
     view = find_view(_views(ctx), name)
-    log = Stores.from_config(state.config()).open_fact_log()
+    config = state.config()
+    log = Stores.from_config(config).open_fact_log()
     try:
         mark = log.watermark() if watermark is None else watermark
         query_rows = read_queries(queries, ts_unit.value)
@@ -138,7 +140,10 @@ def build(
         )
         if warning is not None:
             err_console.print(f"warning: {warning}", markup=False, highlight=False)
-        rows = write_training_set(log, view, query_rows, out, watermark=mark, export=export)
+        cache = FactCache.under(config.home)
+        rows = write_training_set(
+            log, view, query_rows, out, watermark=mark, export=export, cache=cache
+        )
     finally:
         log.close()
     console.print(

@@ -9,6 +9,7 @@ never later finds a fact below p (positions may have gaps).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,6 +62,16 @@ class FactLog(Protocol):
         position `up_to_seq`, in (event time, position) order, streamed in chunks."""
         ...
 
+    def payloads(self, event_type: str, after_seq: int, up_to_seq: int) -> Any:
+        """The facts of one type stored in (after_seq, up_to_seq], in log order, as an
+        Arrow table: `_seq`, `_time` (event time, µs) and `payload` (the fact as JSON)."""
+        ...
+
+    def identity(self) -> str:
+        """A value that differs between this log and another one made later in its
+        place (empty while the log is empty): derived copies of the facts check it."""
+        ...
+
     def since(self, seq: int, types: Sequence[str], limit: int = 10_000) -> tuple[list[Fact], int]:
         """The facts of `types` among the next `limit` facts after position `seq`, in log
         order, and the position read up to (past facts of other types too)."""
@@ -77,3 +88,20 @@ class FactLog(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def payload_lines(text: bytes) -> Any:
+    """`payloads`' Arrow table from lines of `seq TAB event_time TAB payload`."""
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    names = ["_seq", "_time", "payload"]
+    types = {"_seq": pa.int64(), "_time": pa.int64(), "payload": pa.string()}
+    if not text:
+        return pa.table({n: pa.array([], t) for n, t in types.items()})
+    return csv.read_csv(
+        io.BytesIO(text),
+        read_options=csv.ReadOptions(column_names=names),
+        parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False),
+        convert_options=csv.ConvertOptions(column_types=types),
+    )

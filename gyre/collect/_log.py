@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from gyre._sqlite import connect_wal
-from gyre.collect._factlog import AppendResult, Fact, FactLog
+from gyre.collect._factlog import AppendResult, Fact, FactLog, payload_lines
 from gyre.collect._schema import EventType
 from gyre.errors import StoreUnavailable
 
 logger = logging.getLogger("gyre.collect")
+
+_PAYLOAD_CHUNK = 100_000  # facts per query of `payloads`: about 10 MB of text
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS facts (
@@ -92,6 +94,14 @@ class SQLiteFactLog:
             raise
         return [AppendResult(s, d, int(watermark)) for s, d in results]
 
+    def identity(self) -> str:
+        """Its first fact's type, event time and time of storage: what tells this log from
+        another one made later at the same path."""
+        row = self._conn.execute(
+            "SELECT type, event_time, ingested_at FROM facts ORDER BY seq LIMIT 1"
+        ).fetchone()
+        return "" if row is None else json.dumps(list(row))
+
     def watermark(self) -> int:
         """The log position of the latest fact; later steps record it as lineage."""
         (seq,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM facts").fetchone()
@@ -123,6 +133,30 @@ class SQLiteFactLog:
             if len(rows) < chunk:
                 return
             last_seq, last_time = rows[-1][0], rows[-1][1]
+
+    def payloads(self, event_type: str, after_seq: int, up_to_seq: int) -> Any:
+        """The facts of one type stored in (after_seq, up_to_seq], in log order, as an Arrow
+        table (`_seq`, `_time`, `payload`: the fact as JSON text), for the offline engine.
+
+        SQLite joins each chunk into one tab-separated text (a JSON payload holds no tab
+        or newline: `json.dumps` escapes them) that Arrow's CSV reader splits in C: five
+        times faster than a Python tuple per fact."""
+        import pyarrow as pa
+
+        parts, after = [], after_seq
+        while after < up_to_seq:
+            text, last, count = self._conn.execute(
+                "SELECT group_concat(line, char(10)), max(seq), count(*) FROM (SELECT seq,"
+                " seq || char(9) || event_time || char(9) || payload AS line"
+                " FROM facts NOT INDEXED WHERE seq > ? AND seq <= ? AND type = ?"
+                " ORDER BY seq LIMIT ?)",
+                (after, up_to_seq, event_type, _PAYLOAD_CHUNK),
+            ).fetchone()
+            if not count:
+                break
+            parts.append(payload_lines(text.encode()))
+            after = last
+        return pa.concat_tables(parts) if parts else payload_lines(b"")
 
     def since(self, seq: int, types: Sequence[str], limit: int = 10_000) -> tuple[list[Fact], int]:
         """The facts of `types` among the next `limit` facts stored after log position

@@ -9,13 +9,14 @@ commit, so this costs one lock round trip per commit, not per event.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from gyre._postgres import Database
-from gyre.collect._factlog import AppendResult, Fact
+from gyre.collect._factlog import AppendResult, Fact, payload_lines
 from gyre.collect._schema import EventType
 
 # pg_advisory_xact_lock key of the appends ("gyre" "fact" in hex, well inside bigint).
@@ -120,6 +121,38 @@ class PostgresFactLog:
             if len(rows) < chunk:
                 return
             last_seq, last_time = rows[-1][0], rows[-1][1]
+
+    def payloads(self, event_type: str, after_seq: int, up_to_seq: int) -> Any:
+        """As `FactLog.payloads`: one COPY in CSV, which Arrow's CSV reader splits in C."""
+        import pyarrow as pa
+        import pyarrow.csv as csv
+        from psycopg import sql
+
+        statement = sql.SQL(
+            "COPY (SELECT seq, event_time, payload FROM facts WHERE type = {} AND seq > {}"
+            " AND seq <= {} ORDER BY seq) TO STDOUT (FORMAT csv)"
+        ).format(sql.Literal(event_type), sql.Literal(after_seq), sql.Literal(up_to_seq))
+        buffer = io.BytesIO()
+        with self.database.connection() as conn, conn.cursor().copy(statement) as copy:
+            for data in copy:
+                buffer.write(data)
+        if not buffer.tell():
+            return payload_lines(b"")
+        buffer.seek(0)
+        return csv.read_csv(
+            buffer,
+            read_options=csv.ReadOptions(column_names=["_seq", "_time", "payload"]),
+            convert_options=csv.ConvertOptions(
+                column_types={"_seq": pa.int64(), "_time": pa.int64(), "payload": pa.string()}
+            ),
+        )
+
+    def identity(self) -> str:
+        with self.database.connection() as conn:
+            row = conn.execute(
+                "SELECT type, event_time, ingested_at FROM facts ORDER BY seq LIMIT 1"
+            ).fetchone()
+        return "" if row is None else json.dumps(list(row))
 
     def since(self, seq: int, types: Sequence[str], limit: int = 10_000) -> tuple[list[Fact], int]:
         with self.database.connection() as conn:

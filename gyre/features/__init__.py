@@ -11,17 +11,19 @@ from gyre.features._definitions import (
     find_view,
     window_us,
 )
+from gyre.features._factcache import FactCache
 from gyre.features._offline import (
     DuckDBEngine,
     OfflineEngine,
     Recomputation,
     compile_sql,
     recompute,
+    training_matrix,
     training_set,
     write_training_set,
 )
 from gyre.features._online import OnlineStore
-from gyre.features._queries import outside_facts, read_queries
+from gyre.features._queries import outside_facts, read_queries, read_query_table
 from gyre.features._serving import OnlineFeatures, ServedVector
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "REQUEST_KINDS",
     "Aggregation",
     "DuckDBEngine",
+    "FactCache",
     "FeatureView",
     "OfflineEngine",
     "OnlineFeatures",
@@ -40,7 +43,9 @@ __all__ = [
     "find_view",
     "outside_facts",
     "read_queries",
+    "read_query_table",
     "recompute",
+    "training_matrix",
     "training_set",
     "window_us",
     "write_training_set",

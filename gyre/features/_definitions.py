@@ -203,9 +203,9 @@ class FeatureView:
                 values[name] = _request_value(name, kind, given.get(name))
         return values
 
-    def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """The features of `rows` as the float32 table a model takes, missing values as
-        NaN: the same conversion for training and for serving."""
+    def matrix(self, rows: Sequence[Mapping[str, Any]] | Any) -> np.ndarray:
+        """The features of `rows` (dicts, or an Arrow table) as the float32 table a model
+        takes, missing values as NaN: the same conversion for training and for serving."""
         names = self.features
         for name in names:
             if self.feature_kind(name) == "string":
@@ -215,8 +215,14 @@ class FeatureView:
                 )
         table = np.empty((len(rows), len(names)), dtype=np.float32)
         for j, name in enumerate(names):
-            # One C loop per column: None becomes NaN, booleans 1 and 0.
-            table[:, j] = np.array([row[name] for row in rows], dtype=np.float64)
+            # One C loop per column: None (null) becomes NaN, booleans 1 and 0.
+            if hasattr(rows, "column"):
+                import pyarrow as pa
+
+                column = rows.column(name).cast(pa.float64()).fill_null(np.nan)
+                table[:, j] = column.to_numpy()
+            else:
+                table[:, j] = np.array([row[name] for row in rows], dtype=np.float64)
         return table
 
 

@@ -23,10 +23,8 @@ from typing import Any, Protocol
 from gyre.collect import FactLog
 from gyre.errors import FeatureError, InvalidFeatureInput
 from gyre.features._definitions import Aggregation, FeatureView
+from gyre.features._factcache import FactCache, decode
 from gyre.features._serving import ServedVector
-
-_ARROW = {"int": "int64", "float": "float64", "bool": "bool_", "string": "string",
-          "timestamp": "int64"}  # fmt: skip
 
 
 def _fact_columns(view: FeatureView) -> list[str]:
@@ -38,48 +36,35 @@ def _fact_columns(view: FeatureView) -> list[str]:
 
 
 def _facts_table(
-    log: FactLog, view: FeatureView, watermark: int, after_seq: int | None = None
+    log: FactLog,
+    view: FeatureView,
+    watermark: int,
+    cache: FactCache | None = None,
+    after_seq: int | None = None,
 ) -> Any:
     """The view's facts stored up to `watermark` (only those after `after_seq`, if given)
     as an Arrow table: the columns it reads, `_time` (event time, µs) and `_seq`."""
-    import pyarrow as pa
-
-    names = _fact_columns(view)
-    data: dict[str, list[Any]] = {name: [] for name in [*names, "_time", "_seq"]}
     if after_seq is None:
-        facts: Any = log.scan(view.source.name, up_to_seq=watermark)
+        facts = (cache or FactCache(None)).facts(log, view.source, watermark)
     else:
-        facts = _since(log, view.source.name, after_seq, watermark)
-    for fact in facts:
-        for name in names:
-            data[name].append(fact.data.get(name))
-        data["_time"].append(fact.event_time)
-        data["_seq"].append(fact.seq)
-    schema = pa.schema(
-        [pa.field(n, getattr(pa, _ARROW[view.source.fields[n].rstrip("?")])()) for n in names]
-        + [pa.field("_time", pa.int64()), pa.field("_seq", pa.int64())]
-    )
-    return pa.Table.from_pydict(data, schema=schema)
-
-
-def _since(log: FactLog, event_type: str, after: int, watermark: int) -> Any:
-    while after < watermark:
-        facts, position = log.since(after, [event_type])
-        yield from (f for f in facts if f.seq <= watermark)
-        if position == after:
-            return
-        after = position
+        facts = decode(log.payloads(view.source.name, after_seq, watermark), view.source)
+    return facts.select([*_fact_columns(view), "_time", "_seq"])
 
 
 def _register_facts(
-    connection: Any, log: FactLog, view: FeatureView, watermark: int, export: Path | None
+    connection: Any,
+    log: FactLog,
+    view: FeatureView,
+    watermark: int,
+    export: Path | None,
+    cache: FactCache | None,
 ) -> None:
     """Make `facts` a relation of the view's facts up to `watermark`: from the log, or from
     the Parquet export (deduplicated: exports may overlap) plus what the log stored since."""
     import duckdb
 
     if export is None:
-        connection.register("facts", _facts_table(log, view, watermark))
+        connection.register("facts", _facts_table(log, view, watermark, cache))
         return
     source = view.source
     files = export / f"type={source.name}"
@@ -180,13 +165,19 @@ def compile_sql(view: FeatureView, *, per_row_watermark: bool = False) -> str:
     )
 
 
-def _facts_connection(log: FactLog, view: FeatureView, watermark: int, export: Path | None) -> Any:
+def _facts_connection(
+    log: FactLog,
+    view: FeatureView,
+    watermark: int,
+    export: Path | None,
+    cache: FactCache | None = None,
+) -> Any:
     """A DuckDB connection holding the view's facts up to `watermark` as `facts`."""
     import duckdb
 
     connection = duckdb.connect()
     try:
-        _register_facts(connection, log, view, watermark, export)
+        _register_facts(connection, log, view, watermark, export, cache)
     except BaseException:
         connection.close()
         raise
@@ -196,23 +187,29 @@ def _facts_connection(log: FactLog, view: FeatureView, watermark: int, export: P
 def _register_queries(
     connection: Any,
     view: FeatureView,
-    queries: Sequence[dict[str, Any]],
+    queries: Sequence[dict[str, Any]] | Any,
     per_row_watermark: bool = False,
 ) -> str:
     """Register the query rows (with their request-time features) as `queries`, replacing
-    any before; returns the training-set SQL over them."""
+    any before; returns the training-set SQL over them. `queries` may be an Arrow table."""
+    import numpy as np
     import pyarrow as pa
 
-    rows = []
-    for i, row in enumerate(queries):
-        try:
-            request = view.request_values(row, row["ts"])
-        except ValueError as exc:
-            raise InvalidFeatureInput(f"query row {i}: {exc}") from None
-        rows.append({**row, **request, "_row": i})
-    query_table = pa.Table.from_pylist(
-        rows, schema=None if rows else pa.schema([("_row", pa.int64()), ("ts", pa.int64())])
-    )
+    if isinstance(queries, pa.Table) and not view.request:
+        query_table = queries.append_column("_row", pa.array(np.arange(queries.num_rows)))
+    else:
+        if isinstance(queries, pa.Table):
+            queries = queries.to_pylist()
+        rows = []
+        for i, row in enumerate(queries):
+            try:
+                request = view.request_values(row, row["ts"])
+            except ValueError as exc:
+                raise InvalidFeatureInput(f"query row {i}: {exc}") from None
+            rows.append({**row, **request, "_row": i})
+        query_table = pa.Table.from_pylist(
+            rows, schema=None if rows else pa.schema([("_row", pa.int64()), ("ts", pa.int64())])
+        )
     connection.register("queries", query_table)
     return (
         f"SELECT q.* EXCLUDE (_row), v.* EXCLUDE (_row) FROM queries q "
@@ -224,12 +221,13 @@ def _register_queries(
 def _prepared(
     log: FactLog,
     view: FeatureView,
-    queries: Sequence[dict[str, Any]],
+    queries: Sequence[dict[str, Any]] | Any,
     watermark: int | None,
     export: Path | None,
+    cache: FactCache | None = None,
 ) -> tuple[Any, str]:
     mark = log.watermark() if watermark is None else watermark
-    connection = _facts_connection(log, view, mark, export)
+    connection = _facts_connection(log, view, mark, export, cache)
     try:
         return connection, _register_queries(connection, view, queries)
     except BaseException:
@@ -244,17 +242,43 @@ def training_set(
     *,
     watermark: int | None = None,
     export: Path | None = None,
+    cache: FactCache | None = None,
 ) -> list[dict[str, Any]]:
     """Each query row (the entity fields, `ts` in epoch microseconds, the values of the
     view's request-time features as the request sent them, plus anything else such as a
     label) with the view's features at `ts`, from the facts up to `watermark` (default:
-    all of them). `export`: a `gyre events export` folder to read the older facts from."""
-    connection, sql = _prepared(log, view, queries, watermark, export)
+    all of them). `export`: a `gyre events export` folder to read the older facts from;
+    `cache`: where the decoded facts are kept between calls (`FactCache`)."""
+    connection, sql = _prepared(log, view, queries, watermark, export, cache)
     try:
         rows: list[dict[str, Any]] = connection.sql(sql).to_arrow_table().to_pylist()
     finally:
         connection.close()
     return rows
+
+
+def training_matrix(
+    log: FactLog,
+    view: FeatureView,
+    queries: Any,
+    *,
+    watermark: int | None = None,
+    export: Path | None = None,
+    cache: FactCache | None = None,
+) -> Any:
+    """`view.matrix` of `training_set`'s rows for `queries` (an Arrow table of query rows),
+    computed without a Python object per row: what a model is trained on."""
+    connection, _ = _prepared(log, view, queries, watermark, export, cache)
+    columns = [f"v.{_quote(a.name)}" for a in view.aggregations]
+    columns += [f"q.{_quote(name)}" for name in view.request]
+    try:
+        table = connection.sql(
+            f"SELECT {', '.join(columns)} FROM queries q JOIN ({compile_sql(view)}) v "
+            "USING (_row) ORDER BY q._row"
+        ).to_arrow_table()
+    finally:
+        connection.close()
+    return view.matrix(table)
 
 
 def write_training_set(
@@ -265,12 +289,13 @@ def write_training_set(
     *,
     watermark: int | None = None,
     export: Path | None = None,
+    cache: FactCache | None = None,
 ) -> int:
     """`training_set` streamed by DuckDB into a Parquet file, never held in memory;
     returns the number of rows written."""
     import duckdb
 
-    connection, sql = _prepared(log, view, queries, watermark, export)
+    connection, sql = _prepared(log, view, queries, watermark, export, cache)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         copy = f"COPY ({sql}) TO {_literal(output)} (FORMAT PARQUET)"

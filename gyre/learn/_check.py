@@ -4,7 +4,7 @@ family. Every problem is collected and reported at once, before any work."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gyre.collect import EventType, event_types
@@ -24,6 +24,7 @@ class Resolved:
     views: tuple[FeatureView, ...]
     entity: tuple[str, ...]
     request: tuple[str, ...]
+    types: Mapping[str, EventType]  # the config's event types
 
 
 def resolve(spec: TrainingSpec, config: Config) -> Resolved:
@@ -72,7 +73,7 @@ def resolve(spec: TrainingSpec, config: Config) -> Resolved:
             )
     if problems:
         raise spec_error(spec, problems)
-    return Resolved(tuple(views), tuple(entity), request)
+    return Resolved(tuple(views), tuple(entity), request, types)
 
 
 def _type(

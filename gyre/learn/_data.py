@@ -22,11 +22,9 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,8 @@ import numpy as np
 
 from gyre.collect import FactLog, format_timestamp
 from gyre.errors import LeakageError, SpecError
-from gyre.features import FeatureView, read_queries, training_set
+from gyre.features import FactCache, FeatureView, read_query_table, training_matrix
+from gyre.learn._check import Resolved
 from gyre.learn._spec import ColumnLabel, EventLabel, EventRows, TrainingSpec
 
 _SHOWN_ROWS = 5
@@ -46,9 +45,9 @@ _LEAK_MIN_ROWS = 20
 class LabelledRows:
     """The prediction points with their labels, in time order."""
 
-    queries: list[dict[str, Any]]  # entity fields, `ts`, request-time values
+    queries: Any  # an Arrow table: entity fields, `ts`, request-time values
     labels: list[Any]
-    known_at: list[int]  # when each label became known (epoch microseconds)
+    known_at: np.ndarray  # when each label became known (int64 epoch microseconds)
     counts: dict[str, int]  # rows seen, pending, missing labels dropped or filled
 
 
@@ -92,19 +91,19 @@ class TrainingData:
 def labelled_rows(
     spec: TrainingSpec,
     log: FactLog,
-    entity: Sequence[str],
-    request: Sequence[str],
+    resolved: Resolved,
     watermark: int,
+    cache: FactCache | None = None,
 ) -> LabelledRows:
-    """The spec's rows and labels, from the fact log up to `watermark` (or its table).
-    `entity`: the fields that key a row (and its label events); `request`: the request-time
-    values each row carries from its fact."""
+    """The spec's rows and labels, from the fact log up to `watermark` (or its table):
+    rows keyed by `resolved.entity`, each carrying the request-time values it names.
+    `cache`: where the decoded facts are kept between builds."""
     if isinstance(spec.rows, EventRows):
         assert isinstance(spec.label, EventLabel)
-        return _event_rows(spec.rows, spec.label, log, tuple(entity), request, watermark)
+        return _event_rows(spec.rows, spec.label, log, resolved, watermark, cache)
     assert isinstance(spec.label, ColumnLabel)
     also = (spec.label.known_at_column,) if spec.label.known_at_column else ()
-    table = read_queries(
+    table = read_query_table(
         spec.rows.path, spec.rows.time_unit, time_column=spec.rows.time_column, also_times=also
     )
     return _table_rows(table, spec.label)
@@ -114,103 +113,127 @@ def _event_rows(
     rows: EventRows,
     label: EventLabel,
     log: FactLog,
-    entity: tuple[str, ...],
-    request: Sequence[str],
+    resolved: Resolved,
     watermark: int,
+    cache: FactCache | None,
 ) -> LabelledRows:
-    latest = 0
-    outcomes: dict[tuple[Any, ...], tuple[list[int], list[Any]]] = defaultdict(lambda: ([], []))
-    for fact in log.scan(label.event, up_to_seq=watermark):
-        times, values = outcomes[tuple(fact.data[name] for name in entity)]
-        times.append(fact.event_time)
-        values.append(fact.data.get(label.field) if label.field else 1)
-        latest = max(latest, fact.event_time)
-    points = []
-    for fact in log.scan(rows.event, up_to_seq=watermark):
-        points.append(fact)
-        latest = max(latest, fact.event_time)
-    window = label.within_us
-    queries: list[dict[str, Any]] = []
-    labels: list[Any] = []
-    known_at: list[int] = []
-    counts = {"rows_seen": len(points), "label_pending": 0, "label_missing": 0, "label_null": 0}
-    for fact in points:
-        ts = fact.event_time
-        times, values = outcomes.get(tuple(fact.data[name] for name in entity), ([], []))
-        at = bisect.bisect_right(times, ts)  # strictly after ts: the features see up to ts
-        if at < len(times) and times[at] <= ts + window:
-            if values[at] is None:
-                counts["label_null"] += 1
-                continue
-            value, known = values[at], times[at]
-        elif ts + window > latest:
-            counts["label_pending"] += 1  # its window is still open: not known yet
-            continue
-        elif label.missing is None:
-            counts["label_missing"] += 1
-            continue
-        else:
-            value, known = label.missing, ts + window
-        query = {name: fact.data[name] for name in entity}
-        query.update({name: fact.data.get(name) for name in request})
-        query["ts"] = ts
-        queries.append(query)
-        labels.append(value)
-        known_at.append(known)
-    return LabelledRows(queries, labels, known_at, counts)
+    """Each fact of the rows' event with its label: the first label fact of its entity
+    strictly after it (the earliest stored among those of the same time) in the window.
+    One ASOF join in DuckDB over the decoded facts; the rules in numpy."""
+    import duckdb
+
+    cache = cache or FactCache(None)
+    points = cache.facts(log, resolved.types[rows.event], watermark)
+    outcomes = cache.facts(log, resolved.types[label.event], watermark)
+    latest = max(_latest(points), _latest(outcomes))
+    keys = [_quote(name) for name in resolved.entity]
+    value = _quote(label.field) if label.field else "1"
+    carried = [n for n in dict.fromkeys([*resolved.entity, *resolved.request])]
+    connection = duckdb.connect()
+    try:
+        connection.register("points", points)
+        connection.register("outcomes", outcomes)
+        found = connection.sql(
+            f"WITH first AS (SELECT {', '.join(keys)}, _time, {value} AS _value FROM outcomes "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, _time "
+            "ORDER BY _seq) = 1) "
+            "SELECT p._time AS _ts, l._time AS _known, l._value AS _value FROM points p "
+            f"ASOF LEFT JOIN first l ON {' AND '.join(f'p.{k} = l.{k}' for k in keys)} "
+            "AND l._time > p._time ORDER BY p._time, p._seq"
+        ).to_arrow_table()
+        ordered = connection.sql(
+            f"SELECT {', '.join(_quote(n) for n in carried)}, _time AS ts FROM points "
+            "ORDER BY _time, _seq"
+        ).to_arrow_table()
+    finally:
+        connection.close()
+    ts = found.column("_ts").to_numpy()
+    known = found.column("_known").fill_null(np.iinfo(np.int64).max).to_numpy()
+    values = found.column("_value").to_pylist()
+    labelled = known <= ts + label.within_us  # a label came in the window
+    null = labelled & np.array([v is None for v in values], dtype=bool)
+    pending = ~labelled & (ts + label.within_us > latest)  # its window is still open
+    unlabelled = ~labelled & ~pending
+    keep = labelled & ~null
+    if label.missing is not None:
+        keep |= unlabelled
+        known = np.where(unlabelled, ts + label.within_us, known)
+    labels = [
+        label.missing if u else v for v, u, k in zip(values, unlabelled, keep, strict=True) if k
+    ]
+    counts = {
+        "rows_seen": len(ts),
+        "label_pending": int(pending.sum()),
+        "label_missing": 0 if label.missing is not None else int(unlabelled.sum()),
+        "label_null": int(null.sum()),
+    }
+    index = np.flatnonzero(keep)
+    return LabelledRows(ordered.take(index), labels, known[index], counts)
 
 
-def _table_rows(table: list[dict[str, Any]], label: ColumnLabel) -> LabelledRows:
-    queries: list[dict[str, Any]] = []
-    labels: list[Any] = []
-    known_at: list[int] = []
-    leaks: list[str] = []
-    nulls = 0
-    for index, row in enumerate(table):
-        value = row.get(label.column)
-        if value is None:
-            nulls += 1
-            continue
-        known = row["ts"]
-        if label.known_at_column is not None:
-            stamp = row.get(label.known_at_column)
-            if stamp is not None:
-                known = stamp
-                if known <= row["ts"]:
-                    leaks.append(
-                        f"row {index}: ts {format_timestamp(row['ts'])}, label {value!r} known "
-                        f"at {format_timestamp(known)}"
-                    )
-        queries.append({k: v for k, v in row.items() if k not in (label.column,)})
-        labels.append(value)
-        known_at.append(known)
-    if leaks:
-        raise LeakageError(
-            f"{len(leaks)} rows have a label known at or before their own time (`"
-            f"{label.known_at_column}` <= `ts`): the features at `ts` could see the outcome. "
-            "Give each row the time the prediction is made, before its outcome:\n"
-            + "\n".join(f"  {line}" for line in leaks[:_SHOWN_ROWS])
-        )
-    return LabelledRows(queries, labels, known_at, {"rows_seen": len(table), "label_null": nulls})
+def _latest(facts: Any) -> int:
+    newest = facts.column("_time").to_numpy()
+    return int(newest.max()) if len(newest) else 0
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _table_rows(table: Any, label: ColumnLabel) -> LabelledRows:
+    """The rows of the spec's table (Arrow) that have a label, without the label column."""
+    import pyarrow as pa
+
+    values = table.column(label.column)
+    keep = values.is_valid().to_numpy(zero_copy_only=False)
+    ts = table.column("ts").to_numpy() if table.num_rows else np.zeros(0, np.int64)
+    known = ts.copy()
+    if label.known_at_column is not None:
+        stamps = table.column(label.known_at_column)
+        stated = stamps.is_valid().to_numpy(zero_copy_only=False)
+        known = np.where(stated, stamps.fill_null(0).to_numpy(), ts)
+        leaks = np.flatnonzero(keep & stated & (known <= ts))
+        if len(leaks):
+            shown = [
+                f"row {i}: ts {format_timestamp(int(ts[i]))}, label {values[int(i)].as_py()!r} "
+                f"known at {format_timestamp(int(known[i]))}"
+                for i in leaks[:_SHOWN_ROWS]
+            ]
+            raise LeakageError(
+                f"{len(leaks)} rows have a label known at or before their own time (`"
+                f"{label.known_at_column}` <= `ts`): the features at `ts` could see the "
+                "outcome. Give each row the time the prediction is made, before its outcome:\n"
+                + "\n".join(f"  {line}" for line in shown)
+            )
+    index = pa.array(np.flatnonzero(keep))
+    counts = {"rows_seen": table.num_rows, "label_null": int((~keep).sum())}
+    queries = table.drop_columns([label.column]).take(index)
+    return LabelledRows(queries, values.take(index).to_pylist(), known[keep], counts)
 
 
 def feature_matrix(
     log: FactLog,
     views: Sequence[FeatureView],
     columns: Sequence[str],
-    queries: list[dict[str, Any]],
+    queries: Any,
     watermark: int,
     export: Path | None = None,
+    cache: FactCache | None = None,
 ) -> tuple[tuple[str, ...], np.ndarray]:
-    """The features of each query row, in the rows' order: each view's at the row's time,
-    then the table's own columns. `export`: a `gyre events export` folder to read the
-    older facts from (the same values, read faster)."""
+    """The features of each query row (an Arrow table), in the rows' order: each view's at
+    the row's time, then the table's own columns. `export`: a `gyre events export` folder
+    to read the older facts from (the same values, read faster); `cache`: where decoded
+    facts are kept between builds."""
     names: list[str] = []
     parts: list[np.ndarray] = []
+    if len(queries) == 0:  # no rows: nothing to compute (the caller says why)
+        width = sum(len(view.features) for view in views) + len(columns)
+        return (), np.zeros((0, width), np.float32)
     for view in views:
-        found = training_set(log, view, queries, watermark=watermark, export=export)
         names.extend(view.features)
-        parts.append(view.matrix(found))
+        parts.append(
+            training_matrix(log, view, queries, watermark=watermark, export=export, cache=cache)
+        )
     if columns:
         names.extend(columns)
         parts.append(_columns(queries, columns))
@@ -221,31 +244,23 @@ def feature_matrix(
     return tuple(names), x.astype(np.float32, copy=False)
 
 
-def _columns(queries: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> np.ndarray:
+def _columns(queries: Any, columns: Sequence[str]) -> np.ndarray:
+    import pyarrow as pa
+
     table = np.empty((len(queries), len(columns)), dtype=np.float32)
     for j, name in enumerate(columns):
-        values = [row.get(name) for row in queries]
-        try:  # one C loop per column: None becomes NaN, booleans 1 and 0
-            table[:, j] = np.array(values, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError):
-            i, value = next((i, v) for i, v in enumerate(values) if not _is_number(v))
+        column = queries.column(name)
+        kind = column.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                or pa.types.is_boolean(kind) or pa.types.is_null(kind)):  # fmt: skip
+            i, value = next((i, v) for i, v in enumerate(column.to_pylist()) if v is not None)
             raise SpecError(
                 f"feature column `{name}` holds {type(value).__name__} values ({value!r}, row "
                 f"{i}); a model input must be a number or a boolean"
-            ) from None
+            )
+        # One C loop per column: null becomes NaN, booleans 1 and 0.
+        table[:, j] = column.cast(pa.float64()).fill_null(np.nan).to_numpy()
     return table
-
-
-def _is_number(value: Any) -> bool:
-    if value is None:
-        return True
-    if not isinstance(value, int | float):
-        return False
-    try:
-        float(value)
-    except OverflowError:
-        return False
-    return True
 
 
 def build(
@@ -255,14 +270,16 @@ def build(
     views: Sequence[FeatureView],
     watermark: int,
     export: Path | None = None,
+    cache: FactCache | None = None,
 ) -> TrainingData:
     """Features, the time-ordered split with purging, and the leakage check on features."""
-    order = sorted(range(len(labelled.queries)), key=lambda i: labelled.queries[i]["ts"])
-    queries = [labelled.queries[i] for i in order]
+    times = labelled.queries.column("ts").to_numpy() if len(labelled.queries) else []
+    order = np.argsort(np.asarray(times, dtype=np.int64), kind="stable")
+    queries = labelled.queries.take(order)
     labels = [labelled.labels[i] for i in order]
-    known = np.array([labelled.known_at[i] for i in order], dtype=np.int64)
-    ts = np.array([q["ts"] for q in queries], dtype=np.int64)
-    names, x = feature_matrix(log, views, spec.columns, queries, watermark, export)
+    known = labelled.known_at[order]
+    ts = np.asarray(times, dtype=np.int64)[order]
+    names, x = feature_matrix(log, views, spec.columns, queries, watermark, export, cache)
     y = np.asarray(labels, dtype=np.float64 if spec.task == "regression" else None)
     train, validation, holdout = _split(ts, spec.validation, spec.holdout)
     counts = dict(labelled.counts)
@@ -270,7 +287,7 @@ def build(
     validation, counts["purged_validation"] = _purge(validation, known, ts, holdout, holdout)
     data = TrainingData(names, x, y, ts, train, validation, holdout, watermark, counts)
     _check_usable(spec, data)
-    _refuse_label_features(data, queries)
+    _refuse_label_features(data)
     return data
 
 
@@ -315,7 +332,7 @@ def _check_usable(spec: TrainingSpec, data: TrainingData) -> None:
         raise SpecError(f"training spec {spec.path}: a regression label is not a finite number")
 
 
-def _refuse_label_features(data: TrainingData, queries: Sequence[Mapping[str, Any]]) -> None:
+def _refuse_label_features(data: TrainingData) -> None:
     y = data.y[data.train]
     if y.dtype.kind not in "biuf" or len(np.unique(y)) < 2:
         return

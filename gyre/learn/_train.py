@@ -23,16 +23,17 @@ import numpy as np
 from gyre.collect import FactLog
 from gyre.config import Config
 from gyre.errors import RunError
+from gyre.features import FactCache
 from gyre.learn._check import Resolved, resolve
 from gyre.learn._data import LabelledRows, TrainingData, build, labelled_rows
 from gyre.learn._lineage import code_version, environment
 from gyre.learn._metrics import score
 from gyre.learn._plot import curves_svg
 from gyre.learn._spec import TableRows, TrainingSpec
+from gyre.learn._trainer import evenly_spaced
 from gyre.stores import Stores
 
 SAMPLE_ROWS = 1_000  # training rows kept with the model: the publish-time parity check's
-TRAIN_SCORE_ROWS = 10_000  # training rows the train_* metrics are taken on, at most
 
 
 class Reporter(Protocol):
@@ -103,8 +104,13 @@ def check(
     columns, the rows and their labels (leakage of labels included)."""
     resolved = resolve(spec, config)
     mark = log.watermark() if watermark is None else watermark
-    rows = labelled_rows(spec, log, resolved.entity, resolved.request, mark)
+    rows = labelled_rows(spec, log, resolved, mark, fact_cache(config))
     return Checked(spec, resolved, mark, rows)
+
+
+def fact_cache(config: Config) -> FactCache:
+    """Where training keeps the facts it decoded from the log (`gyre.features.FactCache`)."""
+    return FactCache.under(config.home)
 
 
 def fit(
@@ -125,7 +131,8 @@ def fit(
     with clock.stage("rows"):
         checked = check(spec, config, log, watermark)
     with clock.stage("features"):
-        data = build(spec, checked.rows, log, checked.resolved.views, checked.watermark, export)
+        views, mark = checked.resolved.views, checked.watermark
+        data = build(spec, checked.rows, log, views, mark, export, fact_cache(config))
     trainer = make_trainer(spec.model.family, spec.task, spec.model.params, spec.seed)
     x_train, y_train = data.part("train")
     validation = data.part("validation") if len(data.validation) else None
@@ -149,16 +156,14 @@ def fit(
 
 def _scores(task: str, model: Any, data: TrainingData) -> dict[str, float]:
     """Holdout metrics under their plain names; validation and train ones prefixed. The
-    train metrics (a check for overfitting, not a result) are taken on at most
-    TRAIN_SCORE_ROWS training rows, evenly spaced in time: scoring them all would cost as
-    much as a large part of the fit."""
+    train metrics are taken on at most TRAIN_SCORE_ROWS training rows, evenly spaced."""
     found = dict(score(task, model, *data.part("holdout")))
     found.update(
         {f"validation_{k}": v for k, v in score(task, model, *data.part("validation")).items()}
     )
     x, y = data.part("train")
-    if len(y) > TRAIN_SCORE_ROWS:
-        every = np.linspace(0, len(y) - 1, TRAIN_SCORE_ROWS).astype(np.int64)
+    every = evenly_spaced(len(y))
+    if every is not None:
         x, y = x[every], y[every]
     found.update({f"train_{k}": v for k, v in score(task, model, x, y).items()})
     return found

@@ -43,8 +43,21 @@ TASKS = (CLASSIFICATION, REGRESSION)
 #: The largest seed every library takes (LightGBM's is a C int).
 MAX_SEED = 2**31 - 1
 
+#: Training rows a metric of the training data is taken on, at most (the train_* metrics
+#: of a run, a GBDT's loss each round): a check for overfitting, not a result, and scoring
+#: every row would cost as much as a large part of the fit.
+TRAIN_SCORE_ROWS = 10_000
+
 OnEpoch = Callable[[int, dict[str, float]], None]
 Validation = tuple[np.ndarray, np.ndarray]
+
+
+def evenly_spaced(rows: int, at_most: int = TRAIN_SCORE_ROWS) -> np.ndarray | None:
+    """At most `at_most` row indices spread evenly over `rows` (in time, for rows in time
+    order); None when every row fits."""
+    if rows <= at_most:
+        return None
+    return np.linspace(0, rows - 1, at_most).astype(np.int64)
 
 
 class Trainer(Protocol):

@@ -4,6 +4,7 @@ appends; plus the edge cases a list cannot show (several writers, commit order, 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import threading
 import uuid
@@ -102,6 +103,18 @@ def test_the_log_is_the_reference_list(
         assert [f.data for f in log.scan(event_type.name, low, high, chunk=1)] == inside
         assert log.count(event_type.name) == len(mine)
         assert [f.data for f in log.tail(event_type.name, 3)] == mine[-3:]
+        # payloads: the facts of the type after a position, in log order, as JSON text
+        table = log.payloads(event_type.name, start, log.watermark())
+        assert [json.loads(text) for text in table.column("payload").to_pylist()] == mine
+        assert table.column("_time").to_pylist() == [f["at"] for f in mine]
+        positions = table.column("_seq").to_pylist()
+        assert positions == sorted(positions) and all(start < p for p in positions)
+        if positions:
+            middle = positions[len(positions) // 2]
+            later = log.payloads(event_type.name, middle, log.watermark())
+            assert later.column("_seq").to_pylist() == [p for p in positions if p > middle]
+            up_to = log.payloads(event_type.name, start, middle)
+            assert up_to.column("_seq").to_pylist() == [p for p in positions if p <= middle]
     # since: every fact after a position, in log order, as a follower reads them
     seen: list[dict[str, Any]] = []
     position = start
@@ -128,6 +141,33 @@ def test_positions_only_grow_and_up_to_seq_fixes_a_view(log: FactLog) -> None:
     (stats,) = log.stats()
     assert stats == {"type": "clicks", "facts": 2, "first_event_time": 5_000_000,
                      "last_event_time": 10_000_000, "last_seq": log.watermark()}  # fmt: skip
+
+
+def test_the_identity_holds_while_the_log_does_and_differs_for_a_new_one(
+    stores: Stores, tmp_path: Path
+) -> None:
+    kind = clicks(f"c{uuid.uuid4().hex[:8]}")
+    log = stores.open_fact_log()
+    try:
+        log.append([(kind, [kind.validate({"id": "1", "user": 1, "at": 10})])])
+        identity = log.identity()
+        assert identity
+        log.append([(kind, [kind.validate({"id": "2", "user": 1, "at": 11})])])
+        assert log.identity() == identity
+    finally:
+        log.close()
+    reopened = stores.open_fact_log()
+    try:
+        assert reopened.identity() == identity
+    finally:
+        reopened.close()
+    other = Stores(tmp_path / "other", StoreConfig()).open_fact_log()
+    try:
+        assert other.identity() == ""  # an empty log has none yet
+        other.append([(kind, [kind.validate({"id": "1", "user": 1, "at": 10})])])
+        assert other.identity() not in ("", identity)
+    finally:
+        other.close()
 
 
 def test_a_batch_in_one_append_is_stored_or_refused_whole(log: FactLog) -> None:

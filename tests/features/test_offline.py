@@ -196,12 +196,54 @@ def test_query_times_are_read_as_event_times_in_the_unit_named(
 def test_unreadable_query_files_are_refused_with_the_reason(
     tmp_path: Path, name: str, content: bytes, message: str
 ) -> None:
-    from gyre.features._queries import read_queries
+    from gyre.features._queries import read_queries, read_query_table
 
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(InvalidFeatureInput, match=message):
         read_queries(path)
+    with pytest.raises(InvalidFeatureInput, match=message):
+        read_query_table(path)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+def test_a_query_table_holds_what_the_query_rows_hold(tmp_path: Path, unit: str) -> None:
+    """Training reads its table by column: the same times, as the rows give them."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from gyre.features._queries import read_queries, read_query_table
+
+    per_s = {"s": 1, "ms": 1_000, "us": 1_000_000}[unit]
+    utc = datetime.UTC
+    columns = {
+        "shop": [1, 2, 3],
+        "at": pa.array([0, 1_700_000_000 * per_s, -62_135_596_800 * per_s], pa.int64()),
+        "seen": pa.array([None, 5 * per_s, 7 * per_s], pa.int32()),
+        "when": pa.array(
+            [datetime.datetime(2024, 5, 1, 12, 30, 1, 250, tzinfo=utc)] * 3,
+            pa.timestamp("ms", "UTC"),
+        ),
+        "text": ["2024-05-01T00:00:00Z", "2024-05-01T00:00:00.5+02:00", "1970-01-01 00:00:01Z"],
+        "ts": [9, 9, 9],  # replaced by the time column's, as the rows have it
+    }
+    pq.write_table(pa.table(columns), tmp_path / "q.parquet")
+    pcsv.write_csv(pa.table(columns).drop_columns(["when"]), tmp_path / "q.csv")
+    for name in ("q.parquet", "q.csv"):
+        for time_column, also in (("at", ("seen",)), ("when", ()), ("text", ("at",))):
+            path = tmp_path / name
+            if time_column == "when" and name == "q.csv":
+                continue
+            rows = read_queries(path, unit, time_column=time_column, also_times=also)
+            table = read_query_table(path, unit, time_column=time_column, also_times=also)
+            assert table.to_pylist() == rows, (name, time_column)
+    bad = pa.table({"shop": [1, 2], "ts": pa.array([0, 10**18], pa.int64())})
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(InvalidFeatureInput, match="query row 1: `ts` timestamp"):
+        read_query_table(tmp_path / "bad.parquet", unit)
 
 
 def test_the_training_set_goes_where_asked_creating_its_folder(tmp_path: Path) -> None:

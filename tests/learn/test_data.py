@@ -15,6 +15,7 @@ from gyre.config import Config
 from gyre.errors import LeakageError
 from gyre.features import feature_views
 from gyre.learn import parse_spec
+from gyre.learn._check import resolve
 from gyre.learn._data import build, labelled_rows
 from gyre.stores import Stores
 from tests.learn.world import HOUR_US, MINUTE_US, SPEC, START_US, facts, fill, write_world
@@ -46,7 +47,7 @@ def _rows(config: Config, spec_text: str = SPEC):
     log = Stores.from_config(config).open_fact_log()
     try:
         mark = log.watermark()
-        rows = labelled_rows(spec, log, view.entity, ("pages",), mark)
+        rows = labelled_rows(spec, log, resolve(spec, config), mark)
         return spec, view, log, mark, rows
     except BaseException:
         log.close()
@@ -76,11 +77,13 @@ def test_a_label_is_the_first_event_strictly_after_the_row_within_its_window(
     )
     _, _, log, _, rows = _rows(config)
     log.close()
-    found = {q["user"]: label for q, label in zip(rows.queries, rows.labels, strict=True)}
+    found = {
+        q["user"]: label for q, label in zip(rows.queries.to_pylist(), rows.labels, strict=True)
+    }
     assert found == {1: 0, 2: 1, 3: 0, 5: 1}
     assert rows.counts["label_pending"] == 1
-    assert all(set(q) == {"user", "ts", "pages"} for q in rows.queries)
-    known = dict(zip((q["user"] for q in rows.queries), rows.known_at, strict=True))
+    assert all(set(q) == {"user", "ts", "pages"} for q in rows.queries.to_pylist())
+    known = dict(zip((q["user"] for q in rows.queries.to_pylist()), rows.known_at, strict=True))
     assert known[2] == t + HOUR_US and known[1] == t + HOUR_US  # 0 is known when the window ends
 
 
@@ -122,7 +125,7 @@ def test_the_split_is_in_time_order_and_purges_labels_known_after_the_next_part(
     )
     assert abs(len(data.holdout) - 0.2 * len(ts)) < 0.02 * len(ts)
     # Every training label was known before the first validation row's time.
-    order = np.argsort([q["ts"] for q in rows.queries], kind="stable")
+    order = np.argsort([q["ts"] for q in rows.queries.to_pylist()], kind="stable")
     known = np.asarray(rows.known_at)[order]
     assert known[data.train].max() < ts[data.validation].min()
     assert data.counts["purged_train"] > 0  # an hour's window reaches across the cut
@@ -155,6 +158,7 @@ def test_a_table_label_known_before_its_row_is_leakage(tmp_path: Path) -> None:
             "ts": [t, t + 60, t + 120],
             "y": [1, 0, 1],
             "seen": [t + 30, t + 60, t + 100],
+            "pages": [1, 2, 3],
         }
     )
     pq.write_table(table, tmp_path / "labels.parquet")
