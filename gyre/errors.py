@@ -21,6 +21,8 @@
     │   └── RunError                 a run written or read wrongly (a param logged twice)
     │       ├── RunNotFound          no run has this id, or the prefix is ambiguous
     │       └── InvalidRunFilter     a runs filter that does not parse
+    ├── EvaluationError              an evaluation could not be done or written (bad input,
+    │                                a report file that cannot be written)
     ├── StoreError                   a store cannot be opened (a bad URL, a newer schema)
     │   └── StoreUnavailable         the database cannot be reached now; retry later
     └── ServeError
@@ -138,6 +140,12 @@ class RunNotFound(RunError):
 
 class InvalidRunFilter(RunError):
     """A `gyre runs list --filter` expression does not parse; the message says where."""
+
+
+class EvaluationError(GyreError):
+    """An evaluation could not be done or written: arrays that cannot be evaluated (one
+    class only, NaN scores), a malformed evaluation, or a report that cannot be written;
+    the message names the input or path and what to fix."""
 
 
 class StoreError(GyreError):

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with intervals, slices, paired comparisons, gates and the report."""
