@@ -21,6 +21,7 @@
     │   └── RunError                 a run written or read wrongly (a param logged twice)
     │       ├── RunNotFound          no run has this id, or the prefix is ambiguous
     │       └── InvalidRunFilter     a runs filter that does not parse
+    ├── EvaluationError              labels, scores or arguments an evaluation cannot use
     ├── StoreError                   a store cannot be opened (a bad URL, a newer schema)
     │   └── StoreUnavailable         the database cannot be reached now; retry later
     └── ServeError
@@ -140,6 +141,12 @@ class InvalidRunFilter(RunError):
     """A `gyre runs list --filter` expression does not parse; the message says where."""
 
 
+class EvaluationError(GyreError):
+    """Metrics cannot be computed as asked: labels that are not 0 and 1, probabilities
+    outside [0, 1], arrays of different lengths, an unknown task; the message says which
+    and what is expected."""
+
+
 class StoreError(GyreError):
     """A store cannot be opened or used: a bad `[store]` URL, a schema this gyre cannot read."""
 
@@ -207,6 +214,7 @@ _HTTP_STATUS: tuple[tuple[type[GyreError], int], ...] = (
     (InvalidFeatureInput, 400),
     (InvalidRunFilter, 400),
     (SpecError, 400),
+    (EvaluationError, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
     (NotFound, 404),
