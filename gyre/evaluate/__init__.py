@@ -1,5 +1,12 @@
 """Evaluate: metrics with intervals, paired comparisons against the champion, thresholds."""
 
+from gyre.evaluate._intervals import (
+    Difference,
+    Estimate,
+    holm,
+    metric_intervals,
+    paired_differences,
+)
 from gyre.evaluate._metrics import (
     CLASSIFICATION_METRICS,
     HIGHER_IS_BETTER,
@@ -12,6 +19,11 @@ __all__ = [
     "CLASSIFICATION_METRICS",
     "HIGHER_IS_BETTER",
     "REGRESSION_METRICS",
+    "Difference",
+    "Estimate",
     "classification_metrics",
+    "holm",
+    "metric_intervals",
+    "paired_differences",
     "regression_metrics",
 ]
