@@ -14,6 +14,7 @@ from gyre.evaluate._metrics import (
     classification_metrics,
     regression_metrics,
 )
+from gyre.evaluate._threshold import ThresholdRule, learn_threshold, parse_rule
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -21,9 +22,12 @@ __all__ = [
     "REGRESSION_METRICS",
     "Difference",
     "Estimate",
+    "ThresholdRule",
     "classification_metrics",
     "holm",
+    "learn_threshold",
     "metric_intervals",
     "paired_differences",
+    "parse_rule",
     "regression_metrics",
 ]
