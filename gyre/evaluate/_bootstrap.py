@@ -103,7 +103,7 @@ class Layout:
     to the end of its tie group (None when no two positives tie) and `neg_above[j]` the
     negatives scoring at least as high. `called_pos`/`called_neg` count the positives and
     negatives with p >= threshold (the first ones of each block). `segments` are the ECE
-    bins' runs of columns: (start, stop, bin, p - y in float32).
+    bins' runs of columns: (start, stop, bin, p - y there).
     """
 
     columns: np.ndarray
@@ -128,7 +128,7 @@ def layout(positive: np.ndarray, p: np.ndarray, ranking: Ranking, threshold: flo
     for offset, rows, target in ((0, pos_rows, 1.0), (n_pos, neg_rows, 0.0)):
         bins = ece_bins(p[rows])
         cuts = np.flatnonzero(np.diff(bins)) + 1
-        gaps = (p[rows] - target).astype(np.float32)
+        gaps = p[rows] - target
         for start, stop in zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True):
             if stop > start:
                 run = (offset + int(start), offset + int(stop), int(bins[start]))
@@ -161,17 +161,17 @@ def _classification_block(model: Layout, w: np.ndarray) -> dict[str, np.ndarray]
     called = cneg.take(model.neg_above, axis=1)
     called += tp_at
     np.maximum(called, 1, out=called)
-    share = np.divide(tp_at, called, dtype=np.float32)
+    share = np.divide(tp_at, called)
     share *= w[:, :m]
     gaps = np.zeros((k, ECE_BINS))
     for start, stop, b, gap in model.segments:
-        gaps[:, b] += w[:, start:stop].astype(np.float32) @ gap
+        gaps[:, b] += w[:, start:stop].astype(np.float64) @ gap
     with np.errstate(divide="ignore", invalid="ignore"):
         return {
             "precision": tp / (tp + fp),
             "recall": tp / pos,
             "f1": 2.0 * tp / (tp + fp + pos),
-            "pr_auc": share.sum(axis=1, dtype=np.float64) / pos,
+            "pr_auc": share.sum(axis=1) / pos,
             "ece": np.abs(gaps).sum(axis=1) / total,
         }
 
@@ -215,8 +215,8 @@ def regression_replicates(y: np.ndarray, errors: Sequence[np.ndarray]) -> Replic
             sums += w[:, start:stop].astype(np.float64) @ x[start:stop]
         total, sy, syy = sums[:, 0:1], sums[:, 1:2], sums[:, 2:3]
         sse = sums[:, 3::step]
-        sst = syy - sy * sy / total
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # a resample of weight 0
+            sst = syy - sy * sy / total
             found = {
                 "rmse": np.sqrt(sse / total),
                 "r2": np.where(sst > 0, 1.0 - sse / sst, math.nan),

@@ -141,7 +141,9 @@ def metric_intervals(
     fp = int(np.count_nonzero(called)) - tp
     pos = int(np.count_nonzero(positive))
     found = {
-        "roc_auc": dataclasses.replace(delong, high=min(1.0, delong.high)),
+        "roc_auc": delong
+        if math.isnan(auc)
+        else dataclasses.replace(delong, high=min(1.0, delong.high)),
         "accuracy": Estimate(point["accuracy"], *wilson(n - fp - (pos - tp), n, z), "wilson"),
         "precision": Estimate(point["precision"], *wilson(tp, tp + fp, z), "wilson"),
         "recall": Estimate(point["recall"], *wilson(tp, pos, z), "wilson"),

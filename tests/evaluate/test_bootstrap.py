@@ -41,7 +41,7 @@ def test_each_replicate_is_the_weighted_metric_of_its_weights_for_both_models() 
         for column, (p, t) in enumerate(((a, 0.5), (b, 0.4))):
             expected = classification_metrics(y, p, t, row_weights)
             for name, values in found.items():
-                assert values[r, column] == pytest.approx(expected[name], rel=1e-6), name
+                assert values[r, column] == pytest.approx(expected[name], rel=1e-9), name
 
 
 def test_each_regression_replicate_is_the_weighted_metric_of_its_weights() -> None:

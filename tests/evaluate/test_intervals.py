@@ -269,13 +269,24 @@ def test_estimates_and_differences_are_plain_records() -> None:
 
 def test_undefined_metrics_have_nan_intervals() -> None:
     found = metric_intervals("classification", np.array([0, 0, 0]), np.array([0.1, 0.6, 0.7]))
-    assert all(math.isnan(v) for v in (found["roc_auc"].value, found["roc_auc"].low))
+    roc = found["roc_auc"]
+    assert all(math.isnan(v) for v in (roc.value, roc.low, roc.high))
     assert math.isnan(found["pr_auc"].high) and math.isnan(found["recall"].low)
     differences = paired_differences(
         "classification", np.array([0, 0, 0]), np.array([0.1, 0.6, 0.7]), np.array([0.2] * 3)
     )
     assert math.isnan(differences["roc_auc"].p_value)
     assert math.isnan(differences["precision"].delta)
+
+
+def test_one_row_gives_values_but_no_normal_interval() -> None:
+    y, p = np.array([1]), np.array([0.7])
+    found = metric_intervals("classification", y, p)
+    assert found["accuracy"].value == 1.0 and math.isnan(found["log_loss"].low)
+    regression = metric_intervals("regression", p + 1.0, p)
+    assert regression["mae"].value == 1.0 and math.isnan(regression["mae"].high)
+    paired = paired_differences("regression", p + 1.0, p, p + 0.5)
+    assert paired["mae"].delta == pytest.approx(0.5) and math.isnan(paired["mae"].p_value)
 
 
 def test_holm_rejects_step_down_in_the_order_given() -> None:
