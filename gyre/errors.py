@@ -143,9 +143,10 @@ class InvalidRunFilter(RunError):
 
 
 class EvaluationError(GyreError):
-    """An evaluation could not be done or written: arrays that cannot be evaluated (one
-    class only, NaN scores), a malformed evaluation, or a report that cannot be written;
-    the message names the input or path and what to fix."""
+    """A model cannot be evaluated as asked: labels or scores it cannot use (one class only,
+    NaN, probabilities outside [0, 1]), no holdout rows, a champion on other features, a
+    malformed evaluation, a report that cannot be written; the message names the input or
+    path and what to do instead."""
 
 
 class StoreError(GyreError):
@@ -215,6 +216,7 @@ _HTTP_STATUS: tuple[tuple[type[GyreError], int], ...] = (
     (InvalidFeatureInput, 400),
     (InvalidRunFilter, 400),
     (SpecError, 400),
+    (EvaluationError, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
     (NotFound, 404),

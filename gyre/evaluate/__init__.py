@@ -1,1 +1,43 @@
-"""Evaluation: metrics with intervals, slices, paired comparisons, gates and the report."""
+"""Evaluate: metrics with intervals, paired comparisons against the champion, thresholds."""
+
+from gyre.evaluate._evaluate import Evaluation, evaluate, report_input, write_report
+from gyre.evaluate._gates import GateResult, SliceResult, Verdict, judge
+from gyre.evaluate._intervals import (
+    Difference,
+    Estimate,
+    holm,
+    metric_intervals,
+    paired_differences,
+)
+from gyre.evaluate._metrics import (
+    CLASSIFICATION_METRICS,
+    HIGHER_IS_BETTER,
+    REGRESSION_METRICS,
+    classification_metrics,
+    regression_metrics,
+)
+from gyre.evaluate._threshold import ThresholdRule, learn_threshold, parse_rule
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "HIGHER_IS_BETTER",
+    "REGRESSION_METRICS",
+    "Difference",
+    "Estimate",
+    "Evaluation",
+    "GateResult",
+    "SliceResult",
+    "ThresholdRule",
+    "Verdict",
+    "classification_metrics",
+    "evaluate",
+    "holm",
+    "judge",
+    "learn_threshold",
+    "metric_intervals",
+    "paired_differences",
+    "parse_rule",
+    "regression_metrics",
+    "report_input",
+    "write_report",
+]
