@@ -276,6 +276,16 @@ def _show_table(mv: ModelVersion, policy: tuple[Any, Any, str | None]) -> Table:
                 f"{made_by['run_id'][:8]})",
             )
         )
+        judged = made_by.get("evaluation")
+        if isinstance(judged, dict) and judged.get("verdict"):
+            against = f" against {judged['champion']}" if judged.get("champion") else ""
+            rows.append(
+                (
+                    "evaluation",
+                    f"{judged['verdict']}{against} on {judged.get('rows')} holdout rows: "
+                    + "; ".join(str(r) for r in judged.get("reasons", [])),
+                )
+            )
     rows.append(("lineage", json.dumps(mv.lineage, sort_keys=True)))
     kind, params, broken = policy
     stored = f"{kind} {json.dumps(params, sort_keys=True, default=repr, ensure_ascii=False)}"

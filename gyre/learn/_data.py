@@ -62,6 +62,9 @@ class TrainingData:
     holdout: np.ndarray
     watermark: int
     counts: dict[str, int] = field(default_factory=dict)
+    # The rows' own columns (entity, `ts`, request values; a table's columns), an Arrow
+    # table in the rows' order: what slices are cut by. Not part of the hash.
+    queries: Any = field(default=None, compare=False, repr=False)
 
     @property
     def sha256(self) -> str:
@@ -128,7 +131,10 @@ def _event_rows(
     latest = max(_latest(points), _latest(outcomes))
     keys = [_quote(name) for name in resolved.entity]
     value = _quote(label.field) if label.field else "1"
-    carried = [n for n in dict.fromkeys([*resolved.entity, *resolved.request])]
+    # The entity and request values first, then every other field of the fact (slices).
+    fields = resolved.types[rows.event].fields
+    carried = list(dict.fromkeys([*resolved.entity, *resolved.request, *fields]))
+    carried = [name for name in carried if name != "ts"]
     connection = duckdb.connect()
     try:
         connection.register("points", points)
@@ -285,7 +291,7 @@ def build(
     counts = dict(labelled.counts)
     train, counts["purged_train"] = _purge(train, known, ts, validation, holdout)
     validation, counts["purged_validation"] = _purge(validation, known, ts, holdout, holdout)
-    data = TrainingData(names, x, y, ts, train, validation, holdout, watermark, counts)
+    data = TrainingData(names, x, y, ts, train, validation, holdout, watermark, counts, queries)
     _check_usable(spec, data)
     _refuse_label_features(data)
     return data

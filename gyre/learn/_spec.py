@@ -38,6 +38,8 @@ family's parameters) by `gyre.learn._trainer.check_params`.
 
     [search]                       # optional: used by `gyre search`
     learning_rate = {log_uniform = [0.01, 0.3]}
+
+    [evaluate]                     # optional: how `gyre evaluate` judges it (`_evalspec`)
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from typing import Any
 
 from gyre.errors import ConfigError, SpecError
 from gyre.features import window_us
+from gyre.learn._evalspec import EvaluateSpec, parse_evaluate
 
 TASKS = ("classification", "regression")
 _SEARCH_KINDS = ("choice", "uniform", "log_uniform", "int")
@@ -129,6 +132,7 @@ class TrainingSpec:
     validation: float
     baseline: ModelSpec | None = None
     search: Mapping[str, SearchParam] = field(default_factory=dict)
+    evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
 
     @property
     def sha256(self) -> str:
@@ -261,7 +265,9 @@ def parse_spec(text: str, path: Path) -> TrainingSpec:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"training spec {path} is not valid TOML: {exc}") from None
     r = _Reader(path, text)
-    r.unused("", data, ("model", "features", "rows", "label", "split", "baseline", "search"))
+    r.unused(
+        "", data, ("model", "features", "rows", "label", "split", "baseline", "search", "evaluate")
+    )
     model = r.table(data, "model", required=True)
     r.unused("model", model, ("name", "task", "family", "seed", "params"))
     name = r.required_text("model", model, "name")
@@ -298,6 +304,9 @@ def parse_spec(text: str, path: Path) -> TrainingSpec:
             r.required_text("baseline", table, "family"), _params(r, "baseline", table)
         )
     search = _search(r, r.table(data, "search", required=False))
+    evaluate = EvaluateSpec()
+    if "evaluate" in data:
+        evaluate = parse_evaluate(r, r.table(data, "evaluate", required=False), task)
     if r.problems:
         raise SpecError(_listing(path, r.problems))
     assert rows is not None and label is not None
@@ -316,6 +325,7 @@ def parse_spec(text: str, path: Path) -> TrainingSpec:
         validation=validation,
         baseline=baseline,
         search=search,
+        evaluate=evaluate,
     )
 
 

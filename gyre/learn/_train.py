@@ -353,6 +353,10 @@ def run_model(stores: Stores, run_id: str) -> RunModel:
         "seed": lineage.get("seed"),
         "metrics": run.metrics,
     }
+    judged = run.record.get("evaluation")
+    if isinstance(judged, dict):  # the latest `gyre evaluate` of the run, in brief
+        keys = ("verdict", "reasons", "champion", "rows", "threshold", "metrics", "gates")
+        summary["evaluation"] = {k: judged.get(k) for k in keys}
     names = tuple(lineage.get("training_set", {}).get("features", ()))
     return RunModel(
         run.experiment, model, sample, tuple(run.params.get("views", ())), names, summary

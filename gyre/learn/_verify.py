@@ -19,8 +19,9 @@ from typing import Any
 from gyre.config import Config
 from gyre.errors import RunError
 from gyre.learn._check import resolve
-from gyre.learn._spec import TableRows, parse_spec
-from gyre.learn._train import _file_sha256, _scores, fit
+from gyre.learn._data import TrainingData, build
+from gyre.learn._spec import TableRows, TrainingSpec, parse_spec
+from gyre.learn._train import _file_sha256, _scores, check, fact_cache, fit
 from gyre.stores import Stores
 
 NEURAL_TOLERANCE = 1e-4
@@ -53,7 +54,8 @@ class Verification:
         }
 
 
-def verify(stores: Stores, config: Config, run_id: str) -> Verification:
+def _recorded(stores: Stores, run_id: str) -> tuple[Any, TrainingSpec, dict[str, Any]]:
+    """A run of `gyre train`: the run, its spec, its lineage."""
     store = stores.open_runs()
     try:
         run = store.get(run_id)
@@ -63,8 +65,11 @@ def verify(stores: Stores, config: Config, run_id: str) -> Verification:
     lineage = run.record.get("lineage", {})
     if not recorded or "fact_log_watermark" not in lineage:
         raise RunError(f"run {run.run_id} was not made by `gyre train`: it has no spec to redo")
-    spec = parse_spec(recorded["text"], Path(recorded["path"]))
-    exact = not spec.model.family.startswith(_NEURAL)
+    return run, parse_spec(recorded["text"], Path(recorded["path"])), lineage
+
+
+def _changed_since(spec: TrainingSpec, config: Config, lineage: dict[str, Any]) -> list[str]:
+    """Why the run's data cannot be rebuilt as it was: a view or the table changed."""
     problems = []
     current = {view.name: view.definition_hash for view in resolve(spec, config).views}
     for name, digest in lineage.get("feature_definitions", {}).items():
@@ -78,6 +83,38 @@ def verify(stores: Stores, config: Config, run_id: str) -> Verification:
         now = _file_sha256(spec.rows) if spec.rows.path.is_file() else None
         if was != now:
             problems.append(f"the rows table {spec.rows.path} changed or is gone since the run")
+    return problems
+
+
+def rebuilt_data(stores: Stores, config: Config, run_id: str) -> tuple[TrainingSpec, TrainingData]:
+    """The run's spec and its training data, rebuilt at its watermark: the same rows (the
+    training set's sha256 is checked), for evaluating its model."""
+    run, spec, lineage = _recorded(stores, run_id)
+    problems = _changed_since(spec, config, lineage)
+    if problems:
+        raise RunError(f"run {run.run_id}'s rows cannot be rebuilt: " + "; ".join(problems))
+    log = stores.open_fact_log()
+    try:
+        mark = int(lineage["fact_log_watermark"])
+        checked = check(spec, config, log, mark)
+        views = checked.resolved.views
+        data = build(spec, checked.rows, log, views, mark, None, fact_cache(config))
+    finally:
+        log.close()
+    recorded = lineage.get("training_set", {}).get("sha256")
+    if recorded != data.sha256:
+        raise RunError(
+            f"run {run.run_id}'s rows rebuilt differently (training set "
+            f"{str(recorded)[:12]} then, {data.sha256[:12]} now): the fact log or the code "
+            "that builds rows changed; train again"
+        )
+    return spec, data
+
+
+def verify(stores: Stores, config: Config, run_id: str) -> Verification:
+    run, spec, lineage = _recorded(stores, run_id)
+    exact = not spec.model.family.startswith(_NEURAL)
+    problems = _changed_since(spec, config, lineage)
     if problems:
         return Verification(run.run_id, False, exact, problems)
     log = stores.open_fact_log()

@@ -82,7 +82,7 @@ def test_a_label_is_the_first_event_strictly_after_the_row_within_its_window(
     }
     assert found == {1: 0, 2: 1, 3: 0, 5: 1}
     assert rows.counts["label_pending"] == 1
-    assert all(set(q) == {"user", "ts", "pages"} for q in rows.queries.to_pylist())
+    assert all({"user", "ts", "pages"} <= set(q) for q in rows.queries.to_pylist())
     known = dict(zip((q["user"] for q in rows.queries.to_pylist()), rows.known_at, strict=True))
     assert known[2] == t + HOUR_US and known[1] == t + HOUR_US  # 0 is known when the window ends
 

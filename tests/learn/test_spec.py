@@ -155,3 +155,41 @@ def test_a_file_that_is_not_toml_or_not_there(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[model\n")
     with pytest.raises(SpecError, match="is not valid TOML"):
         load_spec(tmp_path / "bad.toml")
+
+
+def test_the_evaluate_table_names_every_wrong_gate_with_its_line() -> None:
+    text = (
+        SPEC
+        + """
+[evaluate]
+threshold = "precision>=2"
+confidence = 0.99
+
+[evaluate.gates]
+absolute = {roc_auc = 0.8, auc = 0.7}
+change = {log_loss = -1}
+baseline = ["roc_auc"]
+cost = {p99_ms = 5}
+latency = 3
+
+[evaluate.slices]
+columns = ["pages"]
+min_rows = 0
+"""
+    )
+    with pytest.raises(SpecError) as raised:
+        parse_spec(text, Path("buyers.toml"))
+    message = str(raised.value)
+    assert "5 problems" in message
+    assert "[evaluate] `threshold`" in message
+    assert "`auc` is not a metric here" in message and "roc_auc" in message
+    assert "`log_loss` must be a finite number" in message
+    assert "[evaluate.gates] `latency`: unknown key" in message
+    assert "[evaluate.slices] `min_rows`: must be a positive integer" in message
+    line = text.splitlines().index("absolute = {roc_auc = 0.8, auc = 0.7}") + 1
+    assert f"buyers.toml:{line}: [evaluate.gates] `absolute`" in message
+    fixed = text.replace("precision>=2", "precision>=0.9").replace(", auc = 0.7", "")
+    fixed = fixed.replace("-1", "0.01").replace("latency = 3\n", "")
+    good = parse_spec(fixed.replace("min_rows = 0", "min_rows = 50"), Path("buyers.toml"))
+    assert good.evaluate.absolute == {"roc_auc": 0.8} and good.evaluate.confidence == 0.99
+    assert good.evaluate.slice_columns == ("pages",) and good.evaluate.cost == {"p99_ms": 5.0}

@@ -1,0 +1,110 @@
+"""`gyre evaluate RUN|MODEL@ALIAS`: metrics with intervals against the champion, the gates'
+verdict, and the exit status a CI job can use (0 blessed, 3 vetoed, 1 could not evaluate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gyre.cli._app import JsonOption, State, console, print_json
+from gyre.stores import Stores
+
+VETOED = 3  # the exit status of a veto: apart from 1 (an error) and 2 (a usage error)
+
+
+def evaluate(
+    ctx: typer.Context,
+    subject: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN|MODEL@ALIAS", help="A run of `gyre train`, or a version made by one."
+        ),
+    ],
+    against: Annotated[
+        str,
+        typer.Option(help="The alias to compare with (`none`: no comparison)."),
+    ] = "champion",
+    slices: Annotated[
+        str | None,
+        typer.Option(
+            help="Columns of the rows to slice by, comma-separated (default: the spec's)."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the HTML report (plots, no rows) here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate a model on its run's holdout against the champion; exit 3 on a veto."""
+    from gyre.evaluate import evaluate as run_evaluation
+    from gyre.evaluate import write_report
+
+    state: State = ctx.obj
+    config = state.config()
+    columns = None if slices is None else [c.strip() for c in slices.split(",") if c.strip()]
+    found = run_evaluation(
+        Stores.from_config(config),
+        config,
+        subject,
+        against=None if against == "none" else against,
+        slices=columns,
+    )
+    summary = found.as_json()
+    if report is not None:
+        summary["report"] = {"path": str(report), "sha256": write_report(found, report)}
+    if as_json:
+        print_json(summary)
+    else:
+        _show(summary)
+    if not found.verdict.blessed:
+        raise typer.Exit(VETOED)
+
+
+def _interval(found: dict[str, Any] | None) -> str:
+    if found is None:
+        return ""
+    return f"{found['value']:.4g} [{found['low']:.4g}, {found['high']:.4g}]"
+
+
+def _show(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    word = summary["verdict"].upper()
+    style = "bold green" if summary["verdict"] == "blessed" else "bold red"
+    console.print(
+        f"[{style}]{word}[/]: {summary['subject']} (run {summary['run_id']}) on "
+        f"{summary['rows']} holdout rows"
+        + (f", against {summary['champion']}" if summary["champion"] else "")
+    )
+    for reason in summary["reasons"]:
+        console.print(f"  - {reason}", highlight=False, markup=False)
+    table = Table("metric", "model", "champion", "difference [interval]", "p")
+    champion = summary["champion_metrics"] or {}
+    differences = summary["differences"] or {}
+    for metric, found in summary["metrics"].items():
+        diff = differences.get(metric)
+        table.add_row(
+            metric,
+            _interval(found),
+            _interval(champion.get(metric)),
+            ""
+            if diff is None
+            else f"{diff['delta']:+.4g} [{diff['low']:+.4g}, {diff['high']:+.4g}]",
+            "" if diff is None else f"{diff['p_value']:.3g}",
+        )
+    console.print(table)
+    if summary["gates"]:
+        gates = Table("gate", "passed", "found")
+        for gate in summary["gates"]:
+            gates.add_row(gate["gate"], "yes" if gate["passed"] else "NO", gate["detail"])
+        console.print(gates)
+    for note in summary["notes"]:
+        console.print(f"note: {note}", highlight=False, markup=False)
+    if "report" in summary:
+        console.print(f"report: {summary['report']['path']}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(evaluate)

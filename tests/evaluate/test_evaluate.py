@@ -1,0 +1,143 @@
+"""`gyre evaluate` end to end: a run of `gyre train` against the champion on the run's own
+holdout, with baselines, slices and the verdict's exit status."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gyre.cli._main import app
+from gyre.config import Config, load_config
+from gyre.errors import EvaluationError
+from gyre.evaluate import evaluate
+from gyre.learn import load_spec, train_spec
+from gyre.registry import Registry
+from gyre.stores import Stores
+from tests.learn.world import SPEC, fill, write_world
+
+GATES = """
+[evaluate]
+threshold = "max_f1"
+
+[evaluate.gates]
+absolute = {roc_auc = 0.6}
+change = {roc_auc = 0.02}
+"""
+BASELINE = GATES + 'baseline = ["roc_auc"]\n'
+
+
+def _train(folder: Path, name: str, text: str) -> str:
+    (folder / name).write_text(text)
+    config = _config(folder)
+    spec = load_spec(folder / name)
+    return train_spec(spec, config, Stores.from_config(config)).run_id
+
+
+def _config(folder: Path) -> Config:
+    return load_config(folder / ".gyre", folder / "gyre.toml")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Path:
+    config = write_world(tmp_path)
+    fill(config, users=60, hours=96)
+    return tmp_path
+
+
+def test_a_run_is_judged_against_the_champion_on_the_same_rows(world: Path) -> None:
+    config = _config(world)
+    stores = Stores.from_config(config)
+    first = _train(world, "first.toml", SPEC + GATES)
+    alone = evaluate(stores, config, first)
+    assert alone.champion is None and alone.differences is None
+    assert {"majority", "linear"} == set(alone.baselines)
+    assert alone.verdict.blessed, alone.verdict.reasons
+    assert 0 < alone.threshold["challenger"] < 1  # learned on the validation rows
+    runner = CliRunner()
+    published = runner.invoke(app, ["--home", str(world / ".gyre"), "--config",
+                                    str(world / "gyre.toml"), "registry", "publish", "--run",
+                                    first, "--alias", "champion"])  # fmt: skip
+    assert published.exit_code == 0, published.output
+    second = _train(
+        world, "second.toml", (SPEC + GATES).replace("num_leaves = 8", "num_leaves = 4")
+    )
+    found = evaluate(stores, config, second)
+    assert found.champion == "buyers:1"
+    assert found.differences is not None and found.rows == alone.rows
+    roc = found.differences["roc_auc"]
+    assert roc.low <= roc.delta <= roc.high
+    recorded = stores.open_runs()
+    try:
+        assert recorded.get(second).record["evaluation"]["champion"] == "buyers:1"
+    finally:
+        recorded.close()
+    # The published version evaluates through its run, against none.
+    by_version = evaluate(stores, config, "buyers@champion", against=None)
+    assert by_version.run_id == first
+
+
+def test_a_model_worse_than_the_baseline_is_vetoed_and_the_cli_exits_3(world: Path) -> None:
+    dummy = (SPEC + BASELINE).replace('family = "lightgbm"', 'family = "sklearn.DummyClassifier"')
+    dummy = dummy.replace("params = {n_estimators = 40, num_leaves = 8}", "")
+    run = _train(world, "dummy.toml", dummy)
+    runner = CliRunner()
+    args = ["--home", str(world / ".gyre"), "--config", str(world / "gyre.toml")]
+    result = runner.invoke(app, [*args, "evaluate", run, "--json"])
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.output)
+    assert summary["verdict"] == "vetoed"
+    assert any("better than the linear baseline" in r for r in summary["reasons"])
+    good = _train(world, "good.toml", SPEC + GATES)
+    result = runner.invoke(app, [*args, "evaluate", good])
+    assert result.exit_code == 0, result.output
+    assert "BLESSED" in result.output
+    page = world / "report.html"
+    result = runner.invoke(app, [*args, "evaluate", good, "--report", str(page), "--json"])
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.output)["report"]
+    text = page.read_text()
+    assert hashlib.sha256(text.encode()).hexdigest() == written["sha256"]
+    assert text.index("blessed") < text.index("<img") and len(text) < 2_000_000
+
+
+def test_a_clearly_worse_slice_vetoes(world: Path) -> None:
+    slices = (
+        GATES
+        + """
+[evaluate.slices]
+columns = ["pages"]
+min_rows = 30
+absolute = {roc_auc = 0.95}
+"""
+    )
+    config = _config(world)
+    run = _train(world, "sliced.toml", SPEC + slices)
+    found = evaluate(Stores.from_config(config), config, run)
+    assert not found.verdict.blessed
+    assert any(r.startswith("pages=") for r in found.verdict.reasons)
+    assert {s.column for s in found.slices} == {"pages"}
+    unsliced = SPEC + slices.replace("min_rows = 30", "min_rows = 100000")
+    relaxed = evaluate(Stores.from_config(config), config, _train(world, "small.toml", unsliced))
+    assert all(not s.gated for s in relaxed.slices) and relaxed.verdict.blessed
+    with pytest.raises(EvaluationError, match=r"slice column.*nowhere"):
+        evaluate(Stores.from_config(config), config, run, slices=["nowhere"])
+
+
+def test_a_version_not_made_by_a_run_is_refused_with_what_to_do(world: Path) -> None:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    config = _config(world)
+    registry = Registry.from_config(config)
+    try:
+        x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+        model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+        registry.publish("hand", model, x[:10])
+    finally:
+        registry.close()
+    with pytest.raises(EvaluationError, match="not published from a run"):
+        evaluate(Stores.from_config(config), config, "hand:1")
