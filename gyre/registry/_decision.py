@@ -46,8 +46,9 @@ log = logging.getLogger("gyre.registry")
 
 LABEL = "label"
 PROBABILITIES = "probabilities"
-_DISCRETE = frozenset({"BOOL", "BYTES", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16",
-                       "UINT32", "UINT64"})  # fmt: skip
+_DISCRETE = frozenset(
+    {"BOOL", "BYTES", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+)
 _FLOATS = frozenset({"FP16", "FP32", "FP64"})
 
 Class = int | str
@@ -136,9 +137,10 @@ def check_classes(classes: Any, dtype: np.dtype[Any], what: str) -> tuple[Class,
     for value in classes:
         if isinstance(value, np.generic):
             value = value.item()
-        fits = isinstance(value, str) if text else (
-            isinstance(value, int) and not isinstance(value, bool) and _fits(value, dtype)
-        )  # fmt: skip
+        if text:
+            fits = isinstance(value, str)
+        else:
+            fits = isinstance(value, int) and not isinstance(value, bool) and _fits(value, dtype)
         if not fits:
             kind = "strings" if text else f"integers that fit {dtype}"
             raise InvalidModel(
@@ -241,8 +243,11 @@ def _version_classes(registry: Registry, mv: ModelVersion) -> Any:
         try:
             found = getattr(registry.load_native(mv), "classes_", None)
         except Exception as exc:  # unpickling raises anything; the graph may still say
-            log.info("%s: its native model does not load (%s); reading its classes off "
-                     "the ONNX graph", mv.what, exc)  # fmt: skip
+            log.info(
+                "%s: its native model does not load (%s); reading its classes off the ONNX graph",
+                mv.what,
+                exc,
+            )
             found = None
         if found is not None:
             return found

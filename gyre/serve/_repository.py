@@ -149,8 +149,7 @@ class ModelRepository:
                 # The version's threshold changed: the same session and queue answer,
                 # with the new label rule from this snapshot on.
                 current = dataclasses.replace(current, record=record, decision=decision)
-                log.info("%s:%s now answers %s", record.model, record.version,
-                         _rule(decision))  # fmt: skip
+                log.info("%s:%s now answers %s", record.model, record.version, _rule(decision))
             if current is None:
                 try:
                     current = await loop.run_in_executor(self._loader, self._load, record, decision)
@@ -220,9 +219,13 @@ class ModelRepository:
         decision, problem = decision_of(record)
         if problem is not None:
             broken[(record.model, f"decision_threshold:{record.version}")] = problem
-            log.warning("%s; serving the model's own label until `gyre registry threshold "
-                        "%s %s …` stores a valid one", problem, record.model,
-                        record.version)  # fmt: skip
+            log.warning(
+                "%s; serving the model's own label until `gyre registry threshold "
+                "%s %s …` stores a valid one",
+                problem,
+                record.model,
+                record.version,
+            )
         return decision
 
     def _load(self, record: ModelVersion, decision: DecisionThreshold | None) -> LoadedVersion:
