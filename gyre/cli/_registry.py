@@ -1,4 +1,4 @@
-"""`gyre registry …`: publish, alias, list, show, delete, history."""
+"""`gyre registry …`: publish, alias, list, show, delete, policy, threshold, history."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from gyre.cli._app import JsonOption, State, console, print_json, print_table
-from gyre.registry import ModelVersion, Registry
+from gyre.registry import ModelVersion, Registry, decision_of
 from gyre.stores import Stores
 
 registry_app = typer.Typer(help="Model versions, aliases and artifacts.", no_args_is_help=True)
@@ -232,7 +232,33 @@ def _version_json(mv: ModelVersion) -> dict[str, Any]:
         "files": [{"path": f.path, "sha256": f.sha256, "bytes": f.bytes} for f in mv.files],
         "parity": mv.parity,
         "lineage": mv.lineage,
+        "decision_threshold": _decision_json(mv),
     }
+
+
+def _decision_json(mv: ModelVersion) -> dict[str, Any] | None:
+    """The stored decision threshold, and why the server cannot use it (None: it can)."""
+    if mv.decision is None:
+        return None
+    decision, broken = decision_of(mv)
+    if decision is None:
+        return {"stored": mv.decision, "broken": broken}
+    return {**decision.as_record(), "broken": None}
+
+
+def _decision_text(mv: ModelVersion) -> str:
+    decision, broken = decision_of(mv)
+    if decision is None:
+        stored = json.dumps(mv.decision, sort_keys=True, default=repr, ensure_ascii=False)
+        return (
+            f"BROKEN: {stored}: {broken}; the server ignores it and serves the model's own "
+            f"label until `gyre registry threshold {mv.model} {mv.version} …` sets a valid one"
+        )
+    negative, positive = (json.dumps(c, ensure_ascii=False) for c in decision.classes)
+    return (
+        f"{decision.threshold:g}: label {positive} where p({positive}) >= "
+        f"{decision.threshold:g}, else {negative}"
+    )
 
 
 def _spec_json(spec: Any) -> dict[str, Any]:
@@ -287,6 +313,8 @@ def _show_table(mv: ModelVersion, policy: tuple[Any, Any, str | None]) -> Table:
                 )
             )
     rows.append(("lineage", json.dumps(mv.lineage, sort_keys=True)))
+    if mv.decision is not None:
+        rows.append(("decision threshold", _decision_text(mv)))
     kind, params, broken = policy
     stored = f"{kind} {json.dumps(params, sort_keys=True, default=repr, ensure_ascii=False)}"
     rows.append(
@@ -347,6 +375,51 @@ def policy(
         params["arms"] = [arm.strip() for arm in arms.split(",")]
     clean = _open(ctx).set_policy(name, kind, params, reason=reason)
     console.print(f"{name}: traffic policy {kind} {json.dumps(clean, sort_keys=True)}")
+
+
+@registry_app.command()
+def threshold(
+    ctx: typer.Context,
+    name: str,
+    version: int,
+    value: Annotated[
+        str, typer.Argument(help="The threshold, between 0 and 1; `none` removes it.")
+    ],
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="NEGATIVE,POSITIVE: the classes, for a graph that does not name them "
+            "(numbers for an integer label)."
+        ),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the change log.")] = "",
+) -> None:
+    """Set the decision threshold of a binary classifier's VERSION: the server's label is
+    its positive (second) class where that class's probability is at or above VALUE."""
+    from gyre.errors import InvalidModel
+
+    number: float | None = None
+    if value.strip().lower() != "none":
+        try:
+            number = float(value)
+        except ValueError:
+            raise InvalidModel(
+                f"the threshold must be a number between 0 and 1, or `none`; not {value!r}"
+            ) from None
+    pair = None if classes is None else [_class(c) for c in classes.split(",")]
+    mv = _open(ctx).set_decision_threshold(name, version, number, reason=reason, classes=pair)
+    if mv.decision is None:
+        console.print(f"{name} version {version}: no decision threshold (its own label)")
+    else:
+        console.print(f"{name} version {version}: decision threshold {_decision_text(mv)}")
+
+
+def _class(text: str) -> int | str:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 @registry_app.command()

@@ -1,5 +1,6 @@
 """Evaluate: metrics with intervals, paired comparisons against the champion, thresholds."""
 
+from gyre.evaluate._cost import ServingCost, measure_serving_cost
 from gyre.evaluate._evaluate import Evaluation, evaluate, report_input, write_report
 from gyre.evaluate._gates import GateResult, SliceResult, Verdict, judge
 from gyre.evaluate._intervals import (
@@ -26,6 +27,7 @@ __all__ = [
     "Estimate",
     "Evaluation",
     "GateResult",
+    "ServingCost",
     "SliceResult",
     "ThresholdRule",
     "Verdict",
@@ -34,6 +36,7 @@ __all__ = [
     "holm",
     "judge",
     "learn_threshold",
+    "measure_serving_cost",
     "metric_intervals",
     "paired_differences",
     "parse_rule",

@@ -1,6 +1,7 @@
 """The model registry: versions, aliases, signatures, content-addressed ONNX artifacts."""
 
 from gyre.registry._artifacts import ArtifactStore, LocalArtifactStore
+from gyre.registry._decision import DecisionThreshold, decision_of
 from gyre.registry._files import ArtifactFile
 from gyre.registry._metadata import MetadataStore, ModelVersion, RegistrySnapshot
 from gyre.registry._names import CHAMPION, parse_ref
@@ -14,6 +15,7 @@ __all__ = [
     "CHAMPION",
     "ArtifactFile",
     "ArtifactStore",
+    "DecisionThreshold",
     "LocalArtifactStore",
     "MetadataStore",
     "ModelVersion",
@@ -22,6 +24,7 @@ __all__ = [
     "RegistrySnapshot",
     "SQLiteMetadataStore",
     "check_policy",
+    "decision_of",
     "load_sample",
     "parse_ref",
     "target_version",

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from gyre.errors import InvalidModel
 from gyre.registry._files import ArtifactFile, decode_manifest, manifest_sha256
 from gyre.types import Signature
 
@@ -45,6 +46,26 @@ class ModelVersion:
     reused: bool = False
     # A Python model's files (`--artifacts DIR`), sorted by path.
     files: tuple[ArtifactFile, ...] = ()
+    # The decision threshold of a binary classifier as stored (`_decision`: a JSON object,
+    # or the text found when it is not JSON); None: the model's own label is served.
+    decision: Any = None
+
+    @property
+    def decision_threshold(self) -> float | None:
+        """The threshold the server applies to this version's label; None when none is
+        stored, or when the stored one cannot be used (`_decision.decision_of` says why)."""
+        from gyre.registry._decision import check_decision
+
+        if self.decision is None:
+            return None
+        try:
+            return check_decision(self.decision, self.signature, self.what).threshold
+        except InvalidModel:
+            return None
+
+    @property
+    def what(self) -> str:
+        return f"model `{self.model}` version {self.version}"
 
     @property
     def files_sha256(self) -> str | None:
@@ -81,6 +102,7 @@ def row_to_version(row: Mapping[str, Any], aliases: tuple[str, ...]) -> ModelVer
         aliases=aliases,
         entrypoint=row["entrypoint"],
         files=decode_manifest(row["files"]) if row["files"] is not None else (),
+        decision=json_or_text(row["decision"]) if row["decision"] is not None else None,
     )
 
 
@@ -113,10 +135,19 @@ class MetadataStore(Protocol):
         entrypoint: str | None = None,
         files: tuple[ArtifactFile, ...] = (),
         force_new: bool = False,
+        decision: dict[str, Any] | None = None,
     ) -> tuple[int, bool]:
         """The new version's number and False; or, unless `force_new`, the number of a live
         version with the same content (flavor, artifact, signature, entrypoint, files) and
-        True, looked up under the write lock."""
+        True, looked up under the write lock. `decision`: a new version's decision
+        threshold record (`_decision`; not part of its content, and not given to a version
+        found with the same content)."""
+        ...
+
+    def set_decision(
+        self, model: str, version: int, decision: dict[str, Any] | None, *, reason: str
+    ) -> None:
+        """Store a live version's decision threshold record (None: remove it)."""
         ...
 
     def set_alias(self, model: str, alias: str, version: int, *, reason: str) -> int | None:

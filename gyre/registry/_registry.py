@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from gyre.config import Config, RegistryConfig
 from gyre.errors import InvalidModel, ModelNotFound, RegistryError
 from gyre.registry import _tabular
 from gyre.registry._artifacts import LocalArtifactStore, sha256_of
+from gyre.registry._decision import check_decision, model_decision, version_decision
 from gyre.registry._files import ArtifactFile, VersionFiles
 from gyre.registry._metadata import MetadataStore, ModelVersion, RegistrySnapshot
 from gyre.registry._names import CHAMPION, check_name, parse_ref
@@ -139,6 +141,7 @@ class Registry:
         names: tuple[str, ...] | None = None,
         features: FeatureView | None = None,
         force_new: bool = False,
+        decision_threshold: float | None = None,
     ) -> ModelVersion:
         """Export a fitted model (scikit-learn, LightGBM, torch: `_torch`) to ONNX, check parity.
 
@@ -146,6 +149,9 @@ class Registry:
         with string columns makes every column an input of its own (`_tabular`).
         `features`: the view the model was trained on (its columns are the view's features
         in order); the server then answers requests that name an entity instead of rows.
+        `decision_threshold`: a binary classifier's threshold on the probability of its
+        second class (`classes_[1]`), learned on validation data: the server's label is
+        that class at or above it (`set_decision_threshold`).
         """
         from gyre.registry import _export, _torch
         from gyre.registry._parity import check_parity
@@ -154,6 +160,9 @@ class Registry:
         check_name("model", name)
         model = _torch.unwrapped(model)  # a gyre scikit-learn/LightGBM trainer: its model_
         flavor = _export.flavor_of(model)
+        decision = None
+        if decision_threshold is not None:  # refused before the export, if it must be
+            decision = model_decision(name, model, decision_threshold)
         table = None
         if _tabular.is_dataframe(sample):
             _export.check_fitted(model)
@@ -162,6 +171,7 @@ class Registry:
                 return _tabular.publish_table(
                     self, name, model, table, flavor=flavor, alias=alias, lineage=lineage,
                     native_bytes=native_bytes, features=features, force_new=force_new,
+                    decision=decision,
                 )  # fmt: skip
             sample, names = table.matrix(), table.names
         rows = np.asarray(sample, dtype=np.float64)
@@ -211,6 +221,7 @@ class Registry:
             alias=alias,
             lineage={**(lineage or {}), "sample_sha256": sha256_of(rows.tobytes())},
             force_new=force_new,
+            decision=decision,
         )
 
     def publish_onnx(
@@ -304,9 +315,12 @@ class Registry:
         entrypoint: str | None = None,
         force_new: bool = False,
         files: tuple[ArtifactFile, ...] = (),
+        decision: dict[str, Any] | None = None,
     ) -> ModelVersion:
         if alias is not None:
             check_name("alias", alias)
+        if decision is not None:  # stored only as its reader, the server, will read it
+            decision = check_decision(decision, signature, f"model `{name}`").as_record()
         artifact_sha = self.artifacts.put(artifact)
         native_sha = self.artifacts.put(native_bytes) if native_bytes is not None else None
         version, reused = self.metadata.add_version(
@@ -323,11 +337,16 @@ class Registry:
             entrypoint=entrypoint,
             force_new=force_new,
             files=files,
+            decision=decision,
         )
         if reused:
             log.info("model `%s`: version %d already holds this content; not published again "
                      "(force_new makes a new version)", name, version)  # fmt: skip
         recorded = self.metadata.version(name, version)
+        if decision is not None and recorded.decision != decision:
+            # The same content, with a threshold learned again: the version takes it.
+            self.metadata.set_decision(name, version, decision, reason="set at publish")
+            recorded = self.metadata.version(name, version)
         if alias is not None and alias not in recorded.aliases:
             self.metadata.set_alias(name, alias, version, reason="set at publish")
             recorded = self.metadata.version(name, version)
@@ -371,6 +390,28 @@ class Registry:
             return kind, check_policy(kind, params), None
         except InvalidModel as exc:
             return kind, params, str(exc)
+
+    def set_decision_threshold(
+        self,
+        name: str,
+        version: int,
+        threshold: float | None,
+        *,
+        reason: str = "",
+        classes: Sequence[int | str] | None = None,
+    ) -> ModelVersion:
+        """Set the decision threshold of binary classifier `name` version `version` (None:
+        remove it, and the model's own label is served again): the server's label is then
+        the positive class (the second; the probabilities' second column) where its
+        probability is at or above `threshold`, the other class below (`_decision`).
+
+        The classes are read off the native model (`classes_`), else off the ONNX graph;
+        `classes` gives them (negative, positive) for a graph that does not name them.
+        Returns the version as recorded."""
+        mv = self.metadata.version(name, version)
+        decision = None if threshold is None else version_decision(self, mv, threshold, classes)
+        self.metadata.set_decision(name, version, decision, reason=reason)
+        return self.metadata.version(name, version)
 
     def delete_alias(self, name: str, alias: str, *, reason: str = "") -> None:
         self._not_in_policy(name, alias)

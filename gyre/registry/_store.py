@@ -27,7 +27,7 @@ from gyre.registry._files import ArtifactFile, encode_manifest, manifest_sha256
 from gyre.registry._metadata import ModelVersion, RegistrySnapshot, json_or_text, row_to_version
 from gyre.types import Signature
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ def migration(version: int, ddl: DDL) -> tuple[str, ...]:
             # the idempotent publish's lookup of the same content
             "CREATE INDEX IF NOT EXISTS versions_by_content ON versions (model, artifact_sha256)",
         )
+    if version == 3:  # a binary classifier's decision threshold (`_decision`, JSON)
+        return ("ALTER TABLE versions ADD COLUMN decision TEXT",)
     raise AssertionError(f"no registry migration from schema version {version}")
 
 
@@ -128,6 +130,7 @@ class SQLMetadataStore:
         entrypoint: str | None = None,
         files: tuple[ArtifactFile, ...] = (),
         force_new: bool = False,
+        decision: dict[str, Any] | None = None,
     ) -> tuple[int, bool]:
         encoded_signature = msgspec.json.encode(signature).decode()
         encoded_files = encode_manifest(files).decode() if files else None
@@ -154,16 +157,18 @@ class SQLMetadataStore:
                 conn,
                 "INSERT INTO versions (model, version, created_at, flavor, artifact_sha256,"
                 " artifact_bytes, native_sha256, native_bytes, signature, parity, lineage,"
-                " gyre_version, entrypoint, files)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " gyre_version, entrypoint, files, decision)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     model, version, time.time(), flavor, artifact_sha256, artifact_bytes,
                     native_sha256, native_bytes, encoded_signature,
                     json.dumps(parity, sort_keys=True), json.dumps(lineage, sort_keys=True),
-                    gyre_version, entrypoint, encoded_files,
+                    gyre_version, entrypoint, encoded_files, _encoded(decision),
                 ),
             )  # fmt: skip
-            extra = {"files_sha256": manifest_sha256(files)} if files else {}
+            extra: dict[str, Any] = {"files_sha256": manifest_sha256(files)} if files else {}
+            if decision is not None:
+                extra["decision"] = decision
             self._record(
                 conn, model, "publish", version=version, artifact_sha256=artifact_sha256, **extra
             )
@@ -239,6 +244,18 @@ class SQLMetadataStore:
                 (time.time(), model, version),
             )
             self._record(conn, model, "delete", version=version, why=reason)
+
+    def set_decision(
+        self, model: str, version: int, decision: dict[str, Any] | None, *, reason: str
+    ) -> None:
+        with self._write() as conn:
+            self._live_version_row(conn, model, version)
+            self._run(
+                conn,
+                "UPDATE versions SET decision = ? WHERE model = ? AND version = ?",
+                (_encoded(decision), model, version),
+            )
+            self._record(conn, model, "decision", version=version, decision=decision, why=reason)
 
     def _aliases_by_version(
         self, conn: Any, model: str | None
@@ -366,6 +383,10 @@ class SQLMetadataStore:
             }
             for r in rows
         ]
+
+
+def _encoded(decision: dict[str, Any] | None) -> str | None:
+    return None if decision is None else json.dumps(decision, sort_keys=True)
 
 
 class SQLiteMetadataStore(SQLMetadataStore):

@@ -279,6 +279,7 @@ def publish_table(
     native_bytes: bytes | None,
     features: FeatureView | None,
     force_new: bool,
+    decision: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """`Registry.publish` for a sample with string columns: one ONNX input per column."""
     from gyre.registry import _export
@@ -323,4 +324,5 @@ def publish_table(
         alias=alias,
         lineage={**(lineage or {}), "sample_sha256": sample.digest()},
         force_new=force_new,
+        decision=decision,
     )

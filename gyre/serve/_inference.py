@@ -118,6 +118,7 @@ class Predictor:
         if key is not None:
             self.cache.put(key, outputs)
         prediction = self._answer(loaded, outputs, decision.bandit)
+        outputs = prediction.outputs  # what the shadow's answer is compared with
         shadow = decision.shadow
         if shadow is not None and features not in (None, shadow.runtime.signature.features):
             # Inputs built from a feature view mean nothing to a version trained on
@@ -134,8 +135,10 @@ class Predictor:
         return prediction
 
     def _answer(self, loaded: LoadedVersion, outputs: Tensors, bandit: bool) -> Prediction:
-        """The version's answer under a new request id; recorded for feedback (in memory,
-        written off the request path) when a bandit chose the version."""
+        """The version's answer to its runtime's `outputs` (the cache holds those: a
+        threshold changed since applies to them too) under a new request id; recorded
+        for feedback (in memory, written off the request path) when a bandit chose it."""
+        outputs = loaded.answer(outputs)
         request_id = self.ids.issue(loaded.model, loaded.version, takes_feedback=bandit)
         if bandit:
             self.feedback.record_served(
@@ -155,7 +158,7 @@ class Predictor:
         try:
             shadow_feeds, rows = shadow.runtime.validate(feeds)
             deadline = asyncio.get_running_loop().time() + shadow.settings.latency_slo_ms / 1000
-            outputs = await shadow.batcher.submit(shadow_feeds, rows, deadline)
+            outputs = shadow.answer(await shadow.batcher.submit(shadow_feeds, rows, deadline))
         except GyreError as exc:
             self.metrics.shadow(primary.model, "error")
             log.info("shadow %s:%s failed: %s", shadow.model, shadow.version, exc)

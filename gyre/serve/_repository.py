@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import random
@@ -20,7 +21,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from gyre.config import ServeConfig
 from gyre.errors import GyreError, InvalidModel, StoreUnavailable
 from gyre.monitor import FeedbackStore
-from gyre.registry import ModelVersion, Registry
+from gyre.registry import DecisionThreshold, ModelVersion, Registry, decision_of
 from gyre.serve._batcher import Batcher
 from gyre.serve._metrics import ServerMetrics
 from gyre.serve._runtime import ModelRuntime, Runtime
@@ -136,15 +137,22 @@ class ModelRepository:
         versions: dict[str, dict[int, LoadedVersion]] = {}
         failed: dict[tuple[str, int], str] = {}
         loaded_any = False
+        broken: dict[tuple[str, str], str] = {}
         for record in records:
             key = (record.model, record.version)
             current = old.versions.get(record.model, {}).get(record.version)
             if current is None and key in old.failed:
                 failed[key] = old.failed[key]
                 continue
+            decision = self._decision(record, broken)
+            if current is not None and current.decision != decision:
+                # The version's threshold changed: the same session and queue answer,
+                # with the new label rule from this snapshot on.
+                current = dataclasses.replace(current, record=record, decision=decision)
+                log.info("%s:%s now answers %s", record.model, record.version, _rule(decision))
             if current is None:
                 try:
-                    current = await loop.run_in_executor(self._loader, self._load, record)
+                    current = await loop.run_in_executor(self._loader, self._load, record, decision)
                 except (GyreError, ValueError) as exc:
                     log.error("could not load %s:%s: %s", record.model, record.version, exc)
                     self._metrics.load_event(record.model, record.version, "failed")
@@ -158,7 +166,6 @@ class ModelRepository:
             [m for m, (kind, _) in policies.items() if kind == "bandit"]
         )
         routes: dict[str, Route] = {}
-        broken: dict[tuple[str, str], str] = {}
         for model, (kind, params) in policies.items():
             try:
                 route = build_route(
@@ -203,7 +210,25 @@ class ModelRepository:
             if isinstance(route.selector, ThompsonSampling):
                 route.selector.update(stats.get(model, {}))
 
-    def _load(self, record: ModelVersion) -> LoadedVersion:
+    def _decision(
+        self, record: ModelVersion, broken: dict[tuple[str, str], str]
+    ) -> DecisionThreshold | None:
+        """The version's decision threshold, read with the registry's own reader; one it
+        cannot use (written by hand, by another gyre) is reported and left out: the
+        version then answers its model's own label."""
+        decision, problem = decision_of(record)
+        if problem is not None:
+            broken[(record.model, f"decision_threshold:{record.version}")] = problem
+            log.warning(
+                "%s; serving the model's own label until `gyre registry threshold "
+                "%s %s …` stores a valid one",
+                problem,
+                record.model,
+                record.version,
+            )
+        return decision
+
+    def _load(self, record: ModelVersion, decision: DecisionThreshold | None) -> LoadedVersion:
         settings = self._config.for_model(record.model)
         default = (
             default_row(record, settings.default_output)
@@ -225,7 +250,7 @@ class ModelRepository:
             on_batch=self._metrics.batch_observer(record.model, str(record.version)),
             on_executed=self._metrics.version_tally(record.model, record.version).executed,
         )
-        return LoadedVersion(record, runtime, batcher, settings, default, own)
+        return LoadedVersion(record, runtime, batcher, settings, default, own, decision)
 
     def _runtime(self, record: ModelVersion) -> Runtime:
         data = self._registry.artifact(record)
@@ -273,6 +298,13 @@ def _close(loaded: LoadedVersion) -> None:
         close()
     if loaded.executor is not None:
         loaded.executor.shutdown(wait=True)
+
+
+def _rule(decision: DecisionThreshold | None) -> str:
+    if decision is None:
+        return "its model's own label"
+    negative, positive = decision.classes
+    return f"label {positive!r} at p({positive!r}) >= {decision.threshold:g}, else {negative!r}"
 
 
 def _freeze_heap() -> None:

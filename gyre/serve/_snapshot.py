@@ -11,9 +11,9 @@ import numpy as np
 
 from gyre.config import ModelServeConfig
 from gyre.errors import NotFound, Unavailable
-from gyre.registry import CHAMPION, ModelVersion, check_policy, target_version
+from gyre.registry import CHAMPION, DecisionThreshold, ModelVersion, check_policy, target_version
 from gyre.serve._batcher import Batcher
-from gyre.serve._runtime import Runtime
+from gyre.serve._runtime import Runtime, Tensors
 from gyre.serve._selection import FixedChoice, ThompsonSampling, WeightedSplit
 from gyre.types import DATATYPE_TO_NUMPY
 
@@ -28,6 +28,8 @@ class LoadedVersion:
     default_row: dict[str, np.ndarray] | None = None
     # The thread this version's batches run on when it has one of its own (Python models).
     executor: Executor | None = None
+    # A binary classifier's decision threshold: the label it answers (`answer`).
+    decision: DecisionThreshold | None = None
 
     @property
     def model(self) -> str:
@@ -36,6 +38,11 @@ class LoadedVersion:
     @property
     def version(self) -> int:
         return self.record.version
+
+    def answer(self, outputs: Tensors) -> Tensors:
+        """What the version answers for its runtime's `outputs`: a classifier's label
+        recomputed with its decision threshold, if it has one; else `outputs`."""
+        return outputs if self.decision is None else self.decision.apply(outputs)
 
     def default_outputs(self, rows: int) -> dict[str, np.ndarray]:
         assert self.default_row is not None

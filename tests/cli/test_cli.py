@@ -181,6 +181,42 @@ def test_policies_the_server_cannot_use_are_refused_and_shown_broken(
     assert 'BROKEN: split {"weights": {"\u00b2": 100}}' in shown, shown
 
 
+def test_threshold_sets_shows_and_removes_a_decision_threshold(home: Path, tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from gyre.registry import Registry
+
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(100, 2))
+    model = tmp_path / "churn.joblib"
+    joblib.dump(LogisticRegression().fit(rows, np.where(rows[:, 0] > 0, "yes", "no")), model)
+    sample = tmp_path / "rows.npy"
+    np.save(sample, rows)
+    gyre(home, "registry", "publish", "churn", str(model), "--sample", str(sample))
+    out = gyre(home, "registry", "threshold", "churn", "1", "0.8", "--reason", "F1").stdout
+    assert 'decision threshold 0.8: label "yes" where p("yes") >= 0.8, else "no"' in out
+    assert 'label "yes" where p("yes") >= 0.8' in gyre(home, "registry", "show", "churn").stdout
+    shown = json.loads(gyre(home, "registry", "show", "churn", "--json").stdout)
+    expected = {"threshold": 0.8, "classes": ["no", "yes"], "broken": None}
+    assert shown["decision_threshold"] == expected
+    for bad in ("1.5", "high"):
+        result = gyre(home, "registry", "threshold", "churn", "1", bad, check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "between 0 and 1" in result.stderr
+    history = json.loads(gyre(home, "registry", "history", "churn", "--json").stdout)
+    assert [(c["action"], c.get("why")) for c in history] == [("publish", None), ("decision", "F1")]
+    registry = Registry(home)  # as a hand edit of the database leaves it
+    registry.metadata.set_decision(
+        "churn", 1, {"threshold": 2, "classes": ["no", "yes"]}, reason=""
+    )
+    registry.close()
+    shown_text = gyre(home, "registry", "show", "churn").stdout
+    assert "BROKEN:" in shown_text and "strictly between 0 and 1" in shown_text, shown_text
+    out = gyre(home, "registry", "threshold", "churn", "1", "none").stdout
+    assert "churn version 1: no decision threshold (its own label)" in out
+    assert "decision threshold" not in gyre(home, "registry", "show", "churn").stdout
+
+
 @pytest.mark.parametrize("name", ["checkout-service", "team a/report #2"])
 def test_consumers_key_prints_config_that_loads(home: Path, name: str) -> None:
     from gyre.auth import hash_key

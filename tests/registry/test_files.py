@@ -274,7 +274,7 @@ def test_a_registry_of_schema_1_is_migrated_and_keeps_its_versions(
         with sqlite3.connect(home / "registry.db") as conn:
             (found,) = conn.execute("PRAGMA user_version").fetchone()
         conn.close()
-        assert found == SCHEMA_VERSION == 3
+        assert found == SCHEMA_VERSION == 4
     finally:
         registry.close()
     assert manifest_sha256(()) is None

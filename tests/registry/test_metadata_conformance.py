@@ -46,7 +46,7 @@ class Reference:
     """The registry's rules on plain dicts."""
 
     def __init__(self) -> None:
-        self.versions: dict[tuple[str, int], dict[str, Any]] = {}  # content, deleted
+        self.versions: dict[tuple[str, int], dict[str, Any]] = {}  # content, deleted, decision
         self.aliases: dict[str, dict[str, int]] = {}
         self.policies: dict[str, tuple[str, dict[str, Any]]] = {}
         self.changes = 0
@@ -57,7 +57,7 @@ class Reference:
                 if m == model and not row["deleted"] and row["content"] == content:
                     return v, True
         version = 1 + max((v for m, v in self.versions if m == model), default=0)
-        self.versions[(model, version)] = {"content": content, "deleted": False}
+        self.versions[(model, version)] = {"content": content, "deleted": False, "decision": None}
         self.changes += 1
         return version, False
 
@@ -73,6 +73,8 @@ operation = st.one_of(
     st.tuples(st.just("unalias"), st.sampled_from("ab"), st.sampled_from(["champion", "c2"])),
     st.tuples(st.just("delete"), st.sampled_from("ab"), st.integers(0, 4)),
     st.tuples(st.just("policy"), st.sampled_from("ab"), st.sampled_from(["split", "shadow"])),
+    st.tuples(st.just("decide"), st.sampled_from("ab"), st.integers(0, 4),
+              st.sampled_from([None, 0.25, 0.9])),
 )  # fmt: skip
 
 
@@ -120,6 +122,18 @@ def test_the_store_follows_the_reference(stores: Stores, operations: list[tuple[
                 else:
                     with pytest.raises(RegistryError):  # ModelNotFound is one
                         store.delete_version(model, version, reason="t")
+            elif op == "decide":
+                version, threshold = args
+                decision = None
+                if threshold is not None:
+                    decision = {"threshold": threshold, "classes": [0, 1]}
+                if reference.live(model, version):
+                    store.set_decision(model, version, decision, reason="t")
+                    reference.versions[(model, version)]["decision"] = decision
+                    reference.changes += 1
+                else:
+                    with pytest.raises(ModelNotFound):
+                        store.set_decision(model, version, decision, reason="t")
             else:
                 (kind,) = args
                 store.set_policy(model, kind, {"n": len(operations)}, reason="t")
@@ -133,9 +147,11 @@ def test_the_store_follows_the_reference(stores: Stores, operations: list[tuple[
         for model, version in live:
             found = store.version(model, version)
             names = sorted(a for a, v in reference.aliases.get(model, {}).items() if v == version)
-            assert (found.artifact_sha256, sorted(found.aliases)) == (
-                reference.versions[(model, version)]["content"],
+            row = reference.versions[(model, version)]
+            assert (found.artifact_sha256, sorted(found.aliases), found.decision) == (
+                row["content"],
                 names,
+                row["decision"],
             )
         changes = store.changes()
         assert len(changes) == reference.changes
@@ -306,7 +322,7 @@ def test_every_earlier_schema_is_migrated_and_keeps_what_it_held(
     store = stores.open_metadata()
     try:
         (old,) = store.versions("old")
-        assert (old.version, old.artifact_sha256, old.files) == (1, "abc", ())
+        assert (old.version, old.artifact_sha256, old.files, old.decision) == (1, "abc", (), None)
         assert add(store, "old", "new") == (2, False)
         store.set_alias("old", "champion", 2, reason="t")
         store.delete_version("old", 1, reason="t")

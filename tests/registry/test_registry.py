@@ -281,7 +281,7 @@ def test_a_registry_of_another_schema_version_is_refused(home: Path) -> None:
     Registry(home).close()
     with sqlite3.connect(home / "registry.db") as conn:
         conn.execute("PRAGMA user_version = 99")
-    with pytest.raises(RegistryError, match="has schema version 99, this gyre reads version 3"):
+    with pytest.raises(RegistryError, match="has schema version 99, this gyre reads version 4"):
         Registry(home)
 
 
