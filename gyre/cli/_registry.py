@@ -140,6 +140,8 @@ def _publish_run(
         found = views.get(made.views[0])
         if found is not None and list(found.features) == list(made.feature_names):
             view = found
+    judged = made.lineage.get("evaluation") or {}
+    learned = (judged.get("threshold") or {}).get("challenger")
     return registry.publish(
         name or made.experiment,
         made.model,
@@ -149,6 +151,9 @@ def _publish_run(
         names=made.feature_names,
         features=view,
         force_new=force_new,
+        # The threshold `gyre evaluate` learned on the run's validation rows: the server's
+        # label then follows it (a binary classifier's; none before an evaluation).
+        decision_threshold=learned if isinstance(learned, float) else None,
     )
 
 

@@ -168,11 +168,11 @@ def evaluate(
     if against is not None:
         found = _champion(stores, config, spec.name, against, run_id, made.feature_names, notes)
         if found is not None:
-            champion, model = found
+            champion, model, stored = found
             theirs = _score(task, model, data.x, holdout, tuning_rows)
             their_cut = 0.5
-            if task == "classification":
-                their_cut = learn_threshold(y_tuning, theirs.tuning, rule)
+            if task == "classification":  # the threshold it is served with, if it has one
+                their_cut = stored or learn_threshold(y_tuning, theirs.tuning, rule)
                 assert threshold is not None
                 threshold["champion"] = their_cut
             champion_scores, champion_cut = theirs.holdout, their_cut
@@ -214,7 +214,8 @@ def evaluate(
 
         registry = Registry.from_config(config)
         try:
-            cost = measure_serving_cost(registry, version[0], version[1]).as_dict()
+            measured = measure_serving_cost(registry, version[0], version[1], sample=made.sample)
+            cost = measured.as_dict()
         finally:
             registry.close()
     verdict = judge(
@@ -319,8 +320,9 @@ def _champion(
     run_id: str,
     features: tuple[str, ...],
     notes: list[str],
-) -> tuple[str, Any] | None:
-    """The champion's name and model, when it is another run's on the same features."""
+) -> tuple[str, Any, float | None] | None:
+    """The champion's name, model and stored decision threshold, when it is another run's
+    on the same features."""
     from gyre.learn import run_model
     from gyre.registry import Registry
 
@@ -351,7 +353,7 @@ def _champion(
             "comparing them on one set of rows needs both feature sets, which gyre "
             "evaluate does not build yet: compare with --against none"
         )
-    return f"{name}:{mv.version}", theirs.model
+    return f"{name}:{mv.version}", theirs.model, mv.decision_threshold
 
 
 def _baselines(

@@ -58,10 +58,20 @@ def test_a_run_is_judged_against_the_champion_on_the_same_rows(world: Path) -> N
     assert alone.verdict.blessed, alone.verdict.reasons
     assert 0 < alone.threshold["challenger"] < 1  # learned on the validation rows
     runner = CliRunner()
-    published = runner.invoke(app, ["--home", str(world / ".gyre"), "--config",
-                                    str(world / "gyre.toml"), "registry", "publish", "--run",
-                                    first, "--alias", "champion"])  # fmt: skip
+    base = ["--home", str(world / ".gyre"), "--config", str(world / "gyre.toml")]
+    published = runner.invoke(
+        app, [*base, "registry", "publish", "--run", first, "--alias", "champion"]
+    )
     assert published.exit_code == 0, published.output
+    registry = Registry.from_config(config)
+    try:
+        version = registry.resolve("buyers@champion")
+    finally:
+        registry.close()
+    assert version.decision_threshold == alone.threshold["challenger"]  # what the server uses
+    assert version.lineage["run"]["evaluation"]["verdict"] == "blessed"
+    shown = runner.invoke(app, [*base, "registry", "show", "buyers:1"])
+    assert "blessed on" in shown.output
     second = _train(
         world, "second.toml", (SPEC + GATES).replace("num_leaves = 8", "num_leaves = 4")
     )
@@ -141,3 +151,23 @@ def test_a_version_not_made_by_a_run_is_refused_with_what_to_do(world: Path) -> 
         registry.close()
     with pytest.raises(EvaluationError, match="not published from a run"):
         evaluate(Stores.from_config(config), config, "hand:1")
+
+
+def test_cost_gates_are_measured_on_the_published_version(world: Path) -> None:
+    config = _config(world)
+    stores = Stores.from_config(config)
+    costly = SPEC + GATES + "cost = {file_bytes = 1, p99_ms = 10000}\n"
+    run = _train(world, "costly.toml", costly)
+    unpublished = evaluate(stores, config, run)
+    assert not unpublished.verdict.blessed and "not measured" in unpublished.verdict.reasons[0]
+    registry = Registry.from_config(config)
+    try:
+        from gyre.learn import run_model
+
+        made = run_model(stores, run)
+        registry.publish("buyers", made.model, made.sample, lineage={"run": made.lineage})
+    finally:
+        registry.close()
+    found = evaluate(stores, config, "buyers:1")
+    assert found.cost is not None and found.cost["file_bytes"] > 1
+    assert [r.split(":")[0] for r in found.verdict.reasons] == ["file_bytes at most 1"]
