@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/evaluate.py
 	scripts/ensure-postgres
 	$(BIN)/python benchmarks/stores.py
 	$(BIN)/python benchmarks/tracking.py

@@ -290,5 +290,6 @@ def main() -> None:
     print(f"| PyTorch MLP, {m['rows']:,} rows x 32 | {m['gyre_train_s']} s | "
           f"{m['hand_same_trainer_s']} s | {m['ratio']}x |")  # fmt: skip
 
+
 if __name__ == "__main__":
     main()
