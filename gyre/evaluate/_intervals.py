@@ -106,10 +106,13 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), se
 
 
-def _normal(value: float, se: float, z: float, method: str, floor: float = -math.inf) -> Estimate:
+def _normal(
+    value: float, se: float, z: float, method: str, floor: float = -math.inf, top: float = math.inf
+) -> Estimate:
+    """value ± z·se, kept within [floor, top] (where the metric itself lives)."""
     if math.isnan(value) or math.isnan(se):
         return Estimate(value, math.nan, math.nan, method)
-    return Estimate(value, max(floor, value - z * se), value + z * se, method)
+    return Estimate(value, max(floor, value - z * se), min(top, value + z * se), method)
 
 
 def metric_intervals(
@@ -135,15 +138,13 @@ def metric_intervals(
     ranking = rank(p)
     point = weighted_classification(positive, p, threshold, np.ones(n), ranking)
     auc, variance = auc_variance(positive, placements(positive, ranking))
-    delong = _normal(auc, math.sqrt(variance) if variance >= 0 else math.nan, z, "delong", 0.0)
+    auc_se = math.sqrt(variance) if variance >= 0 else math.nan
     called = p >= threshold
     tp = int(np.count_nonzero(called & positive))
     fp = int(np.count_nonzero(called)) - tp
     pos = int(np.count_nonzero(positive))
     found = {
-        "roc_auc": delong
-        if math.isnan(auc)
-        else dataclasses.replace(delong, high=min(1.0, delong.high)),
+        "roc_auc": _normal(auc, auc_se, z, "delong", 0.0, 1.0),
         "accuracy": Estimate(point["accuracy"], *wilson(n - fp - (pos - tp), n, z), "wilson"),
         "precision": Estimate(point["precision"], *wilson(tp, tp + fp, z), "wilson"),
         "recall": Estimate(point["recall"], *wilson(tp, pos, z), "wilson"),

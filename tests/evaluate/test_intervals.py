@@ -14,9 +14,11 @@ from gyre.evaluate import (
     HIGHER_IS_BETTER,
     Difference,
     Estimate,
+    classification_metrics,
     holm,
     metric_intervals,
     paired_differences,
+    regression_metrics,
 )
 from gyre.evaluate._delong import auc_difference_variance, auc_variance, placements
 from gyre.evaluate._metrics import rank
@@ -160,6 +162,21 @@ def test_the_methods_are_the_analytic_ones_where_they_exist() -> None:
         "r2": "poisson_bootstrap",
         "mape": "poisson_bootstrap",
     }
+
+
+def test_the_values_are_the_point_estimates() -> None:
+    y, (a, b) = binormal_rows(np.random.default_rng(7), 400, (1.0, 0.8), 0.5)
+    point_a = classification_metrics(y, a, 0.4)
+    point_b = classification_metrics(y, b, 0.6)
+    estimates = metric_intervals("classification", y, a, threshold=0.4)
+    differences = paired_differences("classification", y, a, b, thresholds=(0.4, 0.6))
+    for name in CLASSIFICATION_METRICS:
+        assert estimates[name].value == pytest.approx(point_a[name], rel=1e-12), name
+        d = differences[name]
+        assert (d.challenger, d.champion) == pytest.approx((point_a[name], point_b[name])), name
+    assert metric_intervals("regression", y + 1.0, a)["rmse"].value == pytest.approx(
+        regression_metrics(y + 1.0, a)["rmse"]
+    )
 
 
 def test_a_challenger_that_is_the_champion_plus_noise_is_not_found_better() -> None:
