@@ -67,9 +67,16 @@ LOG_LOSS_EPS = 1e-15
 ECE_BINS = 10
 
 
+def _floats(values: np.ndarray, name: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise EvaluationError(f"{name} must be numbers; got {shown(values)}") from None
+
+
 def check_binary(y: np.ndarray, p: np.ndarray, name: str = "p") -> tuple[np.ndarray, np.ndarray]:
     """`y` as a boolean array (True = class 1) and `p` as float64, or EvaluationError."""
-    p = np.asarray(p, dtype=np.float64)
+    p = _floats(p, name)
     y = np.asarray(y)
     if y.ndim != 1 or p.shape != y.shape:
         raise EvaluationError(
@@ -104,8 +111,8 @@ def check_threshold(threshold: float) -> float:
 
 def check_regression(y: np.ndarray, pred: np.ndarray, name: str = "pred") -> np.ndarray:
     """`y` as float64 (checked like `pred`, which must be finite and of the same shape)."""
-    y = np.asarray(y, dtype=np.float64)
-    pred = np.asarray(pred, dtype=np.float64)
+    y = _floats(y, "targets")
+    pred = _floats(pred, name)
     if y.ndim != 1 or pred.shape != y.shape:
         raise EvaluationError(
             f"targets and {name} must be 1-d arrays of one length; got shapes {y.shape} "
@@ -123,7 +130,7 @@ def check_weights(weights: np.ndarray | None, n: int) -> np.ndarray:
     non-negative numbers with a positive sum."""
     if weights is None:
         return np.ones(n)
-    w = np.asarray(weights, dtype=np.float64)
+    w = _floats(weights, "weights")
     if w.shape != (n,):
         raise EvaluationError(f"weights must be one per row ({n}); got shape {w.shape}")
     if not np.all(np.isfinite(w)) or w.min() < 0.0 or w.sum() <= 0.0:

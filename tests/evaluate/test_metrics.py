@@ -171,3 +171,5 @@ def test_a_threshold_must_be_a_finite_number(threshold: object, match: str) -> N
 def test_regression_refuses_non_finite_values() -> None:
     with pytest.raises(EvaluationError, match="finite"):
         regression_metrics(np.array([1.0, 2.0]), np.array([1.0, math.inf]))
+    with pytest.raises(EvaluationError, match="pred must be numbers; got array"):
+        regression_metrics(np.array([1.0, 2.0]), np.array(["a", "b"]))
