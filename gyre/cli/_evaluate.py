@@ -62,10 +62,19 @@ def evaluate(
         raise typer.Exit(VETOED)
 
 
-def _interval(found: dict[str, Any] | None) -> str:
+def _number(value: Any, signed: bool = False) -> str:
+    """A number as shown; an undefined one (null in the JSON) as a dash."""
+    if value is None:
+        return "—"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+def _interval(found: dict[str, Any] | None, signed: bool = False) -> str:
     if found is None:
         return ""
-    return f"{found['value']:.4g} [{found['low']:.4g}, {found['high']:.4g}]"
+    value = found.get("value", found.get("delta"))
+    low, high = _number(found["low"], signed), _number(found["high"], signed)
+    return f"{_number(value, signed)} [{low}, {high}]"
 
 
 def _show(summary: dict[str, Any]) -> None:
@@ -89,10 +98,8 @@ def _show(summary: dict[str, Any]) -> None:
             metric,
             _interval(found),
             _interval(champion.get(metric)),
-            ""
-            if diff is None
-            else f"{diff['delta']:+.4g} [{diff['low']:+.4g}, {diff['high']:+.4g}]",
-            "" if diff is None else f"{diff['p_value']:.3g}",
+            _interval(diff, signed=True),
+            "" if diff is None else _number(diff["p_value"]),
         )
     console.print(table)
     if summary["gates"]:

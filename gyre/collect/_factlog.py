@@ -90,8 +90,9 @@ class FactLog(Protocol):
     def close(self) -> None: ...
 
 
-def payload_lines(text: bytes) -> Any:
-    """`payloads`' Arrow table from lines of `seq TAB event_time TAB payload`."""
+def payload_lines(text: bytes, *, csv_quoted: bool = False) -> Any:
+    """`payloads`' Arrow table from lines of `seq TAB event_time TAB payload` (or of
+    quoted CSV, as PostgreSQL's COPY writes it)."""
     import pyarrow as pa
     import pyarrow.csv as csv
 
@@ -99,9 +100,15 @@ def payload_lines(text: bytes) -> Any:
     types = {"_seq": pa.int64(), "_time": pa.int64(), "payload": pa.string()}
     if not text:
         return pa.table({n: pa.array([], t) for n, t in types.items()})
+    parse = (
+        csv.ParseOptions()
+        if csv_quoted
+        else csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False)
+    )
     return csv.read_csv(
         io.BytesIO(text),
-        read_options=csv.ReadOptions(column_names=names),
-        parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False),
+        # One block for the whole text: a fact may be longer than Arrow's 1 MB default.
+        read_options=csv.ReadOptions(column_names=names, block_size=min(len(text) + 1, 2**31 - 1)),
+        parse_options=parse,
         convert_options=csv.ConvertOptions(column_types=types),
     )

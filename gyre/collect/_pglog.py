@@ -124,8 +124,6 @@ class PostgresFactLog:
 
     def payloads(self, event_type: str, after_seq: int, up_to_seq: int) -> Any:
         """As `FactLog.payloads`: one COPY in CSV, which Arrow's CSV reader splits in C."""
-        import pyarrow as pa
-        import pyarrow.csv as csv
         from psycopg import sql
 
         statement = sql.SQL(
@@ -136,16 +134,7 @@ class PostgresFactLog:
         with self.database.connection() as conn, conn.cursor().copy(statement) as copy:
             for data in copy:
                 buffer.write(data)
-        if not buffer.tell():
-            return payload_lines(b"")
-        buffer.seek(0)
-        return csv.read_csv(
-            buffer,
-            read_options=csv.ReadOptions(column_names=["_seq", "_time", "payload"]),
-            convert_options=csv.ConvertOptions(
-                column_types={"_seq": pa.int64(), "_time": pa.int64(), "payload": pa.string()}
-            ),
-        )
+        return payload_lines(buffer.getvalue(), csv_quoted=True)
 
     def identity(self) -> str:
         with self.database.connection() as conn:

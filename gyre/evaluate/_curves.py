@@ -260,8 +260,9 @@ def _calibration(labels: FloatArray, scores: FloatArray, bins: int) -> dict[str,
             f"calibration needs probabilities in [0, 1]; the scores span "
             f"[{scores.min():g}, {scores.max():g}]"
         )
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ids = np.searchsorted(edges[1:-1], scores)
+    # floor(bins * p), p = 1 in the last bin: the bins of the `ece` metric
+    # (`_metrics.ece_bins`), so that the report's calibration error is the metric's.
+    ids = np.minimum((scores * bins).astype(np.intp), bins - 1)
     total = np.bincount(ids, minlength=bins)
     predicted = np.bincount(ids, weights=scores, minlength=bins)
     observed = np.bincount(ids, weights=labels, minlength=bins)

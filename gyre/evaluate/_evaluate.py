@@ -9,9 +9,10 @@ steps, in order:
 1. The decision threshold of a binary classifier is learned on the validation rows (the
    training rows when the spec has no validation split) by the spec's rule.
 2. Metrics with intervals on the holdout (`metric_intervals`).
-3. The champion (`MODEL@champion`, when there is one, made by a run on the same features)
-   scored on the same rows, its threshold learned by the same rule on the same validation
-   rows; paired differences (`paired_differences`).
+3. The champion (`MODEL@champion`, when there is one, made by a run of the same task on
+   the same features that learned from rows older than this holdout) scored on the same
+   rows at its stored threshold (else one learned by the same rule on the same rows);
+   paired differences (`paired_differences`).
 4. Two baselines fitted on the same training rows: the majority (or mean) predictor and a
    linear model; paired differences against each.
 5. Slices of the holdout by the values of the spec's slice columns (or `--slices`).
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from gyre.collect import format_timestamp
 from gyre.config import Config
 from gyre.errors import EvaluationError, GyreError
 from gyre.evaluate._gates import SliceResult, Verdict, judge
@@ -166,13 +168,26 @@ def evaluate(
     champion, champion_metrics, differences = None, None, None
     champion_scores, champion_cut = None, 0.5
     if against is not None:
-        found = _champion(stores, config, spec.name, against, run_id, made.feature_names, notes)
+        holdout_from = format_timestamp(int(data.ts[holdout].min()))
+        found = _champion(
+            stores,
+            config,
+            spec.name,
+            against,
+            run_id,
+            made.feature_names,
+            task,
+            holdout_from,
+            notes,
+        )
         if found is not None:
             champion, model, stored = found
             theirs = _score(task, model, data.x, holdout, tuning_rows)
             their_cut = 0.5
             if task == "classification":  # the threshold it is served with, if it has one
-                their_cut = stored or learn_threshold(y_tuning, theirs.tuning, rule)
+                their_cut = (
+                    stored if stored is not None else learn_threshold(y_tuning, theirs.tuning, rule)
+                )
                 assert threshold is not None
                 threshold["champion"] = their_cut
             champion_scores, champion_cut = theirs.holdout, their_cut
@@ -207,6 +222,10 @@ def evaluate(
     }
     columns = tuple(slices) if slices is not None else judged.slice_columns
     parts = _slices(task, data, columns, y, mine.holdout, cut, judged, options)
+    for part in parts:
+        undefined = [m for m in judged.slice_absolute if math.isnan(part.estimates[m].value)]
+        if part.gated and undefined:  # one class in the slice, say: nothing to judge
+            notes.append(f"slice {part.name}: {', '.join(undefined)} undefined, not gated")
     cost = None
     if version is not None and judged.cost:
         from gyre.evaluate._cost import measure_serving_cost
@@ -319,6 +338,8 @@ def _champion(
     alias: str,
     run_id: str,
     features: tuple[str, ...],
+    task: str,
+    holdout_from: str,
     notes: list[str],
 ) -> tuple[str, Any, float | None] | None:
     """The champion's name, model and stored decision threshold, when it is another run's
@@ -345,6 +366,27 @@ def _champion(
     if their_run == run_id:
         notes.append(f"`{name}@{alias}` is this run's own model: nothing to compare with")
         return None
+    runs = stores.open_runs()
+    try:
+        recorded = runs.get(str(their_run))
+    finally:
+        runs.close()
+    if recorded.params.get("task") != task:
+        raise EvaluationError(
+            f"the champion `{name}@{alias}` (version {mv.version}) is a "
+            f"{recorded.params.get('task')} model and this run's is a {task} one: they "
+            "cannot be compared; compare with --against none"
+        )
+    times = recorded.record.get("lineage", {}).get("training_set", {}).get("times", {})
+    learned_until = max((t[1] for t in (times.get("train"), times.get("validation")) if t),
+                        default=None)  # fmt: skip
+    if learned_until is not None and learned_until >= holdout_from:
+        raise EvaluationError(
+            f"the champion `{name}@{alias}` (version {mv.version}) learned from rows up to "
+            f"{learned_until}, at or after this holdout's first row ({holdout_from}): scored "
+            "on rows it was trained on, it would look better than it is. Compare on rows "
+            "newer than both models' training, or with --against none"
+        )
     theirs = run_model(stores, str(their_run))
     if theirs.feature_names != features:
         raise EvaluationError(
@@ -371,8 +413,11 @@ def _baselines(
     x, y_train = data.x, y_all[train]
     found = []
     constant = float(np.mean(y_train))
-    name = "majority" if task == "classification" else "mean"
-    found.append((name, np.full(len(holdout), constant), 0.5 if task == "classification" else 0.0))
+    if task == "classification":  # its cut by the spec's rule too (all positive, say)
+        cut = learn_threshold(y_tuning, np.full(len(tuning), constant), rule)
+        found.append(("majority", np.full(len(holdout), constant), cut))
+    else:
+        found.append(("mean", np.full(len(holdout), constant), 0.0))
     estimator = LogisticRegression(max_iter=1000) if task == "classification" else Ridge(alpha=1.0)
     model = make_pipeline(SimpleImputer(keep_empty_features=True), StandardScaler(), estimator)
     if task == "classification" and len(np.unique(y_train)) < 2:
@@ -410,11 +455,11 @@ def _slices(
     parts = []
     holdout = queries.take(data.holdout)
     for column in columns:
-        values = np.asarray(holdout.column(column).to_pylist(), dtype=object)
-        keys, counts = np.unique(values.astype(str), return_counts=True)
-        for key in keys[np.argsort(-counts, kind="stable")][:MAX_SLICES_PER_COLUMN]:
-            mask = values.astype(str) == key
-            rows = int(mask.sum())
+        values = np.asarray([str(v) for v in holdout.column(column).to_pylist()])
+        keys, which, counts = np.unique(values, return_inverse=True, return_counts=True)
+        for index in np.argsort(-counts, kind="stable")[:MAX_SLICES_PER_COLUMN]:
+            key, mask = keys[index], which == index
+            rows = int(counts[index])
             estimates = metric_intervals(
                 task,
                 y[mask],
@@ -451,7 +496,12 @@ def report_input(e: Evaluation) -> dict[str, Any]:
         }
         for name, found in e.metrics.items()
     ]
-    gates = {g.gate.split(":")[0]: g.passed for g in e.verdict.gates}
+    gates = {g.gate: g.passed for g in e.verdict.gates}
+
+    def passed(part: SliceResult, metric: str) -> bool | None:
+        mine = [ok for gate, ok in gates.items() if gate.startswith(f"{part.name}: {metric} ")]
+        return mine[0] if mine else None
+
     default = "roc_auc" if e.task == "classification" else "mae"
     shown = [m for m in e.slices[0].estimates if m in e.gated_slice_metrics] if e.slices else []
     slices = [
@@ -462,7 +512,7 @@ def report_input(e: Evaluation) -> dict[str, Any]:
             "challenger": part.estimates[metric].as_dict(),
             "champion": None,
             "gated": part.gated,
-            "passed": gates.get(part.name) if part.gated else None,
+            "passed": passed(part, metric) if part.gated else None,
         }
         for part in e.slices
         for metric in (shown or [default])

@@ -89,7 +89,7 @@ def learn_threshold(y: np.ndarray, p: np.ndarray, rule: ThresholdRule) -> float:
                 "no positive labels: F1 is undefined at every threshold; learn the "
                 "threshold on rows that include positives"
             )
-        return float(scores[np.argmax(2.0 * tp / (tp + fp + pos))])
+        return _between(scores, int(np.argmax(2.0 * tp / (tp + fp + pos))))
     value = rule.value
     assert value is not None  # ThresholdRule checks it for the other kinds
     if rule.kind == "precision":
@@ -102,8 +102,19 @@ def learn_threshold(y: np.ndarray, p: np.ndarray, rule: ThresholdRule) -> float:
                 f"best is {precision[best]:.4g} (at threshold {scores[best]:.6g}): lower "
                 "the target or learn it on more data"
             )
-        return float(scores[reached[-1]])
+        return _between(scores, int(reached[-1]))
     # Candidate 0 labels nothing positive; candidate g + 1 labels the groups 0..g.
     cost = np.concatenate([[value * pos], fp + value * (pos - tp)])
     best = int(np.argmin(cost))
-    return float(np.nextafter(scores[0], math.inf) if best == 0 else scores[best - 1])
+    return _between(scores, best - 1)
+
+
+def _between(scores: np.ndarray, last: int) -> float:
+    """A threshold that labels positive the distinct `scores` (highest first) up to index
+    `last` (-1: none): halfway to the next lower score, so that the same rows are chosen
+    with a margin, and strictly inside (0, 1), as a stored threshold must be (a score of
+    exactly 0 or 1 is the one that can land on the other side)."""
+    upper = 1.0 if last < 0 else float(scores[last])
+    lower = float(scores[last + 1]) if last + 1 < len(scores) else 0.0
+    middle = (upper + lower) / 2
+    return float(min(max(middle, np.nextafter(0.0, 1.0)), np.nextafter(1.0, 0.0)))

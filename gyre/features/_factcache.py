@@ -44,7 +44,7 @@ _ARROW_TYPES = {"int": "int64", "float": "float64", "bool": "bool_", "string": "
 _JSON_TYPES = {"int": "'NULL', 'BIGINT', 'UBIGINT'", "timestamp": "'NULL', 'BIGINT', 'UBIGINT'",
                "float": "'NULL', 'DOUBLE', 'BIGINT', 'UBIGINT'", "bool": "'NULL', 'BOOLEAN'",
                "string": "'NULL', 'VARCHAR'"}  # fmt: skip
-_FORMAT = 1  # bump when a part's layout changes: older parts are then left unread
+_FORMAT = 2  # bump when a part's layout changes: older parts are then left unread
 _MAX_PARTS = 16  # past this, the parts are merged into one
 
 
@@ -158,23 +158,57 @@ class FactCache:
             return decode(log.payloads(event_type.name, 0, watermark), event_type)
         import pyarrow as pa
 
+        # A part never claims positions the log has not reached: facts stored there later
+        # would be missing from it.
+        watermark = min(watermark, log.watermark())
         folder = self.folder / _key(event_type, identity)
         chain = _chain(folder, watermark)
         try:
             kept = [_read(path) for _, path in chain]
+            marker = _newest_marker(kept)
+            if marker is not None and not _holds(log, event_type, marker):
+                raise ValueError(f"the log no longer holds fact {marker[0]} as the copy does")
         except Exception as exc:
             logger.warning("dropping the unreadable fact copy %s (%s)", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
-            chain, kept = [], []
+            chain, kept, marker = [], [], None
         covered = chain[-1][0] if chain else 0
-        recent = decode(log.payloads(event_type.name, covered, watermark), event_type)
+        payloads = log.payloads(event_type.name, covered, watermark)
+        recent = decode(payloads, event_type)
         table = pa.concat_tables([*kept, recent]) if kept else recent
         if covered < watermark:
+            newest = _marker(payloads) or marker
             if len(chain) + 1 > _MAX_PARTS:
-                _write(folder, 0, watermark, table, replacing=[path for _, path in chain])
+                replaced = [path for _, path in chain]
+                _write(folder, 0, watermark, table, newest, replacing=replaced)
             else:
-                _write(folder, covered, watermark, recent)
+                _write(folder, covered, watermark, recent, newest)
         return table
+
+
+def _marker(payloads: Any) -> tuple[int, str] | None:
+    """The last fact of `payloads`: its position and the sha256 of its text."""
+    if payloads.num_rows == 0:
+        return None
+    last = payloads.num_rows - 1
+    text = payloads.column("payload")[last].as_py()
+    return int(payloads.column("_seq")[last].as_py()), hashlib.sha256(text.encode()).hexdigest()
+
+
+def _newest_marker(parts: list[Any]) -> tuple[int, str] | None:
+    for part in reversed(parts):
+        stored = (part.schema.metadata or {}).get(b"gyre.last")
+        if stored:
+            seq, digest = json.loads(stored)
+            return int(seq), str(digest)
+    return None
+
+
+def _holds(log: FactLog, event_type: EventType, marker: tuple[int, str]) -> bool:
+    """Whether the log still holds, at the marker's position, the fact the copy ends with
+    (a log restored from a backup and written on would not)."""
+    found = _marker(log.payloads(event_type.name, marker[0] - 1, marker[0]))
+    return found == marker
 
 
 def _key(event_type: EventType, identity: str) -> str:
@@ -209,10 +243,21 @@ def _read(path: Path) -> Any:
 
 
 def _write(
-    folder: Path, start: int, end: int, table: Any, replacing: list[Path] | None = None
+    folder: Path,
+    start: int,
+    end: int,
+    table: Any,
+    marker: tuple[int, str] | None,
+    replacing: list[Path] | None = None,
 ) -> None:
-    """Keep `table` as the part (start, end], written whole or not at all."""
+    """Keep `table` as the part (start, end], written whole or not at all, with the
+    marker of the newest fact the copy holds so far."""
     import pyarrow.parquet as pq
+
+    if marker is not None:
+        metadata = dict(table.schema.metadata or {})
+        metadata[b"gyre.last"] = json.dumps(list(marker)).encode()
+        table = table.replace_schema_metadata(metadata)
 
     target = folder / f"{start:020d}-{end:020d}.parquet"
     scratch = folder / f".{uuid.uuid4().hex}.tmp"

@@ -316,3 +316,13 @@ def test_a_caller_whose_facts_the_log_refuses_does_not_fail_the_others(stores: S
     log = stores.open_fact_log()
     assert log.count("clicks") == 7
     log.close()
+
+
+def test_payloads_reads_a_fact_longer_than_a_csv_block(log: FactLog) -> None:
+    """Arrow's CSV reader splits its input in 1 MB blocks; one fact may be longer."""
+    kind = clicks(f"c{uuid.uuid4().hex[:8]}")
+    page = 'é\t"x",' * 500_000  # 3.5 MB of text with tabs, quotes and commas
+    facts = [kind.validate({"id": str(i), "user": i, "page": page, "at": i}) for i in range(3)]
+    log.append([(kind, facts)])
+    table = log.payloads(kind.name, 0, log.watermark())
+    assert [json.loads(t)["page"] for t in table.column("payload").to_pylist()] == [page] * 3

@@ -101,6 +101,11 @@ def test_a_model_worse_than_the_baseline_is_vetoed_and_the_cli_exits_3(world: Pa
     summary = json.loads(result.output)
     assert summary["verdict"] == "vetoed"
     assert any("better than the linear baseline" in r for r in summary["reasons"])
+    # Labelling nothing positive leaves precision undefined: shown as a dash, no traceback.
+    never = _train(world, "never.toml", dummy.replace('"max_f1"', '"cost=0.0001"'))
+    result = runner.invoke(app, [*args, "evaluate", never])
+    assert result.exit_code == 3 and "VETOED" in result.output, result.output
+    assert "—" in result.output
     good = _train(world, "good.toml", SPEC + GATES)
     result = runner.invoke(app, [*args, "evaluate", good])
     assert result.exit_code == 0, result.output

@@ -83,15 +83,16 @@ def test_max_f1_is_the_best_f1_over_every_threshold(seed: int) -> None:
         f1[t] = 2 * tp / (2 * tp + fp + fn)
     best = max(f1.values())
     t = learn_threshold(y, p, parse_rule("max_f1"))
-    assert f1[t] == best
-    assert t == max(k for k, v in f1.items() if v == best)  # ties: the highest threshold
+    chosen = max(k for k, v in f1.items() if v == best)  # ties: the highest threshold
+    assert np.array_equal(p >= t, p >= chosen) and 0 < t < 1
 
 
 def test_max_f1_breaks_a_tie_towards_the_higher_threshold() -> None:
     # At 0.8: tp 1, fp 0, fn 1 -> 2/3; at 0.4: tp 2, fp 2, fn 0 -> 2/3.
     y = np.array([1, 0, 0, 1])
     p = np.array([0.8, 0.6, 0.5, 0.4])
-    assert learn_threshold(y, p, parse_rule("max_f1")) == 0.8
+    t = learn_threshold(y, p, parse_rule("max_f1"))
+    assert 0.6 < t <= 0.8 and np.array_equal(p >= t, p >= 0.8)  # halfway to the next score
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -103,13 +104,14 @@ def test_a_target_precision_gets_the_lowest_threshold_reaching_it(seed: int) -> 
         tp, fp, _ = counts(y, p, c)
         if tp / (tp + fp) >= 0.8:
             reaching.append(c)
-    assert t == min(reaching)
+    assert np.array_equal(p >= t, p >= min(reaching))
 
 
 def test_a_precision_exactly_at_the_target_reaches_it() -> None:
     y = np.array([1] * 9 + [0] + [0] * 5)
     p = np.array([0.9] * 10 + [0.2] * 5)
-    assert learn_threshold(y, p, parse_rule("precision>=0.9")) == 0.9
+    t = learn_threshold(y, p, parse_rule("precision>=0.9"))
+    assert np.array_equal(p >= t, p >= 0.9)
 
 
 def test_an_unreachable_precision_says_the_best_one_reached() -> None:
@@ -144,3 +146,13 @@ def test_the_cost_rule_may_label_nothing_positive() -> None:
 def test_max_f1_without_positives_is_an_error() -> None:
     with pytest.raises(EvaluationError, match="no positive labels"):
         learn_threshold(np.zeros(3), np.array([0.1, 0.5, 0.9]), parse_rule("max_f1"))
+
+
+def test_a_threshold_stays_strictly_inside_0_and_1_as_the_registry_stores_it() -> None:
+    """Scores of exactly 0 and 1 (a nearest-neighbour model's) once gave 0.0 and just above
+    1, which a version cannot store."""
+    y = np.array([1, 1, 0, 0, 1, 0])
+    p = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    for rule in ("max_f1", "cost=0.0001", "cost=1000", "precision>=0.5"):
+        t = learn_threshold(y, p, parse_rule(rule))
+        assert 0 < t < 1, rule

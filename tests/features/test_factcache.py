@@ -184,3 +184,40 @@ def test_facts_stored_before_their_field_changed_type_are_refused_by_name(
         assert found.column("user").to_pylist() == [float(i % 7) for i in range(5)]
     finally:
         log.close()
+
+
+def test_a_watermark_past_the_log_claims_no_positions_it_has_not_reached(tmp_path: Path) -> None:
+    cache = FactCache(tmp_path / "cache")
+    log = _open(tmp_path / "home")
+    try:
+        log.append([(KIND, _things(0, 1))])
+        assert cache.facts(log, KIND, 50).num_rows == 1
+        log.append([(KIND, _things(1, 2))])
+        _same(_rows(cache.facts(log, KIND, 50)), _reference(log, log.watermark()))
+    finally:
+        log.close()
+
+
+def test_a_log_restored_from_a_backup_and_written_on_does_not_reuse_the_copy(
+    tmp_path: Path,
+) -> None:
+    import shutil as files
+
+    home, cache = tmp_path / "home", FactCache(tmp_path / "cache")
+    log = _open(home)
+    log.append([(KIND, _things(0, 5))])
+    log.close()
+    files.copytree(home, tmp_path / "backup")
+    log = _open(home)
+    log.append([(KIND, _things(5, 5))])
+    cache.facts(log, KIND, log.watermark())
+    log.close()
+    files.rmtree(home)
+    files.copytree(tmp_path / "backup", home)
+    log = _open(home)
+    try:
+        log.append([(KIND, _things(100, 5))])  # the same positions again, other facts
+        mark = log.watermark()
+        _same(_rows(cache.facts(log, KIND, mark)), _reference(log, mark))
+    finally:
+        log.close()
