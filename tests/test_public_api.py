@@ -14,6 +14,7 @@ import pytest
         "gyre.registry",
         "gyre.serve",
         "gyre.learn",
+        "gyre.evaluate",
         "gyre.cli",
         "gyre.features",
         "gyre.monitor",

@@ -176,3 +176,23 @@ def test_cost_gates_are_measured_on_the_published_version(world: Path) -> None:
     found = evaluate(stores, config, "buyers:1")
     assert found.cost is not None and found.cost["file_bytes"] > 1
     assert [r.split(":")[0] for r in found.verdict.reasons] == ["file_bytes at most 1"]
+
+
+def test_a_champion_that_learned_from_this_holdout_is_refused(world: Path) -> None:
+    config = _config(world)
+    stores = Stores.from_config(config)
+    older = _train(world, "older.toml", SPEC + GATES)
+    later = SPEC.replace("holdout = 0.2\nvalidation = 0.1", "holdout = 0.05\nvalidation = 0.05")
+    newer = _train(world, "newer.toml", later + GATES)
+    registry = Registry.from_config(config)
+    try:
+        from gyre.learn import run_model
+
+        made = run_model(stores, newer)
+        registry.publish("buyers", made.model, made.sample, alias="champion",
+                         lineage={"run": made.lineage})  # fmt: skip
+    finally:
+        registry.close()
+    with pytest.raises(EvaluationError, match="learned from rows up to"):
+        evaluate(stores, config, older)
+    assert evaluate(stores, config, older, against=None).champion is None
