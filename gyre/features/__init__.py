@@ -20,6 +20,7 @@ from gyre.features._offline import (
     recompute,
     training_matrix,
     training_set,
+    training_table,
     write_training_set,
 )
 from gyre.features._online import OnlineStore
@@ -47,6 +48,7 @@ __all__ = [
     "recompute",
     "training_matrix",
     "training_set",
+    "training_table",
     "window_us",
     "write_training_set",
 ]

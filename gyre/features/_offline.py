@@ -25,6 +25,7 @@ from gyre.errors import FeatureError, InvalidFeatureInput
 from gyre.features._definitions import Aggregation, FeatureView
 from gyre.features._factcache import FactCache, decode
 from gyre.features._serving import ServedVector
+from gyre.features._windows import supported, window_columns
 
 
 def _fact_columns(view: FeatureView) -> list[str]:
@@ -146,17 +147,21 @@ def _facts_sql(view: FeatureView) -> str:
     return f"(SELECT *, {derived} FROM facts)"
 
 
-def compile_sql(view: FeatureView, *, per_row_watermark: bool = False) -> str:
-    """The SQL that computes `view`'s aggregations for the rows of table `queries`
-    (entity, ts; with `per_row_watermark`, also `_watermark`: only facts stored up to that
-    log position count for the row)."""
-    longest = max(a.window_us for a in view.aggregations)
+def compile_sql(
+    view: FeatureView,
+    *,
+    per_row_watermark: bool = False,
+    aggregations: Sequence[Aggregation] | None = None,
+) -> str:
+    """The SQL that computes `view`'s aggregations (or only `aggregations`) for the rows of
+    table `queries` (entity, ts; with `per_row_watermark`, also `_watermark`: only facts
+    stored up to that log position count for the row)."""
+    chosen = view.aggregations if aggregations is None else tuple(aggregations)
+    longest = max(a.window_us for a in chosen)
     on = " AND ".join(f"f.{_quote(k)} = q.{_quote(k)}" for k in view.entity)
     if per_row_watermark:
         on += " AND f._seq <= q._watermark"
-    features = ",\n  ".join(
-        f"{_expression(a, view)} AS {_quote(a.name)}" for a in view.aggregations
-    )
+    features = ",\n  ".join(f"{_expression(a, view)} AS {_quote(a.name)}" for a in chosen)
     return (
         f"SELECT q._row,\n  {features}\n"
         f"FROM queries q LEFT JOIN {_facts_sql(view)} f\n"
@@ -184,6 +189,28 @@ def _facts_connection(
     return connection
 
 
+def _query_table(view: FeatureView, queries: Sequence[dict[str, Any]] | Any) -> Any:
+    """The query rows (with their request-time features) as an Arrow table with `_row`,
+    their position. `queries` may be an Arrow table."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(queries, pa.Table) and not view.request:
+        return queries.append_column("_row", pa.array(np.arange(queries.num_rows)))
+    if isinstance(queries, pa.Table):
+        queries = queries.to_pylist()
+    rows = []
+    for i, row in enumerate(queries):
+        try:
+            request = view.request_values(row, row["ts"])
+        except ValueError as exc:
+            raise InvalidFeatureInput(f"query row {i}: {exc}") from None
+        rows.append({**row, **request, "_row": i})
+    return pa.Table.from_pylist(
+        rows, schema=None if rows else pa.schema([("_row", pa.int64()), ("ts", pa.int64())])
+    )
+
+
 def _register_queries(
     connection: Any,
     view: FeatureView,
@@ -192,25 +219,7 @@ def _register_queries(
 ) -> str:
     """Register the query rows (with their request-time features) as `queries`, replacing
     any before; returns the training-set SQL over them. `queries` may be an Arrow table."""
-    import numpy as np
-    import pyarrow as pa
-
-    if isinstance(queries, pa.Table) and not view.request:
-        query_table = queries.append_column("_row", pa.array(np.arange(queries.num_rows)))
-    else:
-        if isinstance(queries, pa.Table):
-            queries = queries.to_pylist()
-        rows = []
-        for i, row in enumerate(queries):
-            try:
-                request = view.request_values(row, row["ts"])
-            except ValueError as exc:
-                raise InvalidFeatureInput(f"query row {i}: {exc}") from None
-            rows.append({**row, **request, "_row": i})
-        query_table = pa.Table.from_pylist(
-            rows, schema=None if rows else pa.schema([("_row", pa.int64()), ("ts", pa.int64())])
-        )
-    connection.register("queries", query_table)
+    connection.register("queries", _query_table(view, queries))
     return (
         f"SELECT q.* EXCLUDE (_row), v.* EXCLUDE (_row) FROM queries q "
         f"JOIN ({compile_sql(view, per_row_watermark=per_row_watermark)}) v USING (_row) "
@@ -268,17 +277,50 @@ def training_matrix(
 ) -> Any:
     """`view.matrix` of `training_set`'s rows for `queries` (an Arrow table of query rows),
     computed without a Python object per row: what a model is trained on."""
-    connection, _ = _prepared(log, view, queries, watermark, export, cache)
-    columns = [f"v.{_quote(a.name)}" for a in view.aggregations]
-    columns += [f"q.{_quote(name)}" for name in view.request]
+    return view.matrix(training_table(log, view, queries, watermark=watermark, export=export,
+                                      cache=cache))  # fmt: skip
+
+
+def training_table(
+    log: FactLog,
+    view: FeatureView,
+    queries: Any,
+    *,
+    watermark: int | None = None,
+    export: Path | None = None,
+    cache: FactCache | None = None,
+) -> Any:
+    """`training_set`'s rows as an Arrow table (the query columns, then the features),
+    the window aggregations computed over sorted arrays (`_windows.py`) where they have an
+    array form and in SQL where not."""
+    import pyarrow as pa
+
+    mark = log.watermark() if watermark is None else watermark
+    query_table = _query_table(view, queries)
+    connection = _facts_connection(log, view, mark, export, cache)
     try:
-        table = connection.sql(
-            f"SELECT {', '.join(columns)} FROM queries q JOIN ({compile_sql(view)}) v "
-            "USING (_row) ORDER BY q._row"
-        ).to_arrow_table()
+        connection.register("queries", query_table)
+        used = ", ".join(_quote(c) for c in [*_fact_columns(view), *view.transforms])
+        facts = connection.sql(f"SELECT {used}, _time, _seq FROM {_facts_sql(view)}")
+        facts = facts.to_arrow_table()
+        kinds = {name: facts.schema.field(name).type for name in facts.column_names}
+        fast = [a for a in view.aggregations if supported(a, kinds)]
+        columns = window_columns(facts, query_table, view, fast) if fast else {}
+        if columns is None:  # entity keys of two kinds: the SQL engine's rules apply
+            fast, columns = [], {}
+        rest = [a for a in view.aggregations if a not in fast]
+        if rest:
+            computed = connection.sql(compile_sql(view, aggregations=rest)).to_arrow_table()
+            columns.update({a.name: computed.column(a.name) for a in rest})
     finally:
         connection.close()
-    return view.matrix(table)
+    kept = [c for c in query_table.column_names if c != "_row"]
+    return pa.table(
+        {
+            **{c: query_table.column(c) for c in kept},
+            **{a.name: columns[a.name] for a in view.aggregations},
+        }
+    )
 
 
 def write_training_set(

@@ -24,6 +24,7 @@ from gyre.features import (
     OnlineFeatures,
     OnlineStore,
     training_set,
+    training_table,
 )
 from gyre.stores import Stores
 
@@ -71,6 +72,12 @@ def parquet_engine(log: FactLog, view: FeatureView, queries: Sequence[dict]) -> 
         shutil.rmtree(folder)
 
 
+def arrays_engine(log: FactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
+    """The offline engine's training tables: window aggregations over sorted arrays."""
+    rows: list[dict] = training_table(log, view, queries).to_pylist()
+    return rows
+
+
 def online_engine(log: FactLog, view: FeatureView, queries: Sequence[dict]) -> list[dict]:
     store = OnlineStore(view)
     store.rebuild(log)
@@ -90,6 +97,7 @@ def follower_engine(log: FactLog, view: FeatureView, queries: Sequence[dict]) ->
 ENGINES: dict[str, Engine] = {
     "offline-duckdb": offline_engine,
     "offline-duckdb-parquet": parquet_engine,
+    "offline-arrays": arrays_engine,
     "online-store": online_engine,
     "online-follower": follower_engine,
 }
