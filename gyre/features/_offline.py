@@ -4,7 +4,9 @@ For every query row (entity, ts) each aggregation covers the entity's facts with
 time in (ts - window, ts]: row transforms compiled to SQL expressions over the facts, one
 join on the entity and the longest window, then one `FILTER`ed aggregate per feature.
 Request-time features come from the query rows themselves, through the same function the
-server uses. Facts come from the fact log up to a watermark, so a training set is
+server uses. `training_table` (what training matrices are made of) computes the
+same windows over sorted arrays instead of the join (`_windows.py`), SQL only for what has
+no array form. Facts come from the fact log up to a watermark, so a training set is
 reproducible from (view hash, watermark, queries). With an export folder (`gyre events
 export`), DuckDB reads the exported Parquet itself and only the facts stored since the
 export come from the live log.
