@@ -18,14 +18,19 @@ from gyre.features._offline import (
     Recomputation,
     compile_sql,
     recompute,
-    training_matrix,
     training_set,
-    training_table,
     write_training_set,
 )
 from gyre.features._online import OnlineStore
 from gyre.features._queries import outside_facts, read_queries, read_query_table
 from gyre.features._serving import OnlineFeatures, ServedVector
+from gyre.features._training import (
+    ViewFacts,
+    index_view_facts,
+    read_view_facts,
+    training_matrix,
+    training_table,
+)
 
 __all__ = [
     "FUNCTIONS",
@@ -39,12 +44,15 @@ __all__ = [
     "OnlineStore",
     "Recomputation",
     "ServedVector",
+    "ViewFacts",
     "compile_sql",
     "feature_views",
     "find_view",
+    "index_view_facts",
     "outside_facts",
     "read_queries",
     "read_query_table",
+    "read_view_facts",
     "recompute",
     "training_matrix",
     "training_set",

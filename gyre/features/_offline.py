@@ -4,12 +4,11 @@ For every query row (entity, ts) each aggregation covers the entity's facts with
 time in (ts - window, ts]: row transforms compiled to SQL expressions over the facts, one
 join on the entity and the longest window, then one `FILTER`ed aggregate per feature.
 Request-time features come from the query rows themselves, through the same function the
-server uses. `training_table` (what training matrices are made of) computes the
-same windows over sorted arrays instead of the join (`_windows.py`), SQL only for what has
-no array form. Facts come from the fact log up to a watermark, so a training set is
-reproducible from (view hash, watermark, queries). With an export folder (`gyre events
-export`), DuckDB reads the exported Parquet itself and only the facts stored since the
-export come from the live log.
+server uses. `training_table` (what training matrices are made of, `_training.py`)
+computes the same windows over sorted arrays instead of the join. Facts come from the
+fact log up to a watermark, so a training set is reproducible from (view hash, watermark,
+queries). With an export folder (`gyre events export`), DuckDB reads the exported Parquet
+itself and only the facts stored since the export come from the live log.
 
 `OfflineEngine` is the interface every offline engine implements (`DuckDBEngine` here, over
 any `FactLog`; Spark later, in `gyre/engines/`); `tests/features/test_conformance.py` holds
@@ -27,7 +26,6 @@ from gyre.errors import FeatureError, InvalidFeatureInput
 from gyre.features._definitions import Aggregation, FeatureView
 from gyre.features._factcache import FactCache, decode
 from gyre.features._serving import ServedVector
-from gyre.features._windows import supported, window_columns
 
 
 def _fact_columns(view: FeatureView) -> list[str]:
@@ -266,63 +264,6 @@ def training_set(
     finally:
         connection.close()
     return rows
-
-
-def training_matrix(
-    log: FactLog,
-    view: FeatureView,
-    queries: Any,
-    *,
-    watermark: int | None = None,
-    export: Path | None = None,
-    cache: FactCache | None = None,
-) -> Any:
-    """`view.matrix` of `training_set`'s rows for `queries` (an Arrow table of query rows),
-    computed without a Python object per row: what a model is trained on."""
-    return view.matrix(training_table(log, view, queries, watermark=watermark, export=export,
-                                      cache=cache))  # fmt: skip
-
-
-def training_table(
-    log: FactLog,
-    view: FeatureView,
-    queries: Any,
-    *,
-    watermark: int | None = None,
-    export: Path | None = None,
-    cache: FactCache | None = None,
-) -> Any:
-    """`training_set`'s rows as an Arrow table (the query columns, then the features),
-    the window aggregations computed over sorted arrays (`_windows.py`) where they have an
-    array form and in SQL where not."""
-    import pyarrow as pa
-
-    mark = log.watermark() if watermark is None else watermark
-    query_table = _query_table(view, queries)
-    connection = _facts_connection(log, view, mark, export, cache)
-    try:
-        connection.register("queries", query_table)
-        used = ", ".join(_quote(c) for c in [*_fact_columns(view), *view.transforms])
-        facts = connection.sql(f"SELECT {used}, _time, _seq FROM {_facts_sql(view)}")
-        facts = facts.to_arrow_table()
-        kinds = {name: facts.schema.field(name).type for name in facts.column_names}
-        fast = [a for a in view.aggregations if supported(a, kinds)]
-        columns = window_columns(facts, query_table, view, fast) if fast else {}
-        if columns is None:  # entity keys of two kinds: the SQL engine's rules apply
-            fast, columns = [], {}
-        rest = [a for a in view.aggregations if a not in fast]
-        if rest:
-            computed = connection.sql(compile_sql(view, aggregations=rest)).to_arrow_table()
-            columns.update({a.name: computed.column(a.name) for a in rest})
-    finally:
-        connection.close()
-    kept = [c for c in query_table.column_names if c != "_row"]
-    return pa.table(
-        {
-            **{c: query_table.column(c) for c in kept},
-            **{a.name: columns[a.name] for a in view.aggregations},
-        }
-    )
 
 
 def write_training_set(

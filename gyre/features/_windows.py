@@ -32,6 +32,7 @@ The features conformance suite holds this path to the definition like every engi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ import numpy as np
 from gyre.features._definitions import Aggregation, FeatureView
 
 INT64_MAX = 2**63 - 1
+CODE_LIMIT = 2**62  # entity codes past it are renumbered to the key tuples seen
 
 
 def supported(agg: Aggregation, fact_types: dict[str, Any]) -> bool:
@@ -63,115 +65,184 @@ def window_columns(
     `facts` (an Arrow table: the entity columns, the aggregated columns with transforms
     applied, `_time` and `_seq`). None when the entity columns of facts and queries are not
     of one kind (the SQL engine then decides what they mean)."""
-    import pyarrow as pa
-
-    codes = _entity_codes(facts, queries, view.entity)
-    if codes is None:
-        return None
-    fact_codes, query_codes = codes
-    fact_time = facts.column("_time").to_numpy().astype(np.int64, copy=False)
-    query_time = queries.column("ts").to_numpy().astype(np.int64, copy=False)
-    windows = sorted({a.window_us for a in aggregations})
-    order, fact_keys, query_key = _sorted_keys(
-        fact_codes, fact_time, facts.column("_seq").to_numpy(), query_codes, query_time, windows
-    )
-    ranges = {}
-    known = query_codes >= 0
-    # Needles in order search several times faster; one order serves every window, since
-    # (entity, ts - window) sorts as (entity, ts) does.
-    by_key = np.argsort(query_key(0), kind="stable")
-
-    def found(window: int) -> np.ndarray:
-        at = np.empty(len(by_key), np.int64)
-        at[by_key] = np.searchsorted(fact_keys, query_key(window)[by_key], side="right")
-        return np.where(known, at, 0)
-
-    hi = found(0)
-    for window in windows:
-        ranges[window] = (found(window), hi)
-    columns: dict[str, Any] = {}
-    sorted_columns: dict[str, Any] = {}
-    for agg in aggregations:
-        lo, hi = ranges[agg.window_us]
-        if agg.function == "count":
-            columns[agg.name] = pa.array(hi - lo, pa.int64())
-            continue
-        assert agg.column is not None
-        if agg.column not in sorted_columns:
-            taken = facts.column(agg.column).take(pa.array(order))
-            sorted_columns[agg.column] = taken.combine_chunks()
-        values = sorted_columns[agg.column]
-        if agg.function == "last":
-            columns[agg.name] = _last(values, lo, hi)
-        else:
-            columns[agg.name] = _numeric(agg.function, values, lo, hi, view.feature_kind(agg.name))
-    return columns
+    return FactIndex.of(facts, view.entity, aggregations).columns(queries, view, aggregations)
 
 
-def _entity_codes(facts: Any, queries: Any, entity: tuple[str, ...]) -> Any:
-    """Dense codes of the entity key tuples of facts and of queries, encoded together
-    (-1 where a key is null: such a fact belongs to no entity, such a query to none)."""
-    import pyarrow as pa
+class FactIndex:
+    """One view's facts in (entity, event time, log position) order with their int64 keys,
+    built from the facts alone: before the query rows are known, or beside building them.
+
+    The entity code of a fact is the dictionary index of its key tuple among the facts'
+    tuples; a query's is looked up in the same dictionaries (a tuple no fact has gets a
+    code no fact has, so its windows are empty). The span covers the facts' own times, and
+    a query's window edge is first clipped to [earliest - 1, latest], which finds the same
+    range: no fact lies outside those times."""
+
+    def __init__(
+        self,
+        entity: tuple[str, ...],
+        encoding: list[tuple[Any, Any, int, np.ndarray | None]],
+        size: int,
+        order: np.ndarray,
+        keys: np.ndarray,
+        times: tuple[int, int, int] | np.ndarray,
+        values: dict[str, Any],
+    ) -> None:
+        self.entity = entity
+        self._encoding = encoding  # per entity column: fact type, dictionary, count, renumbering
+        self._size = size  # every code, of facts and queries, is below it
+        self.order = order  # fact positions in key order
+        self.keys = keys
+        self._times = times  # (earliest, latest, span), or the distinct times (ranks)
+        self.values = values  # each aggregated column, its values in key order
+
+    @classmethod
+    def of(
+        cls, facts: Any, entity: tuple[str, ...], aggregations: Sequence[Aggregation]
+    ) -> FactIndex:
+        """The index of `facts` (as for `window_columns`), with the columns `aggregations`
+        read taken in its order."""
+        import pyarrow as pa
+
+        codes = np.zeros(facts.num_rows, np.int64)
+        size = 1
+        encoding = []
+        for name in entity:
+            column = facts.column(name)
+            kind = column.type
+            if pa.types.is_integer(kind):  # integer keys of any width match by value
+                column = column.cast(pa.int64())
+            encoded = _dictionary_encode(column)
+            index = encoded.indices.cast(pa.int64()).fill_null(-1).to_numpy()
+            count = len(encoded.dictionary)
+            codes, size, renumbered = _combine(codes, index, count, size)
+            encoding.append((kind, encoded.dictionary, count, renumbered))
+        keep = np.flatnonzero(codes >= 0)
+        seq = facts.column("_seq").to_numpy()
+        if len(keep) > 1 and not np.all(np.diff(seq[keep]) > 0):
+            keep = keep[np.argsort(seq[keep], kind="stable")]
+        kept_codes = codes[keep]
+        fact_time = facts.column("_time").to_numpy().astype(np.int64, copy=False)[keep]
+        low, high = (int(fact_time.min()), int(fact_time.max())) if len(keep) else (0, 0)
+        times: tuple[int, int, int] | np.ndarray
+        if size * (high - low + 2) < INT64_MAX // 2 and low > -(2**62):
+            span = high - low + 2
+            times = (low, high, span)
+            offset = fact_time - low
+        else:  # ranks keep the order of the times and stay below the number of times
+            distinct, offset = np.unique(fact_time, return_inverse=True)
+            times, span = distinct, len(distinct) + 1
+            offset = offset.astype(np.int64).reshape(-1)
+        keys = kept_codes * span + offset
+        by_key = np.argsort(keys, kind="stable")  # stable: log order within (entity, time)
+        order = keep[by_key]
+        values = {}
+        for column_name in dict.fromkeys(a.column for a in aggregations if a.column):
+            values[column_name] = facts.column(column_name).take(pa.array(order)).combine_chunks()
+        return cls(entity, encoding, size, order, keys[by_key], times, values)
+
+    def _query_codes(self, queries: Any) -> np.ndarray | None:
+        """The entity codes of the query rows (-1: a null key); None when a key column is
+        of another kind than the facts' (the SQL engine's rules then apply)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        codes = np.zeros(queries.num_rows, np.int64)
+        for name, (kind, dictionary, count, renumbered) in zip(
+            self.entity, self._encoding, strict=True
+        ):
+            column = queries.column(name)
+            integers = pa.types.is_integer(kind) and pa.types.is_integer(column.type)
+            if column.type != kind and not integers:
+                return None
+            if integers:
+                column = column.cast(pa.int64())
+            index = pc.index_in(column, value_set=dictionary)
+            found = index.cast(pa.int64()).fill_null(-1).to_numpy()
+            missing = (found < 0) | (codes < 0)
+            if renumbered is not None:  # the facts' codes were renumbered at this column
+                at = np.searchsorted(renumbered, codes).clip(0, max(len(renumbered) - 1, 0))
+                known = renumbered[at] == codes if len(renumbered) else np.zeros_like(missing)
+                codes, missing = np.where(known, at, 0), missing | ~known
+            codes = np.where(missing, -1, codes * count + found)
+        return codes
+
+    def _edge_offsets(self, edges: np.ndarray) -> np.ndarray:
+        """Each window edge's time offset: a fact at or before the edge has an offset at or
+        below it (within one entity)."""
+        if isinstance(self._times, tuple):
+            low, high, _ = self._times
+            clipped: np.ndarray = np.clip(edges, low - 1, high) - low
+            return clipped
+        return np.searchsorted(self._times, edges, side="right").astype(np.int64) - 1
+
+    def columns(
+        self, queries: Any, view: FeatureView, aggregations: Sequence[Aggregation]
+    ) -> dict[str, Any] | None:
+        """`window_columns` for `queries`, over these facts."""
+        import pyarrow as pa
+
+        query_codes = self._query_codes(queries)
+        if query_codes is None:
+            return None
+        span = self._times[2] if isinstance(self._times, tuple) else len(self._times) + 1
+        query_time = queries.column("ts").to_numpy().astype(np.int64, copy=False)
+        safe_codes = np.maximum(query_codes, 0)
+
+        def query_key(window: int) -> np.ndarray:
+            key: np.ndarray = safe_codes * span + self._edge_offsets(query_time - window)
+            return key
+
+        known = query_codes >= 0
+        # Needles in order search several times faster; one order serves every window, since
+        # (entity, ts - window) sorts as (entity, ts) does.
+        by_key = np.argsort(query_key(0), kind="stable")
+
+        def found(window: int) -> np.ndarray:
+            at = np.empty(len(by_key), np.int64)
+            at[by_key] = np.searchsorted(self.keys, query_key(window)[by_key], side="right")
+            return np.where(known, at, 0)
+
+        hi = found(0)
+        ranges = {window: (found(window), hi) for window in {a.window_us for a in aggregations}}
+        columns: dict[str, Any] = {}
+        for agg in aggregations:
+            lo, hi = ranges[agg.window_us]
+            if agg.function == "count":
+                columns[agg.name] = pa.array(hi - lo, pa.int64())
+                continue
+            assert agg.column is not None
+            values = self.values[agg.column]
+            if agg.function == "last":
+                columns[agg.name] = _last(values, lo, hi)
+            else:
+                kind = view.feature_kind(agg.name)
+                columns[agg.name] = _numeric(agg.function, values, lo, hi, kind)
+        return columns
+
+
+def _dictionary_encode(column: Any) -> Any:
+    """`column` (chunked) dictionary-encoded as one array."""
     import pyarrow.compute as pc
 
-    fact_codes = np.zeros(facts.num_rows, np.int64)
-    query_codes = np.zeros(queries.num_rows, np.int64)
-    size = 1
-    for name in entity:
-        fact_column, query_column = facts.column(name), queries.column(name)
-        kinds = fact_column.type, query_column.type
-        if kinds[0] != kinds[1]:
-            if not all(pa.types.is_integer(k) for k in kinds):
-                return None
-            fact_column, query_column = fact_column.cast(pa.int64()), query_column.cast(pa.int64())
-        both = pa.chunked_array([*fact_column.chunks, *query_column.chunks], fact_column.type)
-        encoded = pc.dictionary_encode(both).combine_chunks()
-        index = encoded.indices.cast(pa.int64()).fill_null(-1).to_numpy()
-        count = len(encoded.dictionary)
-        combined = np.concatenate([fact_codes, query_codes])
-        missing = (index < 0) | (combined < 0)
-        if size * count >= 2**62:  # keep the codes small: renumber the tuples seen
-            combined = np.unique(combined, return_inverse=True)[1].astype(np.int64)
-            size = int(combined.max(initial=0)) + 1
-        combined = np.where(missing, -1, combined * count + index)
-        size *= max(count, 1)
-        fact_codes, query_codes = combined[: facts.num_rows], combined[facts.num_rows :]
-    return fact_codes, query_codes
+    return pc.dictionary_encode(column).combine_chunks()
 
 
-def _sorted_keys(
-    fact_codes: np.ndarray,
-    fact_time: np.ndarray,
-    fact_seq: np.ndarray,
-    query_codes: np.ndarray,
-    query_time: np.ndarray,
-    windows: list[int],
-) -> tuple[np.ndarray, np.ndarray, Any]:
-    """The facts' order by (entity, time, log position), their sorted keys, and a function
-    giving each query's key for the window start ts - window (0: ts itself)."""
-    keep = np.flatnonzero(fact_codes >= 0)
-    if len(keep) > 1 and not np.all(np.diff(fact_seq[keep]) > 0):
-        keep = keep[np.argsort(fact_seq[keep], kind="stable")]
-    codes, times = fact_codes[keep], fact_time[keep]
-    edges = [query_time - w for w in [0, *windows]]
-    low = int(min([times.min(initial=INT64_MAX), *(e.min(initial=INT64_MAX) for e in edges)]))
-    high = int(max([times.max(initial=0), *(e.max(initial=0) for e in edges)]))
-    span = high - low + 2
-    size = int(max(codes.max(initial=0), query_codes.max(initial=0))) + 1
-    if size * span < INT64_MAX // 2 and low > -(2**62):
-        offset = {w: e - low for w, e in zip([0, *windows], edges, strict=True)}
-        fact_offset = times - low
-    else:  # ranks keep the order of the times and stay below the number of times
-        everything = np.concatenate([times, *edges])
-        ranks = np.unique(everything, return_inverse=True)[1].astype(np.int64)
-        span = int(ranks.max(initial=0)) + 2
-        fact_offset = ranks[: len(times)]
-        parts = np.split(ranks[len(times) :], len(edges))
-        offset = dict(zip([0, *windows], parts, strict=True))
-    keys = codes * span + fact_offset
-    order = np.argsort(keys, kind="stable")  # stable: log order within one (entity, time)
-    safe_codes = np.maximum(query_codes, 0)
-    return keep[order], keys[order], lambda w: safe_codes * span + offset[w]
+def _combine(
+    codes: np.ndarray, index: np.ndarray, count: int, size: int
+) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """The codes of key tuples one column longer: (codes, their bound, the renumbering of
+    the shorter codes if they were renumbered to stay small, else None)."""
+    missing = (index < 0) | (codes < 0)
+    renumbered = None
+    if size * count >= CODE_LIMIT:  # keep the codes small: renumber the tuples seen
+        renumbered, inverse = np.unique(np.where(missing, -1, codes), return_inverse=True)
+        if len(renumbered) and renumbered[0] == -1:  # -1 is no tuple
+            renumbered, inverse = renumbered[1:], inverse.reshape(-1) - 1
+        codes = inverse.reshape(-1).astype(np.int64)
+        size = len(renumbered) + 1
+    combined = np.where(missing, -1, codes * count + index)
+    return combined, size * max(count, 1), renumbered
 
 
 def _numeric(function: str, values: Any, lo: np.ndarray, hi: np.ndarray, kind: str) -> Any:

@@ -33,7 +33,7 @@ import numpy as np
 
 from gyre.collect import FactLog, format_timestamp
 from gyre.errors import LeakageError, SpecError
-from gyre.features import FactCache, FeatureView, read_query_table, training_matrix
+from gyre.features import FactCache, FeatureView, ViewFacts, read_query_table, training_matrix
 from gyre.learn._check import Resolved
 from gyre.learn._spec import ColumnLabel, EventLabel, EventRows, TrainingSpec
 
@@ -225,20 +225,24 @@ def feature_matrix(
     watermark: int,
     export: Path | None = None,
     cache: FactCache | None = None,
+    facts: Sequence[ViewFacts] | None = None,
 ) -> tuple[tuple[str, ...], np.ndarray]:
     """The features of each query row (an Arrow table), in the rows' order: each view's at
     the row's time, then the table's own columns. `export`: a `gyre events export` folder
     to read the older facts from (the same values, read faster); `cache`: where decoded
-    facts are kept between builds."""
+    facts are kept between builds; `facts`: each view's facts, already read."""
     names: list[str] = []
     parts: list[np.ndarray] = []
     if len(queries) == 0:  # no rows: nothing to compute (the caller says why)
         width = sum(len(view.features) for view in views) + len(columns)
         return (), np.zeros((0, width), np.float32)
-    for view in views:
+    for i, view in enumerate(views):
         names.extend(view.features)
+        read = None if facts is None else facts[i]
         parts.append(
-            training_matrix(log, view, queries, watermark=watermark, export=export, cache=cache)
+            training_matrix(
+                log, view, queries, watermark=watermark, export=export, cache=cache, facts=read
+            )
         )
     if columns:
         names.extend(columns)
@@ -277,15 +281,17 @@ def build(
     watermark: int,
     export: Path | None = None,
     cache: FactCache | None = None,
+    facts: Sequence[ViewFacts] | None = None,
 ) -> TrainingData:
-    """Features, the time-ordered split with purging, and the leakage check on features."""
+    """Features, the time-ordered split with purging, and the leakage check on features.
+    `facts`: each view's facts, already read (`gyre.features.read_view_facts`)."""
     times = labelled.queries.column("ts").to_numpy() if len(labelled.queries) else []
     order = np.argsort(np.asarray(times, dtype=np.int64), kind="stable")
     queries = labelled.queries.take(order)
     labels = [labelled.labels[i] for i in order]
     known = labelled.known_at[order]
     ts = np.asarray(times, dtype=np.int64)[order]
-    names, x = feature_matrix(log, views, spec.columns, queries, watermark, export, cache)
+    names, x = feature_matrix(log, views, spec.columns, queries, watermark, export, cache, facts)
     y = np.asarray(labels, dtype=np.float64 if spec.task == "regression" else None)
     train, validation, holdout = _split(ts, spec.validation, spec.holdout)
     counts = dict(labelled.counts)

@@ -204,6 +204,7 @@ class SklearnTrainer(TrainerBase, BaseEstimator):  # type: ignore[misc]
     `params` (its own parameters, without random_state: that is `seed`)."""
 
     gyre_flavor = "sklearn"
+    predicts_in_threads = True  # fitted estimators only read their state
 
     def __init__(
         self,
@@ -303,6 +304,7 @@ class LightGBMTrainer(TrainerBase, BaseEstimator):  # type: ignore[misc]
     names, LightGBM's core parameters, and `early_stopping_rounds`)."""
 
     gyre_flavor = "lightgbm"
+    predicts_in_threads = True  # the booster predicts under a shared lock, without the GIL
 
     def __init__(
         self,

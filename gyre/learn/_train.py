@@ -13,6 +13,7 @@ import hashlib
 import io
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from gyre.collect import FactLog
 from gyre.config import Config
 from gyre.errors import RunError
-from gyre.features import FactCache
+from gyre.features import FactCache, index_view_facts, read_view_facts
 from gyre.learn._check import Resolved, resolve
 from gyre.learn._data import LabelledRows, TrainingData, build, labelled_rows
 from gyre.learn._lineage import code_version, environment
@@ -128,11 +129,22 @@ def fit(
     from gyre.learn._trainer import make_trainer
 
     clock = _Clock(reporter or _Silent())
-    with clock.stage("rows"):
-        checked = check(spec, config, log, watermark)
-    with clock.stage("features"):
-        views, mark = checked.resolved.views, checked.watermark
-        data = build(spec, checked.rows, log, views, mark, export, fact_cache(config))
+    cache = fact_cache(config)
+    # The views' facts are read with the rows and indexed beside building them: the index
+    # is pure work on arrays (a sort), the rows and labels mostly a DuckDB join.
+    with ThreadPoolExecutor(1, thread_name_prefix="gyre-facts") as pool:
+        with clock.stage("rows"):
+            resolved = resolve(spec, config)
+            mark = log.watermark() if watermark is None else watermark
+            indexing = [
+                pool.submit(index_view_facts, read_view_facts(log, v, mark, export=export,
+                                                              cache=cache))
+                for v in resolved.views
+            ]  # fmt: skip
+            rows = labelled_rows(spec, log, resolved, mark, cache)
+        with clock.stage("features"):
+            facts = [job.result() for job in indexing]
+            data = build(spec, rows, log, resolved.views, mark, export, cache, facts)
     trainer = make_trainer(spec.model.family, spec.task, spec.model.params, spec.seed)
     x_train, y_train = data.part("train")
     validation = data.part("validation") if len(data.validation) else None
@@ -156,17 +168,22 @@ def fit(
 
 def _scores(task: str, model: Any, data: TrainingData) -> dict[str, float]:
     """Holdout metrics under their plain names; validation and train ones prefixed. The
-    train metrics are taken on at most TRAIN_SCORE_ROWS training rows, evenly spaced."""
-    found = dict(score(task, model, *data.part("holdout")))
-    found.update(
-        {f"validation_{k}": v for k, v in score(task, model, *data.part("validation")).items()}
-    )
+    train metrics are taken on at most TRAIN_SCORE_ROWS training rows, evenly spaced. The
+    parts are scored side by side where the trainer may predict from several threads."""
     x, y = data.part("train")
     every = evenly_spaced(len(y))
     if every is not None:
         x, y = x[every], y[every]
-    found.update({f"train_{k}": v for k, v in score(task, model, x, y).items()})
-    return found
+    parts = {"": data.part("holdout"), "validation_": data.part("validation"), "train_": (x, y)}
+
+    def scored(prefix: str) -> dict[str, float]:
+        return {f"{prefix}{k}": v for k, v in score(task, model, *parts[prefix]).items()}
+
+    if not getattr(model, "predicts_in_threads", False):
+        return {k: v for prefix in parts for k, v in scored(prefix).items()}
+    with ThreadPoolExecutor(len(parts), thread_name_prefix="gyre-score") as pool:
+        found = list(pool.map(scored, parts))
+    return {k: v for part in found for k, v in part.items()}
 
 
 def train(

@@ -401,6 +401,10 @@ class TrainerBase(ABC):
     into scikit-learn's BaseEstimator by each)."""
 
     task: str
+    #: Whether one fitted trainer may predict from several threads at once (the evaluate
+    #: stage of `gyre train` then scores the split's parts side by side). Not where
+    #: predicting changes shared state, such as torch's thread count.
+    predicts_in_threads: bool = False
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):

@@ -8,9 +8,17 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from gyre.collect import EventType
-from gyre.features import Aggregation, FeatureView, training_set, training_table
+from gyre.features import (
+    Aggregation,
+    FeatureView,
+    index_view_facts,
+    read_view_facts,
+    training_set,
+    training_table,
+)
 from gyre.features._windows import window_columns
 from gyre.stores import Stores
 
@@ -87,3 +95,66 @@ def test_times_too_far_apart_for_one_key_are_ranked_first() -> None:
     assert got is not None
     assert got["count_events_1h"].to_pylist() == [1, 1, 1]
     assert got["sum_amount_1h"].to_pylist() == [2.0, 8.0, 4.0]
+
+
+def _random_sales(rng: np.random.Generator, count: int, span: int) -> list[dict]:
+    return [
+        {"id": f"s{i}", "shop": int(rng.integers(0, 3)), "till": str(rng.choice(["a", "b"])),
+         "amount": float(rng.normal()), "at": int(rng.integers(0, span)) * HOUR}
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def test_queries_outside_the_facts_times_and_keys_find_what_sql_finds(tmp_path) -> None:
+    """The index spans the facts' own times: queries before the first fact, after the
+    last, and for keys no fact has are clipped into it and find the same windows."""
+    rng = np.random.default_rng(1)
+    log = Stores(tmp_path).open_fact_log()
+    log.append([(SALES, _random_sales(rng, 300, 500))])
+    queries = [
+        {"shop": int(rng.integers(0, 5)), "till": str(rng.choice(["a", "b", "z"])),
+         "ts": int(rng.integers(-100, 700)) * HOUR}
+        for _ in range(300)
+    ]  # fmt: skip
+    want = training_set(log, VIEW, queries)
+    got = training_table(log, VIEW, queries).to_pylist()
+    log.close()
+    for w, g in zip(want, got, strict=True):
+        assert all(_same(g[k], v) for k, v in w.items()), (w, g)
+
+
+def test_renumbered_entity_codes_find_what_sql_finds(tmp_path, monkeypatch) -> None:
+    """Key tuples whose codes would pass the limit are renumbered to those the facts have;
+    a query's tuple is looked up in the same renumbering (a limit of 4 forces it here)."""
+    monkeypatch.setattr("gyre.features._windows.CODE_LIMIT", 4)
+    rng = np.random.default_rng(2)
+    log = Stores(tmp_path).open_fact_log()
+    log.append([(SALES, _random_sales(rng, 300, 50))])
+    queries = [
+        {"shop": int(rng.integers(0, 4)), "till": str(rng.choice(["a", "b", "c"])),
+         "ts": int(rng.integers(0, 60)) * HOUR}
+        for _ in range(200)
+    ]  # fmt: skip
+    want = training_set(log, VIEW, queries)
+    got = training_table(log, VIEW, queries).to_pylist()
+    log.close()
+    assert any(g["count_events_3000d"] for g in got)
+    for w, g in zip(want, got, strict=True):
+        assert all(_same(g[k], v) for k, v in w.items()), (w, g)
+
+
+def test_facts_read_and_indexed_once_serve_any_queries(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    log = Stores(tmp_path).open_fact_log()
+    log.append([(SALES, _random_sales(rng, 200, 100))])
+    mark = log.watermark()
+    facts = index_view_facts(read_view_facts(log, VIEW, mark))
+    for _ in range(2):
+        queries = [{"shop": int(rng.integers(0, 3)), "till": "a",
+                    "ts": int(rng.integers(0, 120)) * HOUR} for _ in range(50)]  # fmt: skip
+        table = pa.Table.from_pylist(queries)
+        got = training_table(log, VIEW, table, watermark=mark, facts=facts).to_pylist()
+        assert got == training_table(log, VIEW, table, watermark=mark).to_pylist()
+    with pytest.raises(ValueError, match="at log position"):
+        training_table(log, VIEW, table, watermark=mark - 1, facts=facts)
+    log.close()

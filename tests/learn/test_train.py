@@ -245,3 +245,19 @@ def test_sigint_to_gyre_train_marks_the_run_interrupted(tmp_path: Path) -> None:
     runs.close()
     assert run.status == "interrupted" and "model" not in run.record.get("artifacts", {})
     assert len(history) >= 2  # the epochs logged before the signal are kept
+
+
+def test_the_split_scored_side_by_side_gives_the_metrics_scored_in_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gyre.learn._sklearn import LightGBMTrainer
+    from gyre.learn._train import _scores
+
+    _, _, result = _trained(tmp_path)
+    fitted = result.fitted
+    assert LightGBMTrainer.predicts_in_threads
+    side_by_side = _scores("classification", fitted.trainer, fitted.data)
+    monkeypatch.setattr(LightGBMTrainer, "predicts_in_threads", False)
+    in_turn = _scores("classification", fitted.trainer, fitted.data)
+    assert list(side_by_side.items()) == list(in_turn.items())
+    assert side_by_side == fitted.metrics
