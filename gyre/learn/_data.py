@@ -155,18 +155,18 @@ def _event_rows(
         connection.close()
     ts = found.column("_ts").to_numpy()
     known = found.column("_known").fill_null(np.iinfo(np.int64).max).to_numpy()
-    values = found.column("_value").to_pylist()
+    values = found.column("_value")
     labelled = known <= ts + label.within_us  # a label came in the window
-    null = labelled & np.array([v is None for v in values], dtype=bool)
+    null = labelled & ~values.is_valid().to_numpy(zero_copy_only=False)
     pending = ~labelled & (ts + label.within_us > latest)  # its window is still open
     unlabelled = ~labelled & ~pending
     keep = labelled & ~null
     if label.missing is not None:
         keep |= unlabelled
         known = np.where(unlabelled, ts + label.within_us, known)
-    labels = [
-        label.missing if u else v for v, u, k in zip(values, unlabelled, keep, strict=True) if k
-    ]
+    labels = values.take(np.flatnonzero(keep)).to_pylist()
+    for i in np.flatnonzero(unlabelled[keep]):  # none unless `missing` is set
+        labels[i] = label.missing
     counts = {
         "rows_seen": len(ts),
         "label_pending": int(pending.sum()),
@@ -288,11 +288,10 @@ def build(
     times = labelled.queries.column("ts").to_numpy() if len(labelled.queries) else []
     order = np.argsort(np.asarray(times, dtype=np.int64), kind="stable")
     queries = labelled.queries.take(order)
-    labels = [labelled.labels[i] for i in order]
     known = labelled.known_at[order]
     ts = np.asarray(times, dtype=np.int64)[order]
     names, x = feature_matrix(log, views, spec.columns, queries, watermark, export, cache, facts)
-    y = np.asarray(labels, dtype=np.float64 if spec.task == "regression" else None)
+    y = np.asarray(labelled.labels, dtype=np.float64 if spec.task == "regression" else None)[order]
     train, validation, holdout = _split(ts, spec.validation, spec.holdout)
     counts = dict(labelled.counts)
     train, counts["purged_train"] = _purge(train, known, ts, validation, holdout)
