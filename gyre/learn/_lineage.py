@@ -4,6 +4,8 @@ passes for the commit) and the environment (Python, platform, package versions).
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import importlib.metadata
 import platform
@@ -70,6 +72,12 @@ def code_version(folder: Path) -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
+    """The Python, platform and package versions this process runs (read once)."""
+    return copy.deepcopy(_environment())
+
+
+@functools.cache
+def _environment() -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
         try:

@@ -90,6 +90,7 @@ class Fitted:
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     timings_s: dict[str, float]
+    model_bytes: bytes | None = None  # the trainer pickled (joblib), when `fit` kept it
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,12 @@ def fit(
     reporter: Reporter | None = None,
     on_epoch: Any = None,
     export: Path | None = None,
+    keep_model: bool = False,
 ) -> Fitted:
     """Build the training data and fit the spec's trainer (and baseline); no recording.
-    `export`: a `gyre events export` folder the views' older facts are read from."""
+    `export`: a `gyre events export` folder the views' older facts are read from;
+    `keep_model`: pickle the fitted trainer beside scoring it where it may be (a run's
+    artifact, `Fitted.model_bytes`)."""
     from gyre.learn._trainer import make_trainer
 
     clock = _Clock(reporter or _Silent())
@@ -156,14 +160,30 @@ def fit(
 
     with clock.stage("fit"):
         trainer.fit(x_train, y_train, validation=validation, on_epoch=epoch)
-    with clock.stage("evaluate"):
-        metrics = _scores(spec.task, trainer, data)
-        baseline: dict[str, float] = {}
-        if spec.baseline is not None:
-            simple = make_trainer(spec.baseline.family, spec.task, spec.baseline.params, spec.seed)
-            simple.fit(x_train, y_train, validation=validation)
-            baseline = score(spec.task, simple, *data.part("holdout"))
-    return Fitted(data, trainer, metrics, baseline, clock.timings_s)
+    with ThreadPoolExecutor(1, thread_name_prefix="gyre-pickle") as pool:
+        # A model that is only read from threads is pickled for the run while it is scored.
+        early = keep_model and getattr(trainer, "predicts_in_threads", False)
+        pickling = pool.submit(_model_bytes, trainer) if early else None
+        with clock.stage("evaluate"):
+            metrics = _scores(spec.task, trainer, data)
+            baseline: dict[str, float] = {}
+            if spec.baseline is not None:
+                simple = make_trainer(
+                    spec.baseline.family, spec.task, spec.baseline.params, spec.seed
+                )
+                simple.fit(x_train, y_train, validation=validation)
+                baseline = score(spec.task, simple, *data.part("holdout"))
+        model = None if pickling is None else pickling.result()
+    return Fitted(data, trainer, metrics, baseline, clock.timings_s, model)
+
+
+def _model_bytes(trainer: Any) -> bytes:
+    """The fitted trainer as the run's `model` artifact (joblib)."""
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(trainer, buffer)
+    return buffer.getvalue()
 
 
 def _scores(task: str, model: Any, data: TrainingData) -> dict[str, float]:
@@ -215,7 +235,8 @@ def train(
                 "spec", {"path": str(spec.path), "sha256": spec.sha256, "text": spec.text}
             )
             run.set_record("environment", environment())
-            run.set_record("lineage", _lineage(spec, resolved, log, watermark, None, export))
+            code = code_version(spec.path.parent)  # once: the code the whole run used
+            run.set_record("lineage", _lineage(spec, resolved, log, watermark, code, None, export))
 
             def on_epoch(number: int, metrics: dict[str, float]) -> None:
                 run.log_metrics(metrics, step=number)
@@ -228,6 +249,7 @@ def train(
                 reporter=reporter,
                 on_epoch=on_epoch,
                 export=export,
+                keep_model=True,
             )
             recording = time.perf_counter()
             run.log_metrics(
@@ -236,7 +258,8 @@ def train(
                     **{f"baseline_{k}": v for k, v in fitted.baseline_metrics.items()},
                 }
             )
-            run.set_record("lineage", _lineage(spec, resolved, log, watermark, fitted.data, export))
+            lineage = _lineage(spec, resolved, log, watermark, code, fitted.data, export)
+            run.set_record("lineage", lineage)
             _log_artifacts(run, spec, fitted)
             timings = dict(fitted.timings_s)
             timings["record"] = round(time.perf_counter() - recording, 6)
@@ -268,6 +291,7 @@ def _lineage(
     resolved: Resolved,
     log: FactLog,
     watermark: int,
+    code: dict[str, Any],
     data: TrainingData | None,
     export: Path | None,
 ) -> dict[str, Any]:
@@ -277,7 +301,7 @@ def _lineage(
         "fact_log_watermark": watermark,
         "export": None if export is None else str(export),
         "feature_definitions": {v.name: v.definition_hash for v in resolved.views},
-        "code": code_version(spec.path.parent),
+        "code": code,
         "seed": spec.seed,
     }
     if isinstance(spec.rows, TableRows):
@@ -306,11 +330,8 @@ def _file_sha256(rows: TableRows) -> str:
 
 
 def _log_artifacts(run: Any, spec: TrainingSpec, fitted: Fitted) -> None:
-    import joblib
-
-    buffer = io.BytesIO()
-    joblib.dump(fitted.trainer, buffer)
-    run.log_artifact("model", buffer.getvalue(), media_type="application/x-joblib")
+    model = fitted.model_bytes or _model_bytes(fitted.trainer)
+    run.log_artifact("model", model, media_type="application/x-joblib")
     sample = io.BytesIO()
     np.save(sample, fitted.data.part("train")[0][:SAMPLE_ROWS], allow_pickle=False)
     run.log_artifact("sample", sample.getvalue(), media_type="application/x-npy")
