@@ -117,12 +117,15 @@ class FactIndex:
             count = len(encoded.dictionary)
             codes, size, renumbered = _combine(codes, index, count, size)
             encoding.append((kind, encoded.dictionary, count, renumbered))
+        # The facts with a key, in log order (the cache and the log keep that order).
         keep = np.flatnonzero(codes >= 0)
         seq = facts.column("_seq").to_numpy()
-        if len(keep) > 1 and not np.all(np.diff(seq[keep]) > 0):
-            keep = keep[np.argsort(seq[keep], kind="stable")]
-        kept_codes = codes[keep]
-        fact_time = facts.column("_time").to_numpy().astype(np.int64, copy=False)[keep]
+        fact_time = facts.column("_time").to_numpy().astype(np.int64, copy=False)
+        if len(keep) < len(codes):
+            codes, seq, fact_time = codes[keep], seq[keep], fact_time[keep]
+        if len(keep) > 1 and not np.all(np.diff(seq) > 0):
+            by_seq = np.argsort(seq, kind="stable")
+            keep, codes, fact_time = keep[by_seq], codes[by_seq], fact_time[by_seq]
         low, high = (int(fact_time.min()), int(fact_time.max())) if len(keep) else (0, 0)
         times: tuple[int, int, int] | np.ndarray
         if size * (high - low + 2) < INT64_MAX // 2 and low > -(2**62):
@@ -133,8 +136,8 @@ class FactIndex:
             distinct, offset = np.unique(fact_time, return_inverse=True)
             times, span = distinct, len(distinct) + 1
             offset = offset.astype(np.int64).reshape(-1)
-        keys = kept_codes * span + offset
-        by_key = np.argsort(keys, kind="stable")  # stable: log order within (entity, time)
+        keys = codes * span + offset
+        by_key = _log_ordered_argsort(keys)
         order = keep[by_key]
         values = {}
         for column_name in dict.fromkeys(a.column for a in aggregations if a.column):
@@ -219,6 +222,19 @@ class FactIndex:
                 kind = view.feature_kind(agg.name)
                 columns[agg.name] = _numeric(agg.function, values, lo, hi, kind)
         return columns
+
+
+def _log_ordered_argsort(keys: np.ndarray) -> np.ndarray:
+    """The order of `keys`, equal keys (one entity, one time) in their given order (the
+    log's): an unstable sort, a third faster, then each run of equal keys put back in order
+    (they are rare)."""
+    order = np.argsort(keys)
+    ordered = keys[order]
+    tied = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(tied):
+        at = np.union1d(tied, tied + 1)  # runs of equal keys are contiguous and stay put
+        order[at] = order[at][np.lexsort((order[at], ordered[at]))]
+    return order
 
 
 def _dictionary_encode(column: Any) -> Any:

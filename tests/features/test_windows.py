@@ -158,3 +158,14 @@ def test_facts_read_and_indexed_once_serve_any_queries(tmp_path) -> None:
     with pytest.raises(ValueError, match="at log position"):
         training_table(log, VIEW, table, watermark=mark - 1, facts=facts)
     log.close()
+
+
+def test_facts_of_one_entity_and_time_keep_their_log_order() -> None:
+    """The index sorts unstably and puts each run of equal keys back in log order: the
+    same order as a stable sort, ties or not."""
+    from gyre.features._windows import _log_ordered_argsort
+
+    rng = np.random.default_rng(4)
+    for size in (0, 1, 2, 7, 1_000, 50_000):
+        keys = rng.integers(0, max(size // 3, 1), size)
+        assert np.array_equal(_log_ordered_argsort(keys), np.argsort(keys, kind="stable"))
