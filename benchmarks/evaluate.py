@@ -28,21 +28,14 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "evaluate.json"
 sys.path.insert(1, str(HERE.parent))
 
+from timing import best_of_two  # noqa: E402
+
 import gyre  # noqa: E402
 from gyre.evaluate import judge, metric_intervals, paired_differences  # noqa: E402
 from gyre.evaluate._curves import classification_curves  # noqa: E402
 from gyre.evaluate._gates import SliceResult  # noqa: E402
 from gyre.evaluate._report import render_report  # noqa: E402
 from gyre.learn._evalspec import EvaluateSpec  # noqa: E402
-
-
-def _best_of_two(work: Any) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(2):
-        started = time.perf_counter()
-        result = work()
-        best = min(best, time.perf_counter() - started)
-    return best, result
 
 
 def _world(rows: int, slices: int) -> dict[str, np.ndarray]:
@@ -154,8 +147,8 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=10)
     args = parser.parse_args()
     world = _world(args.rows, args.slices)
-    gyre_s, found = _best_of_two(lambda: gyre_side(world, args.slices))
-    sklearn_s, _ = _best_of_two(lambda: sklearn_side(world, args.slices))
+    gyre_s, found = best_of_two(lambda: gyre_side(world, args.slices))
+    sklearn_s, _ = best_of_two(lambda: sklearn_side(world, args.slices))
     results = {
         "rows": args.rows,
         "slices": args.slices,

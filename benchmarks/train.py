@@ -39,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "train.json"
 sys.path.insert(1, str(HERE.parent))
 
+from timing import best_of_two  # noqa: E402
+
 import gyre  # noqa: E402
 from gyre.collect import event_types  # noqa: E402
 from gyre.config import load_config  # noqa: E402
@@ -125,15 +127,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _best_of_two(work: Any) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(2):
-        started = time.perf_counter()
-        result = work()
-        best = min(best, time.perf_counter() - started)
-    return best, result
-
-
 def _fill(folder: Path, facts: int, requests: int) -> Any:
     (folder / "gyre.toml").write_text(GYRE_TOML)
     config = load_config(folder / "home", folder / "gyre.toml")
@@ -176,7 +169,7 @@ def _hand(spec: Any, data: Any) -> float:
         trainer.fit(x_train, y_train, validation=validation)
         score(spec.task, trainer, *data.part("holdout"))
 
-    return _best_of_two(work)[0]
+    return best_of_two(work)[0]
 
 
 def gbdt(folder: Path, facts: int, requests: int) -> dict[str, Any]:
@@ -187,7 +180,7 @@ def gbdt(folder: Path, facts: int, requests: int) -> dict[str, Any]:
     started = time.perf_counter()
     first = train_spec(spec, config, stores)  # decodes every fact of the log once
     first_s = time.perf_counter() - started
-    again_s, again = _best_of_two(lambda: train_spec(spec, config, stores))
+    again_s, again = best_of_two(lambda: train_spec(spec, config, stores))
     assert first.fitted.data.sha256 == again.fitted.data.sha256
     data = again.fitted.data
     hand_s = _hand(spec, data)
@@ -201,7 +194,7 @@ def gbdt(folder: Path, facts: int, requests: int) -> dict[str, Any]:
         model.fit(x_train, y_train)
         model.predict_proba(x_holdout)
 
-    plain_s, _ = _best_of_two(plain)
+    plain_s, _ = best_of_two(plain)
     return {
         "facts": facts + requests,
         "training_rows": len(data.train),
@@ -239,7 +232,7 @@ def mlp(folder: Path, rows: int) -> dict[str, Any]:
     config = load_config(folder / "mlp-home", folder / "mlp.gyre.toml")
     stores = Stores.from_config(config)
     spec = load_spec(folder / "table.toml")
-    gyre_s, result = _best_of_two(lambda: train_spec(spec, config, stores))
+    gyre_s, result = best_of_two(lambda: train_spec(spec, config, stores))
     hand_s = _hand(spec, result.fitted.data)
     fact_log = stores.open_fact_log()
     fitted = fit_spec(spec, config, fact_log)  # the same build, not recorded: the same rows
