@@ -23,6 +23,8 @@
     │       └── InvalidRunFilter     a runs filter that does not parse
     ├── EvaluationError              an evaluation could not be done or written (bad input,
     │                                a report file that cannot be written)
+    ├── MonitorError                 a drift or quality check that cannot be made (a
+    │                                reference that is not one, a feature missing)
     ├── StoreError                   a store cannot be opened (a bad URL, a newer schema)
     │   └── StoreUnavailable         the database cannot be reached now; retry later
     └── ServeError
@@ -149,6 +151,12 @@ class EvaluationError(GyreError):
     path and what to do instead."""
 
 
+class MonitorError(GyreError):
+    """A monitoring check cannot be made as asked: a reference record that is not one, a
+    feature the current window lacks, values that are not numbers; the message names the
+    feature and what to send instead."""
+
+
 class StoreError(GyreError):
     """A store cannot be opened or used: a bad `[store]` URL, a schema this gyre cannot read."""
 
@@ -217,6 +225,7 @@ _HTTP_STATUS: tuple[tuple[type[GyreError], int], ...] = (
     (InvalidRunFilter, 400),
     (SpecError, 400),
     (EvaluationError, 400),
+    (MonitorError, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
     (NotFound, 404),

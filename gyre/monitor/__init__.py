@@ -8,6 +8,15 @@ The server imports this package, never the other way round: nothing here imports
 is queued in memory and written by a thread of its own.
 """
 
+from gyre.monitor._drift import (
+    DriftReference,
+    DriftReport,
+    DriftThresholds,
+    FeatureDrift,
+    check_drift,
+    check_feature,
+    drift_reference,
+)
 from gyre.monitor._feedback import Comparison, FeedbackStore, Served
 from gyre.monitor._prediction_chunks import read_predictions
 from gyre.monitor._predictions import PredictionLog
@@ -18,6 +27,10 @@ from gyre.monitor._skew import DEFAULT_TOLERANCE, SkewReport, check_skew, same_v
 __all__ = [
     "DEFAULT_TOLERANCE",
     "Comparison",
+    "DriftReference",
+    "DriftReport",
+    "DriftThresholds",
+    "FeatureDrift",
     "FeedbackStore",
     "Issued",
     "PredictionLog",
@@ -26,7 +39,10 @@ __all__ = [
     "ServedLog",
     "ServedRecord",
     "SkewReport",
+    "check_drift",
+    "check_feature",
     "check_skew",
+    "drift_reference",
     "read_predictions",
     "read_served",
     "same_value",
