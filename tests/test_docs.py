@@ -153,3 +153,13 @@ def test_the_spec_of_docs_learn_trains_on_its_gyre_toml_and_is_reproduced(tmp_pa
     result = train_spec(spec, config, stores)
     assert result.fitted.metrics["auc"] > result.fitted.baseline_metrics["auc"]
     assert verify_run(stores, config, result.run_id).reproduced
+
+
+def test_monitor_md_drift_example_finds_the_feature_it_shifts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (example,) = blocks("docs/monitor.md", "python", "check_drift")
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "docs/monitor.md", "exec"), namespace)
+    assert namespace["report"].drifted == ["distance_km"]
+    assert capsys.readouterr().out.startswith("['distance_km'] 0.25 False")
