@@ -18,6 +18,14 @@ from gyre.monitor._drift import (
     drift_reference,
 )
 from gyre.monitor._feedback import Comparison, FeedbackStore, Served
+from gyre.monitor._invariants import (
+    FeatureSchema,
+    InvariantTolerance,
+    Violation,
+    check_invariants,
+    check_outputs,
+    infer_schema,
+)
 from gyre.monitor._prediction_chunks import read_predictions
 from gyre.monitor._predictions import PredictionLog
 from gyre.monitor._request_ids import Issued, RequestIds
@@ -31,7 +39,9 @@ __all__ = [
     "DriftReport",
     "DriftThresholds",
     "FeatureDrift",
+    "FeatureSchema",
     "FeedbackStore",
+    "InvariantTolerance",
     "Issued",
     "PredictionLog",
     "RequestIds",
@@ -39,10 +49,14 @@ __all__ = [
     "ServedLog",
     "ServedRecord",
     "SkewReport",
+    "Violation",
     "check_drift",
     "check_feature",
+    "check_invariants",
+    "check_outputs",
     "check_skew",
     "drift_reference",
+    "infer_schema",
     "read_predictions",
     "read_served",
     "same_value",
