@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,90 +32,14 @@ import numpy as np
 from gyre.collect import format_timestamp
 from gyre.config import Config
 from gyre.errors import EvaluationError, GyreError
-from gyre.evaluate._gates import SliceResult, Verdict, judge
-from gyre.evaluate._intervals import Difference, Estimate, metric_intervals, paired_differences
+from gyre.evaluate._gates import judge
+from gyre.evaluate._intervals import metric_intervals, paired_differences
+from gyre.evaluate._parts import Options as _Options
+from gyre.evaluate._parts import baselines as _baselines
+from gyre.evaluate._parts import slices as _slices
+from gyre.evaluate._result import Evaluation, report_input, write_report
 from gyre.evaluate._threshold import learn_threshold, parse_rule
 from gyre.stores import Stores
-
-MAX_SLICES_PER_COLUMN = 50  # values of one slice column evaluated, the largest first
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    subject: str
-    run_id: str
-    task: str
-    rows: int
-    metrics: dict[str, Estimate]
-    verdict: Verdict
-    threshold: dict[str, Any] | None = None  # rule, challenger, champion
-    champion: str | None = None
-    champion_metrics: dict[str, Estimate] | None = None
-    differences: dict[str, Difference] | None = None
-    baselines: dict[str, dict[str, Difference]] = field(default_factory=dict)
-    slices: list[SliceResult] = field(default_factory=list)
-    cost: dict[str, float] | None = None
-    notes: list[str] = field(default_factory=list)
-    curves: dict[str, Any] | None = None  # for the report (`gyre.evaluate._curves`)
-    gated_slice_metrics: tuple[str, ...] = ()
-
-    def as_json(self) -> dict[str, Any]:
-        """The evaluation as JSON values (an undefined metric, NaN, as null)."""
-        found: dict[str, Any] = _json_safe(self._as_dict())
-        return found
-
-    def _as_dict(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "run_id": self.run_id,
-            "task": self.task,
-            "rows": self.rows,
-            "verdict": "blessed" if self.verdict.blessed else "vetoed",
-            "reasons": self.verdict.reasons,
-            "gates": [g.as_dict() for g in self.verdict.gates],
-            "threshold": self.threshold,
-            "metrics": {k: v.as_dict() for k, v in self.metrics.items()},
-            "champion": self.champion,
-            "champion_metrics": None
-            if self.champion_metrics is None
-            else {k: v.as_dict() for k, v in self.champion_metrics.items()},
-            "differences": None
-            if self.differences is None
-            else {k: v.as_dict() for k, v in self.differences.items()},
-            "baselines": {
-                name: {k: v.as_dict() for k, v in found.items()}
-                for name, found in self.baselines.items()
-            },
-            "slices": [
-                {
-                    "slice": s.name,
-                    "rows": s.rows,
-                    "gated": s.gated,
-                    "metrics": {k: v.as_dict() for k, v in s.estimates.items()},
-                }
-                for s in self.slices
-            ],
-            "cost": self.cost,
-            "notes": self.notes,
-        }
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
-
-
-@dataclass(frozen=True)
-class _Options:
-    confidence: float
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -398,142 +321,4 @@ def _champion(
     return f"{name}:{mv.version}", theirs.model, mv.decision_threshold
 
 
-def _baselines(
-    task: str, data: Any, y_all: np.ndarray, y_tuning: np.ndarray, rule: Any
-) -> list[tuple[str, np.ndarray, float]]:
-    """The majority (mean) predictor and a linear model, fitted on the training rows:
-    (name, holdout scores, threshold)."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    train, holdout = data.train, data.holdout
-    tuning = data.validation if len(data.validation) else data.train
-    x, y_train = data.x, y_all[train]
-    found = []
-    constant = float(np.mean(y_train))
-    if task == "classification":  # its cut by the spec's rule too (all positive, say)
-        cut = learn_threshold(y_tuning, np.full(len(tuning), constant), rule)
-        found.append(("majority", np.full(len(holdout), constant), cut))
-    else:
-        found.append(("mean", np.full(len(holdout), constant), 0.0))
-    estimator = LogisticRegression(max_iter=1000) if task == "classification" else Ridge(alpha=1.0)
-    model = make_pipeline(SimpleImputer(keep_empty_features=True), StandardScaler(), estimator)
-    if task == "classification" and len(np.unique(y_train)) < 2:
-        return found
-    model.fit(x[train], y_train)
-    if task == "classification":
-        scores = model.predict_proba(x[holdout])[:, 1]
-        cut = learn_threshold(y_tuning, model.predict_proba(x[tuning])[:, 1], rule)
-    else:
-        scores, cut = model.predict(x[holdout]), 0.0
-    found.append(("linear", np.asarray(scores, dtype=np.float64), cut))
-    return found
-
-
-def _slices(
-    task: str,
-    data: Any,
-    columns: Sequence[str],
-    y: np.ndarray,
-    scores: np.ndarray,
-    cut: float,
-    judged: Any,
-    options: _Options,
-) -> list[SliceResult]:
-    if not columns:
-        return []
-    queries = data.queries
-    known = [] if queries is None else queries.column_names
-    missing = [c for c in columns if c not in known]
-    if missing:
-        raise EvaluationError(
-            f"slice column(s) {', '.join(missing)} are not columns of the rows; the rows "
-            f"have: {', '.join(c for c in known if not c.startswith('_'))}"
-        )
-    parts = []
-    holdout = queries.take(data.holdout)
-    for column in columns:
-        values = np.asarray([str(v) for v in holdout.column(column).to_pylist()])
-        keys, which, counts = np.unique(values, return_inverse=True, return_counts=True)
-        for index in np.argsort(-counts, kind="stable")[:MAX_SLICES_PER_COLUMN]:
-            key, mask = keys[index], which == index
-            rows = int(counts[index])
-            estimates = metric_intervals(
-                task,
-                y[mask],
-                scores[mask],
-                threshold=cut,
-                confidence=options.confidence,
-                seed=options.seed,
-            )
-            parts.append(
-                SliceResult(column, str(key), rows, estimates, rows >= judged.slice_min_rows)
-            )
-    return parts
-
-
-def write_report(evaluation: Evaluation, path: Path) -> str:
-    """The HTML report of `evaluation` at `path` (`gyre.evaluate._report`); its sha256."""
-    from gyre.evaluate._report import write_report as write_page
-
-    return write_page(report_input(evaluation), path)
-
-
-def report_input(e: Evaluation) -> dict[str, Any]:
-    """The report's mapping (see `gyre.evaluate._report`) of an evaluation."""
-    import time
-
-    differences = e.differences or {}
-    champion = e.champion_metrics or {}
-    metrics = [
-        {
-            "metric": name,
-            "challenger": found.as_dict(),
-            "champion": champion[name].as_dict() if name in champion else None,
-            "difference": differences[name].as_dict() if name in differences else None,
-        }
-        for name, found in e.metrics.items()
-    ]
-    gates = {g.gate: g.passed for g in e.verdict.gates}
-
-    def passed(part: SliceResult, metric: str) -> bool | None:
-        mine = [ok for gate, ok in gates.items() if gate.startswith(f"{part.name}: {metric} ")]
-        return mine[0] if mine else None
-
-    default = "roc_auc" if e.task == "classification" else "mae"
-    shown = [m for m in e.slices[0].estimates if m in e.gated_slice_metrics] if e.slices else []
-    slices = [
-        {
-            "slice": part.name,
-            "rows": part.rows,
-            "metric": metric,
-            "challenger": part.estimates[metric].as_dict(),
-            "champion": None,
-            "gated": part.gated,
-            "passed": passed(part, metric) if part.gated else None,
-        }
-        for part in e.slices
-        for metric in (shown or [default])
-        if metric in part.estimates
-    ]
-    threshold = None
-    if e.threshold is not None:
-        threshold = {"challenger": e.threshold["challenger"]}
-        threshold["champion"] = e.threshold.get("champion", e.threshold["challenger"])
-    return {
-        "title": f"Evaluation of {e.subject}",
-        "verdict": "blessed" if e.verdict.blessed else "vetoed",
-        "reasons": e.verdict.reasons + e.notes,
-        "task": e.task,
-        "models": {"challenger": f"{e.subject} (run {e.run_id[:12]})", "champion": e.champion},
-        "rows": e.rows,
-        "threshold": threshold,
-        "metrics": metrics,
-        "gates": [g.as_dict() for g in e.verdict.gates],
-        "curves": e.curves,
-        "slices": slices,
-        "latency": e.cost,
-        "created_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-    }
+__all__ = ["Evaluation", "evaluate", "report_input", "write_report"]
