@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,9 @@ from gyre.collect import format_timestamp
 from gyre.config import Config
 from gyre.errors import EvaluationError, GyreError
 from gyre.evaluate._gates import judge
+from gyre.evaluate._given import label_column, read_given, time_column, with_given
 from gyre.evaluate._intervals import metric_intervals, paired_differences
+from gyre.evaluate._lofo import LeaveOneOut
 from gyre.evaluate._parts import Options as _Options
 from gyre.evaluate._parts import baselines as _baselines
 from gyre.evaluate._parts import slices as _slices
@@ -59,24 +62,47 @@ def evaluate(
     against: str | None = "champion",
     slices: Sequence[str] | None = None,
     record: bool = True,
+    data: Path | None = None,
+    label: str | None = None,
+    leave_one_out: bool | None = None,
 ) -> Evaluation:
-    """Evaluate `subject` (a run id, or MODEL@ALIAS / MODEL:VERSION made by a run)."""
+    """Evaluate `subject` (a run id, or MODEL@ALIAS / MODEL:VERSION made by a run) on its
+    run's holdout, or on the rows of the Parquet or CSV file `data` (`label`: its label
+    column; the spec's by default). `leave_one_out`: refit without each feature (None:
+    as the spec's `[evaluate] leave_one_feature_out` says)."""
     from gyre.learn import run_model
     from gyre.learn._verify import rebuilt_data
 
     version, run_id = _subject(config, subject)
     made = run_model(stores, run_id)
-    spec, data = rebuilt_data(stores, config, run_id)
+    spec, built = rebuilt_data(stores, config, run_id)
     judged = spec.evaluate
     task = spec.task
-    holdout, tuning_rows = data.holdout, data.validation if len(data.validation) else data.train
     notes = []
-    if not len(data.validation):
+    if not len(built.validation):
         notes.append("the spec has no validation split: the threshold is learned on training rows")
-    if len(holdout) == 0:
+    if len(built.holdout) == 0 and data is None:
         raise EvaluationError(f"run {run_id} has no holdout rows to evaluate on")
-    y_all, classes = _targets(task, data.y, made.model)
-    mine = _score(task, made.model, data.x, holdout, tuning_rows)
+    y_all, classes = _targets(task, built.y, made.model)
+    table = None if built.queries is None else built.queries.take(built.holdout)
+    holdout_from: str | None = None
+    if data is None:
+        holdout_from = format_timestamp(int(built.ts[built.holdout].min()))
+    else:
+        column, unit = time_column(spec)
+        given = read_given(
+            data,
+            made.feature_names,
+            label_column(spec, label),
+            task,
+            classes,
+            time_column=column,
+            time_unit=unit,
+        )
+        built, table, holdout_from = with_given(built, given, column, notes)
+        y_all = _targets(task, built.y, made.model)[0]
+    holdout, tuning_rows = built.holdout, built.validation if len(built.validation) else built.train
+    mine = _score(task, made.model, built.x, holdout, tuning_rows)
     y, y_tuning = y_all[holdout], y_all[tuning_rows]
     rule = parse_rule(judged.threshold)
     threshold: dict[str, Any] | None = None
@@ -91,7 +117,6 @@ def evaluate(
     champion, champion_metrics, differences = None, None, None
     champion_scores, champion_cut = None, 0.5
     if against is not None:
-        holdout_from = format_timestamp(int(data.ts[holdout].min()))
         found = _champion(
             stores,
             config,
@@ -105,7 +130,7 @@ def evaluate(
         )
         if found is not None:
             champion, model, stored = found
-            theirs = _score(task, model, data.x, holdout, tuning_rows)
+            theirs = _score(task, model, built.x, holdout, tuning_rows)
             their_cut = 0.5
             if task == "classification":  # the threshold it is served with, if it has one
                 their_cut = (
@@ -141,10 +166,10 @@ def evaluate(
             confidence=options.confidence,
             seed=options.seed,
         )
-        for name, scores, base_cut in _baselines(task, data, y_all, y_tuning, rule)
+        for name, scores, base_cut in _baselines(task, built, y_all, y_tuning, rule)
     }
     columns = tuple(slices) if slices is not None else judged.slice_columns
-    parts = _slices(task, data, columns, y, mine.holdout, cut, judged, options)
+    parts = _slices(task, table, columns, y, mine.holdout, cut, judged, options)
     for part in parts:
         undefined = [m for m in judged.slice_absolute if math.isnan(part.estimates[m].value)]
         if part.gated and undefined:  # one class in the slice, say: nothing to judge
@@ -160,6 +185,9 @@ def evaluate(
             cost = measured.as_dict()
         finally:
             registry.close()
+    lofo = None
+    if leave_one_out if leave_one_out is not None else judged.leave_one_feature_out:
+        lofo = _leave_one_out(spec, built, made.feature_names, y, mine.holdout, options, notes)
     verdict = judge(
         judged, metrics, against=differences, baselines=baselines, slices=parts, cost=cost
     )
@@ -183,6 +211,8 @@ def evaluate(
         notes=notes,
         curves=curves,
         gated_slice_metrics=tuple(judged.slice_absolute),
+        data=None if data is None else str(data),
+        leave_one_out=lofo,
     )
     if record:
         runs = stores.open_runs()
@@ -191,6 +221,31 @@ def evaluate(
         finally:
             runs.close()
     return result
+
+
+def _leave_one_out(
+    spec: Any,
+    built: Any,
+    names: tuple[str, ...],
+    y: np.ndarray,
+    full: np.ndarray,
+    options: _Options,
+    notes: list[str],
+) -> LeaveOneOut | None:
+    from gyre.evaluate._lofo import MAX_LOFO_FEATURES, leave_one_out
+
+    if len(names) < 2:
+        notes.append("leave-one-feature-out needs at least two features: not done")
+        return None
+    found = leave_one_out(
+        spec, built, names, y, full, confidence=options.confidence, seed=options.seed
+    )
+    if found.skipped:
+        notes.append(
+            f"leave-one-feature-out refitted the first {MAX_LOFO_FEATURES} features only; "
+            f"skipped: {', '.join(found.skipped)}"
+        )
+    return found
 
 
 def _curves(task: str, y: np.ndarray, scores: np.ndarray, cut: float) -> dict[str, Any] | None:
@@ -262,7 +317,7 @@ def _champion(
     run_id: str,
     features: tuple[str, ...],
     task: str,
-    holdout_from: str,
+    holdout_from: str | None,
     notes: list[str],
 ) -> tuple[str, Any, float | None] | None:
     """The champion's name, model and stored decision threshold, when it is another run's
@@ -303,6 +358,13 @@ def _champion(
     times = recorded.record.get("lineage", {}).get("training_set", {}).get("times", {})
     learned_until = max((t[1] for t in (times.get("train"), times.get("validation")) if t),
                         default=None)  # fmt: skip
+    if holdout_from is None:
+        raise EvaluationError(
+            f"the rows file has no time column, so whether the champion `{name}@{alias}` "
+            f"(version {mv.version}) learned from these rows cannot be checked: scored on "
+            "rows it was trained on, it would look better than it is. Add the spec's time "
+            "column to the file, or compare with --against none"
+        )
     if learned_until is not None and learned_until >= holdout_from:
         raise EvaluationError(
             f"the champion `{name}@{alias}` (version {mv.version}) learned from rows up to "

@@ -59,7 +59,7 @@ def baselines(
 
 def slices(
     task: str,
-    data: Any,
+    table: Any,
     columns: Sequence[str],
     y: np.ndarray,
     scores: np.ndarray,
@@ -67,10 +67,10 @@ def slices(
     judged: Any,
     options: Options,
 ) -> list[SliceResult]:
+    """`table`: the evaluated rows' own columns (an Arrow table, the rows' order)."""
     if not columns:
         return []
-    queries = data.queries
-    known = [] if queries is None else queries.column_names
+    known = [] if table is None else table.column_names
     missing = [c for c in columns if c not in known]
     if missing:
         raise EvaluationError(
@@ -78,9 +78,8 @@ def slices(
             f"have: {', '.join(c for c in known if not c.startswith('_'))}"
         )
     parts = []
-    holdout = queries.take(data.holdout)
     for column in columns:
-        values = np.asarray([str(v) for v in holdout.column(column).to_pylist()])
+        values = np.asarray([str(v) for v in table.column(column).to_pylist()])
         keys, which, counts = np.unique(values, return_inverse=True, return_counts=True)
         for index in np.argsort(-counts, kind="stable")[:MAX_SLICES_PER_COLUMN]:
             key, mask = keys[index], which == index

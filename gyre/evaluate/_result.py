@@ -12,6 +12,7 @@ import numpy as np
 
 from gyre.evaluate._gates import SliceResult, Verdict
 from gyre.evaluate._intervals import Difference, Estimate
+from gyre.evaluate._lofo import LeaveOneOut
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     curves: dict[str, Any] | None = None  # for the report (`gyre.evaluate._curves`)
     gated_slice_metrics: tuple[str, ...] = ()
+    data: str | None = None  # the rows file evaluated on (None: the run's holdout)
+    leave_one_out: LeaveOneOut | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The evaluation as JSON values (an undefined metric, NaN, as null)."""
@@ -44,6 +47,7 @@ class Evaluation:
             "run_id": self.run_id,
             "task": self.task,
             "rows": self.rows,
+            "data": self.data,
             "verdict": "blessed" if self.verdict.blessed else "vetoed",
             "reasons": self.verdict.reasons,
             "gates": [g.as_dict() for g in self.verdict.gates],
@@ -70,6 +74,7 @@ class Evaluation:
                 for s in self.slices
             ],
             "cost": self.cost,
+            "leave_one_out": None if self.leave_one_out is None else self.leave_one_out.as_dict(),
             "notes": self.notes,
         }
 
@@ -147,5 +152,7 @@ def report_input(e: Evaluation) -> dict[str, Any]:
         "curves": e.curves,
         "slices": slices,
         "latency": e.cost,
+        "data": e.data,
+        "leave_one_out": None if e.leave_one_out is None else e.leave_one_out.as_dict(),
         "created_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
