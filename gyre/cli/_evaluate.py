@@ -56,6 +56,8 @@ def evaluate(
     from gyre.evaluate import evaluate as run_evaluation
     from gyre.evaluate import write_report
 
+    if label is not None and data is None:
+        raise typer.BadParameter("--label names a column of --data FILE; give --data too")
     state: State = ctx.obj
     config = state.config()
     columns = None if slices is None else [c.strip() for c in slices.split(",") if c.strip()]

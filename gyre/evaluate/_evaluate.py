@@ -3,8 +3,9 @@
 The subject is a run of `gyre train` (RUN) or a registry version made by one
 (MODEL@ALIAS, MODEL:VERSION), whose run is then evaluated and whose serving cost is
 measured. The rows are the run's own holdout, rebuilt from its lineage (the spec's text
-and the fact-log watermark: the training set's sha256 must match the recorded one). The
-steps, in order:
+and the fact-log watermark: the training set's sha256 must match the recorded one), or
+the rows of a Parquet or CSV file (`data`, `gyre.evaluate._given`); the threshold's and
+the baselines' rows are the run's either way. The steps, in order:
 
 1. The decision threshold of a binary classifier is learned on the validation rows (the
    training rows when the spec has no validation split) by the spec's rule.
@@ -16,7 +17,8 @@ steps, in order:
 4. Two baselines fitted on the same training rows: the majority (or mean) predictor and a
    linear model; paired differences against each.
 5. Slices of the holdout by the values of the spec's slice columns (or `--slices`).
-6. The gates (`gyre.evaluate._gates`) give the verdict; the evaluation is recorded on the
+6. Optionally, leave-one-feature-out (`gyre.evaluate._lofo`): a report, not a gate.
+7. The gates (`gyre.evaluate._gates`) give the verdict; the evaluation is recorded on the
    run (`evaluation`), so publishing the run carries it into the version's lineage.
 """
 
