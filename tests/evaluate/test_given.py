@@ -86,6 +86,8 @@ def test_the_cli_evaluates_a_file_and_says_so(trained: tuple[Path, str, dict[str
     assert summary["data"] == str(path) and summary["rows"] == len(columns["label"])
     shown = CliRunner().invoke(app, [*args, "evaluate", run, "--data", str(path)])
     assert shown.exit_code == 0 and "rows of" in shown.output and "cli.csv" in shown.output
+    alone = CliRunner().invoke(app, [*args, "evaluate", run, "--label", "bought"])
+    assert alone.exit_code == 2 and "give --data too" in alone.output
     missing = dict(columns)
     del missing["pages"]
     bad = _write(world / "bad.csv", missing)
