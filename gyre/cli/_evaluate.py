@@ -32,15 +32,32 @@ def evaluate(
             help="Columns of the rows to slice by, comma-separated (default: the spec's)."
         ),
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Evaluate on the rows of this Parquet or CSV file, not the holdout."),
+    ] = None,
+    label: Annotated[
+        str | None,
+        typer.Option(help="The label column of --data (default: the spec's, else `label`)."),
+    ] = None,
+    leave_one_out: Annotated[
+        bool,
+        typer.Option(
+            "--leave-one-out", help="Refit without each feature: what each adds (a report)."
+        ),
+    ] = False,
     report: Annotated[
         Path | None, typer.Option(help="Write the HTML report (plots, no rows) here.")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Evaluate a model on its run's holdout against the champion; exit 3 on a veto."""
+    """Evaluate a model on its run's holdout (or --data) against the champion; exit 3 on a
+    veto."""
     from gyre.evaluate import evaluate as run_evaluation
     from gyre.evaluate import write_report
 
+    if label is not None and data is None:
+        raise typer.BadParameter("--label names a column of --data FILE; give --data too")
     state: State = ctx.obj
     config = state.config()
     columns = None if slices is None else [c.strip() for c in slices.split(",") if c.strip()]
@@ -50,6 +67,9 @@ def evaluate(
         subject,
         against=None if against == "none" else against,
         slices=columns,
+        data=data,
+        label=label,
+        leave_one_out=True if leave_one_out else None,
     )
     summary = found.as_json()
     if report is not None:
@@ -84,7 +104,8 @@ def _show(summary: dict[str, Any]) -> None:
     style = "bold green" if summary["verdict"] == "blessed" else "bold red"
     console.print(
         f"[{style}]{word}[/]: {summary['subject']} (run {summary['run_id']}) on "
-        f"{summary['rows']} holdout rows"
+        f"{summary['rows']} "
+        + (f"rows of {summary['data']}" if summary.get("data") else "holdout rows")
         + (f", against {summary['champion']}" if summary["champion"] else "")
     )
     for reason in summary["reasons"]:
@@ -107,6 +128,13 @@ def _show(summary: dict[str, Any]) -> None:
         for gate in summary["gates"]:
             gates.add_row(gate["gate"], "yes" if gate["passed"] else "NO", gate["detail"])
         console.print(gates)
+    lofo = summary.get("leave_one_out")
+    if lofo:
+        table = Table("feature", f"{lofo['metric']}: full - without [interval]", "p")
+        for feature, diff in lofo["features"].items():
+            table.add_row(feature, _interval(diff, signed=True), _number(diff["p_value"]))
+        console.print("leave one feature out:")
+        console.print(table)
     for note in summary["notes"]:
         console.print(f"note: {note}", highlight=False, markup=False)
     if "report" in summary:

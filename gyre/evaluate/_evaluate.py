@@ -3,8 +3,9 @@
 The subject is a run of `gyre train` (RUN) or a registry version made by one
 (MODEL@ALIAS, MODEL:VERSION), whose run is then evaluated and whose serving cost is
 measured. The rows are the run's own holdout, rebuilt from its lineage (the spec's text
-and the fact-log watermark: the training set's sha256 must match the recorded one). The
-steps, in order:
+and the fact-log watermark: the training set's sha256 must match the recorded one), or
+the rows of a Parquet or CSV file (`data`, `gyre.evaluate._given`); the threshold's and
+the baselines' rows are the run's either way. The steps, in order:
 
 1. The decision threshold of a binary classifier is learned on the validation rows (the
    training rows when the spec has no validation split) by the spec's rule.
@@ -16,7 +17,8 @@ steps, in order:
 4. Two baselines fitted on the same training rows: the majority (or mean) predictor and a
    linear model; paired differences against each.
 5. Slices of the holdout by the values of the spec's slice columns (or `--slices`).
-6. The gates (`gyre.evaluate._gates`) give the verdict; the evaluation is recorded on the
+6. Optionally, leave-one-feature-out (`gyre.evaluate._lofo`): a report, not a gate.
+7. The gates (`gyre.evaluate._gates`) give the verdict; the evaluation is recorded on the
    run (`evaluation`), so publishing the run carries it into the version's lineage.
 """
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,90 +35,16 @@ import numpy as np
 from gyre.collect import format_timestamp
 from gyre.config import Config
 from gyre.errors import EvaluationError, GyreError
-from gyre.evaluate._gates import SliceResult, Verdict, judge
-from gyre.evaluate._intervals import Difference, Estimate, metric_intervals, paired_differences
+from gyre.evaluate._gates import judge
+from gyre.evaluate._given import label_column, read_given, time_column, with_given
+from gyre.evaluate._intervals import metric_intervals, paired_differences
+from gyre.evaluate._lofo import LeaveOneOut
+from gyre.evaluate._parts import Options as _Options
+from gyre.evaluate._parts import baselines as _baselines
+from gyre.evaluate._parts import slices as _slices
+from gyre.evaluate._result import Evaluation, report_input, write_report
 from gyre.evaluate._threshold import learn_threshold, parse_rule
 from gyre.stores import Stores
-
-MAX_SLICES_PER_COLUMN = 50  # values of one slice column evaluated, the largest first
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    subject: str
-    run_id: str
-    task: str
-    rows: int
-    metrics: dict[str, Estimate]
-    verdict: Verdict
-    threshold: dict[str, Any] | None = None  # rule, challenger, champion
-    champion: str | None = None
-    champion_metrics: dict[str, Estimate] | None = None
-    differences: dict[str, Difference] | None = None
-    baselines: dict[str, dict[str, Difference]] = field(default_factory=dict)
-    slices: list[SliceResult] = field(default_factory=list)
-    cost: dict[str, float] | None = None
-    notes: list[str] = field(default_factory=list)
-    curves: dict[str, Any] | None = None  # for the report (`gyre.evaluate._curves`)
-    gated_slice_metrics: tuple[str, ...] = ()
-
-    def as_json(self) -> dict[str, Any]:
-        """The evaluation as JSON values (an undefined metric, NaN, as null)."""
-        found: dict[str, Any] = _json_safe(self._as_dict())
-        return found
-
-    def _as_dict(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "run_id": self.run_id,
-            "task": self.task,
-            "rows": self.rows,
-            "verdict": "blessed" if self.verdict.blessed else "vetoed",
-            "reasons": self.verdict.reasons,
-            "gates": [g.as_dict() for g in self.verdict.gates],
-            "threshold": self.threshold,
-            "metrics": {k: v.as_dict() for k, v in self.metrics.items()},
-            "champion": self.champion,
-            "champion_metrics": None
-            if self.champion_metrics is None
-            else {k: v.as_dict() for k, v in self.champion_metrics.items()},
-            "differences": None
-            if self.differences is None
-            else {k: v.as_dict() for k, v in self.differences.items()},
-            "baselines": {
-                name: {k: v.as_dict() for k, v in found.items()}
-                for name, found in self.baselines.items()
-            },
-            "slices": [
-                {
-                    "slice": s.name,
-                    "rows": s.rows,
-                    "gated": s.gated,
-                    "metrics": {k: v.as_dict() for k, v in s.estimates.items()},
-                }
-                for s in self.slices
-            ],
-            "cost": self.cost,
-            "notes": self.notes,
-        }
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
-
-
-@dataclass(frozen=True)
-class _Options:
-    confidence: float
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -136,24 +64,47 @@ def evaluate(
     against: str | None = "champion",
     slices: Sequence[str] | None = None,
     record: bool = True,
+    data: Path | None = None,
+    label: str | None = None,
+    leave_one_out: bool | None = None,
 ) -> Evaluation:
-    """Evaluate `subject` (a run id, or MODEL@ALIAS / MODEL:VERSION made by a run)."""
+    """Evaluate `subject` (a run id, or MODEL@ALIAS / MODEL:VERSION made by a run) on its
+    run's holdout, or on the rows of the Parquet or CSV file `data` (`label`: its label
+    column; the spec's by default). `leave_one_out`: refit without each feature (None:
+    as the spec's `[evaluate] leave_one_feature_out` says)."""
     from gyre.learn import run_model
     from gyre.learn._verify import rebuilt_data
 
     version, run_id = _subject(config, subject)
     made = run_model(stores, run_id)
-    spec, data = rebuilt_data(stores, config, run_id)
+    spec, built = rebuilt_data(stores, config, run_id)
     judged = spec.evaluate
     task = spec.task
-    holdout, tuning_rows = data.holdout, data.validation if len(data.validation) else data.train
     notes = []
-    if not len(data.validation):
+    if not len(built.validation):
         notes.append("the spec has no validation split: the threshold is learned on training rows")
-    if len(holdout) == 0:
+    if len(built.holdout) == 0 and data is None:
         raise EvaluationError(f"run {run_id} has no holdout rows to evaluate on")
-    y_all, classes = _targets(task, data.y, made.model)
-    mine = _score(task, made.model, data.x, holdout, tuning_rows)
+    y_all, classes = _targets(task, built.y, made.model)
+    table = None if built.queries is None else built.queries.take(built.holdout)
+    holdout_from: str | None = None
+    if data is None:
+        holdout_from = format_timestamp(int(built.ts[built.holdout].min()))
+    else:
+        column, unit = time_column(spec)
+        given = read_given(
+            data,
+            made.feature_names,
+            label_column(spec, label),
+            task,
+            classes,
+            time_column=column,
+            time_unit=unit,
+        )
+        built, table, holdout_from = with_given(built, given, column, notes)
+        y_all = _targets(task, built.y, made.model)[0]
+    holdout, tuning_rows = built.holdout, built.validation if len(built.validation) else built.train
+    mine = _score(task, made.model, built.x, holdout, tuning_rows)
     y, y_tuning = y_all[holdout], y_all[tuning_rows]
     rule = parse_rule(judged.threshold)
     threshold: dict[str, Any] | None = None
@@ -168,7 +119,6 @@ def evaluate(
     champion, champion_metrics, differences = None, None, None
     champion_scores, champion_cut = None, 0.5
     if against is not None:
-        holdout_from = format_timestamp(int(data.ts[holdout].min()))
         found = _champion(
             stores,
             config,
@@ -182,7 +132,7 @@ def evaluate(
         )
         if found is not None:
             champion, model, stored = found
-            theirs = _score(task, model, data.x, holdout, tuning_rows)
+            theirs = _score(task, model, built.x, holdout, tuning_rows)
             their_cut = 0.5
             if task == "classification":  # the threshold it is served with, if it has one
                 their_cut = (
@@ -218,10 +168,10 @@ def evaluate(
             confidence=options.confidence,
             seed=options.seed,
         )
-        for name, scores, base_cut in _baselines(task, data, y_all, y_tuning, rule)
+        for name, scores, base_cut in _baselines(task, built, y_all, y_tuning, rule)
     }
     columns = tuple(slices) if slices is not None else judged.slice_columns
-    parts = _slices(task, data, columns, y, mine.holdout, cut, judged, options)
+    parts = _slices(task, table, columns, y, mine.holdout, cut, judged, options)
     for part in parts:
         undefined = [m for m in judged.slice_absolute if math.isnan(part.estimates[m].value)]
         if part.gated and undefined:  # one class in the slice, say: nothing to judge
@@ -237,6 +187,9 @@ def evaluate(
             cost = measured.as_dict()
         finally:
             registry.close()
+    lofo = None
+    if leave_one_out if leave_one_out is not None else judged.leave_one_feature_out:
+        lofo = _leave_one_out(spec, built, made.feature_names, y, mine.holdout, options, notes)
     verdict = judge(
         judged, metrics, against=differences, baselines=baselines, slices=parts, cost=cost
     )
@@ -260,6 +213,8 @@ def evaluate(
         notes=notes,
         curves=curves,
         gated_slice_metrics=tuple(judged.slice_absolute),
+        data=None if data is None else str(data),
+        leave_one_out=lofo,
     )
     if record:
         runs = stores.open_runs()
@@ -268,6 +223,31 @@ def evaluate(
         finally:
             runs.close()
     return result
+
+
+def _leave_one_out(
+    spec: Any,
+    built: Any,
+    names: tuple[str, ...],
+    y: np.ndarray,
+    full: np.ndarray,
+    options: _Options,
+    notes: list[str],
+) -> LeaveOneOut | None:
+    from gyre.evaluate._lofo import MAX_LOFO_FEATURES, leave_one_out
+
+    if len(names) < 2:
+        notes.append("leave-one-feature-out needs at least two features: not done")
+        return None
+    found = leave_one_out(
+        spec, built, names, y, full, confidence=options.confidence, seed=options.seed
+    )
+    if found.skipped:
+        notes.append(
+            f"leave-one-feature-out refitted the first {MAX_LOFO_FEATURES} features only; "
+            f"skipped: {', '.join(found.skipped)}"
+        )
+    return found
 
 
 def _curves(task: str, y: np.ndarray, scores: np.ndarray, cut: float) -> dict[str, Any] | None:
@@ -339,7 +319,7 @@ def _champion(
     run_id: str,
     features: tuple[str, ...],
     task: str,
-    holdout_from: str,
+    holdout_from: str | None,
     notes: list[str],
 ) -> tuple[str, Any, float | None] | None:
     """The champion's name, model and stored decision threshold, when it is another run's
@@ -380,6 +360,13 @@ def _champion(
     times = recorded.record.get("lineage", {}).get("training_set", {}).get("times", {})
     learned_until = max((t[1] for t in (times.get("train"), times.get("validation")) if t),
                         default=None)  # fmt: skip
+    if holdout_from is None:
+        raise EvaluationError(
+            f"the rows file has no time column, so whether the champion `{name}@{alias}` "
+            f"(version {mv.version}) learned from these rows cannot be checked: scored on "
+            "rows it was trained on, it would look better than it is. Add the spec's time "
+            "column to the file, or compare with --against none"
+        )
     if learned_until is not None and learned_until >= holdout_from:
         raise EvaluationError(
             f"the champion `{name}@{alias}` (version {mv.version}) learned from rows up to "
@@ -398,142 +385,4 @@ def _champion(
     return f"{name}:{mv.version}", theirs.model, mv.decision_threshold
 
 
-def _baselines(
-    task: str, data: Any, y_all: np.ndarray, y_tuning: np.ndarray, rule: Any
-) -> list[tuple[str, np.ndarray, float]]:
-    """The majority (mean) predictor and a linear model, fitted on the training rows:
-    (name, holdout scores, threshold)."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    train, holdout = data.train, data.holdout
-    tuning = data.validation if len(data.validation) else data.train
-    x, y_train = data.x, y_all[train]
-    found = []
-    constant = float(np.mean(y_train))
-    if task == "classification":  # its cut by the spec's rule too (all positive, say)
-        cut = learn_threshold(y_tuning, np.full(len(tuning), constant), rule)
-        found.append(("majority", np.full(len(holdout), constant), cut))
-    else:
-        found.append(("mean", np.full(len(holdout), constant), 0.0))
-    estimator = LogisticRegression(max_iter=1000) if task == "classification" else Ridge(alpha=1.0)
-    model = make_pipeline(SimpleImputer(keep_empty_features=True), StandardScaler(), estimator)
-    if task == "classification" and len(np.unique(y_train)) < 2:
-        return found
-    model.fit(x[train], y_train)
-    if task == "classification":
-        scores = model.predict_proba(x[holdout])[:, 1]
-        cut = learn_threshold(y_tuning, model.predict_proba(x[tuning])[:, 1], rule)
-    else:
-        scores, cut = model.predict(x[holdout]), 0.0
-    found.append(("linear", np.asarray(scores, dtype=np.float64), cut))
-    return found
-
-
-def _slices(
-    task: str,
-    data: Any,
-    columns: Sequence[str],
-    y: np.ndarray,
-    scores: np.ndarray,
-    cut: float,
-    judged: Any,
-    options: _Options,
-) -> list[SliceResult]:
-    if not columns:
-        return []
-    queries = data.queries
-    known = [] if queries is None else queries.column_names
-    missing = [c for c in columns if c not in known]
-    if missing:
-        raise EvaluationError(
-            f"slice column(s) {', '.join(missing)} are not columns of the rows; the rows "
-            f"have: {', '.join(c for c in known if not c.startswith('_'))}"
-        )
-    parts = []
-    holdout = queries.take(data.holdout)
-    for column in columns:
-        values = np.asarray([str(v) for v in holdout.column(column).to_pylist()])
-        keys, which, counts = np.unique(values, return_inverse=True, return_counts=True)
-        for index in np.argsort(-counts, kind="stable")[:MAX_SLICES_PER_COLUMN]:
-            key, mask = keys[index], which == index
-            rows = int(counts[index])
-            estimates = metric_intervals(
-                task,
-                y[mask],
-                scores[mask],
-                threshold=cut,
-                confidence=options.confidence,
-                seed=options.seed,
-            )
-            parts.append(
-                SliceResult(column, str(key), rows, estimates, rows >= judged.slice_min_rows)
-            )
-    return parts
-
-
-def write_report(evaluation: Evaluation, path: Path) -> str:
-    """The HTML report of `evaluation` at `path` (`gyre.evaluate._report`); its sha256."""
-    from gyre.evaluate._report import write_report as write_page
-
-    return write_page(report_input(evaluation), path)
-
-
-def report_input(e: Evaluation) -> dict[str, Any]:
-    """The report's mapping (see `gyre.evaluate._report`) of an evaluation."""
-    import time
-
-    differences = e.differences or {}
-    champion = e.champion_metrics or {}
-    metrics = [
-        {
-            "metric": name,
-            "challenger": found.as_dict(),
-            "champion": champion[name].as_dict() if name in champion else None,
-            "difference": differences[name].as_dict() if name in differences else None,
-        }
-        for name, found in e.metrics.items()
-    ]
-    gates = {g.gate: g.passed for g in e.verdict.gates}
-
-    def passed(part: SliceResult, metric: str) -> bool | None:
-        mine = [ok for gate, ok in gates.items() if gate.startswith(f"{part.name}: {metric} ")]
-        return mine[0] if mine else None
-
-    default = "roc_auc" if e.task == "classification" else "mae"
-    shown = [m for m in e.slices[0].estimates if m in e.gated_slice_metrics] if e.slices else []
-    slices = [
-        {
-            "slice": part.name,
-            "rows": part.rows,
-            "metric": metric,
-            "challenger": part.estimates[metric].as_dict(),
-            "champion": None,
-            "gated": part.gated,
-            "passed": passed(part, metric) if part.gated else None,
-        }
-        for part in e.slices
-        for metric in (shown or [default])
-        if metric in part.estimates
-    ]
-    threshold = None
-    if e.threshold is not None:
-        threshold = {"challenger": e.threshold["challenger"]}
-        threshold["champion"] = e.threshold.get("champion", e.threshold["challenger"])
-    return {
-        "title": f"Evaluation of {e.subject}",
-        "verdict": "blessed" if e.verdict.blessed else "vetoed",
-        "reasons": e.verdict.reasons + e.notes,
-        "task": e.task,
-        "models": {"challenger": f"{e.subject} (run {e.run_id[:12]})", "champion": e.champion},
-        "rows": e.rows,
-        "threshold": threshold,
-        "metrics": metrics,
-        "gates": [g.as_dict() for g in e.verdict.gates],
-        "curves": e.curves,
-        "slices": slices,
-        "latency": e.cost,
-        "created_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-    }
+__all__ = ["Evaluation", "evaluate", "report_input", "write_report"]

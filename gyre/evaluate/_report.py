@@ -21,6 +21,9 @@ text; `write_report(evaluation, path)` writes it and returns its sha256. The map
                  "gated": bool, "passed": bool | None}],
      "latency": {"p50_ms": float, "p99_ms": float, "rows_per_s_batch32": float,
                  "file_bytes": int, ...} | None,
+     "data": str | None,                            the rows file (None: the run's holdout)
+     "leave_one_out": {"metric": str, "features": {name: {"delta", "low", "high",
+                       "p_value", ...}}, "skipped": [str]} | None,
      "created_at": str}
 
 where CURVES is `_curves.classification_curves`' dict (`roc`, `pr`, `calibration`,
@@ -32,7 +35,7 @@ metrics table (challenger and champion with their intervals, the difference with
 interval, p-value and method); the gates; the plots (ROC with both models and their
 operating points, precision-recall, calibration, confusion matrices side by side; or the
 residual histogram and residuals against predictions); per-slice bars with interval error
-bars and their table; latency.
+bars and their table; leave-one-feature-out differences; latency.
 
 Rules:
 - Self-contained and inert: plots are PNGs in `data:` URIs, the CSS is in the page, there
@@ -94,6 +97,7 @@ def render_report(evaluation: Mapping[str, Any]) -> str:
         _gates(e),
         _curves(e),
         _slices(e),
+        _leave_one_out(e),
         _latency(e),
         f"<footer>gyre evaluation report · {_text(e.get('created_at') or '')}</footer>",
         "</body></html>",
@@ -169,6 +173,7 @@ def _models(e: Mapping[str, Any]) -> str:
             rows.append((role, f"{_text(models[role])}{shown}"))
     if e.get("rows") is not None:
         rows.append(("rows evaluated", _number(e["rows"])))
+    rows.append(("rows from", _text(e.get("data") or "the run's holdout")))
     return "<h2>Models</h2>" + _table([], [[f"<th>{k}</th>", f"<td>{v}</td>"] for k, v in rows])
 
 
@@ -309,6 +314,22 @@ def _slices(e: Mapping[str, Any]) -> str:
             f"{passed:,} passed it, {len(rest) - failed - passed:,} not gated or not decided.</p>"
         )
     return "<h2>Slices</h2>" + _image(png, "Per-slice metric") + _table(head, body) + note
+
+
+def _leave_one_out(e: Mapping[str, Any]) -> str:
+    lofo = e.get("leave_one_out")
+    if not isinstance(lofo, Mapping) or not isinstance(lofo.get("features"), Mapping):
+        return ""
+    body = [
+        [f"<td>{_text(name)}</td>", _interval_cell({**d, "value": d.get("delta")}, signed=True),
+         f'<td class="n">{_p(d.get("p_value"))}</td>']
+        for name, d in lofo["features"].items()
+        if isinstance(d, Mapping)
+    ]  # fmt: skip
+    skipped = lofo.get("skipped") or []
+    note = f"<p>Not refitted: {_text(', '.join(map(str, skipped)))}</p>" if skipped else ""
+    head = ["feature", f"{_text(lofo.get('metric'))}: full - without", "p"]
+    return "<h2>Leave one feature out</h2>" + _table(head, body) + note
 
 
 def _latency(e: Mapping[str, Any]) -> str:

@@ -5,6 +5,7 @@
                                 # threshold on the validation rows ("precision>=0.9",
                                 # "cost=5": a missed positive costs 5 false alarms)
     confidence = 0.95           # of every interval, and 1 - the gates' error rate
+    leave_one_feature_out = false   # refit without each feature: what each adds (a report)
 
     [evaluate.gates]            # every gate is judged on the interval's worse end
     absolute = {roc_auc = 0.80, log_loss = 0.5}   # at least (or at most, for a loss)
@@ -42,6 +43,7 @@ class EvaluateSpec:
     slice_columns: tuple[str, ...] = ()
     slice_min_rows: int = 200
     slice_absolute: Mapping[str, float] = field(default_factory=dict)
+    leave_one_feature_out: bool = False
 
 
 class _Problems(Protocol):
@@ -56,7 +58,12 @@ def parse_evaluate(r: _Problems, data: Mapping[str, Any], task: str) -> Evaluate
     from gyre.evaluate import CLASSIFICATION_METRICS, REGRESSION_METRICS, parse_rule
 
     metrics = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
-    r.unused("evaluate", data, ("threshold", "confidence", "gates", "slices"))
+    known = ("threshold", "confidence", "gates", "slices", "leave_one_feature_out")
+    r.unused("evaluate", data, known)
+    lofo = data.get("leave_one_feature_out", False)
+    if not isinstance(lofo, bool):
+        r.problem("evaluate", "leave_one_feature_out", f"must be true or false, got {lofo!r}")
+        lofo = False
     threshold = data.get("threshold", "max_f1")
     try:
         parse_rule(threshold if isinstance(threshold, str) else repr(threshold))
@@ -92,6 +99,7 @@ def parse_evaluate(r: _Problems, data: Mapping[str, Any], task: str) -> Evaluate
         slice_columns=tuple(columns),
         slice_min_rows=min_rows,
         slice_absolute=_bounds(r, slices, "absolute", "evaluate.slices", metrics),
+        leave_one_feature_out=lofo,
     )
 
 

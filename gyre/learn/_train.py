@@ -393,7 +393,7 @@ def run_model(stores: Stores, run_id: str) -> RunModel:
     }
     judged = run.record.get("evaluation")
     if isinstance(judged, dict):  # the latest `gyre evaluate` of the run, in brief
-        keys = ("verdict", "reasons", "champion", "rows", "threshold", "metrics", "gates")
+        keys = ("verdict", "reasons", "champion", "rows", "data", "threshold", "metrics", "gates")
         summary["evaluation"] = {k: judged.get(k) for k in keys}
     names = tuple(lineage.get("training_set", {}).get("features", ()))
     return RunModel(

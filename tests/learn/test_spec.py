@@ -193,3 +193,14 @@ min_rows = 0
     good = parse_spec(fixed.replace("min_rows = 0", "min_rows = 50"), Path("buyers.toml"))
     assert good.evaluate.absolute == {"roc_auc": 0.8} and good.evaluate.confidence == 0.99
     assert good.evaluate.slice_columns == ("pages",) and good.evaluate.cost == {"p99_ms": 5.0}
+
+
+def test_leave_one_feature_out_in_the_evaluate_table_is_a_boolean() -> None:
+    base = SPEC + "\n[evaluate]\n"
+    with pytest.raises(SpecError, match="`leave_one_feature_out`: must be true or false"):
+        parse_spec(base + 'leave_one_feature_out = "yes"\n', Path("buyers.toml"))
+    with pytest.raises(SpecError, match="`leave_one_features_out`: unknown key"):
+        parse_spec(base + "leave_one_features_out = true\n", Path("buyers.toml"))
+    assert not parse_spec(SPEC, Path("buyers.toml")).evaluate.leave_one_feature_out
+    on = parse_spec(base + "leave_one_feature_out = true\n", Path("buyers.toml"))
+    assert on.evaluate.leave_one_feature_out
