@@ -55,12 +55,23 @@ class DriftThresholds:
     p_value: float = 0.05  # the tests of a small reference: drift below it
     distance: float = 0.1  # the distances of a large one: drift at or above it
     dataset_share: float = 0.5  # the dataset drifts when this share of features does
+    # Instead of `distance`: each feature's distance threshold calibrated by resampling
+    # its reference to this false-alarm rate at the window's size (`_calibrate.py`).
+    false_alarm: float | None = None
+    draws: int = 200  # resamples of a calibration
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("p_value", "distance", "dataset_share"):
+        for name in ("p_value", "distance", "dataset_share", "false_alarm"):
             value = getattr(self, name)
+            if name == "false_alarm" and value is None:
+                continue
             if not (isinstance(value, int | float) and 0 < value <= 1):
                 raise MonitorError(f"drift threshold `{name}` must be in (0, 1], not {value!r}")
+        if not (isinstance(self.draws, int) and 20 <= self.draws <= 100_000):
+            raise MonitorError(
+                f"drift `draws` must be an integer in [20, 100000], not {self.draws!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -180,14 +191,14 @@ def drift_reference(feature: str, values: Any) -> DriftReference:
         edges = np.zeros(0)
         shares = counts / len(present)
     else:
-        edges = np.unique(_sorted_quantiles(present, np.arange(1, PSI_BINS) / PSI_BINS))
+        edges = np.unique(sorted_quantiles(present, np.arange(1, PSI_BINS) / PSI_BINS))
         shares = _bin_shares(present, edges)
     return DriftReference(
         feature=feature,
         rows=len(present),
         missing=missing,
         values=present if small else None,
-        quantiles=None if small or few else _sorted_quantiles(present, _grid()),
+        quantiles=None if small or few else sorted_quantiles(present, quantile_grid()),
         std=std,
         counts={float(v): int(n) for v, n in zip(distinct, counts, strict=True)} if few else None,
         psi_edges=edges,
@@ -215,6 +226,13 @@ def check_feature(
         psi = _psi(reference.psi_shares, _bin_shares(current, reference.psi_edges))
     test = method in ("ks", "z", "chi2")
     threshold = limits.p_value if test else limits.distance
+    if not test and limits.false_alarm is not None and math.isfinite(statistic):
+        from gyre.monitor._calibrate import calibrated_distance
+
+        threshold = calibrated_distance(
+            reference, len(current), false_alarm=limits.false_alarm, draws=limits.draws,
+            seed=limits.seed,
+        )  # fmt: skip
     drifted = statistic < threshold if test else statistic >= threshold
     return FeatureDrift(
         reference.feature, method, statistic, threshold, bool(drifted), psi,
@@ -254,11 +272,11 @@ def _numbers(feature: str, values: Any) -> np.ndarray:
     return column
 
 
-def _grid() -> np.ndarray:
+def quantile_grid() -> np.ndarray:
     return (np.arange(QUANTILES) + 0.5) / QUANTILES
 
 
-def _sorted_quantiles(ordered: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def sorted_quantiles(ordered: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Quantiles of sorted values by linear interpolation (numpy's default method)."""
     at = levels * (len(ordered) - 1)
     low = np.floor(at).astype(np.int64)
@@ -316,7 +334,9 @@ def _numeric(reference: DriftReference, current: np.ndarray) -> tuple[str, float
 
         return "ks", float(stats.ks_2samp(reference.values, current).pvalue)
     assert reference.quantiles is not None
-    distance = float(np.mean(np.abs(_sorted_quantiles(current, _grid()) - reference.quantiles)))
+    distance = float(
+        np.mean(np.abs(sorted_quantiles(current, quantile_grid()) - reference.quantiles))
+    )
     if reference.std == 0:  # a constant reference: any spread at all is drift
         return "wasserstein", math.inf if distance > 0 else 0.0
     return "wasserstein", distance / reference.std

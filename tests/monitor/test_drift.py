@@ -146,6 +146,8 @@ def test_what_cannot_be_checked_is_refused_with_a_typed_400() -> None:
         (lambda: check_drift([], {}), "reference is empty"),
         (lambda: DriftThresholds(p_value=0), "p_value"),
         (lambda: DriftThresholds(distance=2), "distance"),
+        (lambda: DriftThresholds(false_alarm=0.0), "false_alarm"),
+        (lambda: DriftThresholds(draws=5), "draws"),
         (lambda: DriftReference.from_record({"feature": "x"}), "not a drift reference"),
         (lambda: DriftReference.from_record({**reference.as_record(), "values": None}),
          "holds no values"),
@@ -154,3 +156,39 @@ def test_what_cannot_be_checked_is_refused_with_a_typed_400() -> None:
         with pytest.raises(MonitorError, match=message) as caught:
             make()
         assert http_status(caught.value) == 400
+
+
+def _draw(rng: np.random.Generator, rows: int, few: bool) -> np.ndarray:
+    if few:
+        return rng.choice([0.0, 1.0, 2.0], p=[0.6, 0.3, 0.1], size=rows)
+    return rng.gamma(2.0, 1.0, size=rows)
+
+
+def _alarm_rate(thresholds: DriftThresholds, window: int, few: bool, seeds: int = 60) -> float:
+    alarms = 0
+    for seed in range(seeds):
+        rng = np.random.default_rng(1_000 + seed)
+        reference = drift_reference("x", _draw(rng, 5_000, few))
+        alarms += check_feature(reference, _draw(rng, window, few), thresholds).drifted
+    return alarms / seeds
+
+
+def test_a_fixed_distance_fires_on_small_windows_by_chance_and_a_calibrated_one_does_not() -> None:
+    """A window of 30 rows from the reference's own distribution is often 0.1 away from it:
+    the fixed threshold alarms on noise, the calibrated one at about the rate asked for
+    (5%; at most 12% of 60 seeds allows for the binomial spread)."""
+    calibrated = DriftThresholds(false_alarm=0.05, draws=100)
+    for few in (False, True):
+        assert _alarm_rate(DriftThresholds(), 30, few) > 0.2
+        assert _alarm_rate(calibrated, 30, few) <= 0.12
+        assert _alarm_rate(calibrated, 5_000, few) <= 0.12
+
+
+def test_a_calibrated_threshold_still_finds_a_real_shift_in_a_large_window() -> None:
+    rng = np.random.default_rng(9)
+    reference = drift_reference("x", rng.normal(size=50_000))
+    moved = check_feature(
+        reference, rng.normal(0.05, 1.0, 200_000), DriftThresholds(false_alarm=0.01)
+    )
+    fixed = check_feature(reference, rng.normal(0.05, 1.0, 200_000))
+    assert moved.drifted and moved.threshold < 0.05 and not fixed.drifted
