@@ -29,11 +29,14 @@ from gyre.monitor._invariants import (
 from gyre.monitor._prediction_chunks import read_predictions
 from gyre.monitor._predictions import PredictionLog
 from gyre.monitor._request_ids import Issued, RequestIds
+from gyre.monitor._sequential import CanaryTest, CanaryVerdict
 from gyre.monitor._served import ServedLog, ServedRecord, read_served
 from gyre.monitor._skew import DEFAULT_TOLERANCE, SkewReport, check_skew, same_value
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "CanaryTest",
+    "CanaryVerdict",
     "Comparison",
     "DriftReference",
     "DriftReport",
