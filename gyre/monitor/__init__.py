@@ -29,6 +29,7 @@ from gyre.monitor._invariants import (
 from gyre.monitor._prediction_chunks import read_predictions
 from gyre.monitor._predictions import PredictionLog
 from gyre.monitor._request_ids import Issued, RequestIds
+from gyre.monitor._retrain import RetrainDecision, RetrainLimits, RetrainPolicy, Trigger
 from gyre.monitor._sequential import CanaryTest, CanaryVerdict
 from gyre.monitor._served import ServedLog, ServedRecord, read_served
 from gyre.monitor._skew import DEFAULT_TOLERANCE, SkewReport, check_skew, same_value
@@ -48,10 +49,14 @@ __all__ = [
     "Issued",
     "PredictionLog",
     "RequestIds",
+    "RetrainDecision",
+    "RetrainLimits",
+    "RetrainPolicy",
     "Served",
     "ServedLog",
     "ServedRecord",
     "SkewReport",
+    "Trigger",
     "Violation",
     "check_drift",
     "check_feature",
