@@ -17,7 +17,7 @@ from gyre.config import RegistryConfig
 from gyre.errors import ArtifactCorrupted, InvalidModel, ModelNotFound
 from gyre.registry import Registry
 from gyre.registry._files import manifest_sha256
-from gyre.registry._store import SCHEMA_VERSION
+from gyre.registry._schema import SCHEMA_VERSION
 
 LINEAR = Path(__file__).parents[1] / "serve" / "pymodels" / "linear.py"
 COEF = np.array([1.0, -2.0, 0.5], dtype=np.float32)
