@@ -17,7 +17,7 @@ steps, in order:
    linear model; paired differences against each.
 5. Slices of the holdout by the values of the spec's slice columns (or `--slices`).
 6. The gates (`gyre.evaluate._gates`) give the verdict; the evaluation is recorded on the
-   run (`evaluation`), so publishing the run carries it into the version's lineage.
+   run (`evaluation`) and on the version evaluated (`gyre.evaluate._record`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     curves: dict[str, Any] | None = None  # for the report (`gyre.evaluate._curves`)
     gated_slice_metrics: tuple[str, ...] = ()
+    version: tuple[str, int] | None = None  # the registry version evaluated, if one was
 
     def as_json(self) -> dict[str, Any]:
         """The evaluation as JSON values (an undefined metric, NaN, as null)."""
@@ -260,13 +261,12 @@ def evaluate(
         notes=notes,
         curves=curves,
         gated_slice_metrics=tuple(judged.slice_absolute),
+        version=version,
     )
     if record:
-        runs = stores.open_runs()
-        try:
-            runs.set_record(run_id, "evaluation", result.as_json())
-        finally:
-            runs.close()
+        from gyre.evaluate._record import record_evaluation
+
+        record_evaluation(stores, config, result)
     return result
 
 

@@ -17,6 +17,7 @@ from gyre.evaluate import evaluate
 from gyre.learn import load_spec, train_spec
 from gyre.registry import Registry
 from gyre.stores import Stores
+from tests.forced import UNBLESSED
 from tests.learn.world import SPEC, fill, write_world
 
 GATES = """
@@ -190,7 +191,7 @@ def test_a_champion_that_learned_from_this_holdout_is_refused(world: Path) -> No
 
         made = run_model(stores, newer)
         registry.publish("buyers", made.model, made.sample, alias="champion",
-                         lineage={"run": made.lineage})  # fmt: skip
+                         lineage={"run": made.lineage}, force_alias=UNBLESSED)  # fmt: skip
     finally:
         registry.close()
     with pytest.raises(EvaluationError, match="learned from rows up to"):
