@@ -111,8 +111,8 @@ def _evaluation_text(mv: ModelVersion, judged: VersionEvaluation | None) -> str:
     """The version's latest evaluation: the blessing its champion alias needs."""
     if judged is None:
         return (
-            f"none: not blessed, so it cannot be champion or challenger; `gyre evaluate "
-            f"{mv.model}:{mv.version}` evaluates it"
+            "none: not blessed (champion or challenger only when forced); "
+            f"`gyre evaluate {mv.model}:{mv.version}` evaluates it"
         )
     if judged.broken is not None:
         return f"BROKEN: {judged.broken}; it blesses nothing until `gyre evaluate` runs again"

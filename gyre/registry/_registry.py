@@ -1,4 +1,7 @@
-"""The registry: publish versions (exported to ONNX and parity-checked), aliases, lookups."""
+"""The registry: publish versions (exported to ONNX and parity-checked: a fitted model's
+path is `_native`, a mixed table's `_tabular`, TensorFlow's `_tensorflow`, Python's
+`_pymodel`), and look them up. Aliases, traffic policies and evaluations, with the rule
+that only a blessed version is champion or challenger, are `_aliases`."""
 
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ log = logging.getLogger("gyre.registry")
 
 
 class Registry(Aliases):
-    """Model versions with content-addressed artifacts, aliases and a change log."""
+    """Model versions with content-addressed artifacts, aliases, evaluations and a change
+    log."""
 
     def __init__(self, home: Path | Stores, config: RegistryConfig | None = None) -> None:
         """The registry of a home (its SQLite metadata and artifact folder), or of the
