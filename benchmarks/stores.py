@@ -58,6 +58,9 @@ from gyre.config import StoreConfig  # noqa: E402
 from gyre.stores import Stores  # noqa: E402
 from tests import pgcluster  # noqa: E402
 
+# Why the benchmark's models hold champion/challenger without a `gyre evaluate`.
+UNEVALUATED = "benchmark: a fixture model, not evaluated"
+
 BACKENDS = ("sqlite", "postgresql")
 ROW = [5.1, 3.5, 1.4, 0.2]
 INFER = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
@@ -286,7 +289,7 @@ def alias_reach(pg: Postgres, workdir: Path, moves: int) -> dict[str, Any]:
     toml.write_text(store_toml(config))
     registry = Registry(Stores(folder / "control", config))
     model, x = iris_model()
-    registry.publish("iris", model, x, alias="champion")
+    registry.publish("iris", model, x, alias="champion", force_alias=UNEVALUATED)
     registry.publish("iris", model, x, force_new=True)
     with (
         serving(folder / "a" / "home", toml, free_port()) as first,
@@ -311,7 +314,7 @@ def alias_reach(pg: Postgres, workdir: Path, moves: int) -> dict[str, Any]:
             time.sleep(pause.uniform(0.0, 0.5))  # a move lands at any phase of the polls
             reached: list[list[float]] = [[], []]
             since = time.perf_counter()
-            registry.set_alias("iris", "champion", version, reason="benchmark")
+            registry.set_alias("iris", "champion", version, reason=UNEVALUATED, force=True)
             writes.append(time.perf_counter() - since)
             threads = [threading.Thread(target=until, args=(c, str(version), since, r))
                        for c, r in zip(clients, reached, strict=True)]  # fmt: skip

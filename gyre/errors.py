@@ -14,7 +14,8 @@
     │   ├── ArtifactCorrupted        an artifact is missing or its sha256 does not match
     │   ├── ExportError              a native model could not be turned into ONNX
     │   ├── ParityError              ONNX and native predictions disagree beyond tolerance
-    │   └── InvalidModel             a file that is not a usable model, or a bad argument
+    │   ├── InvalidModel             a file that is not a usable model, or a bad argument
+    │   └── NotBlessed               champion/challenger for a version no evaluation blessed
     ├── LearnError
     │   ├── SpecError                a training spec with wrong, missing or unused keys
     │   │   └── LeakageError         a label the features could see, with the rows that show it
@@ -116,6 +117,11 @@ class ParityError(RegistryError):
 
 class InvalidModel(RegistryError):
     """The file or object given is not a model gyre can publish."""
+
+
+class NotBlessed(RegistryError):
+    """The `champion` or `challenger` alias for a version whose latest evaluation did not
+    bless it (or that has none); `gyre evaluate` blesses, `--force --reason` overrides."""
 
 
 class LearnError(GyreError):
@@ -234,6 +240,7 @@ _HTTP_STATUS: tuple[tuple[type[GyreError], int], ...] = (
     (UnknownFeatureView, 404),
     (RunNotFound, 404),
     (FeatureViewMismatch, 409),
+    (NotBlessed, 409),
     (PayloadTooLarge, 413),
     (RateLimited, 429),
     (Unavailable, 503),

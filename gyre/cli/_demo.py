@@ -18,8 +18,8 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 
 from gyre.cli._app import State, console
+from gyre.cli._demo_features import FIRST_MODEL, demo_config, run_features_demo
 from gyre.cli._demo_features import MODEL as FEATURES_MODEL
-from gyre.cli._demo_features import demo_config, run_features_demo
 from gyre.config import load_config
 from gyre.errors import GyreError
 from gyre.registry import CHAMPION, Registry
@@ -106,8 +106,9 @@ def demo(
     )
     registry = Registry.from_config(config)
     mv = registry.publish(
-        MODEL, trained.model, trained.sample, alias=CHAMPION, lineage=trained.lineage
-    )
+        MODEL, trained.model, trained.sample, alias=CHAMPION, lineage=trained.lineage,
+        force_alias=FIRST_MODEL,  # no run to evaluate: forced, and the change log says why
+    )  # fmt: skip
     registry.close()
     console.print(
         f"{'already published' if mv.reused else 'published'} [bold]{MODEL}[/] version "

@@ -52,17 +52,19 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """Evaluate a model on its run's holdout (or --data) against the champion; exit 3 on a
-    veto."""
+    veto. The verdict is recorded on the run and on the version (MODEL@ALIAS,
+    MODEL:VERSION): only a blessed version can be given the champion or challenger alias."""
     from gyre.evaluate import evaluate as run_evaluation
-    from gyre.evaluate import write_report
+    from gyre.evaluate import record_evaluation, write_report
 
     if label is not None and data is None:
         raise typer.BadParameter("--label names a column of --data FILE; give --data too")
     state: State = ctx.obj
     config = state.config()
     columns = None if slices is None else [c.strip() for c in slices.split(",") if c.strip()]
+    stores = Stores.from_config(config)
     found = run_evaluation(
-        Stores.from_config(config),
+        stores,
         config,
         subject,
         against=None if against == "none" else against,
@@ -70,10 +72,12 @@ def evaluate(
         data=data,
         label=label,
         leave_one_out=True if leave_one_out else None,
+        record=False,  # below, with the report's sha256
     )
-    summary = found.as_json()
+    written = None if report is None else write_report(found, report)
+    summary = record_evaluation(stores, config, found, report_sha256=written)
     if report is not None:
-        summary["report"] = {"path": str(report), "sha256": write_report(found, report)}
+        summary["report"] = {"path": str(report), "sha256": written}
     if as_json:
         print_json(summary)
     else:

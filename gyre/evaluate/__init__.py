@@ -17,6 +17,7 @@ from gyre.evaluate._metrics import (
     classification_metrics,
     regression_metrics,
 )
+from gyre.evaluate._record import record_evaluation
 from gyre.evaluate._threshold import ThresholdRule, learn_threshold, parse_rule
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "metric_intervals",
     "paired_differences",
     "parse_rule",
+    "record_evaluation",
     "regression_metrics",
     "report_input",
     "write_report",

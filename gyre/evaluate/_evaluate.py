@@ -19,7 +19,7 @@ the baselines' rows are the run's either way. The steps, in order:
 5. Slices of the holdout by the values of the spec's slice columns (or `--slices`).
 6. Optionally, leave-one-feature-out (`gyre.evaluate._lofo`): a report, not a gate.
 7. The gates (`gyre.evaluate._gates`) give the verdict; the evaluation is recorded on the
-   run (`evaluation`), so publishing the run carries it into the version's lineage.
+   run (`evaluation`) and on the version evaluated (`gyre.evaluate._record`).
 """
 
 from __future__ import annotations
@@ -215,13 +215,12 @@ def evaluate(
         gated_slice_metrics=tuple(judged.slice_absolute),
         data=None if data is None else str(data),
         leave_one_out=lofo,
+        version=version,
     )
     if record:
-        runs = stores.open_runs()
-        try:
-            runs.set_record(run_id, "evaluation", result.as_json())
-        finally:
-            runs.close()
+        from gyre.evaluate._record import record_evaluation
+
+        record_evaluation(stores, config, result)
     return result
 
 

@@ -35,6 +35,7 @@ class Evaluation:
     gated_slice_metrics: tuple[str, ...] = ()
     data: str | None = None  # the rows file evaluated on (None: the run's holdout)
     leave_one_out: LeaveOneOut | None = None
+    version: tuple[str, int] | None = None  # the registry version evaluated, if one was
 
     def as_json(self) -> dict[str, Any]:
         """The evaluation as JSON values (an undefined metric, NaN, as null)."""

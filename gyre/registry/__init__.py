@@ -2,6 +2,7 @@
 
 from gyre.registry._artifacts import ArtifactStore, LocalArtifactStore
 from gyre.registry._decision import DecisionThreshold, decision_of
+from gyre.registry._evaluations import VersionEvaluation
 from gyre.registry._files import ArtifactFile
 from gyre.registry._metadata import MetadataStore, ModelVersion, RegistrySnapshot
 from gyre.registry._names import CHAMPION, parse_ref
@@ -23,6 +24,7 @@ __all__ = [
     "Registry",
     "RegistrySnapshot",
     "SQLiteMetadataStore",
+    "VersionEvaluation",
     "check_policy",
     "decision_of",
     "load_sample",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gyre.errors import InvalidModel
+from gyre.registry._aliases import check_force
 from gyre.registry._registry import Registry
 
 
@@ -26,7 +27,16 @@ def set_alias(
     version = body.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise InvalidModel('send {"version": N, "reason": "why"} to point an alias at version N')
-    previous = registry.set_alias(model, alias, version, reason=_reason(body, who))
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidModel(
+            '`force` must be true or false: send {"version": N, "reason": "why", "force": '
+            "true} to give champion or challenger to a version no evaluation blessed"
+        )
+    reason = _reason(body, who)
+    # The reason as sent: "(over HTTP by `who`)" alone is no reason to force a move.
+    check_force(f"`{model}@{alias}` to version {version}", force, body.get("reason", ""))
+    previous = registry.set_alias(model, alias, version, reason=reason, force=force)
     return {"model": model, "alias": alias, "version": version, "previous": previous}
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import msgspec
 
 from gyre.errors import InvalidModel
+from gyre.registry._evaluations import AliasGuard, VersionEvaluation
 from gyre.registry._files import ArtifactFile, decode_manifest, manifest_sha256
 from gyre.types import Signature
 
@@ -114,7 +115,8 @@ def json_or_text(text: Any) -> Any:
 
 
 class MetadataStore(Protocol):
-    """Models' versions, aliases and traffic policies, and the log of changes to them."""
+    """Models' versions, aliases, traffic policies and evaluations, and the log of changes
+    to them."""
 
     # Where it is, for people: a file's path or a URL without its password.
     where: str
@@ -150,8 +152,25 @@ class MetadataStore(Protocol):
         """Store a live version's decision threshold record (None: remove it)."""
         ...
 
-    def set_alias(self, model: str, alias: str, version: int, *, reason: str) -> int | None:
-        """Point `alias` at a live `version`; the version it pointed at before, if any."""
+    def set_alias(
+        self, model: str, alias: str, version: int, *, reason: str, guard: AliasGuard | None = None
+    ) -> int | None:
+        """Point `alias` at a live `version`; the version it pointed at before, if any.
+        `guard` is called first, in the same transaction, with the version's latest
+        evaluation: it raises to refuse the move, or returns True to record the move as
+        forced (`forced: true` in the change log)."""
+        ...
+
+    def record_evaluation(
+        self, model: str, version: int, evaluation: dict[str, Any]
+    ) -> VersionEvaluation:
+        """Store an evaluation of a live version (`_evaluations.check_evaluation` first:
+        InvalidModel when it is not one), and an `evaluate` change; the evaluation as
+        read back."""
+        ...
+
+    def latest_evaluation(self, model: str, version: int) -> VersionEvaluation | None:
+        """The version's latest recorded evaluation; None when it has none."""
         ...
 
     def delete_alias(self, model: str, alias: str, *, reason: str) -> None: ...

@@ -8,6 +8,7 @@ from gyre._numbers import parse_count
 from gyre.errors import InvalidModel
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 

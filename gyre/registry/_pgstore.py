@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from gyre._postgres import Database
-from gyre.registry._store import PG_DDL, SCHEMA_VERSION, SQLMetadataStore, migration
+from gyre.registry._schema import PG_DDL, SCHEMA_VERSION, migration
+from gyre.registry._store import SQLMetadataStore
 
 # pg_advisory_xact_lock keys ("gyre" "regi" in hex).
 _WRITE_LOCK = 0x6779_7265_7265_6769

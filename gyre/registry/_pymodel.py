@@ -181,6 +181,7 @@ def publish_python(
     alias: str | None,
     lineage: dict[str, Any] | None,
     force_new: bool,
+    force_alias: str | None = None,
 ) -> ModelVersion:
     """`Registry.publish_python`: the code, its files, a test inference in a child process."""
     import tempfile
@@ -218,4 +219,5 @@ def publish_python(
         entrypoint=class_name,
         force_new=force_new,
         files=files,
+        force_alias=force_alias,
     )

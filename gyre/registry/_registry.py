@@ -1,4 +1,7 @@
-"""The registry: publish versions (exported to ONNX and parity-checked), aliases, lookups."""
+"""The registry: publish versions (exported to ONNX and parity-checked: a fitted model's
+path is `_native`, a mixed table's `_tabular`, TensorFlow's `_tensorflow`, Python's
+`_pymodel`), and look them up. Aliases, traffic policies and evaluations, with the rule
+that only a blessed version is champion or challenger, are `_aliases`."""
 
 from __future__ import annotations
 
@@ -9,23 +12,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import numpy as np
 
 import gyre
-from gyre._numbers import is_int64, parse_count
 from gyre.config import Config, RegistryConfig
 from gyre.errors import InvalidModel, ModelNotFound, RegistryError
 from gyre.registry import _tabular
-from gyre.registry._artifacts import LocalArtifactStore, sha256_of
-from gyre.registry._decision import check_decision, model_decision, version_decision
+from gyre.registry._aliases import Aliases, check_force
+from gyre.registry._artifacts import LocalArtifactStore
+from gyre.registry._decision import check_decision, version_decision
+from gyre.registry._evaluations import check_evaluation
 from gyre.registry._files import ArtifactFile, VersionFiles
 from gyre.registry._metadata import MetadataStore, ModelVersion, RegistrySnapshot
 from gyre.registry._names import CHAMPION, check_name, parse_ref
-from gyre.registry._policy import check_policy, target_version, targets
 from gyre.registry._samples import load_sample
 from gyre.stores import Stores
-from gyre.types import DATATYPE_TO_NUMPY, FeatureBinding, Signature, zeros_for
+from gyre.types import DATATYPE_TO_NUMPY, Signature, zeros_for
 
 if TYPE_CHECKING:
     from gyre.features import FeatureView
@@ -33,8 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("gyre.registry")
 
 
-class Registry:
-    """Model versions with content-addressed artifacts, aliases and a change log."""
+class Registry(Aliases):
+    """Model versions with content-addressed artifacts, aliases, evaluations and a change
+    log."""
 
     def __init__(self, home: Path | Stores, config: RegistryConfig | None = None) -> None:
         """The registry of a home (its SQLite metadata and artifact folder), or of the
@@ -65,6 +68,7 @@ class Registry:
         python_class: str = "Model",
         artifacts: Path | None = None,
         force_new: bool = False,
+        force_alias: str | None = None,
     ) -> ModelVersion:
         """Publish `.onnx`, `.joblib`/`.pkl` holding a scikit-learn or LightGBM model, or a
         `.py` file whose class `python_class` has `load()` and `predict(batch)` (with the
@@ -72,14 +76,19 @@ class Registry:
         or `.keras` file (converted with tf2onnx).
 
         Publishing content that a live version of the model already holds returns that
-        version (`reused` set) instead of a new one, unless `force_new`."""
+        version (`reused` set) instead of a new one, unless `force_new`.
+
+        `alias` is pointed at the version; `champion` and `challenger` only at a blessed
+        one (NotBlessed, and the version stays published without it) unless
+        `force_alias` gives the reason to force it, which the change log records."""
         from gyre.registry import _tensorflow
 
         if _tensorflow.is_tensorflow(path):
             rows = load_sample(sample)[0] if sample is not None else None
             return _tensorflow.publish(
-                self, name, path, rows, alias=alias, lineage=lineage, force_new=force_new
-            )
+                self, name, path, rows, alias=alias, lineage=lineage, force_new=force_new,
+                force_alias=force_alias,
+            )  # fmt: skip
         if not path.is_file():
             raise InvalidModel(f"model file {path} does not exist")
         suffix = path.suffix.lower()
@@ -92,6 +101,7 @@ class Registry:
                 alias=alias,
                 lineage=lineage,
                 force_new=force_new,
+                force_alias=force_alias,
             )
         if artifacts is not None:
             raise InvalidModel(
@@ -101,7 +111,7 @@ class Registry:
         if suffix == ".onnx":
             return self.publish_onnx(
                 name, path.read_bytes(), sample=rows, alias=alias, lineage=lineage,
-                force_new=force_new,
+                force_new=force_new, force_alias=force_alias,
             )  # fmt: skip
         if suffix not in (".joblib", ".pkl", ".pickle"):
             raise InvalidModel(
@@ -126,7 +136,7 @@ class Registry:
             raise InvalidModel(f"could not load {path} with joblib: {exc}") from None
         return self.publish(
             name, model, rows, alias=alias, lineage=lineage, native_bytes=data, names=names,
-            force_new=force_new,
+            force_new=force_new, force_alias=force_alias,
         )  # fmt: skip
 
     def publish(
@@ -142,6 +152,8 @@ class Registry:
         features: FeatureView | None = None,
         force_new: bool = False,
         decision_threshold: float | None = None,
+        force_alias: str | None = None,
+        evaluation: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Export a fitted model (scikit-learn, LightGBM, torch: `_torch`) to ONNX, check parity.
 
@@ -152,77 +164,18 @@ class Registry:
         `decision_threshold`: a binary classifier's threshold on the probability of its
         second class (`classes_[1]`), learned on validation data: the server's label is
         that class at or above it (`set_decision_threshold`).
+        `alias`, `force_alias`: as for `publish_file`. `evaluation`: `gyre evaluate`'s
+        summary of exactly this model (its run's), recorded on the version before the
+        alias is given (`record_evaluation`).
         """
-        from gyre.registry import _export, _torch
-        from gyre.registry._parity import check_parity
-        from gyre.registry._signature import make_canonical, make_outputs_batched, signature_of
+        from gyre.registry._native import publish_native
 
-        check_name("model", name)
-        model = _torch.unwrapped(model)  # a gyre scikit-learn/LightGBM trainer: its model_
-        flavor = _export.flavor_of(model)
-        decision = None
-        if decision_threshold is not None:  # refused before the export, if it must be
-            decision = model_decision(name, model, decision_threshold)
-        table = None
-        if _tabular.is_dataframe(sample):
-            _export.check_fitted(model)
-            table = _tabular.read_table(sample, model, f"model `{name}`")
-            if table.mixed:
-                return _tabular.publish_table(
-                    self, name, model, table, flavor=flavor, alias=alias, lineage=lineage,
-                    native_bytes=native_bytes, features=features, force_new=force_new,
-                    decision=decision,
-                )  # fmt: skip
-            sample, names = table.matrix(), table.names
-        rows = np.asarray(sample, dtype=np.float64)
-        n_features = _export.feature_count(model)
-        if rows.ndim != 2 or rows.shape[0] == 0 or (n_features and rows.shape[1] != n_features):
-            raise InvalidModel(
-                f"sample rows have shape {rows.shape}; model `{name}` expects a 2-D table "
-                f"with {n_features} columns"
-            )
-        onnx_model = _export.to_onnx(model, rows.shape[1])
-        make_outputs_batched(onnx_model)
-        make_canonical(onnx_model)
-        onnx_bytes = onnx_model.SerializeToString()
-        # Both sides predict on float32-rounded rows, so the check measures the converter,
-        # not the input cast every served request goes through.
-        rows = rows[: self.config.parity_max_rows].astype(np.float32)
-        onnx_outputs = self._run_onnx(name, onnx_bytes, {"X": rows})
-        native_rows: Any = rows.astype(np.float64)
-        if table is not None and hasattr(model, "feature_names_in_"):
-            native_rows = table.frame_of(native_rows)  # fitted on a DataFrame: predict on one
-        parity = check_parity(
-            onnx_outputs,
-            _export.native_outputs(model, native_rows),
-            tolerance=self.config.parity_tolerance,
-            classifier=_export.is_classifier(model),
-            what=f"model `{name}`",
-        )
-        if native_bytes is None:
-            native_bytes = _export.dumped(model)
-        lineage = {**(lineage or {}), **_torch.lineage(model)}  # torch's and Keras' versions
-        if features is not None:
-            names = _bind(name, features, rows.shape[1])
-            lineage = {**(lineage or {}), "feature_view": features.name,
-                       "feature_definition_hash": features.definition_hash}  # fmt: skip
-        signature = signature_of(onnx_model, _export.feature_names(model) or names)
-        if features is not None:
-            signature = msgspec.structs.replace(
-                signature, features=FeatureBinding(features.name, features.definition_hash)
-            )
-        return self._record(
-            name,
-            flavor=flavor,
-            artifact=onnx_bytes,
-            native_bytes=native_bytes,
-            signature=signature,
-            parity=parity.as_record(),
-            alias=alias,
-            lineage={**(lineage or {}), "sample_sha256": sha256_of(rows.tobytes())},
-            force_new=force_new,
-            decision=decision,
-        )
+        return publish_native(
+            self, name, model, sample, alias=alias, lineage=lineage, native_bytes=native_bytes,
+            names=names, features=features, force_new=force_new,
+            decision_threshold=decision_threshold, force_alias=force_alias,
+            evaluation=evaluation,
+        )  # fmt: skip
 
     def publish_onnx(
         self,
@@ -233,6 +186,7 @@ class Registry:
         alias: str | None = None,
         lineage: dict[str, Any] | None = None,
         force_new: bool = False,
+        force_alias: str | None = None,
     ) -> ModelVersion:
         """Publish an ONNX graph: it must pass the onnx checker and a test inference, on
         `sample` when given (NumPy rows for a single input, or a DataFrame whose columns
@@ -265,6 +219,7 @@ class Registry:
             alias=alias,
             lineage=lineage or {},
             force_new=force_new,
+            force_alias=force_alias,
         )
 
     def publish_python(
@@ -277,6 +232,7 @@ class Registry:
         alias: str | None = None,
         lineage: dict[str, Any] | None = None,
         force_new: bool = False,
+        force_alias: str | None = None,
     ) -> ModelVersion:
         """Publish a Python model; its test inference runs in a child process. Every file
         under the folder `artifacts` is stored too, and `load(self, artifacts)` gets a
@@ -285,7 +241,7 @@ class Registry:
 
         return publish_python(
             self, name, code, class_name, artifacts=artifacts, alias=alias, lineage=lineage,
-            force_new=force_new,
+            force_new=force_new, force_alias=force_alias,
         )  # fmt: skip
 
     def _run_onnx(
@@ -316,9 +272,16 @@ class Registry:
         force_new: bool = False,
         files: tuple[ArtifactFile, ...] = (),
         decision: dict[str, Any] | None = None,
+        force_alias: str | None = None,
+        evaluation: dict[str, Any] | None = None,
     ) -> ModelVersion:
-        if alias is not None:
+        forced = force_alias is not None
+        reason = force_alias if force_alias is not None else "set at publish"
+        if alias is not None:  # refused before anything is stored, if it must be
             check_name("alias", alias)
+            check_force(f"`{name}@{alias}`", forced, reason)
+        if evaluation is not None:
+            evaluation = check_evaluation(evaluation, f"the evaluation of model `{name}`")
         if decision is not None:  # stored only as its reader, the server, will read it
             decision = check_decision(decision, signature, f"model `{name}`").as_record()
         artifact_sha = self.artifacts.put(artifact)
@@ -347,49 +310,16 @@ class Registry:
             # The same content, with a threshold learned again: the version takes it.
             self.metadata.set_decision(name, version, decision, reason="set at publish")
             recorded = self.metadata.version(name, version)
+        # A version found with the same content keeps the evaluations it has: a later veto
+        # is not undone by publishing the run again with its older blessing.
+        if evaluation is not None and (not reused or self.evaluation(name, version) is None):
+            self.record_evaluation(name, version, evaluation)
         if alias is not None and alias not in recorded.aliases:
-            self.metadata.set_alias(name, alias, version, reason="set at publish")
+            self.set_alias(name, alias, version, reason=reason, force=forced)
             recorded = self.metadata.version(name, version)
         return dataclasses.replace(recorded, reused=True) if reused else recorded
 
-    # -- aliases and versions ---------------------------------------------------------------
-
-    def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> int | None:
-        if not is_int64(version) or version < 1:
-            raise InvalidModel(f"version {version!r} is not a version number (1, 2, 3, …)")
-        return self.metadata.set_alias(
-            check_name("model", name), check_name("alias", alias), version, reason=reason
-        )
-
-    def set_policy(
-        self, name: str, kind: str, params: dict[str, Any] | None = None, *, reason: str = ""
-    ) -> dict[str, Any]:
-        """Set the traffic policy of model `name` (see `gyre.registry._policy`). Every
-        target must name a version that exists now: a split to a missing alias would send
-        its share to the champion without a word."""
-        live = {mv.version for mv in self.versions(name)}
-        clean = check_policy(kind, params or {})
-        aliases = self.metadata.aliases(name).get(name, {})
-        for target in targets(kind, clean):
-            if target_version(target, aliases) not in live:
-                raise InvalidModel(
-                    f"model `{name}` has no version {target}; versions: "
-                    f"{', '.join(map(str, sorted(live)))}"
-                    if parse_count(target) is not None
-                    else f"model `{name}` has no alias `{target}`; set it first "
-                    f"(`gyre registry alias {name} {target} VERSION`) or name a version"
-                )
-        self.metadata.set_policy(name, kind, clean, reason=reason)
-        return clean
-
-    def policy(self, name: str) -> tuple[Any, Any, str | None]:
-        """Model `name`'s stored traffic policy as (kind, params, why it cannot be used or
-        None); ("champion", {}, None) when none is set."""
-        kind, params = self.metadata.policies().get(name, ("champion", {}))
-        try:
-            return kind, check_policy(kind, params), None
-        except InvalidModel as exc:
-            return kind, params, str(exc)
+    # -- decision thresholds (aliases, policies, evaluations: `_aliases`) -----------------
 
     def set_decision_threshold(
         self,
@@ -412,24 +342,6 @@ class Registry:
         decision = None if threshold is None else version_decision(self, mv, threshold, classes)
         self.metadata.set_decision(name, version, decision, reason=reason)
         return self.metadata.version(name, version)
-
-    def delete_alias(self, name: str, alias: str, *, reason: str = "") -> None:
-        self._not_in_policy(name, alias)
-        self.metadata.delete_alias(name, alias, reason=reason)
-
-    def delete_version(self, name: str, version: int, *, reason: str = "") -> None:
-        self._not_in_policy(name, str(version))
-        self.metadata.delete_version(name, version, reason=reason)
-
-    def _not_in_policy(self, name: str, target: str) -> None:
-        """Refuse to remove what the model's traffic policy sends traffic to."""
-        kind, params, broken = self.policy(name)
-        if broken is None and target in targets(kind, params):
-            what = f"version {target}" if parse_count(target) is not None else f"alias `{target}`"
-            raise RegistryError(
-                f"the {kind} traffic policy of model `{name}` sends traffic to {what}; change "
-                f"the policy first (`gyre registry policy {name} champion` to undo it)"
-            )
 
     # -- the read API the server uses -------------------------------------------------------
 
@@ -508,20 +420,3 @@ class Registry:
             mv.native_sha256, what=f"native model `{mv.model}` version {mv.version}"
         )
         return joblib.load(io.BytesIO(data))
-
-
-def _bind(model: str, view: FeatureView, columns: int) -> tuple[str, ...]:
-    """The column names of a model trained on `view`; InvalidModel when they cannot be."""
-    names = tuple(view.features)
-    if columns != len(names):
-        raise InvalidModel(
-            f"model `{model}` takes {columns} columns but feature view `{view.name}` has "
-            f"{len(names)} features ({', '.join(names)}); train it on `view.matrix(rows)`"
-        )
-    text = [n for n in names if view.feature_kind(n) == "string"]
-    if text:
-        raise InvalidModel(
-            f"feature view `{view.name}`: {', '.join(text)} hold strings, which a model "
-            "cannot take; aggregate them with count or distinct_count"
-        )
-    return names

@@ -280,6 +280,8 @@ def publish_table(
     features: FeatureView | None,
     force_new: bool,
     decision: dict[str, Any] | None = None,
+    force_alias: str | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """`Registry.publish` for a sample with string columns: one ONNX input per column."""
     from gyre.registry import _export
@@ -325,4 +327,6 @@ def publish_table(
         lineage={**(lineage or {}), "sample_sha256": sample.digest()},
         force_new=force_new,
         decision=decision,
+        force_alias=force_alias,
+        evaluation=evaluation,
     )

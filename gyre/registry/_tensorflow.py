@@ -65,6 +65,7 @@ def publish(
     alias: str | None,
     lineage: dict[str, Any] | None,
     force_new: bool = False,
+    force_alias: str | None = None,
 ) -> ModelVersion:
     """Convert the SavedModel folder or `.keras` file at `path`, check parity, record it
     (or return the live version with the same content, unless `force_new`)."""
@@ -86,7 +87,7 @@ def publish(
                 "folder (tf.saved_model.save or, for Keras, model.export(folder))"
             )
         return _publish_saved_model(
-            registry, name, path, rows, alias, lineage, "saved_model", force_new
+            registry, name, path, rows, alias, lineage, "saved_model", force_new, force_alias
         )
     if not path.is_file():
         raise InvalidModel(f"model file {path} does not exist")
@@ -105,7 +106,7 @@ def publish(
                 "export it yourself with model.export(folder) and publish the folder"
             ) from None
         return _publish_saved_model(
-            registry, name, exported, rows, alias, lineage, "keras", force_new
+            registry, name, exported, rows, alias, lineage, "keras", force_new, force_alias
         )
 
 
@@ -131,6 +132,7 @@ def _publish_saved_model(
     lineage: dict[str, Any] | None,
     source: str,
     force_new: bool,
+    force_alias: str | None,
 ) -> ModelVersion:
     from gyre.registry._signature import make_canonical, make_outputs_batched, signature_of
 
@@ -158,6 +160,7 @@ def _publish_saved_model(
             "sample_sha256": hashlib.sha256(rows.tobytes()).hexdigest(),
         },
         force_new=force_new,
+        force_alias=force_alias,
     )
 
 

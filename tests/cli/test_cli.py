@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from sklearn.pipeline import Pipeline
 
+from tests.forced import UNBLESSED
+
 
 def gyre(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GYRE_")}
@@ -54,6 +56,9 @@ def test_publish_alias_list_show_delete(home: Path, model_files: tuple[Path, Pat
         str(sample),
         "--alias",
         "champion",
+        "--force",
+        "--reason",
+        UNBLESSED,
         "--lineage",
         '{"data": "iris-v1"}',
     ).stdout
@@ -62,7 +67,9 @@ def test_publish_alias_list_show_delete(home: Path, model_files: tuple[Path, Pat
     gyre(home, "registry", "publish", "iris", str(model), "--sample", str(sample), "--force-new")
     assert (
         "iris@champion -> version 2 (was 1)"
-        in gyre(home, "registry", "alias", "iris", "champion", "2").stdout
+        in gyre(
+            home, "registry", "alias", "iris", "champion", "2", "--force", "--reason", "t"
+        ).stdout
     )
     listing = gyre(home, "registry", "list").stdout
     assert "champion" in listing and "X FP32[N, 4]" in listing
@@ -263,8 +270,10 @@ def test_keys_from_the_command_can_do_what_docs_say(
     from tests.serve.apptest import AppClient
 
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias="champion")
-    registry.publish("iris", iris_classifier, iris[0], alias="challenger", force_new=True)
+    registry.publish("iris", iris_classifier, iris[0], alias="champion", force_alias=UNBLESSED)
+    registry.publish(
+        "iris", iris_classifier, iris[0], alias="challenger", force_new=True, force_alias=UNBLESSED
+    )
     registry.publish("other", iris_classifier, iris[0])
     registry.close()
     ops_key, ops = _declared(gyre(home, "consumers", "key", "ops", "--admin").stdout)
@@ -303,7 +312,9 @@ def test_keys_from_the_command_can_do_what_docs_say(
         assert refused.status_code == 403 and "admin" in refused.text
         # The admin key (every model): each admin operation the docs list.
         moved = control.put(
-            "/v1/admin/models/iris/aliases/champion", json={"version": 2}, headers=as_ops
+            "/v1/admin/models/iris/aliases/champion",
+            json={"version": 2, "force": True, "reason": UNBLESSED},
+            headers=as_ops,
         )
         assert moved.json() == {"model": "iris", "alias": "champion", "version": 2, "previous": 1}
         client.refresh()
@@ -332,7 +343,9 @@ def test_keys_from_the_command_can_do_what_docs_say(
         deleted = control.request("DELETE", "/v1/admin/models/iris/aliases/old", headers=as_ops)
         assert deleted.json()["deleted"] is True
         other = control.put(
-            "/v1/admin/models/other/aliases/champion", json={"version": 1}, headers=as_ops
+            "/v1/admin/models/other/aliases/champion",
+            json={"version": 1, "force": True, "reason": UNBLESSED},
+            headers=as_ops,
         )
         assert other.status_code == 200, other.text
         # An admin key ingests only the event types it lists (none here).

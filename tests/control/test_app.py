@@ -17,6 +17,7 @@ from gyre.auth import hash_key
 from gyre.config import load_config
 from gyre.registry import CHAMPION, Registry
 from tests.control.client import ControlClient
+from tests.forced import UNBLESSED
 
 ADMIN, READER, IRIS_ADMIN, LIMITED = "admin-key", "reader-key", "iris-admin-key", "limited-key"
 CONSUMERS = (
@@ -34,9 +35,11 @@ SOURCE = Path(gyre.__file__).parent
 @pytest.fixture
 def published(home: Path, iris_classifier: Pipeline, iris: tuple) -> Iterator[Registry]:
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
-    registry.publish("iris", iris_classifier, iris[0], alias="challenger", force_new=True)
-    registry.publish("other", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
+    registry.publish(
+        "iris", iris_classifier, iris[0], alias="challenger", force_new=True, force_alias=UNBLESSED
+    )
+    registry.publish("other", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     yield registry
     registry.close()
 
@@ -59,12 +62,13 @@ def test_an_admin_key_moves_and_deletes_aliases_and_sets_policies(
     control: ControlClient, published: Registry
 ) -> None:
     url = "/v1/admin/models/iris/aliases/champion"
-    moved = control.put(url, json={"version": 2, "reason": "better"}, headers=AS_ADMIN)
+    body = {"version": 2, "reason": "better", "force": True}
+    moved = control.put(url, json=body, headers=AS_ADMIN)
     assert moved.status_code == 200, moved.text
     assert moved.json() == {"model": "iris", "alias": "champion", "version": 2, "previous": 1}
     assert published.resolve("iris@champion").version == 2
     change = published.metadata.changes("iris")[-1]
-    assert change["why"] == "better (over HTTP by `ops`)"
+    assert (change["why"], change["forced"]) == ("better (over HTTP by `ops`)", True)
     # POST is a PUT, as on the server before.
     new = control.request(
         "POST", "/v1/admin/models/iris/aliases/old", json={"version": 1}, headers=AS_ADMIN
@@ -122,7 +126,8 @@ def test_writes_need_an_admin_key_for_the_model_before_the_body_is_read(
     scoped = control.unread("PUT", "/v1/admin/models/other/policy", {"X-Api-Key": IRIS_ADMIN}, 100)
     assert scoped.status == 403 and not scoped.body_read
     assert b"may not call model `other`" in scoped.body
-    allowed = control.put(url, json={"version": 2}, headers={"X-Api-Key": IRIS_ADMIN})
+    forced = {"version": 2, "reason": UNBLESSED, "force": True}
+    allowed = control.put(url, json=forced, headers={"X-Api-Key": IRIS_ADMIN})
     assert allowed.status_code == 200, allowed.text
     assert published.resolve("iris@champion").version == 2
 
@@ -140,9 +145,8 @@ def test_without_declared_consumers_every_write_is_refused(published: Registry, 
 
 def test_a_consumer_over_its_rate_gets_429_with_retry_after(control: ControlClient) -> None:
     url = "/v1/admin/models/iris/aliases/champion"
-    answers = [
-        control.put(url, json={"version": 2}, headers={"X-Api-Key": LIMITED}) for _ in range(3)
-    ]
+    forced = {"version": 2, "reason": UNBLESSED, "force": True}
+    answers = [control.put(url, json=forced, headers={"X-Api-Key": LIMITED}) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert int(answers[-1].headers["retry-after"]) >= 1
 
@@ -161,6 +165,11 @@ POLICY = "/v1/admin/models/iris/policy"
         ("PUT", ALIAS, b'{"version": 0}', 400, "not a version number"),
         ("PUT", ALIAS, b'{"version": 2, "reason": 5}', 400, "`reason` must be a string"),
         ("PUT", ALIAS, b'{"version": 99}', 404, "99"),
+        # Only a blessed version is champion: 409, with what to do.
+        ("PUT", ALIAS, b'{"version": 2}', 409, "run `gyre evaluate iris:2` to bless it"),
+        ("PUT", ALIAS, b'{"version": 2, "force": true}', 400, "needs a reason"),
+        ("PUT", ALIAS, b'{"version": 2, "force": true, "reason": " "}', 400, "needs a reason"),
+        ("PUT", ALIAS, b'{"version": 2, "force": "yes", "reason": "r"}', 400, "true or false"),
         ("PUT", "/v1/admin/models/nope/aliases/champion", b'{"version": 1}', 404, "nope"),
         ("PUT", "/v1/admin/models/iris/aliases/b%C3%A5d", b'{"version": 1}', 400, "alias"),
         ("DELETE", "/v1/admin/models/iris/aliases/nope", b"", 404, "no alias `nope`"),
@@ -231,7 +240,8 @@ def test_bodies_past_the_limit_are_413_and_compressed_ones_400(
             ALIAS, content=b'{"version": 2}', headers={**AS_ADMIN, "Content-Encoding": "gzip"}
         )
         assert gzip.status_code == 400 and "uncompressed JSON" in gzip.text
-        fits = control.put(ALIAS, content=json.dumps({"version": 2}), headers=AS_ADMIN)
+        forced = {"version": 2, "force": True, "reason": "r"}  # 43 bytes
+        fits = control.put(ALIAS, content=json.dumps(forced), headers=AS_ADMIN)
         assert fits.status_code == 200, fits.text
     finally:
         control.close()

@@ -13,6 +13,7 @@ from sklearn.pipeline import Pipeline
 from gyre.auth import hash_key
 from gyre.registry import CHAMPION, Registry
 from tests.conftest import ServerProcess, free_port, start_control, start_server
+from tests.forced import UNBLESSED
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ def test_a_move_on_the_control_plane_is_served_by_a_running_server_within_2_s(
 ) -> None:
     home = tmp_path / "home"
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     registry.publish("iris", iris_classifier, iris[0], force_new=True)  # loaded, not aliased
     registry.close()
     control_port = free_port()
@@ -71,7 +72,9 @@ def test_a_move_on_the_control_plane_is_served_by_a_running_server_within_2_s(
         assert old.status_code == 404, old.text
         assert f"PUT {control.url}{alias_url} " in old.json()["error"]
         moved = httpx.put(
-            f"{control.url}{alias_url}", json={"version": 2, "reason": "test"}, headers=AUTH
+            f"{control.url}{alias_url}",
+            json={"version": 2, "reason": "test", "force": True},
+            headers=AUTH,
         )
         moved_at = time.monotonic()
         assert moved.json() == {"model": "iris", "alias": "champion", "version": 2, "previous": 1}

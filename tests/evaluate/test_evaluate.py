@@ -12,11 +12,12 @@ from typer.testing import CliRunner
 
 from gyre.cli._main import app
 from gyre.config import Config, load_config
-from gyre.errors import EvaluationError
+from gyre.errors import EvaluationError, NotBlessed
 from gyre.evaluate import evaluate
 from gyre.learn import load_spec, train_spec
 from gyre.registry import Registry
 from gyre.stores import Stores
+from tests.forced import UNBLESSED
 from tests.learn.world import SPEC, fill, write_world
 
 GATES = """
@@ -190,9 +191,63 @@ def test_a_champion_that_learned_from_this_holdout_is_refused(world: Path) -> No
 
         made = run_model(stores, newer)
         registry.publish("buyers", made.model, made.sample, alias="champion",
-                         lineage={"run": made.lineage})  # fmt: skip
+                         lineage={"run": made.lineage}, force_alias=UNBLESSED)  # fmt: skip
     finally:
         registry.close()
     with pytest.raises(EvaluationError, match="learned from rows up to"):
         evaluate(stores, config, older)
     assert evaluate(stores, config, older, against=None).champion is None
+
+
+def test_only_a_version_that_gyre_evaluate_blessed_can_be_champion(world: Path) -> None:
+    config = _config(world)
+    runner = CliRunner()
+    base = ["--home", str(world / ".gyre"), "--config", str(world / "gyre.toml")]
+    good = _train(world, "good.toml", SPEC + GATES)
+    published = runner.invoke(app, [*base, "registry", "publish", "--run", good])
+    assert published.exit_code == 0, published.output
+    # Not evaluated yet: refused, saying what to do.
+    refused = runner.invoke(app, [*base, "registry", "alias", "buyers", "champion", "1"])
+    assert isinstance(refused.exception, NotBlessed), refused.output
+    assert "gyre evaluate buyers:1" in str(refused.exception)
+    page = world / "report.html"
+    judged = runner.invoke(
+        app, [*base, "evaluate", "buyers:1", "--against", "none", "--report", str(page), "--json"]
+    )
+    assert judged.exit_code == 0, judged.output
+    sha = json.loads(judged.output)["report"]["sha256"]
+    registry = Registry.from_config(config)
+    try:
+        found = registry.evaluation("buyers", 1)
+        assert found is not None and found.blessed and found.evaluation["run_id"] == good
+        assert found.evaluation["report_sha256"] == sha
+    finally:
+        registry.close()
+    shown = json.loads(runner.invoke(app, [*base, "registry", "show", "buyers:1", "--json"]).output)
+    assert (shown["evaluation"]["verdict"], shown["evaluation"]["report_sha256"]) == (
+        "blessed",
+        sha,
+    )
+    text = runner.invoke(app, [*base, "registry", "show", "buyers:1"]).output
+    assert "blessed on" in text and sha[:12] in text.replace("\n", "")
+    moved = runner.invoke(app, [*base, "registry", "alias", "buyers", "champion", "1"])
+    assert moved.exit_code == 0, moved.output
+    # A run an absolute gate vetoes: its version is published, but not as challenger.
+    strict = (SPEC + GATES).replace("roc_auc = 0.6", "roc_auc = 0.999")
+    bad = _train(world, "strict.toml", strict.replace("num_leaves = 8", "num_leaves = 4"))
+    assert runner.invoke(app, [*base, "evaluate", bad, "--against", "none"]).exit_code == 3
+    vetoed = runner.invoke(
+        app, [*base, "registry", "publish", "--run", bad, "--alias", "challenger"]
+    )
+    assert isinstance(vetoed.exception, NotBlessed), vetoed.output
+    assert "version 2 was vetoed" in str(vetoed.exception)
+    assert "roc_auc" in str(vetoed.exception)
+    forced = runner.invoke(
+        app,
+        [*base, "registry", "alias", "buyers", "challenger", "2", "--force", "--reason", "A/B"],
+    )
+    assert forced.exit_code == 0, forced.output
+    history = json.loads(runner.invoke(app, [*base, "registry", "history", "--json"]).output)
+    assert [(c["action"], c.get("forced")) for c in history if c["action"] != "publish"] == [
+        ("evaluate", None), ("alias", None), ("evaluate", None), ("alias", True),
+    ]  # fmt: skip

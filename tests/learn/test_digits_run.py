@@ -20,6 +20,7 @@ from gyre.learn import load_spec, train_spec, verify_run
 from gyre.registry import Registry
 from gyre.stores import Stores
 from tests.conftest import start_server
+from tests.forced import UNBLESSED
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,19 @@ def test_a_torch_mlp_from_a_spec_is_published_from_its_run_and_served(tmp_path: 
 
     base = ["--home", str(config.home), "--config", str(tmp_path / "gyre.toml")]
     published = CliRunner().invoke(
-        app, [*base, "registry", "publish", "--run", result.run_id, "--alias", "champion"]
+        app,
+        [
+            *base,
+            "registry",
+            "publish",
+            "--run",
+            result.run_id,
+            "--alias",
+            "champion",
+            "--force",
+            "--reason",
+            UNBLESSED,
+        ],
     )
     assert published.exit_code == 0, published.output
     registry = Registry(stores)

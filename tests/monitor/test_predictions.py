@@ -29,6 +29,7 @@ from gyre.monitor._prediction_chunks import CHUNK_RECORDS, SCHEMA_VERSION
 from gyre.registry import CHAMPION, Registry
 from gyre.stores import Stores
 from tests.conftest import free_port, start_server
+from tests.forced import UNBLESSED
 from tests.serve.apptest import AppClient
 
 PYMODELS = Path(__file__).parent.parent / "serve" / "pymodels"
@@ -52,8 +53,10 @@ def v2(rows: list[list[float]], name: str = "X") -> dict[str, Any]:
 @pytest.fixture
 def iris_home(home: Path, iris_classifier: Pipeline, iris: tuple) -> Path:
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
-    registry.publish("iris", iris_classifier, iris[0], alias="challenger", force_new=True)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
+    registry.publish(
+        "iris", iris_classifier, iris[0], alias="challenger", force_new=True, force_alias=UNBLESSED
+    )
     registry.close()
     return home
 

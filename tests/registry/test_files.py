@@ -17,7 +17,7 @@ from gyre.config import RegistryConfig
 from gyre.errors import ArtifactCorrupted, InvalidModel, ModelNotFound
 from gyre.registry import Registry
 from gyre.registry._files import manifest_sha256
-from gyre.registry._store import SCHEMA_VERSION
+from gyre.registry._schema import SCHEMA_VERSION
 
 LINEAR = Path(__file__).parents[1] / "serve" / "pymodels" / "linear.py"
 COEF = np.array([1.0, -2.0, 0.5], dtype=np.float32)
@@ -263,6 +263,7 @@ def test_a_registry_of_schema_1_is_migrated_and_keeps_its_versions(
             " gyre_version, entrypoint, deleted_at FROM new_versions"
         )
         conn.execute("DROP TABLE new_versions")
+        conn.execute("DROP TABLE evaluations")  # schema 5's
         conn.execute("PRAGMA user_version = 1")
     conn.close()
     registry = Registry(home)
@@ -274,7 +275,7 @@ def test_a_registry_of_schema_1_is_migrated_and_keeps_its_versions(
         with sqlite3.connect(home / "registry.db") as conn:
             (found,) = conn.execute("PRAGMA user_version").fetchone()
         conn.close()
-        assert found == SCHEMA_VERSION == 4
+        assert found == SCHEMA_VERSION == 5
     finally:
         registry.close()
     assert manifest_sha256(()) is None

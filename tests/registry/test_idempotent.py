@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 
 from gyre.registry import CHAMPION, Registry
 from tests.cli.test_cli import gyre
+from tests.forced import UNBLESSED
 from tests.serve.models import identity
 
 
@@ -53,7 +54,7 @@ def test_a_deleted_version_is_not_reused(
 def test_an_alias_given_with_reused_content_points_at_the_existing_version(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     registry.publish("iris", iris_classifier, iris[0], alias="candidate", force_new=True)
     again = registry.publish("iris", iris_classifier, iris[0], alias="candidate")
     # The first live version holding the content answers; the alias moves to it.

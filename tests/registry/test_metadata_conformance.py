@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gyre.config import StoreConfig
-from gyre.errors import ModelNotFound, RegistryError, StoreError
-from gyre.registry import MetadataStore
-from gyre.registry._store import PG_DDL, SCHEMA_VERSION, SQLITE_DDL, migration
+from gyre.errors import InvalidModel, ModelNotFound, NotBlessed, RegistryError, StoreError
+from gyre.registry import MetadataStore, VersionEvaluation
+from gyre.registry._schema import PG_DDL, SCHEMA_VERSION, SQLITE_DDL, migration
 from gyre.stores import Stores
 from gyre.types import Signature, TensorSpec
 
@@ -49,6 +49,7 @@ class Reference:
         self.versions: dict[tuple[str, int], dict[str, Any]] = {}  # content, deleted, decision
         self.aliases: dict[str, dict[str, int]] = {}
         self.policies: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.verdicts: dict[tuple[str, int], str] = {}  # the latest evaluation's
         self.changes = 0
 
     def add(self, model: str, content: str, force_new: bool) -> tuple[int, bool]:
@@ -75,7 +76,20 @@ operation = st.one_of(
     st.tuples(st.just("policy"), st.sampled_from("ab"), st.sampled_from(["split", "shadow"])),
     st.tuples(st.just("decide"), st.sampled_from("ab"), st.integers(0, 4),
               st.sampled_from([None, 0.25, 0.9])),
+    st.tuples(st.just("evaluate"), st.sampled_from("ab"), st.integers(0, 4),
+              st.sampled_from(["blessed", "vetoed"])),
 )  # fmt: skip
+
+
+def judged(verdict: str, **extra: Any) -> dict[str, Any]:
+    """An evaluation as `gyre evaluate` records it (its summary's required keys)."""
+    return {
+        "verdict": verdict, "run_id": "r1", "rows": 40, "reasons": [], "champion": None,
+        "gates": [{"gate": "roc_auc at least 0.6", "passed": verdict == "blessed",
+                   "detail": "0.71 [0.65, 0.77]"}],
+        "metrics": {"roc_auc": {"value": 0.71, "low": 0.65, "high": 0.77, "method": "delong"}},
+        **extra,
+    }  # fmt: skip
 
 
 @settings(
@@ -86,6 +100,12 @@ def test_the_store_follows_the_reference(stores: Stores, operations: list[tuple[
     # A store of its own per example: a new home, or the database emptied.
     store = _fresh(stores)
     reference = Reference()
+    seen: list[str | None] = []  # the verdict each alias move's guard was shown
+
+    def guard(latest: VersionEvaluation | None) -> bool:
+        seen.append(None if latest is None else latest.verdict)
+        return False
+
     try:
         for op, model, *args in operations:
             if op == "add":
@@ -95,9 +115,13 @@ def test_the_store_follows_the_reference(stores: Stores, operations: list[tuple[
                 )
             elif op == "alias":
                 alias, version = args
+                seen.clear()
                 if reference.live(model, version):
                     before = reference.aliases.get(model, {}).get(alias)
-                    assert store.set_alias(model, alias, version, reason="t") == before
+                    moved = store.set_alias(model, alias, version, reason="t", guard=guard)
+                    assert moved == before
+                    # The guard saw the version's latest evaluation, in the move's transaction.
+                    assert seen == [reference.verdicts.get((model, version))]
                     reference.aliases.setdefault(model, {})[alias] = version
                     reference.changes += 1
                 else:
@@ -134,6 +158,16 @@ def test_the_store_follows_the_reference(stores: Stores, operations: list[tuple[
                 else:
                     with pytest.raises(ModelNotFound):
                         store.set_decision(model, version, decision, reason="t")
+            elif op == "evaluate":
+                version, verdict = args
+                if reference.live(model, version):
+                    found = store.record_evaluation(model, version, judged(verdict))
+                    assert (found.verdict, found.blessed) == (verdict, verdict == "blessed")
+                    reference.verdicts[(model, version)] = verdict
+                    reference.changes += 1
+                else:
+                    with pytest.raises(ModelNotFound):
+                        store.record_evaluation(model, version, judged(verdict))
             else:
                 (kind,) = args
                 store.set_policy(model, kind, {"n": len(operations)}, reason="t")
@@ -152,6 +186,10 @@ def test_the_store_follows_the_reference(stores: Stores, operations: list[tuple[
                 row["content"],
                 names,
                 row["decision"],
+            )
+            latest = store.latest_evaluation(model, version)
+            assert (None if latest is None else latest.verdict) == reference.verdicts.get(
+                (model, version)
             )
         changes = store.changes()
         assert len(changes) == reference.changes
@@ -174,7 +212,10 @@ def _fresh(stores: Stores) -> MetadataStore:
         import psycopg
 
         with psycopg.connect(stores.config.url, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS versions, aliases, policies, changes, gyre_schema")
+            conn.execute(
+                "DROP TABLE IF EXISTS versions, aliases, policies, changes, evaluations,"
+                " gyre_schema"
+            )
     return stores.open_metadata()
 
 
@@ -323,13 +364,17 @@ def test_every_earlier_schema_is_migrated_and_keeps_what_it_held(
     try:
         (old,) = store.versions("old")
         assert (old.version, old.artifact_sha256, old.files, old.decision) == (1, "abc", (), None)
+        assert store.latest_evaluation("old", 1) is None  # none before the table existed
         assert add(store, "old", "new") == (2, False)
+        store.record_evaluation("old", 2, judged("blessed"))
         store.set_alias("old", "champion", 2, reason="t")
         store.delete_version("old", 1, reason="t")
     finally:
         store.close()
     reopened = stores.open_metadata()  # the migrated schema opens as it is
     assert [v.version for v in reopened.versions("old")] == [2]
+    latest = reopened.latest_evaluation("old", 2)
+    assert latest is not None and latest.blessed and latest.evaluation == judged("blessed")
     reopened.close()
 
 
@@ -405,7 +450,7 @@ def test_stores_opened_together_on_a_new_database_make_their_tables_once(
     for _ in range(5):
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("DROP TABLE IF EXISTS facts, versions, aliases, policies, changes,"
-                         " gyre_schema")  # fmt: skip
+                         " evaluations, gyre_schema")  # fmt: skip
         stores = Stores(Path("unused"), StoreConfig(url=postgres_url))
         openers = [stores.open_fact_log, stores.open_metadata] * 3
         threads = [threading.Thread(target=open_one, args=(o,)) for o in openers]
@@ -456,3 +501,89 @@ def test_positions_past_what_a_database_holds_are_pages_like_any_other(
     assert store.changes(after=10**30) == []
     assert len(store.changes(after=-(10**30))) == 1
     assert len(store.changes(limit=10**30)) == 1 and store.changes(limit=0) == []
+
+
+def test_an_evaluation_reads_back_as_it_was_recorded_and_the_latest_one_counts(
+    store: MetadataStore,
+) -> None:
+    version, _ = add(store, "m", "x")
+    sha = "ab" * 32
+    store.record_evaluation("m", version, judged("vetoed", reasons=["roc_auc below 0.8"]))
+    found = store.record_evaluation("m", version, judged("blessed", report_sha256=sha))
+    assert found == store.latest_evaluation("m", version)
+    assert (found.model, found.version, found.verdict, found.broken) == ("m", 1, "blessed", None)
+    assert found.evaluation == judged("blessed", report_sha256=sha) and found.blessed
+    assert store.latest_evaluation("m", 2) is None and store.latest_evaluation("m", 2**64) is None
+    assert store.changes()[-1] | {"seq": 0, "at": 0} == {
+        "seq": 0, "at": 0, "model": "m", "action": "evaluate", "version": 1,
+        "verdict": "blessed", "run_id": "r1", "champion": None, "report_sha256": sha,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "expected"),
+    [
+        ({"verdict": "blessed"}, "run_id"),
+        (judged("maybe"), "verdict"),
+        (judged("blessed", rows="many"), "rows"),
+        (judged("blessed", reasons="none"), "reasons"),
+        (judged("blessed", gates=[{"gate": "g"}]), "passed"),
+        (judged("blessed", metrics={"roc_auc": {"value": float("nan")}}), "NaN or infinity"),
+        (judged("blessed", report_sha256="abc"), "not a sha256"),
+        ([judged("blessed")], "JSON object"),
+    ],
+)
+def test_what_is_not_an_evaluation_is_refused_before_it_is_stored(
+    store: MetadataStore, evaluation: Any, expected: str
+) -> None:
+    add(store, "m", "x")
+    before = store.change_seq()
+    with pytest.raises(InvalidModel, match=expected):
+        store.record_evaluation("m", 1, evaluation)
+    assert store.change_seq() == before and store.latest_evaluation("m", 1) is None
+
+
+def test_an_evaluation_edited_in_the_database_reads_back_broken(stores: Stores) -> None:
+    store = stores.open_metadata()
+    try:
+        add(store, "m", "x")
+        add(store, "m", "y")
+        store.record_evaluation("m", 1, judged("blessed"))
+        store.record_evaluation("m", 2, judged("blessed"))
+        _sql(stores, "UPDATE evaluations SET evaluation = '{\"verdict\": 1' WHERE version = 1")
+        _sql(stores, "UPDATE evaluations SET verdict = 'vetoed' WHERE version = 2")
+        first, second = store.latest_evaluation("m", 1), store.latest_evaluation("m", 2)
+        assert first is not None and not first.blessed and "is not JSON" in str(first.broken)
+        assert (
+            second is not None and not second.blessed and "is not its JSON's" in str(second.broken)
+        )
+    finally:
+        store.close()
+
+
+def _sql(stores: Stores, statement: str) -> None:
+    if stores.config.url is None:
+        with sqlite3.connect(stores.registry_path) as conn:
+            conn.execute(statement)
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(stores.config.url, autocommit=True) as pg:
+        pg.execute(statement)  # type: ignore[call-overload]
+
+
+def test_a_guard_refuses_a_move_or_records_it_as_forced(store: MetadataStore) -> None:
+    add(store, "m", "x")
+    before = store.change_seq()
+
+    def refuse(latest: VersionEvaluation | None) -> bool:
+        raise NotBlessed("not blessed")
+
+    with pytest.raises(NotBlessed):
+        store.set_alias("m", "champion", 1, reason="t", guard=refuse)
+    assert store.aliases() == {} and store.change_seq() == before
+    store.set_alias("m", "champion", 1, reason="first", guard=lambda latest: True)
+    store.set_alias("m", "other", 1, reason="free", guard=lambda latest: False)
+    forced, free = store.changes()[-2:]
+    assert (forced["forced"], forced["why"], "forced" in free) == (True, "first", False)

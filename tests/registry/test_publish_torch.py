@@ -22,6 +22,7 @@ from gyre.errors import InvalidModel
 from gyre.learn import TorchMLP, make_trainer
 from gyre.registry import CHAMPION, Registry
 from tests.conftest import ServerProcess, start_server
+from tests.forced import UNBLESSED
 
 NETS = {
     "torch-mlp": ("torch.mlp", {"hidden": [64], "epochs": 15}),
@@ -179,7 +180,9 @@ def served(
     home = tmp_path_factory.mktemp("served") / "home"
     registry = Registry(home)
     for name, trainer in nets.items():
-        registry.publish(name, trainer, digits["train"][0][:200], alias=CHAMPION)
+        registry.publish(
+            name, trainer, digits["train"][0][:200], alias=CHAMPION, force_alias=UNBLESSED
+        )
     registry.close()
     server = start_server(home)
     yield server

@@ -16,6 +16,7 @@ from gyre.errors import ArtifactCorrupted, InvalidModel, ModelNotFound, ParityEr
 from gyre.registry import CHAMPION, Registry, parse_ref
 from gyre.stores import Stores
 from gyre.types import TensorSpec
+from tests.forced import UNBLESSED
 
 
 def test_publish_sklearn_pipeline_records_signature_parity_and_lineage(
@@ -93,7 +94,7 @@ def test_publish_file_joblib_needs_a_sample(
         registry.publish_file("iris", path)
     sample = tmp_path / "rows.csv"
     np.savetxt(sample, iris[0], delimiter=",", header="a,b,c,d", comments="")
-    mv = registry.publish_file("iris", path, sample=sample, alias=CHAMPION)
+    mv = registry.publish_file("iris", path, sample=sample, alias=CHAMPION, force_alias=UNBLESSED)
     assert mv.aliases == (CHAMPION,)
     assert mv.native_sha256 is not None
     assert registry.artifacts.path_of(mv.native_sha256).read_bytes() == path.read_bytes()
@@ -176,9 +177,9 @@ def test_aliases_set_move_delete_and_resolve(
     for _ in range(3):
         registry.publish("m", iris_classifier, iris[0], force_new=True)
     assert registry.resolve("m").version == 3  # no champion: the latest
-    assert registry.set_alias("m", CHAMPION, 1) is None
+    assert registry.set_alias("m", CHAMPION, 1, reason=UNBLESSED, force=True) is None
     assert registry.resolve("m").version == 1
-    assert registry.set_alias("m", CHAMPION, 2, reason="better AUC") == 1
+    assert registry.set_alias("m", CHAMPION, 2, reason="better AUC", force=True) == 1
     assert registry.resolve("m@champion").version == 2
     assert registry.resolve("m:3").version == 3
     registry.delete_alias("m", CHAMPION)
@@ -194,13 +195,13 @@ def test_alias_to_a_missing_version_is_refused(
 ) -> None:
     registry.publish("m", iris_classifier, iris[0])
     with pytest.raises(ModelNotFound, match="model `m` version 9 does not exist"):
-        registry.set_alias("m", CHAMPION, 9)
+        registry.set_alias("m", CHAMPION, 9, reason=UNBLESSED, force=True)
 
 
 def test_soft_delete_refuses_aliased_versions_and_keeps_the_record(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
-    registry.publish("m", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("m", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     registry.publish("m", iris_classifier, iris[0], force_new=True)
     with pytest.raises(RegistryError, match="aliased as `champion`; move or delete the alias"):
         registry.delete_version("m", 1)
@@ -281,7 +282,7 @@ def test_a_registry_of_another_schema_version_is_refused(home: Path) -> None:
     Registry(home).close()
     with sqlite3.connect(home / "registry.db") as conn:
         conn.execute("PRAGMA user_version = 99")
-    with pytest.raises(RegistryError, match="has schema version 99, this gyre reads version 4"):
+    with pytest.raises(RegistryError, match="has schema version 99, this gyre reads version 5"):
         Registry(home)
 
 
@@ -313,7 +314,7 @@ def test_bad_traffic_policies_are_refused(
     message: str,
 ) -> None:  # fmt: skip
     # An infinite weight once made every request to the model fail in the split's choice.
-    registry.publish("m", iris_classifier, iris[0], alias="champion")
+    registry.publish("m", iris_classifier, iris[0], alias="champion", force_alias=UNBLESSED)
     with pytest.raises(InvalidModel, match=message):
         registry.set_policy("m", kind, params)
     assert registry.policy("m") == ("champion", {}, None)  # nothing was stored
@@ -323,7 +324,9 @@ def test_policy_targets_are_stored_as_the_server_reads_them(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     for _ in range(7):
-        registry.publish("m", iris_classifier, iris[0], alias="champion", force_new=True)
+        registry.publish(
+            "m", iris_classifier, iris[0], alias="champion", force_new=True, force_alias=UNBLESSED
+        )
     clean = registry.set_policy("m", "split", {"weights": {"champion": 1, "007": 2}})
     assert clean == {"weights": {"champion": 1.0, "7": 2.0}}
     assert registry.policy("m") == ("split", clean, None)
@@ -332,14 +335,14 @@ def test_policy_targets_are_stored_as_the_server_reads_them(
 def test_a_policy_must_name_versions_that_exist_and_keeps_them(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
-    registry.publish("m", iris_classifier, iris[0], alias="champion")
+    registry.publish("m", iris_classifier, iris[0], alias="champion", force_alias=UNBLESSED)
     registry.publish("m", iris_classifier, iris[0], force_new=True)
     # A split to a missing alias sent its share to the champion without a word.
     with pytest.raises(InvalidModel, match="has no alias `challneger`; set it first"):
         registry.set_policy("m", "split", {"weights": {"champion": 90, "challneger": 10}})
     with pytest.raises(InvalidModel, match="has no version 7; versions: 1, 2"):
         registry.set_policy("m", "bandit", {"arms": ["champion", "7"]})
-    registry.set_alias("m", "challenger", 2)
+    registry.set_alias("m", "challenger", 2, reason=UNBLESSED, force=True)
     registry.set_policy("m", "split", {"weights": {"champion": 90, "challenger": 10}})
     # What the policy sends traffic to stays until the policy changes.
     with pytest.raises(RegistryError, match="sends traffic to alias `challenger`; change"):
@@ -354,7 +357,7 @@ def test_a_policy_must_name_versions_that_exist_and_keeps_them(
 def test_a_broken_stored_policy_is_reported_not_raised(
     registry: Registry, iris_classifier: Pipeline, iris: tuple
 ) -> None:
-    registry.publish("m", iris_classifier, iris[0], alias="champion")
+    registry.publish("m", iris_classifier, iris[0], alias="champion", force_alias=UNBLESSED)
     registry.metadata.set_policy("m", "split", {"weights": {"\u00b2": 100}}, reason="old gyre")
     kind, params, broken = registry.policy("m")
     assert (kind, params) == ("split", {"weights": {"\u00b2": 100}})
@@ -367,7 +370,7 @@ def test_alias_versions_sqlite_cannot_hold_are_refused(
 ) -> None:
     registry.publish("m", iris_classifier, iris[0])
     with pytest.raises(InvalidModel, match="is not a version number"):
-        registry.set_alias("m", "champion", version)
+        registry.set_alias("m", "champion", version, reason=UNBLESSED, force=True)
     with pytest.raises(ModelNotFound, match="does not exist"):
         registry.delete_version("m", 2**70)
 
@@ -402,15 +405,15 @@ def test_an_unfitted_model_is_refused_saying_so(
 def test_a_snapshot_is_versions_aliases_and_policies_as_of_one_position(
     registry: Registry, iris_classifier: Pipeline, iris_regressor: BaseEstimator, iris: tuple
 ) -> None:
-    registry.publish("m", iris_classifier, iris[0], alias=CHAMPION)
-    registry.publish("m", iris_regressor, iris[0], alias="challenger")
+    registry.publish("m", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
+    registry.publish("m", iris_regressor, iris[0], alias="challenger", force_alias=UNBLESSED)
     registry.set_policy("m", "split", {"weights": {"champion": 9, "challenger": 1}})
     read = registry.snapshot()
     assert read.position == registry.change_position() > 0
     assert [(v.model, v.version) for v in read.versions] == [("m", 1), ("m", 2)]
     assert read.aliases == {"m": {CHAMPION: 1, "challenger": 2}}
     assert read.policies["m"][0] == "split"
-    registry.set_alias("m", CHAMPION, 2)
+    registry.set_alias("m", CHAMPION, 2, reason=UNBLESSED, force=True)
     assert registry.change_position() > read.position
     assert registry.snapshot().aliases == {"m": {CHAMPION: 2, "challenger": 2}}
 
@@ -418,7 +421,9 @@ def test_a_snapshot_is_versions_aliases_and_policies_as_of_one_position(
 def test_changes_since_a_position_page_through_the_history(
     registry: Registry, iris: tuple[np.ndarray, np.ndarray], iris_classifier: Any
 ) -> None:
-    first = registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    first = registry.publish(
+        "iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED
+    )
     position = registry.change_position()
     registry.set_policy("iris", "shadow", {"shadow": 1}, reason="try it")
     registry.set_alias("iris", "old", first.version, reason="keep")

@@ -28,6 +28,7 @@ from gyre.registry import Registry
 from gyre.stores import Stores
 from tests import pgcluster
 from tests.conftest import ServerProcess, free_port, start_server
+from tests.forced import UNBLESSED
 from tests.replicas.hosts import Host, network_hosts
 
 pytestmark = pytest.mark.integration
@@ -188,13 +189,13 @@ def test_an_alias_move_on_one_host_is_served_by_both_within_2_s(
     replicas: Replicas, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     registry = Registry(replicas.stores)
-    registry.publish("iris", iris_classifier, iris[0], alias="champion")
+    registry.publish("iris", iris_classifier, iris[0], alias="champion", force_alias=UNBLESSED)
     registry.publish("iris", iris_classifier, iris[0], force_new=True)
     replicas.start_all()
     assert seconds_until_both_serve(replicas, "1", time.time())  # both serve version 1
     # Through the Python API of a control host (the root namespace).
     moved = time.time()
-    registry.set_alias("iris", "champion", 2, reason="replica test")
+    registry.set_alias("iris", "champion", 2, reason="replica test", force=True)
     by_api = seconds_until_both_serve(replicas, "2", moved)
     # Through the CLI on the first host, as an operator there would: timed from the moment
     # its change was recorded (the change log's time, taken before the commit).
@@ -202,7 +203,7 @@ def test_an_alias_move_on_one_host_is_served_by_both_within_2_s(
     cli = subprocess.run(
         ["ip", "netns", "exec", replicas.hosts[0].namespace, sys.executable, "-m", "gyre",
          "--home", str(replicas.homes[0]), "--config", str(replicas.config),
-         "registry", "alias", "iris", "champion", "1", "--reason", "back"],
+         "registry", "alias", "iris", "champion", "1", "--reason", "back", "--force"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stdout + cli.stderr

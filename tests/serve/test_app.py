@@ -17,6 +17,7 @@ from gyre.config import load_config
 from gyre.errors import BadRequest
 from gyre.registry import CHAMPION, Registry
 from gyre.types import TensorSpec
+from tests.forced import UNBLESSED
 from tests.serve.apptest import AppClient
 from tests.serve.models import ONNX_TYPES, identity, two_input_adder
 
@@ -28,7 +29,7 @@ def client(home: Path, iris_classifier: Pipeline, iris: tuple) -> Iterator[AppCl
     registry = Registry(home)
     # Feature names come from a named CSV header in real use; here from the `names` argument.
     registry.publish("iris", iris_classifier, iris[0], names=FEATURES)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     registry.publish_onnx("adder", two_input_adder())
     for datatype in ONNX_TYPES:
         registry.publish_onnx(f"id-{datatype.lower()}", identity(datatype))
@@ -705,7 +706,7 @@ def test_refresh_loads_new_versions_and_follows_alias_moves(
     client.refresh()
     assert client.get("/v2/models/iris").json()["versions"] == ["1", "2", "3"]
     assert client.post("/v2/models/iris/infer", json=v2_body([ROW])).json()["model_version"] == "2"
-    registry.set_alias("iris", CHAMPION, 3)
+    registry.set_alias("iris", CHAMPION, 3, reason=UNBLESSED, force=True)
     client.refresh()
     assert client.post("/v2/models/iris/infer", json=v2_body([ROW])).json()["model_version"] == "3"
     registry.delete_version("iris", 1)

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from gyre.auth import hash_key
 from gyre.config import load_config
 from gyre.registry import CHAMPION, Registry
+from tests.forced import UNBLESSED
 from tests.serve.apptest import AppClient
 from tests.serve.test_grpc import _serve
 
@@ -162,8 +163,8 @@ def test_a_stored_threshold_the_server_cannot_use_never_stops_it(home: Path) -> 
 def test_a_shadow_is_compared_on_the_labels_each_version_answers(home: Path) -> None:
     publish_two(home)
     registry = Registry(home)
-    registry.set_alias("churn", CHAMPION, 1)
-    registry.set_alias("churn", "challenger", 2)
+    registry.set_alias("churn", CHAMPION, 1, reason=UNBLESSED, force=True)
+    registry.set_alias("churn", "challenger", 2, reason=UNBLESSED, force=True)
     registry.set_policy("churn", "shadow", {"shadow": "challenger"})
     registry.close()
     config = home.parent / "gyre.toml"

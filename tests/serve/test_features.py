@@ -28,6 +28,7 @@ from gyre.features import feature_views, training_set
 from gyre.monitor import check_skew
 from gyre.registry import CHAMPION, Registry
 from tests.conftest import start_server
+from tests.forced import UNBLESSED
 from tests.serve.apptest import AppClient
 
 MINUTE = 60_000_000
@@ -77,7 +78,9 @@ def train_and_publish(config: Config, rng: random.Random, now_us: int) -> None:
     model = GradientBoostingClassifier(n_estimators=10, max_depth=2, random_state=0)
     model.fit(view.matrix(rows), [row["label"] for row in rows])
     registry = Registry.from_config(config)
-    registry.publish("shops", model, view.matrix(rows), alias=CHAMPION, features=view)
+    registry.publish(
+        "shops", model, view.matrix(rows), alias=CHAMPION, features=view, force_alias=UNBLESSED
+    )
     registry.close()
 
 
@@ -219,7 +222,7 @@ def test_a_model_without_a_view_cannot_take_an_entity(
 ) -> None:
     config, _ = setup
     registry = Registry.from_config(config)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     registry.close()
     response = post_once(config, "/v2/models/iris/infer", {"parameters": {"entity": {"shop": 1}}})
     assert response.status_code == 400
@@ -324,8 +327,8 @@ def test_a_shadow_is_asked_only_when_it_was_trained_on_the_same_features(
     train_and_publish(config, random.Random(1), now_us)  # version 1, champion
     train_and_publish(config, random.Random(2), now_us)  # version 2, same view
     registry = Registry.from_config(config)
-    registry.set_alias("shops", "challenger", 2)
-    registry.set_alias("shops", CHAMPION, 1)
+    registry.set_alias("shops", "challenger", 2, reason=UNBLESSED, force=True)
+    registry.set_alias("shops", CHAMPION, 1, reason=UNBLESSED, force=True)
     registry.set_policy("shops", "shadow", {"shadow": "challenger"})
     registry.close()
     body = {"parameters": {"entity": {"shop": 1}, "request_features": {"basket": 1}}}
@@ -346,7 +349,7 @@ def test_a_shadow_is_asked_only_when_it_was_trained_on_the_same_features(
     table = np.random.default_rng(0).normal(size=(50, 6))
     raw = GradientBoostingClassifier(n_estimators=5).fit(table, np.arange(50) % 2)
     registry.publish("shops", raw, table)  # version 3
-    registry.set_alias("shops", "challenger", 3)
+    registry.set_alias("shops", "challenger", 3, reason=UNBLESSED, force=True)
     registry.close()
     client = AppClient(config)
     try:

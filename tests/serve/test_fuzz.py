@@ -32,6 +32,7 @@ from gyre.config import load_config
 from gyre.registry import CHAMPION, Registry
 from tests.conftest import ServerProcess, start_server
 from tests.control.client import ControlClient
+from tests.forced import UNBLESSED
 from tests.serve.apptest import AppClient
 from tests.serve.models import two_input_adder
 
@@ -49,8 +50,10 @@ GOOD_V2 = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data":
 
 def _publish(home: Path, classifier: Pipeline, rows: object) -> Path:
     registry = Registry(home)
-    registry.publish("iris", classifier, rows, alias=CHAMPION)
-    registry.publish("iris", classifier, rows, alias="challenger", force_new=True)
+    registry.publish("iris", classifier, rows, alias=CHAMPION, force_alias=UNBLESSED)
+    registry.publish(
+        "iris", classifier, rows, alias="challenger", force_new=True, force_alias=UNBLESSED
+    )
     registry.publish_onnx("adder", two_input_adder())
     registry.close()
     config = home.parent / "gyre.toml"

@@ -25,6 +25,7 @@ from gyre.auth import hash_key
 from gyre.registry import CHAMPION, Registry
 from gyre.serve.protocols import grpc_predict_v2_pb2 as pb
 from tests.conftest import ServerProcess, free_port, start_server
+from tests.forced import UNBLESSED
 from tests.serve.protogen import GENERATED, PROTOCOLS, generate
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ def test_the_committed_code_is_what_the_proto_makes(tmp_path: Path) -> None:
 def home(tmp_path_factory: pytest.TempPathFactory, iris_classifier: Pipeline, iris: tuple) -> Path:
     home = tmp_path_factory.mktemp("grpc") / "home"
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     registry.publish_file("shout", PYMODELS / "shout.py")
     registry.publish_file("scorer", PYMODELS / "scorer.py")
     registry.publish_file("fallback", PYMODELS / "scorer.py")

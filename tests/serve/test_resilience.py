@@ -22,6 +22,7 @@ from gyre.auth import hash_key
 from gyre.registry import CHAMPION, Registry
 from gyre.serve._app import METRICS_FLUSH_S
 from tests.conftest import ServerProcess, process_running, start_server
+from tests.forced import UNBLESSED
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +152,7 @@ def test_several_workers_share_the_port_reload_and_sum_metrics(
 ) -> None:
     home = tmp_path / "home"
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     config = tmp_path / "gyre.toml"
     config.write_text(f'[serve.consumers.app]\nkey_sha256 = "{hash_key("k")}"\n')
     server = start_server(home, "--workers", "2", config=config)
@@ -180,7 +181,7 @@ def test_several_workers_share_the_port_reload_and_sum_metrics(
             summed = float(found.group(1)) if found else None
         assert summed == 100.0
         registry.publish("iris", iris_classifier, iris[0], force_new=True)
-        registry.set_alias("iris", CHAMPION, 2)
+        registry.set_alias("iris", CHAMPION, 2, reason=UNBLESSED, force=True)
         time.sleep(2.5)
         versions = {
             httpx.post(f"{server.url}/v2/models/iris/infer", json=IRIS, headers=headers).json()[
@@ -238,8 +239,10 @@ def test_feedback_posted_at_once_to_another_worker_is_taken(
 ) -> None:
     home = tmp_path / "home"
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
-    registry.publish("iris", iris_classifier, iris[0], alias="challenger", force_new=True)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
+    registry.publish(
+        "iris", iris_classifier, iris[0], alias="challenger", force_new=True, force_alias=UNBLESSED
+    )
     registry.set_policy("iris", "bandit", {"arms": ["champion", "challenger"]})
     server = start_server(home, "--workers", "2")
     try:
@@ -262,7 +265,7 @@ def test_a_rate_limit_holds_over_all_worker_processes(
     tmp_path: Path, iris_classifier: Pipeline, iris: tuple
 ) -> None:
     home = tmp_path / "home"
-    Registry(home).publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    Registry(home).publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     rate, burst = 20.0, 5.0
     config = tmp_path / "gyre.toml"
     config.write_text(

@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 from gyre.auth import hash_key
 from gyre.registry import CHAMPION, Registry
 from tests.conftest import ServerProcess, start_server
+from tests.forced import UNBLESSED
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def _iris_home(root: Path, iris_classifier: Pipeline, iris: tuple) -> Path:
     """A gyre home under `root` with the iris classifier published as champion."""
     home = root / "home"
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     registry.close()
     return home
 
@@ -317,7 +318,7 @@ def test_hot_reload_under_steady_traffic_fails_no_request(
 ) -> None:
     home = tmp_path / "home"
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     server = start_server(home)
     body = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
     answers: list[tuple[float, int, str]] = []
@@ -340,7 +341,7 @@ def test_hot_reload_under_steady_traffic_fails_no_request(
         registry.publish("iris", iris_classifier, iris[0], force_new=True)
         time.sleep(1.0)
         moved_at = time.monotonic()
-        registry.set_alias("iris", CHAMPION, 2, reason="hot reload test")
+        registry.set_alias("iris", CHAMPION, 2, reason="hot reload test", force=True)
         deadline = moved_at + 10
         while time.monotonic() < deadline and not any(
             v == "2" and t > moved_at for t, _, v in answers[-20:]

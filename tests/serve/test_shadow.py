@@ -16,6 +16,7 @@ from gyre.auth import hash_key
 from gyre.monitor import FeedbackStore
 from gyre.registry import CHAMPION, Registry
 from gyre.serve._compare import Tolerance, compare
+from tests.forced import UNBLESSED
 from tests.serve.test_traffic import ADMIN_KEY, ROW, client_for, v2
 
 TOLERANCE = Tolerance(abs=1e-6, rel=0.01)
@@ -84,8 +85,8 @@ def _regressors(home: Path, iris: tuple, scale: float) -> Registry:
     second = Ridge(alpha=1.0).fit(x, y.astype(float) + 1.0)
     second.coef_ = second.coef_ * scale
     second.intercept_ = second.intercept_ * scale
-    registry.publish("eta", first, x, alias=CHAMPION)
-    registry.publish("eta", second, x, alias="challenger")
+    registry.publish("eta", first, x, alias=CHAMPION, force_alias=UNBLESSED)
+    registry.publish("eta", second, x, alias="challenger", force_alias=UNBLESSED)
     registry.set_policy("eta", "shadow", {"shadow": "challenger"})
     return registry
 

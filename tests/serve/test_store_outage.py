@@ -24,6 +24,7 @@ from gyre.registry import CHAMPION, Registry
 from gyre.stores import Stores
 from tests import pgcluster
 from tests.conftest import free_port, start_server
+from tests.forced import UNBLESSED
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,7 @@ def test_a_server_survives_its_database_going_away_and_coming_back(
     url = own_cluster.url()
     store = StoreConfig(url=url, connect_timeout_s=2.0)
     registry = Registry(Stores(tmp_path / "home", store))
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     registry.close()
     config = tmp_path / "gyre.toml"
     config.write_text(f'{CLICKS}[store]\nurl = "{url}"\nconnect_timeout_s = 2.0\n')

@@ -21,6 +21,7 @@ from gyre.errors import ConfigError
 from gyre.registry import CHAMPION, Registry
 from gyre.serve._server import check_configured_models, check_exposure
 from tests.control.client import ControlClient
+from tests.forced import UNBLESSED
 from tests.serve.apptest import AppClient
 
 PYMODELS = Path(__file__).parent / "pymodels"
@@ -50,8 +51,10 @@ def write_config(home: Path, text: str) -> Path:
 @pytest.fixture
 def two_versions(home: Path, iris_classifier: Pipeline, iris: tuple) -> Registry:
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
-    registry.publish("iris", iris_classifier, iris[0], alias="challenger", force_new=True)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
+    registry.publish(
+        "iris", iris_classifier, iris[0], alias="challenger", force_new=True, force_alias=UNBLESSED
+    )
     return registry
 
 
@@ -203,8 +206,10 @@ def test_a_stored_policy_the_server_cannot_use_stops_nothing(
 ) -> None:
     """Written as an older gyre (or a hand) could: the server starts, serves the model by its
     champion, keeps serving and reloading everything else, and says what is broken."""
-    two_versions.publish("other", iris_classifier, iris[0], alias=CHAMPION)
-    two_versions.publish("other", iris_classifier, iris[0], alias="challenger", force_new=True)
+    two_versions.publish("other", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
+    two_versions.publish(
+        "other", iris_classifier, iris[0], alias="challenger", force_new=True, force_alias=UNBLESSED
+    )
     two_versions.set_policy("other", "split", {"weights": {"challenger": 1}})
     kind, params = stored
     if isinstance(params, str):
@@ -214,7 +219,7 @@ def test_a_stored_policy_the_server_cannot_use_stops_nothing(
             )  # fmt: skip
     else:
         two_versions.metadata.set_policy("iris", kind, params, reason="as stored before")
-    two_versions.set_alias("iris", CHAMPION, 2)
+    two_versions.set_alias("iris", CHAMPION, 2, reason=UNBLESSED, force=True)
     client = client_for(home)  # the startup itself used to fail here
     try:
         for _ in range(20):
@@ -226,7 +231,7 @@ def test_a_stored_policy_the_server_cannot_use_stops_nothing(
         assert 'gyre_registry_broken_entries{entry="policy",model="iris"} 1.0' in metrics
         # Later changes are still served: a new version, an alias move, a valid policy.
         two_versions.publish("iris", iris_classifier, iris[0], force_new=True)
-        two_versions.set_alias("iris", CHAMPION, 3)
+        two_versions.set_alias("iris", CHAMPION, 3, reason=UNBLESSED, force=True)
         client.refresh()
         answer = client.post("/v2/models/iris/infer", json=v2([ROW]))
         assert answer.headers["gyre-model-version"] == "3"
@@ -410,7 +415,8 @@ def test_changes_made_on_the_control_plane_are_served_at_the_next_reload(
     reader = {"X-Api-Key": READER_KEY}
     try:
         url = "/v1/admin/models/iris/aliases/champion"
-        moved = control.put(url, json={"version": 2, "reason": "test"}, headers=admin)
+        body = {"version": 2, "reason": "test", "force": True}
+        moved = control.put(url, json=body, headers=admin)
         assert moved.json() == {"model": "iris", "alias": "champion", "version": 2, "previous": 1}
         client.refresh()  # what the server's poll does when the change position moves
         answer = client.post("/v2/models/iris/infer", json=v2([ROW]), headers=reader)

@@ -18,6 +18,7 @@ from gyre.auth import hash_key
 from gyre.config import load_config
 from gyre.registry import CHAMPION, Registry
 from tests.conftest import start_server
+from tests.forced import UNBLESSED
 from tests.serve.apptest import AppClient
 from tests.serve.models import two_input_adder
 
@@ -53,7 +54,9 @@ def app_for(home: Path, config_text: str = "") -> AppClient:
 def client(home: Path, iris_classifier: Pipeline, iris: tuple) -> Iterator[AppClient]:
     registry = Registry(home)
     registry.publish("iris", iris_classifier, iris[0])
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_new=True)
+    registry.publish(
+        "iris", iris_classifier, iris[0], alias=CHAMPION, force_new=True, force_alias=UNBLESSED
+    )
     registry.publish_onnx("adder", two_input_adder())
     registry.publish_onnx("fixed", fixed_identity())
     registry.publish_file("scorer", PYMODELS / "scorer.py")
@@ -273,7 +276,7 @@ def test_tritonclient_reads_config_stats_and_index_summed_over_processes(
 
     home = tmp_path / "home"
     registry = Registry(home)
-    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION)
+    registry.publish("iris", iris_classifier, iris[0], alias=CHAMPION, force_alias=UNBLESSED)
     registry.close()
     server = start_server(home, "--workers", "2")
     try:
