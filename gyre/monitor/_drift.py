@@ -233,7 +233,12 @@ def check_feature(
             reference, len(current), false_alarm=limits.false_alarm, draws=limits.draws,
             seed=limits.seed,
         )  # fmt: skip
-    drifted = statistic < threshold if test else statistic >= threshold
+    if test:
+        drifted = statistic < threshold
+    elif limits.false_alarm is not None:  # exceeded with probability false_alarm: a
+        drifted = statistic > threshold  # constant reference's 0 is not passed by 0
+    else:
+        drifted = statistic >= threshold
     return FeatureDrift(
         reference.feature, method, statistic, threshold, bool(drifted), psi,
         reference.rows, len(current), missing,

@@ -22,7 +22,8 @@ The verdict, given a margin (how much worse the challenger may be, >= 0):
 
 - `promote`: the difference is below `margin` at its upper bound (not worse by more than
   the margin), once each version has `min_samples` losses;
-- `roll_back`: the difference is above 0 at its lower bound (clearly worse);
+- `roll_back`: the difference is above `margin` at its lower bound (clearly worse by
+  more than the challenger may be);
 - `roll_back` also when `max_samples` challenger losses came and neither was shown (an
   undecided canary keeps the champion);
 - otherwise `continue`.
@@ -136,8 +137,8 @@ class CanaryTest:
         shown = f"loss difference {difference:+.4g}, interval [{lower:.4g}, {upper:.4g}]"
         if min(samples) < self.min_samples:
             return says("continue", f"{samples} losses: waiting for {self.min_samples} each")
-        if lower > 0:
-            return says("roll_back", f"the challenger is worse: {shown}")
+        if lower > self.margin:
+            return says("roll_back", f"worse by more than {self.margin:g}: {shown}")
         if upper < self.margin:
             return says("promote", f"not worse by more than {self.margin:g}: {shown}")
         if mine.count >= self.max_samples:

@@ -192,3 +192,9 @@ def test_a_calibrated_threshold_still_finds_a_real_shift_in_a_large_window() -> 
     )
     fixed = check_feature(reference, rng.normal(0.05, 1.0, 200_000))
     assert moved.drifted and moved.threshold < 0.05 and not fixed.drifted
+
+
+def test_a_constant_feature_that_stays_constant_is_not_drift_when_calibrated() -> None:
+    reference = drift_reference("x", np.zeros(5_000))
+    found = check_feature(reference, np.zeros(300), DriftThresholds(false_alarm=0.05))
+    assert found.threshold == 0.0 and not found.drifted

@@ -87,3 +87,12 @@ def test_what_a_canary_cannot_take_is_refused_with_a_typed_400() -> None:
         with pytest.raises(MonitorError, match=message) as caught:
             make()
         assert http_status(caught.value) == 400
+
+
+def test_worse_by_less_than_the_margin_is_never_rolled_back_however_late_one_looks() -> None:
+    rng = np.random.default_rng(5)
+    test = CanaryTest(margin=0.05, max_samples=10**6)
+    for _ in range(20_000):
+        test.add("champion", float(rng.normal(1.0, 0.1)))
+        test.add("challenger", float(rng.normal(1.01, 0.1)))
+    assert test.verdict().decision == "promote"
