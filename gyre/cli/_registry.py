@@ -171,6 +171,9 @@ def _publish_run(
         lineage={**(extra or {}), "run": made.lineage},
         names=made.feature_names,
         features=view,
+        # The run's own bytes: the version's native sha256 is then the run's model's, which
+        # is how `gyre evaluate MODEL:VERSION` knows the version is the run's model.
+        native_bytes=made.model_bytes,
         force_new=force_new,
         # The threshold `gyre evaluate` learned on the run's validation rows: the server's
         # label then follows it (a binary classifier's; none before an evaluation).

@@ -75,7 +75,7 @@ def evaluate(
     from gyre.learn import run_model
     from gyre.learn._verify import rebuilt_data
 
-    version, run_id = _subject(config, subject)
+    version, run_id = _subject(stores, config, subject)
     made = run_model(stores, run_id)
     spec, built = rebuilt_data(stores, config, run_id)
     judged = spec.evaluate
@@ -260,7 +260,7 @@ def _curves(task: str, y: np.ndarray, scores: np.ndarray, cut: float) -> dict[st
         return None
 
 
-def _subject(config: Config, subject: str) -> tuple[tuple[str, int] | None, str]:
+def _subject(stores: Stores, config: Config, subject: str) -> tuple[tuple[str, int] | None, str]:
     """(the registry version, if the subject names one; the run to evaluate)."""
     if "@" not in subject and ":" not in subject:
         return None, subject
@@ -271,14 +271,34 @@ def _subject(config: Config, subject: str) -> tuple[tuple[str, int] | None, str]
         mv = registry.resolve(subject)
     finally:
         registry.close()
+    return (mv.model, mv.version), _made_by(stores, mv, f"model `{mv.model}`")
+
+
+def _made_by(stores: Stores, mv: Any, what: str) -> str:
+    """The run whose model version `mv` holds. The version's lineage names the run, but a
+    lineage is the publisher's word (`--lineage` takes any JSON): the version's native
+    model must be the very bytes that run stored, or scoring the run's model would judge
+    (and bless) another model than the one served."""
+    from gyre.learn import run_model
+
     made_by = mv.lineage.get("run") or {}
-    if not made_by.get("run_id"):
+    run_id = made_by.get("run_id")
+    if not run_id:
         raise EvaluationError(
-            f"model `{mv.model}` version {mv.version} was not published from a run of "
-            "`gyre train`; evaluate the run that made it, or publish one with "
+            f"{what} version {mv.version} was not published from a run of `gyre train`; "
+            "evaluate the run that made it, or publish one with "
             "`gyre registry publish --run RUN`"
         )
-    return (mv.model, mv.version), str(made_by["run_id"])
+    made = run_model(stores, str(run_id))
+    if mv.native_sha256 != made.model_sha256:
+        raise EvaluationError(
+            f"{what} version {mv.version} names run {run_id} in its lineage, but its model "
+            f"is not the one that run stored (native sha256 {mv.native_sha256 or 'none'}, "
+            f"the run's {made.model_sha256}): its scores cannot be computed from the run. "
+            f"Publish the run's model with `gyre registry publish --run {run_id}` and "
+            "evaluate that version, or evaluate the run itself"
+        )
+    return str(run_id)
 
 
 def _targets(task: str, y: np.ndarray, model: Any) -> tuple[np.ndarray, list[Any] | None]:
@@ -334,14 +354,10 @@ def _champion(
         return None
     finally:
         registry.close()
-    made_by = mv.lineage.get("run") or {}
-    their_run = made_by.get("run_id")
-    if not their_run:
-        raise EvaluationError(
-            f"the champion `{name}@{alias}` (version {mv.version}) was not made by a run of "
-            "`gyre train`, so its scores on these rows cannot be computed yet; compare "
-            "with --against none, or publish the champion from a run"
-        )
+    try:
+        their_run = _made_by(stores, mv, f"the champion `{name}@{alias}`, which is")
+    except EvaluationError as e:
+        raise EvaluationError(f"{e}; or compare with --against none") from None
     if their_run == run_id:
         notes.append(f"`{name}@{alias}` is this run's own model: nothing to compare with")
         return None

@@ -351,6 +351,8 @@ class RunModel:
     views: tuple[str, ...]
     feature_names: tuple[str, ...]
     lineage: dict[str, Any]
+    model_bytes: bytes  # the joblib bytes the run stored, as stored
+    model_sha256: str
 
 
 def run_model(stores: Stores, run_id: str) -> RunModel:
@@ -375,9 +377,9 @@ def run_model(stores: Stores, run_id: str) -> RunModel:
             "publish the model from your code with Registry.publish"
         )
     store_of_files = stores.open_artifacts()
-    model = joblib.load(
-        io.BytesIO(store_of_files.get(artifacts["model"]["sha256"], what="the run's model"))
-    )
+    model_sha256 = str(artifacts["model"]["sha256"])
+    model_bytes = store_of_files.get(model_sha256, what="the run's model")
+    model = joblib.load(io.BytesIO(model_bytes))
     sample = np.load(
         io.BytesIO(store_of_files.get(artifacts["sample"]["sha256"], what="the run's sample"))
     )
@@ -397,5 +399,6 @@ def run_model(stores: Stores, run_id: str) -> RunModel:
         summary["evaluation"] = {k: judged.get(k) for k in keys}
     names = tuple(lineage.get("training_set", {}).get("features", ()))
     return RunModel(
-        run.experiment, model, sample, tuple(run.params.get("views", ())), names, summary
-    )
+        run.experiment, model, sample, tuple(run.params.get("views", ())), names, summary,
+        model_bytes, model_sha256,
+    )  # fmt: skip

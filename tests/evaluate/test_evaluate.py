@@ -159,6 +159,46 @@ def test_a_version_not_made_by_a_run_is_refused_with_what_to_do(world: Path) -> 
         evaluate(Stores.from_config(config), config, "hand:1")
 
 
+def test_a_version_whose_lineage_names_a_run_it_was_not_made_by_is_not_blessed(
+    world: Path,
+) -> None:
+    """A lineage is the publisher's word: `--lineage` naming a good run does not make
+    another model that run's, so evaluating the version cannot bless it."""
+    import joblib
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    config = _config(world)
+    stores = Stores.from_config(config)
+    good = _train(world, "good.toml", SPEC + GATES)
+    from gyre.learn import run_model
+
+    made = run_model(stores, good)
+    x = made.sample.astype(np.float32)
+    other = LogisticRegression().fit(x, (x[:, 0] > x[:, 0].mean()).astype(int))
+    joblib.dump(other, world / "other.joblib")
+    np.save(world / "sample.npy", x[:10])
+    runner = CliRunner()
+    base = ["--home", str(world / ".gyre"), "--config", str(world / "gyre.toml")]
+    forged = json.dumps({"run": {"run_id": good}})
+    published = runner.invoke(app, [*base, "registry", "publish", "forged",
+                                    str(world / "other.joblib"), "--sample",
+                                    str(world / "sample.npy"), "--lineage", forged])  # fmt: skip
+    assert published.exit_code == 0, published.output
+    with pytest.raises(EvaluationError, match="is not the one that run stored"):
+        evaluate(stores, config, "forged:1", against=None)
+    registry = Registry.from_config(config)
+    try:
+        with pytest.raises(NotBlessed):
+            registry.set_alias("forged", "champion", 1)
+    finally:
+        registry.close()
+    # The run's own model, published from the run, is its model: it evaluates.
+    mine = runner.invoke(app, [*base, "registry", "publish", "mine", "--run", good])
+    assert mine.exit_code == 0, mine.output
+    assert evaluate(stores, config, "mine:1", against=None).verdict.blessed
+
+
 def test_cost_gates_are_measured_on_the_published_version(world: Path) -> None:
     config = _config(world)
     stores = Stores.from_config(config)
@@ -171,7 +211,8 @@ def test_cost_gates_are_measured_on_the_published_version(world: Path) -> None:
         from gyre.learn import run_model
 
         made = run_model(stores, run)
-        registry.publish("buyers", made.model, made.sample, lineage={"run": made.lineage})
+        registry.publish("buyers", made.model, made.sample, lineage={"run": made.lineage},
+                         native_bytes=made.model_bytes)  # fmt: skip
     finally:
         registry.close()
     found = evaluate(stores, config, "buyers:1")
@@ -191,7 +232,8 @@ def test_a_champion_that_learned_from_this_holdout_is_refused(world: Path) -> No
 
         made = run_model(stores, newer)
         registry.publish("buyers", made.model, made.sample, alias="champion",
-                         lineage={"run": made.lineage}, force_alias=UNBLESSED)  # fmt: skip
+                         lineage={"run": made.lineage}, native_bytes=made.model_bytes,
+                         force_alias=UNBLESSED)  # fmt: skip
     finally:
         registry.close()
     with pytest.raises(EvaluationError, match="learned from rows up to"):
