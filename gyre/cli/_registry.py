@@ -239,8 +239,18 @@ def policy(
         str | None, typer.Option(help="For bandit: targets, e.g. champion,challenger")
     ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the change log.")] = "",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Send clients' traffic to a version no evaluation blessed (needs --reason; "
+            "recorded as forced).",
+        ),
+    ] = False,
 ) -> None:
-    """Set how requests naming only NAME are spread over its versions (aliases or numbers)."""
+    """Set how requests naming only NAME are spread over its versions (aliases or numbers).
+    Every target that answers clients (a split's, a shadow's primary, a bandit's arms) must
+    be champion, challenger or a blessed version, unless --force --reason "why"."""
     from gyre.registry._policy import parse_weights
 
     params: dict[str, object] = {}
@@ -250,7 +260,7 @@ def policy(
         params = {"primary": primary, "shadow": shadow}
     elif kind == "bandit" and arms is not None:
         params["arms"] = [arm.strip() for arm in arms.split(",")]
-    clean = _open(ctx).set_policy(name, kind, params, reason=reason)
+    clean = _open(ctx).set_policy(name, kind, params, reason=reason, force=force)
     console.print(f"{name}: traffic policy {kind} {json.dumps(clean, sort_keys=True)}")
 
 

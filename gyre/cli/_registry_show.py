@@ -120,8 +120,9 @@ def _evaluation_text(mv: ModelVersion, judged: VersionEvaluation | None) -> str:
     against = f" against {found['champion']}" if found["champion"] else ""
     report = f", report sha256 {found['report_sha256']}" if found["report_sha256"] else ""
     reasons = "; ".join(str(r) for r in found["reasons"]) or "every gate passed"
+    rows = f"rows of {found['data']}" if found["data"] else "holdout rows"
     return (
-        f"{judged.verdict}{against} on {found['rows']} holdout rows ({_when(judged.at)}, run "
+        f"{judged.verdict}{against} on {found['rows']} {rows} ({_when(judged.at)}, run "
         f"{str(found['run_id'])[:12]}{report}): {reasons}"
     )
 

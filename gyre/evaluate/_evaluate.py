@@ -88,6 +88,7 @@ def evaluate(
     y_all, classes = _targets(task, built.y, made.model)
     table = None if built.queries is None else built.queries.take(built.holdout)
     holdout_from: str | None = None
+    doubt = None  # why the rows may be rows the model learned from
     if data is None:
         holdout_from = format_timestamp(int(built.ts[built.holdout].min()))
     else:
@@ -101,7 +102,7 @@ def evaluate(
             time_column=column,
             time_unit=unit,
         )
-        built, table, holdout_from = with_given(built, given, column, notes)
+        built, table, holdout_from, doubt = with_given(built, given, column)
         y_all = _targets(task, built.y, made.model)[0]
     holdout, tuning_rows = built.holdout, built.validation if len(built.validation) else built.train
     mine = _score(task, made.model, built.x, holdout, tuning_rows)
@@ -191,8 +192,9 @@ def evaluate(
     if leave_one_out if leave_one_out is not None else judged.leave_one_feature_out:
         lofo = _leave_one_out(spec, built, made.feature_names, y, mine.holdout, options, notes)
     verdict = judge(
-        judged, metrics, against=differences, baselines=baselines, slices=parts, cost=cost
-    )
+        judged, metrics, against=differences, baselines=baselines, slices=parts, cost=cost,
+        doubts=() if doubt is None else (doubt,),
+    )  # fmt: skip
     curves = {"challenger": _curves(task, y, mine.holdout, cut), "champion": None}
     if champion_scores is not None:
         curves["champion"] = _curves(task, y, champion_scores, champion_cut)

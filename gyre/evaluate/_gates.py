@@ -77,8 +77,12 @@ def judge(
     baselines: Mapping[str, Mapping[str, Difference]],
     slices: Sequence[SliceResult],
     cost: Mapping[str, float] | None,
+    doubts: Sequence[str] = (),
 ) -> Verdict:
-    gates: list[GateResult] = []
+    """`doubts`: why the rows may not be unseen by the model (each fails the verdict: a
+    model scored on rows it learned from looks better than it is)."""
+    gates: list[GateResult] = [GateResult("rows the model did not learn from", False, d)
+                               for d in doubts]  # fmt: skip
     for metric, bound in spec.absolute.items():
         gates.append(_absolute(metric, bound, metrics.get(metric)))
     for metric, allowed in spec.change.items():

@@ -45,6 +45,12 @@ def read_given(
     if table.num_rows == 0:
         raise EvaluationError(f"{where} has no rows: give a file with the rows to evaluate on")
     names = table.column_names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # which of the two is the feature? Arrow's lookup would raise KeyError
+        raise EvaluationError(
+            f"{where} has the column(s) {', '.join(twice)} more than once; give each "
+            "column one name"
+        )
     missing = [f for f in features if f not in names]
     if missing:
         raise EvaluationError(
@@ -166,11 +172,13 @@ def time_column(spec: Any) -> tuple[str, str]:
 
 
 def with_given(
-    built: Any, given: GivenRows, column: str, notes: list[str]
-) -> tuple[Any, Any, str | None]:
+    built: Any, given: GivenRows, column: str
+) -> tuple[Any, Any, str | None, str | None]:
     """The run's rows with the file's appended as the holdout (the threshold's and the
-    baselines' rows stay the run's), the file's table (for slices), and the file's first
-    time (None: the file has no time column)."""
+    baselines' rows stay the run's), the file's table (for slices), the file's first time
+    (None: the file has no time column), and why the file's rows may be rows the run
+    learned from (None: they start after them). Rows it may have learned from would look
+    better than they are, so that reason fails the evaluation (`judge(doubts=)`)."""
     from dataclasses import replace
 
     from gyre.collect import format_timestamp
@@ -191,17 +199,18 @@ def with_given(
     )
     learned = np.concatenate([built.train, built.validation])
     if given.ts is None:
-        notes.append(
-            f"the rows file has no `{column}` column: whether its rows overlap the rows this "
-            "run learned from is not checked, and a champion cannot be compared (add the "
-            "column, or compare with --against none)"
+        untimed = (
+            f"the rows file has no `{column}` column, so whether its rows are rows this run "
+            "learned from cannot be checked; add the column (a champion cannot be compared "
+            "without it either)"
         )
-        return joined, given.table, None
+        return joined, given.table, None, untimed
     first = int(given.ts.min())
-    if len(learned) and first <= int(built.ts[learned].max()):
-        notes.append(
-            f"the rows file starts at {format_timestamp(first)}, before this run's training "
-            f"and validation rows end ({format_timestamp(int(built.ts[learned].max()))}): "
-            "rows it learned from would look better than they are"
+    doubt: str | None = None
+    last = int(built.ts[learned].max()) if len(learned) else None
+    if last is not None and first <= last:
+        doubt = (
+            f"the rows file starts at {format_timestamp(first)}, at or before the end of this "
+            f"run's training and validation rows ({format_timestamp(last)}); give rows after it"
         )
-    return joined, given.table, format_timestamp(first)
+    return joined, given.table, format_timestamp(first), doubt

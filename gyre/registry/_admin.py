@@ -54,5 +54,12 @@ def set_policy(registry: Registry, model: str, body: dict[str, Any], who: str) -
         raise InvalidModel(
             'send {"kind": "split", "params": {"weights": {"champion": 90, "challenger": 10}}}'
         )
-    clean = registry.set_policy(model, kind, params, reason=_reason(body, who))
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidModel(
+            '`force` must be true or false: send {"kind": …, "params": …, "reason": "why", '
+            '"force": true} to send clients\' traffic to a version no evaluation blessed'
+        )
+    check_force(f"the {kind} traffic policy of `{model}`", force, body.get("reason", ""))
+    clean = registry.set_policy(model, kind, params, reason=_reason(body, who), force=force)
     return {"model": model, "kind": kind, "params": clean}

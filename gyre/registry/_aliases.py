@@ -6,7 +6,10 @@ move only to a version whose latest evaluation (`gyre evaluate`) blessed it. For
 onto another version takes a reason, and the change log records the move with the reason
 and `forced: true`. Every way an alias moves comes through `Aliases.set_alias` (and so
 through `blessing_guard`): publishing with `alias=`, `gyre registry alias`, and the
-control plane's HTTP route. Other aliases move freely.
+control plane's HTTP route. A traffic policy is held to the same rule: every target whose
+answers reach clients (`serving_targets`) is `champion`, `challenger`, or a version (by
+number or through another alias) that its latest evaluation blessed, and an alias such a
+policy names moves only to a blessed version. Other aliases move freely.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from gyre.errors import InvalidModel, NotBlessed, RegistryError
 from gyre.registry._evaluations import AliasGuard, VersionEvaluation
 from gyre.registry._metadata import MetadataStore
 from gyre.registry._names import CHALLENGER, CHAMPION, check_name
-from gyre.registry._policy import check_policy, target_version, targets
+from gyre.registry._policy import check_policy, serving_targets, target_version, targets
 
 if TYPE_CHECKING:
     from gyre.registry._metadata import ModelVersion
@@ -38,13 +41,14 @@ def check_force(what: str, force: bool, reason: str) -> None:
 
 
 def blessing_guard(
-    model: str, alias: str, version: int, *, force: bool, reason: str
+    model: str, alias: str, version: int, *, force: bool, reason: str, serves: str = ""
 ) -> AliasGuard | None:
     """The check that moving `alias` of `model` to `version` obeys the blessing rule
     (None: the alias is free); it raises NotBlessed, or returns True when `force`d past
-    the rule."""
+    the rule. `serves`: the kind of traffic policy that sends clients' traffic to
+    `alias` (an alias of any name is then held to the rule)."""
     check_force(f"`{model}@{alias}` to version {version}", force, reason)
-    if alias not in BLESSED_ALIASES:
+    if alias not in BLESSED_ALIASES and not serves:
         return None
 
     def guard(latest: VersionEvaluation | None) -> bool:
@@ -52,28 +56,34 @@ def blessing_guard(
             return False
         if force:
             return True
-        raise NotBlessed(_refusal(model, alias, version, latest))
+        raise NotBlessed(_refusal(model, alias, version, latest, serves))
 
     return guard
 
 
-def _refusal(model: str, alias: str, version: int, latest: VersionEvaluation | None) -> str:
-    if latest is None:
-        why = "has no evaluation"
-    elif latest.broken is not None:
-        why = f"has a latest evaluation that cannot be read ({latest.broken})"
-    else:
-        reasons = [str(r) for r in latest.summary.get("reasons", [])]
-        more = f"; and {len(reasons) - 3} more" if len(reasons) > 3 else ""
-        shown = "; ".join(reasons[:3]) + more
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(latest.at))
-        why = f"was vetoed by its latest evaluation ({when}: {shown or 'no reason recorded'})"
+def _refusal(
+    model: str, alias: str, version: int, latest: VersionEvaluation | None, serves: str = ""
+) -> str:
+    held = f" (the {serves} traffic policy sends clients' traffic to it)" if serves else ""
     return (
-        f"model `{model}` version {version} {why}, and only a blessed version can be "
-        f"`{alias}`: run `gyre evaluate {model}:{version}` to bless it, or "
+        f"model `{model}` version {version} {_unblessed(latest)}, and only a blessed version "
+        f"can be `{alias}`{held}: run `gyre evaluate {model}:{version}` to bless it, or "
         f'`gyre registry alias {model} {alias} {version} --force --reason "why"` to move '
         "it anyway (the change log records the forced move)"
     )
+
+
+def _unblessed(latest: VersionEvaluation | None) -> str:
+    """Why a version is not blessed, after "version N"."""
+    if latest is None:
+        return "has no evaluation"
+    if latest.broken is not None:
+        return f"has a latest evaluation that cannot be read ({latest.broken})"
+    reasons = [str(r) for r in latest.summary.get("reasons", [])]
+    more = f"; and {len(reasons) - 3} more" if len(reasons) > 3 else ""
+    shown = "; ".join(reasons[:3]) + more
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(latest.at))
+    return f"was vetoed by its latest evaluation ({when}: {shown or 'no reason recorded'})"
 
 
 class Aliases:
@@ -89,13 +99,16 @@ class Aliases:
         self, name: str, alias: str, version: int, *, reason: str = "", force: bool = False
     ) -> int | None:
         """Point `alias` of model `name` at `version`; the version it named before, if any.
-        `champion` and `challenger` need a version whose latest evaluation blessed it
-        (NotBlessed otherwise) unless `force`, which needs a `reason`."""
+        `champion`, `challenger` and any alias the traffic policy sends clients' traffic to
+        need a version whose latest evaluation blessed it (NotBlessed otherwise) unless
+        `force`, which needs a `reason`."""
         if not is_int64(version) or version < 1:
             raise InvalidModel(f"version {version!r} is not a version number (1, 2, 3, …)")
         check_name("model", name)
         check_name("alias", alias)
-        guard = blessing_guard(name, alias, version, force=force, reason=reason)
+        kind, params, broken = self.policy(name)
+        serves = kind if broken is None and alias in serving_targets(kind, params) else ""
+        guard = blessing_guard(name, alias, version, force=force, reason=reason, serves=serves)
         return self.metadata.set_alias(name, alias, version, reason=reason, guard=guard)
 
     def record_evaluation(
@@ -110,13 +123,23 @@ class Aliases:
         return self.metadata.latest_evaluation(name, version)
 
     def set_policy(
-        self, name: str, kind: str, params: dict[str, Any] | None = None, *, reason: str = ""
+        self,
+        name: str,
+        kind: str,
+        params: dict[str, Any] | None = None,
+        *,
+        reason: str = "",
+        force: bool = False,
     ) -> dict[str, Any]:
         """Set the traffic policy of model `name` (see `gyre.registry._policy`). Every
         target must name a version that exists now: a split to a missing alias would send
-        its share to the champion without a word."""
+        its share to the champion without a word. Every target whose answers reach clients
+        must be blessed (`champion` and `challenger` are, by the alias rule; a version
+        number or another alias must name a version its latest evaluation blessed), unless
+        `force`, which needs a `reason` and is recorded."""
         live = {mv.version for mv in self.versions(name)}
         clean = check_policy(kind, params or {})
+        check_force(f"the {kind} traffic policy of `{name}`", force, reason)
         aliases = self.metadata.aliases(name).get(name, {})
         for target in targets(kind, clean):
             if target_version(target, aliases) not in live:
@@ -127,7 +150,25 @@ class Aliases:
                     else f"model `{name}` has no alias `{target}`; set it first "
                     f"(`gyre registry alias {name} {target} VERSION`) or name a version"
                 )
-        self.metadata.set_policy(name, kind, clean, reason=reason)
+        unblessed = [
+            (target, version, latest)
+            for target in serving_targets(kind, clean)
+            if target not in BLESSED_ALIASES
+            for version in [target_version(target, aliases) or 0]
+            for latest in [self.metadata.latest_evaluation(name, version)]
+            if latest is None or not latest.blessed
+        ]
+        if unblessed and not force:
+            target, version, latest = unblessed[0]
+            via = "" if parse_count(target) is not None else f" (alias `{target}`)"
+            raise NotBlessed(
+                f"the {kind} traffic policy would send clients' traffic to model `{name}` "
+                f"version {version}{via}, which {_unblessed(latest)}; only a blessed version "
+                f"may answer clients: run `gyre evaluate {name}:{version}` to bless it, "
+                f"route to champion or challenger, or set the policy with --force --reason "
+                '"why" (the change log records it as forced)'
+            )
+        self.metadata.set_policy(name, kind, clean, reason=reason, forced=bool(unblessed))
         return clean
 
     def policy(self, name: str) -> tuple[Any, Any, str | None]:

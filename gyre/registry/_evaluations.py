@@ -103,6 +103,7 @@ class VersionEvaluation:
             "run_id": found.get("run_id"),
             "champion": found.get("champion"),
             "rows": found.get("rows"),
+            "data": found.get("data") if isinstance(found.get("data"), str) else None,
             "reasons": found.get("reasons", []),
             "gates": found.get("gates", []),
             "metrics": found.get("metrics", {}),

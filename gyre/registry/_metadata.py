@@ -189,7 +189,12 @@ class MetadataStore(Protocol):
 
     def aliases(self, model: str | None = None) -> dict[str, dict[str, int]]: ...
 
-    def set_policy(self, model: str, kind: str, params: dict[str, Any], *, reason: str) -> None: ...
+    def set_policy(
+        self, model: str, kind: str, params: dict[str, Any], *, reason: str, forced: bool = False
+    ) -> None:
+        """Store the model's policy; `forced`: it sends clients' traffic to an unblessed
+        version, which the change log records."""
+        ...
 
     def policies(self) -> dict[str, tuple[Any, Any]]: ...
 

@@ -96,6 +96,17 @@ def targets(kind: str, params: dict[str, Any]) -> list[str]:
     return []
 
 
+def serving_targets(kind: str, params: dict[str, Any]) -> list[str]:
+    """The targets of a checked policy whose answers reach clients: a split's targets of
+    weight above 0, a shadow's primary (its shadow's answers are only compared), a
+    bandit's arms. Only a blessed version may be one (`Aliases.set_policy`)."""
+    if kind == "split":
+        return [target for target, weight in params["weights"].items() if weight > 0]
+    if kind == "shadow":
+        return [params["primary"]]
+    return targets(kind, params)
+
+
 def _weight(target: str, weight: Any) -> float:
     value = math.nan
     if isinstance(weight, (int, float)) and not isinstance(weight, bool):

@@ -311,7 +311,9 @@ class SQLMetadataStore:
         with self._read() as conn:
             return self._aliases(conn, model)
 
-    def set_policy(self, model: str, kind: str, params: dict[str, Any], *, reason: str) -> None:
+    def set_policy(
+        self, model: str, kind: str, params: dict[str, Any], *, reason: str, forced: bool = False
+    ) -> None:
         with self._write() as conn:
             self._run(
                 conn,
@@ -320,7 +322,10 @@ class SQLMetadataStore:
                 " params = excluded.params, updated_at = excluded.updated_at",
                 (model, kind, json.dumps(params, sort_keys=True), time.time()),
             )
-            self._record(conn, model, "policy", kind=kind, params=params, why=reason)
+            self._record(
+                conn, model, "policy", kind=kind, params=params, why=reason,
+                **({"forced": True} if forced else {}),
+            )  # fmt: skip
 
     def _policies(self, conn: Any) -> dict[str, tuple[Any, Any]]:
         return {

@@ -76,7 +76,12 @@ def test_an_admin_key_moves_and_deletes_aliases_and_sets_policies(
     assert new.json() == {"model": "iris", "alias": "old", "version": 1, "previous": None}
     policy = control.put(
         "/v1/admin/models/iris/policy",
-        json={"kind": "split", "params": {"weights": {"old": 1, "champion": 3}}},
+        json={
+            "kind": "split",
+            "params": {"weights": {"old": 1, "champion": 3}},
+            "reason": "test",
+            "force": True,
+        },
         headers=AS_ADMIN,
     )
     assert policy.status_code == 200, policy.text

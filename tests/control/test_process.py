@@ -80,7 +80,12 @@ def test_a_move_on_the_control_plane_is_served_by_a_running_server_within_2_s(
         assert moved.json() == {"model": "iris", "alias": "champion", "version": 2, "previous": 1}
         assert _seconds_until_served(server, "2", moved_at) < 2.0
         # A traffic policy, the same way: every request to version 1.
-        split = {"kind": "split", "params": {"weights": {"1": 1}}, "reason": "canary"}
+        split = {
+            "kind": "split",
+            "params": {"weights": {"1": 1}},
+            "reason": "canary",
+            "force": True,
+        }
         policy = httpx.put(f"{control.url}/v1/admin/models/iris/policy", json=split, headers=AUTH)
         changed_at = time.monotonic()
         assert policy.status_code == 200, policy.text

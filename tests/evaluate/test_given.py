@@ -97,7 +97,7 @@ def test_the_cli_evaluates_a_file_and_says_so(trained: tuple[Path, str, dict[str
     assert "lacks the feature column(s) pages" in str(refused.exception)
 
 
-def test_without_a_time_column_the_overlap_is_noted_and_a_champion_refused(
+def test_rows_that_may_be_training_rows_fail_the_verdict_and_a_champion_is_refused(
     trained: tuple[Path, str, dict[str, Any]],
 ) -> None:
     world, run, columns = trained
@@ -105,19 +105,26 @@ def test_without_a_time_column_the_overlap_is_noted_and_a_champion_refused(
     stores = Stores.from_config(config)
     untimed = {k: v for k, v in columns.items() if k != "ts"}
     path = _write(world / "untimed.parquet", untimed)
+    # Scored on rows it may have learned from, a model looks better than it is: the
+    # metrics are shown, but the verdict is a veto that says why.
     found = evaluate(stores, config, run, against=None, data=path, record=False)
-    assert any("no `ts` column" in note for note in found.notes)
-    # Rows from before the run's training ended are evaluated, with a warning.
+    assert not found.verdict.blessed
+    assert found.verdict.reasons[0].startswith("rows the model did not learn from: the rows "
+                                               "file has no `ts` column")  # fmt: skip
     early = dict(columns)
     early["ts"] = np.full(len(columns["ts"]), int(columns["ts"].min()) - 86_400 * 30)
     path_early = _write(world / "early.parquet", early)
     found = evaluate(stores, config, run, against=None, data=path_early, record=False)
-    assert any("rows it learned from would look better" in note for note in found.notes)
+    assert not found.verdict.blessed and "give rows after it" in found.verdict.reasons[0]
+    assert evaluate(stores, config, run, against=None, data=_write(world / "late.parquet",
+                    columns), record=False).verdict.blessed  # fmt: skip
     args = ["--home", str(world / ".gyre"), "--config", str(world / "gyre.toml")]
     published = CliRunner().invoke(
         app, [*args, "registry", "publish", "--run", run, "--alias", "champion"]
     )
     assert published.exit_code == 0, published.output
+    shown = CliRunner().invoke(app, [*args, "registry", "show", "buyers:1"])
+    assert "rows of" in shown.output and "cli.csv" in shown.output  # not "holdout rows"
     second = _train(
         world, "second.toml", (SPEC + GATES).replace("num_leaves = 8", "num_leaves = 4")
     )
@@ -158,3 +165,7 @@ def test_every_problem_of_the_file_is_refused_by_name(
     _refused(world, run, world / "absent.csv", "does not exist")
     times = dict(columns, ts=np.asarray(["yesterday"] * n))
     _refused(world, run, _write(world / "j.parquet", times), "time column `ts`")
+    head, *lines = _write(world / "k.csv", columns).read_text().splitlines()
+    first = head.split(",")[0].strip('"')
+    (world / "twice.csv").write_text("\n".join([f"{head},{first}"] + [f"{r},0" for r in lines]))
+    _refused(world, run, world / "twice.csv", rf"has the column\(s\) {first} more than once")

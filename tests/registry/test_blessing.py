@@ -179,3 +179,62 @@ def test_the_cli_publish_needs_force_and_reason_together(
     assert "alias champion" in forced.stdout
     history = json.loads(gyre(home, "registry", "history", "iris", "--json").stdout)
     assert (history[-1]["why"], history[-1]["forced"]) == ("first model", True)
+
+
+def test_a_policy_sends_clients_traffic_only_to_blessed_versions(two: Registry) -> None:
+    """A split, a bandit arm or a shadow's primary naming a version by number, or through an
+    alias of another name, would have served an unblessed version past the alias rule."""
+    two.set_alias("m", "canary", 2)  # a free alias, at a version no evaluation blessed
+    for kind, params in [
+        ("split", {"weights": {"1": 90, "2": 10}}),
+        ("split", {"weights": {"1": 90, "canary": 10}}),
+        ("bandit", {"arms": ["1", "canary"]}),
+        ("shadow", {"primary": "canary", "shadow": "1"}),
+    ]:
+        with pytest.raises(NotBlessed, match=r"would send clients' traffic to model `m` version"):
+            two.set_policy("m", kind, params)
+    assert two.policy("m") == ("champion", {}, None)
+    two.record_evaluation("m", 1, judged("blessed"))
+    # A shadow's answers are only compared, and a split share of 0 answers nobody.
+    two.set_policy("m", "shadow", {"primary": "1", "shadow": "canary"})
+    two.set_policy("m", "split", {"weights": {"1": 100, "canary": 0}})
+    assert "forced" not in two.changes("m")[-1]
+    with pytest.raises(InvalidModel, match="needs a reason"):
+        two.set_policy("m", "bandit", {"arms": ["1", "2"]}, force=True)
+    two.set_policy("m", "bandit", {"arms": ["1", "2"]}, reason="explore", force=True)
+    assert {k: two.changes("m")[-1][k] for k in ("action", "why", "forced")} == {
+        "action": "policy", "why": "explore", "forced": True,
+    }  # fmt: skip
+
+
+def test_an_alias_a_policy_serves_from_moves_only_to_a_blessed_version(two: Registry) -> None:
+    two.record_evaluation("m", 1, judged("blessed"))
+    two.set_alias("m", "canary", 1)
+    two.set_policy("m", "split", {"weights": {"1": 90, "canary": 10}})
+    with pytest.raises(NotBlessed, match="the split traffic policy sends clients' traffic to it"):
+        two.set_alias("m", "canary", 2)
+    assert two.metadata.aliases("m")["m"]["canary"] == 1
+    two.set_alias("m", "canary", 2, reason="try it", force=True)
+    assert two.changes("m")[-1]["forced"] is True
+
+
+def test_the_cli_and_http_policy_need_force_for_an_unblessed_target(
+    home: Path, two: Registry
+) -> None:
+    refused = gyre(home, "registry", "policy", "m", "bandit", "--arms", "1,2", check=False)
+    assert refused.returncode == 1 and "gyre evaluate m:1" in refused.stderr
+    forced = gyre(home, "registry", "policy", "m", "bandit", "--arms", "1,2", "--force",
+                  "--reason", "explore")  # fmt: skip
+    assert "traffic policy bandit" in forced.stdout
+    from gyre.registry._admin import set_policy
+
+    body: dict[str, Any] = {"kind": "split", "params": {"weights": {"2": 1}}}
+    with pytest.raises(NotBlessed):
+        set_policy(two, "m", body, "ops")
+    with pytest.raises(InvalidModel, match="needs a reason"):
+        set_policy(two, "m", {**body, "force": True}, "ops")
+    with pytest.raises(InvalidModel, match="`force` must be true or false"):
+        set_policy(two, "m", {**body, "force": "yes"}, "ops")
+    assert (
+        set_policy(two, "m", {**body, "force": True, "reason": "hotfix"}, "ops")["kind"] == "split"
+    )

@@ -327,7 +327,9 @@ def test_policy_targets_are_stored_as_the_server_reads_them(
         registry.publish(
             "m", iris_classifier, iris[0], alias="champion", force_new=True, force_alias=UNBLESSED
         )
-    clean = registry.set_policy("m", "split", {"weights": {"champion": 1, "007": 2}})
+    clean = registry.set_policy(
+        "m", "split", {"weights": {"champion": 1, "007": 2}}, reason=UNBLESSED, force=True
+    )
     assert clean == {"weights": {"champion": 1.0, "7": 2.0}}
     assert registry.policy("m") == ("split", clean, None)
 
@@ -347,7 +349,7 @@ def test_a_policy_must_name_versions_that_exist_and_keeps_them(
     # What the policy sends traffic to stays until the policy changes.
     with pytest.raises(RegistryError, match="sends traffic to alias `challenger`; change"):
         registry.delete_alias("m", "challenger")
-    registry.set_policy("m", "bandit", {"arms": ["champion", "2"]})
+    registry.set_policy("m", "bandit", {"arms": ["champion", "2"]}, reason=UNBLESSED, force=True)
     with pytest.raises(RegistryError, match="sends traffic to version 2"):
         registry.delete_version("m", 2)
     registry.set_policy("m", "champion")

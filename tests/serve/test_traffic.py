@@ -292,7 +292,7 @@ def test_bandit_moves_traffic_to_the_better_version(two_versions: Registry, home
 
 
 def test_feedback_by_label_is_scored_and_idempotent(two_versions: Registry, home: Path) -> None:
-    two_versions.set_policy("iris", "bandit", {"arms": ["1", "2"]})
+    two_versions.set_policy("iris", "bandit", {"arms": ["1", "2"]}, reason=UNBLESSED, force=True)
     client = client_for(home)
     try:
         response = client.post("/v2/models/iris/infer", json=v2([ROW]))
@@ -366,7 +366,7 @@ def test_forged_feedback_is_refused_and_steers_nothing(two_versions: Registry, h
 def test_feedback_is_taken_once_per_answer_and_names_who_posted_it(
     two_versions: Registry, home: Path
 ) -> None:
-    two_versions.set_policy("iris", "bandit", {"arms": ["1", "2"]})
+    two_versions.set_policy("iris", "bandit", {"arms": ["1", "2"]}, reason=UNBLESSED, force=True)
     client = client_for(
         home,
         f'[serve.consumers.app]\nkey_sha256 = "{hash_key(READER_KEY)}"\nmodels = ["iris"]\n'
@@ -423,7 +423,12 @@ def test_changes_made_on_the_control_plane_are_served_at_the_next_reload(
         assert answer.headers["gyre-model-version"] == "2"
         policy = control.put(
             "/v1/admin/models/iris/policy",
-            json={"kind": "split", "params": {"weights": {"1": 1}}},
+            json={
+                "kind": "split",
+                "params": {"weights": {"1": 1}},
+                "reason": "test",
+                "force": True,
+            },
             headers=admin,
         )
         assert policy.status_code == 200
