@@ -34,7 +34,7 @@ import numpy as np
 
 from gyre.collect import format_timestamp
 from gyre.config import Config
-from gyre.errors import EvaluationError, GyreError
+from gyre.errors import EvaluationError, GyreError, RunError
 from gyre.evaluate._gates import judge
 from gyre.evaluate._given import label_column, read_given, time_column, with_given
 from gyre.evaluate._intervals import metric_intervals, paired_differences
@@ -277,30 +277,14 @@ def _subject(stores: Stores, config: Config, subject: str) -> tuple[tuple[str, i
 
 
 def _made_by(stores: Stores, mv: Any, what: str) -> str:
-    """The run whose model version `mv` holds. The version's lineage names the run, but a
-    lineage is the publisher's word (`--lineage` takes any JSON): the version's native
-    model must be the very bytes that run stored, or scoring the run's model would judge
-    (and bless) another model than the one served."""
-    from gyre.learn import run_model
+    """The run whose model version `mv` holds (`version_run`): scoring another run's
+    model would judge, and bless, another model than the one served."""
+    from gyre.learn import version_run
 
-    made_by = mv.lineage.get("run") or {}
-    run_id = made_by.get("run_id")
-    if not run_id:
-        raise EvaluationError(
-            f"{what} version {mv.version} was not published from a run of `gyre train`; "
-            "evaluate the run that made it, or publish one with "
-            "`gyre registry publish --run RUN`"
-        )
-    made = run_model(stores, str(run_id))
-    if mv.native_sha256 != made.model_sha256:
-        raise EvaluationError(
-            f"{what} version {mv.version} names run {run_id} in its lineage, but its model "
-            f"is not the one that run stored (native sha256 {mv.native_sha256 or 'none'}, "
-            f"the run's {made.model_sha256}): its scores cannot be computed from the run. "
-            f"Publish the run's model with `gyre registry publish --run {run_id}` and "
-            "evaluate that version, or evaluate the run itself"
-        )
-    return str(run_id)
+    try:
+        return str(version_run(stores, mv, what).lineage["run_id"])
+    except RunError as exc:
+        raise EvaluationError(f"{exc}; or evaluate the run itself") from None
 
 
 def _targets(task: str, y: np.ndarray, model: Any) -> tuple[np.ndarray, list[Any] | None]:

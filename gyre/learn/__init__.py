@@ -5,6 +5,7 @@ the quick-start model of the demo."""
 
 from gyre.learn._data import TrainingData
 from gyre.learn._keras import KerasMLP
+from gyre.learn._made import run_profile, version_run
 from gyre.learn._pgruns import PostgresRunStore
 from gyre.learn._quickstart import QuickstartModel, train_quickstart_model
 from gyre.learn._runs import RUN_STATUSES, MetricPoint, Run, RunStore
@@ -56,9 +57,11 @@ __all__ = [
     "make_trainer",
     "parse_spec",
     "run_model",
+    "run_profile",
     "start_run",
     "train_on_view",
     "train_quickstart_model",
     "train_spec",
     "verify_run",
+    "version_run",
 ]

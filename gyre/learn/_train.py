@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,7 @@ class Fitted:
     baseline_metrics: dict[str, float]
     timings_s: dict[str, float]
     model_bytes: bytes | None = None  # the trainer pickled (joblib), when `fit` kept it
+    profile_bytes: bytes | None = None  # the training rows' input profile, when `fit` kept it
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ def fit(
     """Build the training data and fit the spec's trainer (and baseline); no recording.
     `export`: a `gyre events export` folder the views' older facts are read from;
     `keep_model`: pickle the fitted trainer beside scoring it where it may be (a run's
-    artifact, `Fitted.model_bytes`)."""
+    artifact, `Fitted.model_bytes`), and take the training rows' input profile
+    (`Fitted.profile_bytes`) beside the scoring."""
     from gyre.learn._trainer import make_trainer
 
     clock = _Clock(reporter or _Silent())
@@ -164,6 +167,8 @@ def fit(
         # A model that is only read from threads is pickled for the run while it is scored.
         early = keep_model and getattr(trainer, "predicts_in_threads", False)
         pickling = pool.submit(_model_bytes, trainer) if early else None
+        # The input profile is sorts and counts on arrays (no GIL held): beside the scoring.
+        profiling = pool.submit(_profile, data) if keep_model else None
         with clock.stage("evaluate"):
             metrics = _scores(spec.task, trainer, data)
             baseline: dict[str, float] = {}
@@ -174,7 +179,8 @@ def fit(
                 simple.fit(x_train, y_train, validation=validation)
                 baseline = score(spec.task, simple, *data.part("holdout"))
         model = None if pickling is None else pickling.result()
-    return Fitted(data, trainer, metrics, baseline, clock.timings_s, model)
+        profile = None if profiling is None else profiling.result()
+    return Fitted(data, trainer, metrics, baseline, clock.timings_s, model, profile)
 
 
 def _model_bytes(trainer: Any) -> bytes:
@@ -188,22 +194,52 @@ def _model_bytes(trainer: Any) -> bytes:
 
 def _scores(task: str, model: Any, data: TrainingData) -> dict[str, float]:
     """Holdout metrics under their plain names; validation and train ones prefixed. The
-    train metrics are taken on at most TRAIN_SCORE_ROWS training rows, evenly spaced. The
-    parts are scored side by side where the trainer may predict from several threads."""
+    train metrics are taken on at most TRAIN_SCORE_ROWS training rows, evenly spaced.
+    Where the trainer may predict from several threads, each part's rows are predicted a
+    slice per core (a row's prediction does not depend on its neighbours)."""
     x, y = data.part("train")
     every = evenly_spaced(len(y))
     if every is not None:
         x, y = x[every], y[every]
     parts = {"": data.part("holdout"), "validation_": data.part("validation"), "train_": (x, y)}
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if not getattr(model, "predicts_in_threads", False) or threads == 1:
+        return _scored(task, model, parts)
+    with ThreadPoolExecutor(threads, thread_name_prefix="gyre-score") as pool:
+        return _scored(task, _SideBySide(model, pool, threads), parts)
 
-    def scored(prefix: str) -> dict[str, float]:
-        return {f"{prefix}{k}": v for k, v in score(task, model, *parts[prefix]).items()}
 
-    if not getattr(model, "predicts_in_threads", False):
-        return {k: v for prefix in parts for k, v in scored(prefix).items()}
-    with ThreadPoolExecutor(len(parts), thread_name_prefix="gyre-score") as pool:
-        found = list(pool.map(scored, parts))
-    return {k: v for part in found for k, v in part.items()}
+def _scored(
+    task: str, model: Any, parts: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, float]:
+    return {
+        f"{prefix}{k}": v
+        for prefix, rows in parts.items()
+        for k, v in score(task, model, *rows).items()
+    }
+
+
+class _SideBySide:
+    """A model's predictions made a slice of rows per thread of `pool`, in row order."""
+
+    SLICE_ROWS = 2_000  # fewer rows than this are predicted in one call
+
+    def __init__(self, model: Any, pool: ThreadPoolExecutor, threads: int) -> None:
+        self.model, self.pool, self.threads = model, pool, threads
+        self.classes_ = getattr(model, "classes_", None)
+
+    def _sliced(self, method: str, x: np.ndarray) -> np.ndarray:
+        pieces = min(self.threads, max(1, len(x) // self.SLICE_ROWS))
+        predict = getattr(self.model, method)
+        if pieces == 1:
+            return np.asarray(predict(x))
+        return np.concatenate(list(self.pool.map(predict, np.array_split(x, pieces))))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self._sliced("predict", x)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self._sliced("predict_proba", x)
 
 
 def train(
@@ -335,10 +371,24 @@ def _log_artifacts(run: Any, spec: TrainingSpec, fitted: Fitted) -> None:
     sample = io.BytesIO()
     np.save(sample, fitted.data.part("train")[0][:SAMPLE_ROWS], allow_pickle=False)
     run.log_artifact("sample", sample.getvalue(), media_type="application/x-npy")
+    profile = fitted.profile_bytes or _profile(fitted.data)
+    if profile is not None:  # what `gyre monitor check` compares served inputs with
+        run.log_artifact("profile", profile, media_type="application/json")
     history = getattr(fitted.trainer, "history_", [])
     svg = curves_svg(history, f"{spec.name}: {spec.model.family}")
     if svg is not None:
         run.log_artifact("curves.svg", svg.encode(), media_type="image/svg+xml")
+
+
+def _profile(data: TrainingData) -> bytes | None:
+    """The input profile of the training rows, for a table of numeric features (not an
+    image-shaped input)."""
+    from gyre.monitor import input_profile
+
+    x = data.part("train")[0]
+    if x.ndim != 2 or x.shape[1] != len(data.feature_names) or len(x) == 0:
+        return None
+    return input_profile(data.feature_names, x).as_bytes()
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,13 @@ from gyre.monitor._invariants import (
 )
 from gyre.monitor._prediction_chunks import read_predictions
 from gyre.monitor._predictions import PredictionLog
+from gyre.monitor._profile import InputCheck, InputProfile, check_inputs, input_profile
 from gyre.monitor._request_ids import Issued, RequestIds
 from gyre.monitor._retrain import RetrainDecision, RetrainLimits, RetrainPolicy, Trigger
 from gyre.monitor._sequential import CanaryTest, CanaryVerdict
 from gyre.monitor._served import ServedLog, ServedRecord, read_served
 from gyre.monitor._skew import DEFAULT_TOLERANCE, SkewReport, check_skew, same_value
+from gyre.monitor._window import Window, served_window
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -45,6 +47,8 @@ __all__ = [
     "FeatureDrift",
     "FeatureSchema",
     "FeedbackStore",
+    "InputCheck",
+    "InputProfile",
     "InvariantTolerance",
     "Issued",
     "PredictionLog",
@@ -58,14 +62,18 @@ __all__ = [
     "SkewReport",
     "Trigger",
     "Violation",
+    "Window",
     "check_drift",
     "check_feature",
+    "check_inputs",
     "check_invariants",
     "check_outputs",
     "check_skew",
     "drift_reference",
     "infer_schema",
+    "input_profile",
     "read_predictions",
     "read_served",
     "same_value",
+    "served_window",
 ]

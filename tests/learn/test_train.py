@@ -251,11 +251,13 @@ def test_the_split_scored_side_by_side_gives_the_metrics_scored_in_turn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gyre.learn._sklearn import LightGBMTrainer
-    from gyre.learn._train import _scores
+    from gyre.learn._train import _scores, _SideBySide
 
     _, _, result = _trained(tmp_path)
     fitted = result.fitted
     assert LightGBMTrainer.predicts_in_threads
+    monkeypatch.setattr(_SideBySide, "SLICE_ROWS", 7)  # every part in slices, one per core
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1, 2}, raising=False)
     side_by_side = _scores("classification", fitted.trainer, fitted.data)
     monkeypatch.setattr(LightGBMTrainer, "predicts_in_threads", False)
     in_turn = _scores("classification", fitted.trainer, fitted.data)

@@ -1,0 +1,166 @@
+"""A model's input profile: what it learned from, in brief, taken once at training time and
+kept with the run that made it (so with every version published from that run). Each
+feature has its drift reference (`_drift`) and its schema (`_invariants`); a check of a
+window of served inputs against the profile then costs what the window costs, however
+large the training set was.
+
+The profile is stored as JSON (`as_record`) and read back whole or refused: a record that
+does not parse, or whose parts disagree (another feature list, a missing part), is a
+`MonitorError` naming what is wrong, never a check against half a profile.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gyre.errors import MonitorError
+from gyre.monitor._drift import (
+    DriftReference,
+    DriftReport,
+    DriftThresholds,
+    check_drift,
+    drift_reference,
+)
+from gyre.monitor._invariants import (
+    FeatureSchema,
+    InvariantTolerance,
+    Violation,
+    check_invariants,
+    infer_schema,
+)
+
+PROFILE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class InputProfile:
+    features: tuple[str, ...]
+    rows: int  # the training rows it was taken on
+    references: tuple[DriftReference, ...]
+    schema: tuple[FeatureSchema, ...]
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "profile_version": PROFILE_VERSION,
+            "features": list(self.features),
+            "rows": self.rows,
+            "references": [r.as_record() for r in self.references],
+            "schema": [s.as_record() for s in self.schema],
+        }
+
+    def as_bytes(self) -> bytes:
+        return json.dumps(self.as_record(), sort_keys=True, allow_nan=False).encode()
+
+    @classmethod
+    def from_record(cls, record: Any) -> InputProfile:
+        if not isinstance(record, Mapping):
+            raise MonitorError(f"an input profile is a JSON object, not {type(record).__name__}")
+        if record.get("profile_version") != PROFILE_VERSION:
+            raise MonitorError(
+                f"input profile version {record.get('profile_version')!r} is not one this "
+                f"gyre reads ({PROFILE_VERSION}); train the model again to take a new one"
+            )
+        features, references, schema = (
+            record.get("features"),
+            record.get("references"),
+            record.get("schema"),
+        )
+        if not (isinstance(features, list) and isinstance(references, list)
+                and isinstance(schema, list)):  # fmt: skip
+            raise MonitorError("an input profile needs lists `features`, `references`, `schema`")
+        found = cls(
+            tuple(str(f) for f in features),
+            _count(record.get("rows")),
+            tuple(DriftReference.from_record(r) for r in references),
+            tuple(FeatureSchema.from_record(s) for s in schema),
+        )
+        named = (
+            [r.feature for r in found.references],
+            [s.feature for s in found.schema],
+        )
+        if any(list(found.features) != names for names in named):
+            raise MonitorError(
+                "the input profile's references and schema name other features than its "
+                "feature list; train the model again to take a new one"
+            )
+        return found
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> InputProfile:
+        try:
+            record = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MonitorError(f"the input profile is not JSON: {exc}") from None
+        return cls.from_record(record)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MonitorError(f"an input profile's `rows` must be a count, not {value!r}")
+    return value
+
+
+def input_profile(features: Sequence[str], rows: Any) -> InputProfile:
+    """The profile of training rows: a 2-D table, a column per feature, NaN for missing."""
+    table = np.asarray(rows, dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] != len(features):
+        raise MonitorError(
+            f"an input profile is taken on a 2-D table of {len(features)} columns, "
+            f"not one of shape {table.shape}"
+        )
+    references = tuple(drift_reference(name, table[:, j]) for j, name in enumerate(features))
+    return InputProfile(tuple(features), len(table), references, infer_schema(features, table))
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """A window of served inputs against a profile: drift and invariant violations."""
+
+    rows: int
+    drift: DriftReport | None  # None: an empty window, nothing to compare
+    violations: tuple[Violation, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.violations and not (self.drift is not None and self.drift.dataset_drift)
+
+    def as_json(self) -> dict[str, Any]:
+        drift = self.drift
+        return {
+            "rows": self.rows,
+            "healthy": self.healthy,
+            "dataset_drift": None if drift is None else drift.dataset_drift,
+            "drifted_share": None if drift is None else drift.share,
+            "features": [] if drift is None else [_finite(f.as_dict()) for f in drift.features],
+            "violations": [v.as_dict() for v in self.violations],
+        }
+
+
+def _finite(found: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: a statistic that could not be computed (a feature missing from
+    every row of the window, say) is null."""
+    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in found.items()}
+
+
+def check_inputs(
+    profile: InputProfile,
+    rows: Any,
+    thresholds: DriftThresholds | None = None,
+    tolerance: InvariantTolerance | None = None,
+) -> InputCheck:
+    """`rows` (a 2-D table in the profile's feature order) against `profile`."""
+    table = np.asarray(rows, dtype=np.float64).reshape(-1, len(profile.features))
+    if len(table) == 0:
+        return InputCheck(0, None, ())
+    current = {name: table[:, j] for j, name in enumerate(profile.features)}
+    drift = check_drift(profile.references, current, thresholds)
+    violations = tuple(check_invariants(profile.schema, table, tolerance))
+    return InputCheck(len(table), drift, violations)
+
+
+__all__ = ["InputCheck", "InputProfile", "check_inputs", "input_profile"]

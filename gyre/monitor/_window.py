@@ -1,0 +1,119 @@
+"""The inputs a version was served, read back from the prediction log as rows: the current
+window that `gyre monitor check` compares with the version's input profile.
+
+A record's input is its tensors (one 2-D tensor of a column per feature, or one tensor per
+column named as the features) or, for a request that named an entity, the feature vectors
+it was built from. Records are read newest first, a chunk at a time, until the window is
+full; a record whose input is not rows of the model's features (another layout, strings
+where numbers belong) is counted, not guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gyre.monitor._prediction_chunks import _records, connect
+
+
+@dataclass(frozen=True)
+class Window:
+    rows: np.ndarray  # float64, a column per feature, NaN where missing
+    records: int  # the records read (the rows may be more: a request holds a batch)
+    unreadable: int  # records whose input is not rows of the features
+    first_at: float | None  # the oldest record's time (seconds since the epoch)
+    last_at: float | None
+
+
+def served_window(
+    path: Path, model: str, version: int, features: Sequence[str], *, last: int
+) -> Window:
+    """The inputs of the latest `last` records that version `version` of `model` answered."""
+    names = list(features)
+    blocks: list[np.ndarray] = []
+    records = unreadable = 0
+    times: list[float] = []
+    if path.exists() and last > 0:
+        conn = connect(path)
+        try:
+            cursor = conn.execute(
+                "SELECT first_id, chunk FROM predictions WHERE model = ? ORDER BY last_id DESC",
+                (model,),
+            )
+            for first_id, chunk in cursor:
+                mine = [r for r in _records(first_id, model, chunk) if r["version"] == version]
+                for record in reversed(mine):
+                    rows = _rows(record, names)
+                    records += 1
+                    times.append(float(record["at"]))
+                    if rows is None:
+                        unreadable += 1
+                    else:
+                        blocks.append(rows)
+                    if records == last:
+                        break
+                if records == last:
+                    break
+        finally:
+            conn.close()
+    table = np.concatenate(blocks[::-1]) if blocks else np.zeros((0, len(names)))
+    return Window(
+        table, records, unreadable, min(times) if times else None, max(times) if times else None
+    )
+
+
+def _rows(record: dict[str, Any], names: list[str]) -> np.ndarray | None:
+    found = record["input"]
+    if record["input_kind"] == "features":
+        if not isinstance(found, list):
+            return None
+        rows = [_vector(vector, names) for vector in found]
+        return None if any(r is None for r in rows) else np.asarray(rows, dtype=np.float64)
+    if not isinstance(found, dict) or not found:
+        return None
+    if len(found) == 1:
+        (tensor,) = found.values()
+        array = _numeric(tensor)
+        if array is None or array.ndim != 2 or array.shape[1] != len(names):
+            return None
+        return array
+    if set(names) <= set(found):  # one input per column
+        columns = [_numeric(found[name]) for name in names]
+        if any(c is None or c.size == 0 for c in columns):
+            return None
+        if len({c.size for c in columns if c is not None}) != 1:
+            return None
+        return np.column_stack([c.reshape(-1) for c in columns if c is not None])
+    return None
+
+
+def _numeric(tensor: Any) -> np.ndarray | None:
+    if not isinstance(tensor, dict) or tensor.get("datatype") == "BYTES":
+        return None
+    try:
+        return np.asarray(tensor["data"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _vector(vector: Any, names: list[str]) -> list[float] | None:
+    values = vector.get("values") if isinstance(vector, dict) else None
+    if not isinstance(values, dict):
+        return None
+    out = []
+    for name in names:
+        value = values.get(name)
+        if value is None:
+            out.append(np.nan)
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        else:
+            out.append(float(value))
+    return out
+
+
+__all__ = ["Window", "served_window"]

@@ -1,0 +1,147 @@
+"""`gyre monitor check`: the inputs a version was served, read back from the prediction log,
+against the input profile its run took of the training rows. End to end: a run of `gyre
+train`, published from the run, served over HTTP by the real app, checked from the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gyre.cli._main import app
+from gyre.config import load_config
+from gyre.errors import MonitorError
+from gyre.learn import load_spec, run_profile, train_spec
+from gyre.learn._verify import rebuilt_data
+from gyre.monitor import InputProfile, check_inputs, input_profile
+from gyre.stores import Stores
+from tests.learn.world import SPEC, fill, write_world
+from tests.serve.apptest import AppClient
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, np.ndarray]:
+    """A world, its run published as `buyers` version 1, and 500 of its training rows
+    drawn at random (its time-ordered holdout has drifted from them: the world's counts
+    grow as its log fills)."""
+    world = tmp_path_factory.mktemp("check")
+    config = write_world(world)
+    fill(config, users=60, hours=96)
+    (world / "buyers.toml").write_text(SPEC)
+    stores = Stores.from_config(config)
+    run = train_spec(load_spec(world / "buyers.toml"), config, stores).run_id
+    published = CliRunner().invoke(app, [*_base(world), "registry", "publish", "buyers",
+                                         "--run", run])  # fmt: skip
+    assert published.exit_code == 0, published.output
+    _, data = rebuilt_data(stores, config, run)
+    picked = np.random.default_rng(0).choice(data.train, size=500, replace=False)
+    return world, run, data.x[picked]
+
+
+def _base(world: Path) -> list[str]:
+    return ["--home", str(world / ".gyre"), "--config", str(world / "gyre.toml")]
+
+
+def _serve(world: Path, rows: np.ndarray, version: str = "1") -> None:
+    client = AppClient(load_config(world / ".gyre", world / "gyre.toml"))
+    try:
+        name = client.get(f"/v2/models/buyers/versions/{version}").json()["inputs"][0]["name"]
+        for batch in np.array_split(rows, max(1, len(rows) // 25)):
+            tensor = {"name": name, "datatype": "FP32", "shape": list(batch.shape),
+                      "data": np.nan_to_num(batch, nan=0.0).ravel().tolist()}  # fmt: skip
+            answer = client.post(f"/v2/models/buyers/versions/{version}/infer",
+                                 json={"inputs": [tensor]})  # fmt: skip
+            assert answer.status_code == 200, answer.text
+    finally:
+        client.close()
+
+
+def _check(world: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(app, [*_base(world), "monitor", "check", "buyers:1", "--json",
+                                      *extra])  # fmt: skip
+    assert result.exit_code in (0, 3), result.output
+    return result.exit_code, json.loads(result.output)
+
+
+def test_the_run_takes_an_input_profile_of_its_training_rows(
+    served: tuple[Path, str, np.ndarray],
+) -> None:
+    world, run, _ = served
+    config = load_config(world / ".gyre", world / "gyre.toml")
+    stores = Stores.from_config(config)
+    profile = run_profile(stores, run)
+    assert profile is not None
+    _, data = rebuilt_data(stores, config, run)
+    assert profile.features == data.feature_names
+    assert profile.rows == len(data.train)
+    again = InputProfile.from_bytes(profile.as_bytes())  # stored and read back whole
+    assert again.as_record() == profile.as_record()
+
+
+def test_no_records_yet_is_healthy_and_says_so(served: tuple[Path, str, np.ndarray]) -> None:
+    world, _, _ = served
+    code, found = _check(world)
+    assert (code, found["records"], found["rows"], found["dataset_drift"]) == (0, 0, 0, None)
+
+
+def test_served_rows_like_the_training_rows_are_healthy_and_shifted_ones_drift(
+    served: tuple[Path, str, np.ndarray],
+) -> None:
+    world, _, holdout = served
+    _serve(world, holdout)
+    code, found = _check(world)
+    assert found["records"] > 0 and found["rows"] == len(holdout)
+    assert found["dataset_drift"] is False, found["features"]
+    assert code == 0 and found["healthy"]
+    shifted = np.nan_to_num(holdout, nan=0.0) * 3.0 + 10.0  # every feature moves
+    _serve(world, shifted)
+    code, found = _check(world, "--last", str(max(1, len(holdout) // 25)))
+    assert code == 3 and found["dataset_drift"] and not found["healthy"]
+    assert {f["feature"] for f in found["features"] if f["drifted"]} == set(
+        f["feature"] for f in found["features"]
+    )
+    assert any(v["rule"] == "out_of_range" for v in found["violations"])
+    shown = CliRunner().invoke(app, [*_base(world), "monitor", "check", "buyers:1"])
+    assert shown.exit_code == 3 and "DATASET DRIFT" in shown.output
+
+
+def test_a_version_not_made_by_a_run_is_refused(
+    served: tuple[Path, str, np.ndarray], tmp_path: Path
+) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    world, _, holdout = served
+    x = np.nan_to_num(holdout, nan=0.0).astype(np.float32)
+    joblib.dump(LogisticRegression().fit(x, x[:, 0] > x[:, 0].mean()), tmp_path / "m.joblib")
+    np.save(tmp_path / "rows.npy", x[:10])
+    args = [*_base(world), "registry", "publish", "hand", str(tmp_path / "m.joblib"),
+            "--sample", str(tmp_path / "rows.npy")]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    refused = CliRunner().invoke(app, [*_base(world), "monitor", "check", "hand:1"])
+    assert "not published from a run of `gyre train`" in str(refused.exception)
+
+
+def test_a_profile_is_checked_whole_and_a_broken_one_refused() -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(5_000, 3))
+    profile = input_profile(("a", "b", "c"), rows)
+    same = check_inputs(profile, rng.normal(size=(2_000, 3)))
+    assert same.healthy and same.drift is not None and not same.drift.drifted
+    assert check_inputs(profile, np.zeros((0, 3))).drift is None
+    record = profile.as_record()
+    for broken, message in [
+        ({**record, "profile_version": 9}, "not one this gyre reads"),
+        ({**record, "features": ["a", "b"]}, "name other features"),
+        ({**record, "rows": -1}, "must be a count"),
+        ({**record, "schema": None}, "needs lists"),
+        ([], "a JSON object"),
+    ]:
+        with pytest.raises(MonitorError, match=message):
+            InputProfile.from_record(broken)
+    with pytest.raises(MonitorError, match="not JSON"):
+        InputProfile.from_bytes(b"\xff{")
