@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Annotated, Any
 
 import typer
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from gyre.cli._app import JsonOption, State, console, print_json, print_table
 from gyre.errors import MonitorError
-from gyre.monitor import read_predictions
+from gyre.monitor import Alert, read_predictions
 from gyre.monitor._prediction_chunks import MAX_READ
 from gyre.stores import Stores
 
@@ -69,14 +70,30 @@ def check(
             "the reference at the window's size (default: Evidently's fixed thresholds)."
         ),
     ] = None,
+    record: Annotated[
+        bool,
+        typer.Option(
+            "--record/--no-record",
+            help="Store what fires as an alert in the fact log (gyre monitor alerts).",
+        ),
+    ] = True,
+    webhook: Annotated[
+        str | None, typer.Option(help="POST new alerts as JSON to this URL as well.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check the inputs a version was served (its latest records in the prediction log)
     against the input profile its run took of the training rows: drift per feature and
-    for the dataset, and the training schema's invariants. Exit 0 healthy, 3 drift or
-    violations, 1 error."""
+    for the dataset, and the training schema's invariants. What fires is stored as an
+    alert. Exit 0 healthy, 3 drift or violations, 1 error."""
     from gyre.learn import run_profile, version_run
-    from gyre.monitor import DriftThresholds, check_inputs, served_window
+    from gyre.monitor import (
+        DriftThresholds,
+        check_inputs,
+        input_alerts,
+        raise_alerts,
+        served_window,
+    )
     from gyre.registry import Registry
 
     state: State = ctx.obj
@@ -107,6 +124,19 @@ def check(
         "unreadable_records": window.unreadable, "first_at": window.first_at,
         "last_at": window.last_at, **found.as_json(),
     }  # fmt: skip
+    alerts = input_alerts(mv.model, mv.version, found, {
+        "records": window.records, "first_at": window.first_at, "last_at": window.last_at,
+    })  # fmt: skip
+    if record and alerts:
+        fact_log = stores.open_fact_log()
+        try:
+            stored = raise_alerts(fact_log, alerts, webhook=webhook)
+        finally:
+            fact_log.close()
+        new = {a.alert_id for a in stored}
+        summary["alerts"] = [{**a.as_json(), "new": a.alert_id in new} for a in alerts]
+    else:
+        summary["alerts"] = [{**a.as_json(), "new": False} for a in alerts]
     if as_json:
         print_json(summary)
     else:
@@ -145,6 +175,105 @@ def _print_check(summary: dict[str, Any]) -> None:
         verdict = f"no dataset drift ({summary['drifted_share']:.0%} of the features drifted)"
     state = "healthy" if summary["healthy"] else "UNHEALTHY"
     console.print(f"{state}: {verdict}, {len(summary['violations'])} invariant violations")
+    for alert in summary["alerts"]:
+        said = "alert recorded" if alert["new"] else "alert (already recorded)"
+        console.print(f"{said}: {alert['detector']}: {alert['summary']}")
+
+
+@monitor_app.command()
+def alerts(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(metavar="[MODEL]")] = None,
+    limit: Annotated[int, typer.Option(help="Alerts to list.", min=1, max=10_000)] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """The latest alerts in the fact log, newest first (of MODEL only, when given)."""
+    from gyre.monitor import read_alerts
+
+    state: State = ctx.obj
+    fact_log = Stores.from_config(state.config()).open_fact_log()
+    try:
+        found = read_alerts(fact_log, model, limit=limit)
+    finally:
+        fact_log.close()
+    if as_json:
+        print_json([a.as_json() for a in found])
+        return
+    table = Table(title="alerts" + (f" of {model}" if model else ""))
+    for column in ("at", "model", "version", "detector", "summary"):
+        table.add_column(column)
+    for a in found:
+        shown = a.as_json()
+        table.add_row(shown["at"], a.model, str(a.version), a.detector, a.summary)
+    print_table(table)
+
+
+@monitor_app.command()
+def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Each model's health at a glance: the version that answers by default, how old it
+    and its training data are, and its latest alert."""
+    from gyre.monitor import read_alerts
+    from gyre.registry import Registry
+
+    state: State = ctx.obj
+    config = state.config()
+    stores = Stores.from_config(config)
+    registry = Registry.from_config(config)
+    try:
+        names = sorted({mv.model for mv in registry.versions()})
+        serving = {name: registry.resolve(name) for name in names}
+    finally:
+        registry.close()
+    fact_log = stores.open_fact_log()
+    try:
+        latest: dict[tuple[str, int], Alert] = {}
+        for fired in read_alerts(fact_log, limit=10_000):
+            latest.setdefault((fired.model, fired.version), fired)
+    finally:
+        fact_log.close()
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for name, mv in serving.items():
+        alert = latest.get((name, mv.version))
+        trained_until = _trained_until(mv.lineage)
+        rows.append({
+            "model": name, "version": mv.version, "published_at": mv.created_at,
+            "model_age_s": now - mv.created_at,
+            "trained_until": trained_until,
+            "health": "alert" if alert is not None else "no alert",
+            "latest_alert": None if alert is None else alert.as_json(),
+        })  # fmt: skip
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="models")
+    for column in ("model", "version", "model age", "trained until", "health", "latest alert"):
+        table.add_column(column)
+    for row in rows:
+        last = row["latest_alert"]
+        table.add_row(
+            row["model"], str(row["version"]), _age(row["model_age_s"]),
+            row["trained_until"] or "n/a", row["health"],
+            "" if last is None else f"{last['at']} {last['detector']}: {last['summary']}",
+        )  # fmt: skip
+    print_table(table)
+
+
+def _trained_until(lineage: dict[str, Any]) -> str | None:
+    """The newest time of the rows the version's run learned from (its data's age)."""
+    made = lineage.get("run")
+    times = made.get("training_times") if isinstance(made, dict) else None
+    if not isinstance(times, dict):
+        return None
+    ends = [t[1] for t in times.values() if isinstance(t, list | tuple) and len(t) == 2 and t[1]]
+    return str(max(ends)) if ends else None
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _shown(value: float | None) -> str:

@@ -215,5 +215,16 @@ def _coerce(kind: str, value: Any) -> Any:
     raise ValueError(f"expected {kind}, got {type(value).__name__} {shown(value)}")
 
 
+# Event types gyre itself writes to the fact log (`gyre.monitor`'s alerts): a declared type
+# of the same name would mix its facts with them, and let clients post forged alerts.
+RESERVED_EVENT_TYPES = ("gyre_alert",)
+
+
 def event_types(configs: Mapping[str, EventTypeConfig]) -> dict[str, EventType]:
+    taken = [name for name in configs if name in RESERVED_EVENT_TYPES]
+    if taken:
+        raise ConfigError(
+            f"event type `{taken[0]}` is gyre's own (its monitor's alerts are stored under "
+            "it); give yours another name"
+        )
     return {name: EventType.from_config(name, config) for name, config in configs.items()}

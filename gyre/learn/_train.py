@@ -439,6 +439,13 @@ def run_model(stores: Stores, run_id: str) -> RunModel:
         "spec_sha256": lineage.get("spec_sha256"),
         "fact_log_watermark": lineage.get("fact_log_watermark"),
         "training_set_sha256": lineage.get("training_set", {}).get("sha256"),
+        # The times the model learned from (train and validation: [first, last]), so a
+        # version says how old its data is (`gyre monitor status`).
+        "training_times": {
+            part: span
+            for part, span in lineage.get("training_set", {}).get("times", {}).items()
+            if part in ("train", "validation")
+        },
         "code": lineage.get("code"),
         "seed": lineage.get("seed"),
         "metrics": run.metrics,

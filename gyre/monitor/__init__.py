@@ -8,6 +8,7 @@ The server imports this package, never the other way round: nothing here imports
 is queued in memory and written by a thread of its own.
 """
 
+from gyre.monitor._alerts import ALERT_EVENT, Alert, input_alerts, raise_alerts, read_alerts
 from gyre.monitor._drift import (
     DriftReference,
     DriftReport,
@@ -37,7 +38,9 @@ from gyre.monitor._skew import DEFAULT_TOLERANCE, SkewReport, check_skew, same_v
 from gyre.monitor._window import Window, served_window
 
 __all__ = [
+    "ALERT_EVENT",
     "DEFAULT_TOLERANCE",
+    "Alert",
     "CanaryTest",
     "CanaryVerdict",
     "Comparison",
@@ -71,7 +74,10 @@ __all__ = [
     "check_skew",
     "drift_reference",
     "infer_schema",
+    "input_alerts",
     "input_profile",
+    "raise_alerts",
+    "read_alerts",
     "read_predictions",
     "read_served",
     "same_value",

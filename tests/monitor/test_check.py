@@ -86,6 +86,7 @@ def test_no_records_yet_is_healthy_and_says_so(served: tuple[Path, str, np.ndarr
     world, _, _ = served
     code, found = _check(world)
     assert (code, found["records"], found["rows"], found["dataset_drift"]) == (0, 0, 0, None)
+    assert found["alerts"] == []
 
 
 def test_served_rows_like_the_training_rows_are_healthy_and_shifted_ones_drift(
@@ -105,8 +106,25 @@ def test_served_rows_like_the_training_rows_are_healthy_and_shifted_ones_drift(
         f["feature"] for f in found["features"]
     )
     assert any(v["rule"] == "out_of_range" for v in found["violations"])
-    shown = CliRunner().invoke(app, [*_base(world), "monitor", "check", "buyers:1"])
+    # What fired is an alert in the fact log, once: the same window checked again is the
+    # same alert.
+    assert [(a["detector"], a["new"]) for a in found["alerts"]] == [
+        ("drift", True), ("invariants", True)
+    ]  # fmt: skip
+    shown = CliRunner().invoke(app, [*_base(world), "monitor", "check", "buyers:1", "--last",
+                                     str(max(1, len(holdout) // 25))])  # fmt: skip
     assert shown.exit_code == 3 and "DATASET DRIFT" in shown.output
+    assert "alert (already recorded): drift: dataset drift" in shown.output
+    listed = CliRunner().invoke(app, [*_base(world), "monitor", "alerts", "buyers", "--json"])
+    assert [(a["detector"], a["version"]) for a in json.loads(listed.output)] == [
+        ("invariants", 1), ("drift", 1)
+    ]  # fmt: skip
+    status = CliRunner().invoke(app, [*_base(world), "monitor", "status", "--json"])
+    (buyers,) = [row for row in json.loads(status.output) if row["model"] == "buyers"]
+    assert buyers["health"] == "alert" and buyers["latest_alert"]["detector"] == "invariants"
+    assert buyers["trained_until"] is not None and buyers["model_age_s"] >= 0
+    table = CliRunner().invoke(app, [*_base(world), "monitor", "status"])
+    assert table.exit_code == 0 and "buyers" in table.output
 
 
 def test_a_version_not_made_by_a_run_is_refused(

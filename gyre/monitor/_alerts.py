@@ -1,0 +1,169 @@
+"""Alerts: a detector that fires becomes an immutable fact in the fact log (type
+`gyre_alert`, replayable like any other fact), a log line, and optionally a JSON POST to a
+webhook.
+
+An alert's id is a hash of what it says (model, version, detector, evidence), and the fact
+log keeps one fact per id: running the same check on the same window again raises nothing
+new. Clients cannot post a `gyre_alert` (no declared event type may take the name), so
+what the log holds under it is what gyre's own detectors found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gyre.collect import EventType, FactLog, format_timestamp
+
+if TYPE_CHECKING:
+    from gyre.monitor._profile import InputCheck
+
+log = logging.getLogger("gyre.monitor")
+
+ALERT_EVENT = EventType(
+    name="gyre_alert",
+    fields={
+        "alert_id": "string",
+        "model": "string",
+        "version": "int",
+        "detector": "string",
+        "at": "timestamp",
+        "summary": "string",
+        "evidence": "string",
+    },
+    entity=("model",),
+    time_field="at",
+    id_field="alert_id",
+)
+WEBHOOK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Alert:
+    model: str
+    version: int
+    detector: str  # drift, invariants
+    summary: str  # one line, for people
+    evidence: dict[str, Any]  # what the detector found, for the record (JSON)
+    at_us: int = 0  # when it fired (0: now, when stored)
+
+    @property
+    def alert_id(self) -> str:
+        said = json.dumps([self.model, self.version, self.detector, self.evidence],
+                          sort_keys=True, default=str)  # fmt: skip
+        return hashlib.sha256(said.encode()).hexdigest()[:32]
+
+    def as_fact(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id, "model": self.model, "version": self.version,
+            "detector": self.detector,
+            "at": format_timestamp(self.at_us or int(time.time() * 1_000_000)),
+            "summary": self.summary,
+            "evidence": json.dumps(self.evidence, sort_keys=True, default=str),
+        }  # fmt: skip
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id, "model": self.model, "version": self.version,
+            "detector": self.detector, "at": format_timestamp(self.at_us),
+            "summary": self.summary, "evidence": self.evidence,
+        }  # fmt: skip
+
+    @classmethod
+    def from_fact(cls, data: dict[str, Any]) -> Alert:
+        try:
+            evidence = json.loads(data["evidence"])
+        except (TypeError, ValueError):
+            evidence = {"unreadable": str(data.get("evidence"))}
+        return cls(
+            str(data["model"]), int(data["version"]), str(data["detector"]),
+            str(data["summary"]), evidence if isinstance(evidence, dict) else {"value": evidence},
+            int(data["at"]),
+        )  # fmt: skip
+
+
+def input_alerts(
+    model: str, version: int, found: InputCheck, window: Mapping[str, Any]
+) -> list[Alert]:
+    """The alerts of a check of served inputs (`check_inputs`): one for dataset drift, one
+    for broken invariants; `window` says which records were checked (their count and
+    times), so the same check of the same window is the same alert."""
+    alerts = []
+    now_us = int(time.time() * 1_000_000)
+    drift = found.drift
+    if drift is not None and drift.dataset_drift:
+        drifted = [f for f in drift.features if f.drifted]
+        alerts.append(Alert(
+            model, version, "drift",
+            f"dataset drift: {len(drifted)} of {len(drift.features)} features drifted "
+            f"({', '.join(f.feature for f in drifted[:5])}{', …' if len(drifted) > 5 else ''}) "
+            f"over {found.rows} served rows",
+            {"window": dict(window), "share": drift.share,
+             "drifted": [{"feature": f.feature, "method": f.method, "statistic": f.statistic,
+                          "threshold": f.threshold} for f in drifted]},
+            now_us,
+        ))  # fmt: skip
+    if found.violations:
+        broken = sorted({f"{v.feature} {v.rule}" for v in found.violations})
+        alerts.append(Alert(
+            model, version, "invariants",
+            f"{len(found.violations)} invariants of the training schema broken "
+            f"({', '.join(broken[:5])}{', …' if len(broken) > 5 else ''}) over "
+            f"{found.rows} served rows",
+            {"window": dict(window), "violations": [v.as_dict() for v in found.violations]},
+            now_us,
+        ))  # fmt: skip
+    return alerts
+
+
+def raise_alerts(
+    fact_log: FactLog, alerts: Sequence[Alert], *, webhook: str | None = None
+) -> list[Alert]:
+    """Store `alerts` in the fact log and announce the new ones (a log line each, and a
+    POST of their JSON to `webhook` when given); the alerts stored, as stored. An alert
+    already in the log is not stored or announced again. A webhook that fails is logged,
+    never raised: the alert is in the log either way."""
+    if not alerts:
+        return []
+    facts = [ALERT_EVENT.validate(a.as_fact()) for a in alerts]
+    before = {f.data["alert_id"] for f in fact_log.tail(ALERT_EVENT.name, 1_000)}
+    fresh = [f for f in facts if f["alert_id"] not in before]
+    if fresh:
+        fact_log.append([(ALERT_EVENT, fresh)])
+    stored = [Alert.from_fact(f) for f in fresh]
+    for alert in stored:
+        log.warning("alert %s: %s version %d: %s", alert.detector, alert.model,
+                    alert.version, alert.summary)  # fmt: skip
+    if webhook and stored:
+        _post(webhook, [a.as_json() for a in stored])
+    return stored
+
+
+def _post(url: str, payload: list[dict[str, Any]]) -> None:
+    import httpx
+
+    try:
+        answer = httpx.post(url, json={"alerts": payload}, timeout=WEBHOOK_TIMEOUT_S)
+        answer.raise_for_status()
+    except httpx.HTTPError as exc:
+        log.warning("the alert webhook %s failed (%s); the alerts are in the fact log", url, exc)
+
+
+def read_alerts(fact_log: FactLog, model: str | None = None, *, limit: int = 50) -> list[Alert]:
+    """The latest alerts, newest first (of `model` only, when given)."""
+    found = []
+    for fact in reversed(fact_log.tail(ALERT_EVENT.name, 10_000 if model else limit)):
+        alert = Alert.from_fact(fact.data)
+        if model is None or alert.model == model:
+            found.append(alert)
+            if len(found) == limit:
+                break
+    return found
+
+
+__all__ = ["ALERT_EVENT", "Alert", "input_alerts", "raise_alerts", "read_alerts"]
