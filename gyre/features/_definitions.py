@@ -38,6 +38,9 @@ _AGGREGATION = re.compile(r"^\s*(\w+)\(\s*(\w*)\s*\)\s+over\s+(\w+)\s*$")
 _NUMERIC = {"int", "float"}
 _HOUR_US = 3_600_000_000
 _DAY_US = 86_400_000_000
+# The longest window: 10,000 years, longer than any span of timestamps (years 1 to 9999), and
+# short enough that a time minus it stays an int64 (999999999d did not: an OverflowError).
+MAX_WINDOW_US = 3_650_000 * _DAY_US
 
 
 def window_us(text: str) -> int:
@@ -45,7 +48,13 @@ def window_us(text: str) -> int:
     match = _WINDOW.fullmatch(text)
     if not match or int(match.group(1)) == 0:
         raise ConfigError(f"window {text!r} must be a positive number and s, m, h or d, e.g. 1h")
-    return int(match.group(1)) * _UNITS_US[match.group(2)]
+    found = int(match.group(1)) * _UNITS_US[match.group(2)]
+    if found > MAX_WINDOW_US:
+        raise ConfigError(
+            f"window {text!r} is longer than 10,000 years (3650000d); a window that long "
+            "already covers every fact"
+        )
+    return found
 
 
 @dataclass(frozen=True)

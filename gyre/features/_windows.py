@@ -41,6 +41,7 @@ from gyre.features._definitions import Aggregation, FeatureView
 
 INT64_MAX = 2**63 - 1
 CODE_LIMIT = 2**62  # entity codes past it are renumbered to the key tuples seen
+KEY_LIMIT = INT64_MAX // 2  # an entity code bound times a time span stays below it
 
 
 def supported(agg: Aggregation, fact_types: dict[str, Any]) -> bool:
@@ -87,6 +88,7 @@ class FactIndex:
         keys: np.ndarray,
         times: tuple[int, int, int] | np.ndarray,
         values: dict[str, Any],
+        final: np.ndarray | None = None,
     ) -> None:
         self.entity = entity
         self._encoding = encoding  # per entity column: fact type, dictionary, count, renumbering
@@ -95,6 +97,7 @@ class FactIndex:
         self.keys = keys
         self._times = times  # (earliest, latest, span), or the distinct times (ranks)
         self.values = values  # each aggregated column, its values in key order
+        self._final = final  # the entity codes the facts have, when renumbered to their rank
 
     @classmethod
     def of(
@@ -128,7 +131,8 @@ class FactIndex:
             keep, codes, fact_time = keep[by_seq], codes[by_seq], fact_time[by_seq]
         low, high = (int(fact_time.min()), int(fact_time.max())) if len(keep) else (0, 0)
         times: tuple[int, int, int] | np.ndarray
-        if size * (high - low + 2) < INT64_MAX // 2 and low > -(2**62):
+        final = None
+        if size * (high - low + 2) < KEY_LIMIT and low > -(2**62):
             span = high - low + 2
             times = (low, high, span)
             offset = fact_time - low
@@ -136,13 +140,16 @@ class FactIndex:
             distinct, offset = np.unique(fact_time, return_inverse=True)
             times, span = distinct, len(distinct) + 1
             offset = offset.astype(np.int64).reshape(-1)
+            if size * span >= KEY_LIMIT:  # codes too: their ranks among the facts' codes
+                final, ranks = np.unique(codes, return_inverse=True)
+                codes, size = ranks.reshape(-1).astype(np.int64), len(final) + 1
         keys = codes * span + offset
         by_key = _log_ordered_argsort(keys)
         order = keep[by_key]
         values = {}
         for column_name in dict.fromkeys(a.column for a in aggregations if a.column):
             values[column_name] = facts.column(column_name).take(pa.array(order)).combine_chunks()
-        return cls(entity, encoding, size, order, keys[by_key], times, values)
+        return cls(entity, encoding, size, order, keys[by_key], times, values, final)
 
     def _query_codes(self, queries: Any) -> np.ndarray | None:
         """The entity codes of the query rows (-1: a null key); None when a key column is
@@ -168,6 +175,11 @@ class FactIndex:
                 known = renumbered[at] == codes if len(renumbered) else np.zeros_like(missing)
                 codes, missing = np.where(known, at, 0), missing | ~known
             codes = np.where(missing, -1, codes * count + found)
+        if self._final is not None and len(self._final):  # the facts' codes are ranks
+            at = np.searchsorted(self._final, codes).clip(0, len(self._final) - 1)
+            codes = np.where((codes >= 0) & (self._final[at] == codes), at, -1)
+        elif self._final is not None:
+            codes = np.full_like(codes, -1)
         return codes
 
     def _edge_offsets(self, edges: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -24,7 +25,7 @@ import numpy as np
 
 from gyre.collect import FactLog
 from gyre.config import Config
-from gyre.errors import RunError
+from gyre.errors import MonitorError, RunError
 from gyre.features import FactCache, index_view_facts, read_view_facts
 from gyre.learn._check import Resolved, resolve
 from gyre.learn._data import LabelledRows, TrainingData, build, labelled_rows
@@ -35,6 +36,7 @@ from gyre.learn._spec import TableRows, TrainingSpec
 from gyre.learn._trainer import evenly_spaced
 from gyre.stores import Stores
 
+logger = logging.getLogger("gyre.learn")
 SAMPLE_ROWS = 1_000  # training rows kept with the model: the publish-time parity check's
 
 
@@ -388,7 +390,11 @@ def _profile(data: TrainingData) -> bytes | None:
     x = data.part("train")[0]
     if x.ndim != 2 or x.shape[1] != len(data.feature_names) or len(x) == 0:
         return None
-    return input_profile(data.feature_names, x).as_bytes()
+    try:
+        return input_profile(data.feature_names, x).as_bytes()
+    except MonitorError as exc:  # the monitor's loss, never the run's
+        logger.warning("no input profile for this run: %s", exc)
+        return None
 
 
 @dataclass(frozen=True)

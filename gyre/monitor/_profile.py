@@ -12,6 +12,7 @@ does not parse, or whose parts disagree (another feature list, a missing part), 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from gyre.monitor._drift import (
     DriftReference,
     DriftReport,
     DriftThresholds,
+    FeatureDrift,
     check_drift,
     drift_reference,
 )
@@ -39,6 +41,8 @@ PROFILE_VERSION = 1
 
 @dataclass(frozen=True)
 class InputProfile:
+    """Per feature its schema; per feature with any training value its drift reference."""
+
     features: tuple[str, ...]
     rows: int  # the training rows it was taken on
     references: tuple[DriftReference, ...]
@@ -79,11 +83,10 @@ class InputProfile:
             tuple(DriftReference.from_record(r) for r in references),
             tuple(FeatureSchema.from_record(s) for s in schema),
         )
-        named = (
-            [r.feature for r in found.references],
-            [s.feature for s in found.schema],
-        )
-        if any(list(found.features) != names for names in named):
+        referenced = [r.feature for r in found.references]
+        if [s.feature for s in found.schema] != list(found.features) or referenced != [
+            f for f in found.features if f in set(referenced)
+        ]:
             raise MonitorError(
                 "the input profile's references and schema name other features than its "
                 "feature list; train the model again to take a new one"
@@ -113,7 +116,13 @@ def input_profile(features: Sequence[str], rows: Any) -> InputProfile:
             f"an input profile is taken on a 2-D table of {len(features)} columns, "
             f"not one of shape {table.shape}"
         )
-    references = tuple(drift_reference(name, table[:, j]) for j, name in enumerate(features))
+    # A feature with no value in training (all missing) has a schema (its missing share
+    # is checked) but no drift reference: there is no distribution to drift from.
+    references = tuple(
+        drift_reference(name, table[:, j])
+        for j, name in enumerate(features)
+        if not np.isnan(table[:, j]).all()
+    )
     return InputProfile(tuple(features), len(table), references, infer_schema(features, table))
 
 
@@ -157,9 +166,27 @@ def check_inputs(
     table = np.asarray(rows, dtype=np.float64).reshape(-1, len(profile.features))
     if len(table) == 0:
         return InputCheck(0, None, ())
-    current = {name: table[:, j] for j, name in enumerate(profile.features)}
-    drift = check_drift(profile.references, current, thresholds)
     violations = tuple(check_invariants(profile.schema, table, tolerance))
+    # Infinities are the invariants' to report (non_finite); the drift tests take them as
+    # missing, and a feature with no value left is drifted by definition.
+    finite = np.where(np.isfinite(table), table, np.nan)
+    current = {name: finite[:, j] for j, name in enumerate(profile.features)}
+    empty = {name for name, values in current.items() if np.isnan(values).all()}
+    present = [r for r in profile.references if r.feature not in empty]
+    gone = [r for r in profile.references if r.feature in empty]
+    if not profile.references:
+        return InputCheck(len(table), None, violations)
+    found = list(check_drift(present, current, thresholds).features) if present else []
+    found += [
+        FeatureDrift(r.feature, "all_missing", math.nan, math.nan, True, math.nan, r.rows, 0,
+                     (r.missing, 1.0))
+        for r in gone
+    ]  # fmt: skip
+    order = {name: i for i, name in enumerate(profile.features)}
+    found.sort(key=lambda f: order[f.feature])
+    share = sum(f.drifted for f in found) / len(found)
+    limits = thresholds or DriftThresholds()
+    drift = DriftReport(tuple(found), share, share >= limits.dataset_share)
     return InputCheck(len(table), drift, violations)
 
 

@@ -39,6 +39,8 @@ def test_aggregations_parse_from_text() -> None:
         ((Aggregation("count", None, "\u0663h"),), {}, {}, "window '\u0663h' must be"),
         ((Aggregation("count", None, "1h\n"),), {}, {}, "window '1h\\n' must be"),
         ((Aggregation("count", None, "9" * 30 + "d"),), {}, {}, "window '9999"),
+        # Nine digits of days: 2.7 million years, past what a time minus it can hold.
+        ((Aggregation("count", None, "999999999d"),), {}, {}, "longer than 10,000 years"),
         ((), {}, {}, "declares no aggregation"),
         ((COUNT,), {"x": "kind * 2"}, {}, "`kind` is not a numeric field"),
         ((COUNT,), {"x": "amount ** 2"}, {}, "only numbers, numeric fields"),

@@ -143,6 +143,32 @@ def test_renumbered_entity_codes_find_what_sql_finds(tmp_path, monkeypatch) -> N
         assert all(_same(g[k], v) for k, v in w.items()), (w, g)
 
 
+def test_codes_and_times_too_wide_for_one_key_are_both_ranked(tmp_path, monkeypatch) -> None:
+    """Where the entity codes' bound times the number of distinct times would pass the key
+    limit (three key columns of millions of values each, say), the codes are replaced by
+    their ranks among the facts' codes too, and the queries' looked up in them: int64 keys
+    that wrapped around once found other entities' facts. A limit of 50 forces it here."""
+    monkeypatch.setattr("gyre.features._windows.KEY_LIMIT", 50)
+    rng = np.random.default_rng(5)
+    log = Stores(tmp_path).open_fact_log()
+    log.append([(SALES, _random_sales(rng, 300, 50))])
+    queries = [
+        {"shop": int(rng.integers(0, 5)), "till": str(rng.choice(["a", "b", "c", "z"])),
+         "ts": int(rng.integers(0, 60)) * HOUR}
+        for _ in range(200)
+    ]  # fmt: skip
+    mark = log.watermark()
+    facts = index_view_facts(read_view_facts(log, VIEW, mark))
+    assert facts.index is not None and facts.index._final is not None  # the codes were ranked
+    want = training_set(log, VIEW, queries)
+    got = training_table(log, VIEW, pa.Table.from_pylist(queries), watermark=mark,
+                         facts=facts).to_pylist()  # fmt: skip
+    log.close()
+    assert any(g["count_events_3000d"] for g in got)
+    for w, g in zip(want, got, strict=True):
+        assert all(_same(g[k], v) for k, v in w.items()), (w, g)
+
+
 def test_facts_read_and_indexed_once_serve_any_queries(tmp_path) -> None:
     rng = np.random.default_rng(3)
     log = Stores(tmp_path).open_fact_log()

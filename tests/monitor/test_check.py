@@ -163,3 +163,19 @@ def test_a_profile_is_checked_whole_and_a_broken_one_refused() -> None:
             InputProfile.from_record(broken)
     with pytest.raises(MonitorError, match="not JSON"):
         InputProfile.from_bytes(b"\xff{")
+    # A feature no training row has a value of: a schema (its missing share), no reference.
+    rows[:, 1] = np.nan
+    empty = input_profile(("a", "b", "c"), rows)
+    assert [r.feature for r in empty.references] == ["a", "c"]
+    assert InputProfile.from_bytes(empty.as_bytes()).features == ("a", "b", "c")
+    # A window whose feature has no value left drifts by definition; infinities are the
+    # invariants' to report, not an error of the check.
+    window = rng.normal(size=(2_000, 3))
+    window[:, 0], window[0, 2] = np.nan, np.inf
+    found = check_inputs(empty, window)
+    assert found.drift is not None
+    assert [(f.feature, f.method, f.drifted) for f in found.drift.features] == [
+        ("a", "all_missing", True), ("c", "wasserstein", False)
+    ]  # fmt: skip
+    assert {(v.feature, v.rule) for v in found.violations} >= {("a", "missing"),
+                                                               ("c", "non_finite")}  # fmt: skip
