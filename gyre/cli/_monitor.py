@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from gyre.cli._app import JsonOption, State, console, print_json, print_table
+from gyre.collect import parse_timestamp
 from gyre.errors import MonitorError
 from gyre.monitor import Alert, read_predictions
 from gyre.monitor._prediction_chunks import MAX_READ
@@ -19,8 +20,8 @@ monitor_app = typer.Typer(
     help="The prediction log (what was answered) and checks of it.", no_args_is_help=True
 )
 
-# `gyre monitor check`'s exit status when the inputs drifted or broke the schema (as
-# `gyre evaluate` exits 3 on a veto).
+# `gyre monitor check`'s exit status when anything fired (as `gyre evaluate` exits 3 on a
+# veto).
 UNHEALTHY = 3
 
 
@@ -70,6 +71,14 @@ def check(
             "the reference at the window's size (default: Evidently's fixed thresholds)."
         ),
     ] = None,
+    max_model_age: Annotated[
+        str | None,
+        typer.Option(help="Alert when the version was published longer ago, e.g. 30d."),
+    ] = None,
+    max_data_age: Annotated[
+        str | None,
+        typer.Option(help="Alert when the newest row it learned from is older, e.g. 7d."),
+    ] = None,
     record: Annotated[
         bool,
         typer.Option(
@@ -84,18 +93,23 @@ def check(
 ) -> None:
     """Check the inputs a version was served (its latest records in the prediction log)
     against the input profile its run took of the training rows: drift per feature and
-    for the dataset, and the training schema's invariants. What fires is stored as an
-    alert. Exit 0 healthy, 3 drift or violations, 1 error."""
+    for the dataset, the training schema's invariants, NaN or infinite outputs, and, when
+    limits are given, the age of the model and of its data. What fires is stored as an
+    alert. Exit 0 healthy, 3 when anything fired, 1 error."""
     from gyre.learn import run_profile, version_run
     from gyre.monitor import (
         DriftThresholds,
         check_inputs,
         input_alerts,
+        output_alert,
         raise_alerts,
         served_window,
+        staleness_alert,
     )
     from gyre.registry import Registry
 
+    limits_s = {"model": _duration(max_model_age, "--max-model-age"),
+                "data": _duration(max_data_age, "--max-data-age")}  # fmt: skip
     state: State = ctx.obj
     config = state.config()
     stores = Stores.from_config(config)
@@ -124,9 +138,23 @@ def check(
         "unreadable_records": window.unreadable, "first_at": window.first_at,
         "last_at": window.last_at, **found.as_json(),
     }  # fmt: skip
-    alerts = input_alerts(mv.model, mv.version, found, {
-        "records": window.records, "first_at": window.first_at, "last_at": window.last_at,
-    })  # fmt: skip
+    checked = {"records": window.records, "first_at": window.first_at,
+               "last_at": window.last_at}  # fmt: skip
+    now = time.time()
+    trained_until = _trained_until(mv.lineage)
+    ages_s = {
+        "model": now - mv.created_at,
+        "data": None if trained_until is None
+        else now - parse_timestamp(trained_until) / 1_000_000,
+    }  # fmt: skip
+    summary["non_finite_output_records"] = window.bad_outputs
+    summary["model_age_s"], summary["data_age_s"] = ages_s["model"], ages_s["data"]
+    alerts = input_alerts(mv.model, mv.version, found, checked)
+    alerts += [a for a in (
+        output_alert(mv.model, mv.version, window.bad_outputs, window.records, checked),
+        staleness_alert(mv.model, mv.version, ages_s, limits_s),
+    ) if a is not None]  # fmt: skip
+    summary["healthy"] = found.healthy and not alerts
     if record and alerts:
         fact_log = stores.open_fact_log()
         try:
@@ -141,8 +169,23 @@ def check(
         print_json(summary)
     else:
         _print_check(summary)
-    if not found.healthy:
+    if not summary["healthy"]:
         raise typer.Exit(UNHEALTHY)
+
+
+def _duration(text: str | None, option: str) -> float | None:
+    """`30d`, `12h` in seconds (None: no limit)."""
+    if text is None:
+        return None
+    from gyre.errors import ConfigError
+    from gyre.features._definitions import window_us
+
+    try:
+        return window_us(text) / 1_000_000
+    except ConfigError:
+        raise typer.BadParameter(
+            f"{text!r} is not a duration: a number and s, m, h or d, e.g. 7d", param_hint=option
+        ) from None
 
 
 def _print_check(summary: dict[str, Any]) -> None:

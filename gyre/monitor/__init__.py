@@ -8,7 +8,15 @@ The server imports this package, never the other way round: nothing here imports
 is queued in memory and written by a thread of its own.
 """
 
-from gyre.monitor._alerts import ALERT_EVENT, Alert, input_alerts, raise_alerts, read_alerts
+from gyre.monitor._alerts import (
+    ALERT_EVENT,
+    Alert,
+    input_alerts,
+    output_alert,
+    raise_alerts,
+    read_alerts,
+    staleness_alert,
+)
 from gyre.monitor._drift import (
     DriftReference,
     DriftReport,
@@ -76,10 +84,12 @@ __all__ = [
     "infer_schema",
     "input_alerts",
     "input_profile",
+    "output_alert",
     "raise_alerts",
     "read_alerts",
     "read_predictions",
     "read_served",
     "same_value",
     "served_window",
+    "staleness_alert",
 ]

@@ -121,6 +121,47 @@ def input_alerts(
     return alerts
 
 
+def output_alert(
+    model: str, version: int, bad: int, records: int, window: Mapping[str, Any]
+) -> Alert | None:
+    """The alert of answers with NaN or infinite outputs (None: none had any)."""
+    if not bad:
+        return None
+    return Alert(
+        model, version, "outputs",
+        f"{bad} of {records} answers held NaN or infinite outputs",
+        {"window": dict(window), "records": records, "non_finite_records": bad},
+        int(time.time() * 1_000_000),
+    )  # fmt: skip
+
+
+def staleness_alert(
+    model: str,
+    version: int,
+    ages_s: Mapping[str, float | None],
+    limits_s: Mapping[str, float | None],
+) -> Alert | None:
+    """The alert of a version older than its limits: `ages_s` and `limits_s` by name
+    (`model`: since it was published, `data`: since the newest row it learned from;
+    None: unknown, or no limit). The evidence rounds the ages to the hour, so the same
+    staleness checked again within the hour is the same alert."""
+    over: dict[str, tuple[float, float]] = {}
+    for name, age in ages_s.items():
+        limit = limits_s.get(name)
+        if age is not None and limit is not None and age > limit:
+            over[name] = (age, limit)
+    if not over:
+        return None
+    said = ", ".join(f"{name} {age / 86_400:.1f} days old (limit {limit / 86_400:.1f})"
+                     for name, (age, limit) in over.items())  # fmt: skip
+    return Alert(
+        model, version, "staleness", f"stale: {said}",
+        {name: {"age_hours": round(age / 3_600), "limit_s": limit}
+         for name, (age, limit) in over.items()},
+        int(time.time() * 1_000_000),
+    )  # fmt: skip
+
+
 def raise_alerts(
     fact_log: FactLog, alerts: Sequence[Alert], *, webhook: str | None = None
 ) -> list[Alert]:
@@ -166,4 +207,12 @@ def read_alerts(fact_log: FactLog, model: str | None = None, *, limit: int = 50)
     return found
 
 
-__all__ = ["ALERT_EVENT", "Alert", "input_alerts", "raise_alerts", "read_alerts"]
+__all__ = [
+    "ALERT_EVENT",
+    "Alert",
+    "input_alerts",
+    "output_alert",
+    "raise_alerts",
+    "read_alerts",
+    "staleness_alert",
+]

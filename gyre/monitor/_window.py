@@ -3,7 +3,8 @@ window that `gyre monitor check` compares with the version's input profile.
 
 A record's input is its tensors (one 2-D tensor of a column per feature, or one tensor per
 column named as the features) or, for a request that named an entity, the feature vectors
-it was built from. Records are read newest first, a chunk at a time, until the window is
+it was built from. A record's outputs are checked for NaN and infinities (numerical
+health). Records are read newest first, a chunk at a time, until the window is
 full; a record whose input is not rows of the model's features (another layout, strings
 where numbers belong) is counted, not guessed at.
 """
@@ -25,6 +26,7 @@ class Window:
     rows: np.ndarray  # float64, a column per feature, NaN where missing
     records: int  # the records read (the rows may be more: a request holds a batch)
     unreadable: int  # records whose input is not rows of the features
+    bad_outputs: int  # records with a NaN or infinite number in their outputs
     first_at: float | None  # the oldest record's time (seconds since the epoch)
     last_at: float | None
 
@@ -35,7 +37,7 @@ def served_window(
     """The inputs of the latest `last` records that version `version` of `model` answered."""
     names = list(features)
     blocks: list[np.ndarray] = []
-    records = unreadable = 0
+    records = unreadable = bad_outputs = 0
     times: list[float] = []
     if path.exists() and last > 0:
         conn = connect(path)
@@ -49,6 +51,7 @@ def served_window(
                 for record in reversed(mine):
                     rows = _rows(record, names)
                     records += 1
+                    bad_outputs += not _finite_outputs(record["output"])
                     times.append(float(record["at"]))
                     if rows is None:
                         unreadable += 1
@@ -62,8 +65,20 @@ def served_window(
             conn.close()
     table = np.concatenate(blocks[::-1]) if blocks else np.zeros((0, len(names)))
     return Window(
-        table, records, unreadable, min(times) if times else None, max(times) if times else None
-    )
+        table, records, unreadable, bad_outputs,
+        min(times) if times else None, max(times) if times else None,
+    )  # fmt: skip
+
+
+def _finite_outputs(outputs: Any) -> bool:
+    """Whether every number of a record's output tensors is finite (text outputs aside)."""
+    if not isinstance(outputs, dict):
+        return True
+    for tensor in outputs.values():
+        values = _numeric(tensor)
+        if values is not None and not np.isfinite(values).all():
+            return False
+    return True
 
 
 def _rows(record: dict[str, Any], names: list[str]) -> np.ndarray | None:

@@ -179,3 +179,36 @@ def test_a_profile_is_checked_whole_and_a_broken_one_refused() -> None:
     ]  # fmt: skip
     assert {(v.feature, v.rule) for v in found.violations} >= {("a", "missing"),
                                                                ("c", "non_finite")}  # fmt: skip
+
+
+def test_stale_models_and_data_and_non_finite_outputs_alert(
+    served: tuple[Path, str, np.ndarray],
+) -> None:
+    import asyncio
+
+    from gyre.monitor import PredictionLog
+
+    world, _, rows = served
+    _, fresh = _check(world, "--max-model-age", "3650d", "--max-data-age", "3650000d")
+    assert not [a for a in fresh["alerts"] if a["detector"] == "staleness"]
+    assert fresh["model_age_s"] >= 0 and fresh["data_age_s"] > 0
+    # The world's rows are from long before today: its data is older than a day.
+    code, stale = _check(world, "--max-data-age", "1d")
+    (alert,) = [a for a in stale["alerts"] if a["detector"] == "staleness"]
+    assert code == 3 and alert["summary"].startswith("stale: data ")
+    bad = CliRunner().invoke(app, [*_base(world), "monitor", "check", "buyers:1",
+                                   "--max-model-age", "3w"])  # fmt: skip
+    assert bad.exit_code == 2 and "is not a duration" in bad.output
+
+    async def answer_nan() -> None:  # an answer with a NaN output, through the log's writer
+        path = Stores.from_config(load_config(world / ".gyre", world / "gyre.toml"))
+        log = PredictionLog.open(path.prediction_log_path, max_records=10**6, buffer_bytes=1 << 20)
+        x = {"x": np.nan_to_num(rows[:1], nan=0.0).astype(np.float32)}
+        log.record("r-nan", "buyers", 1, "pinned", "v2", "", x,
+                   {"probabilities": np.array([[np.nan, np.nan]], np.float32)}, 0.001)  # fmt: skip
+        await log.close()
+
+    asyncio.run(answer_nan())
+    code, found = _check(world, "--last", "5")
+    assert found["non_finite_output_records"] == 1
+    assert code == 3 and [a["detector"] for a in found["alerts"]].count("outputs") == 1
