@@ -224,6 +224,85 @@ def _print_check(summary: dict[str, Any]) -> None:
 
 
 @monitor_app.command()
+def quality(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="MODEL[@ALIAS|:VERSION]")],
+    last: Annotated[
+        int, typer.Option(help="The window: this many of the version's latest records.", min=1)
+    ] = 10_000,
+    record: Annotated[
+        bool,
+        typer.Option("--record/--no-record", help="Store a quality drop as an alert."),
+    ] = True,
+    webhook: Annotated[
+        str | None, typer.Option(help="POST a new alert as JSON to this URL as well.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The version's quality on the labels that came after its answers (by its run's
+    label rule), with intervals, against its run's holdout metrics, and the prediction
+    bias. Exit 0 no drop, 3 a metric whose whole interval is worse than the holdout's."""
+    from gyre.monitor import Alert, live_quality, raise_alerts
+    from gyre.registry import Registry
+
+    state: State = ctx.obj
+    config = state.config()
+    stores = Stores.from_config(config)
+    registry = Registry.from_config(config)
+    try:
+        mv = registry.resolve(ref)
+    finally:
+        registry.close()
+    found = live_quality(stores, config, mv, last=last)
+    summary = {"model": mv.model, "version": mv.version, **found.as_json()}
+    if found.dropped and record:
+        dropped = {name: found.metrics[name].as_dict() | {"holdout": found.holdout[name]}
+                   for name in found.dropped}  # fmt: skip
+        alert = Alert(
+            mv.model, mv.version, "quality",
+            f"quality dropped on {found.labelled} labelled answers: "
+            + ", ".join(f"{n} {d['value']:.4g} (interval {d['low']:.4g} to {d['high']:.4g}; "
+                        f"holdout {d['holdout']:.4g})" for n, d in dropped.items()),
+            {"labelled": found.labelled, "dropped": dropped, "bias": found.bias},
+            int(time.time() * 1_000_000),
+        )  # fmt: skip
+        fact_log = stores.open_fact_log()
+        try:
+            summary["alerts"] = [a.as_json() for a in raise_alerts(fact_log, [alert],
+                                                                   webhook=webhook)]  # fmt: skip
+        finally:
+            fact_log.close()
+    if as_json:
+        print_json(summary)
+    else:
+        _print_quality(summary)
+    if found.dropped:
+        raise typer.Exit(UNHEALTHY)
+
+
+def _print_quality(summary: dict[str, Any]) -> None:
+    title = (
+        f"{summary['model']} version {summary['version']}: {summary['labelled']} labelled of "
+        f"{summary['answers']} entity answers ({summary['pending']} pending, "
+        f"{summary['unlabelled']} without a label, {summary['without_entity']} tensor answers)"
+    )
+    table = Table(title=title)
+    for column in ("metric", "live", "interval", "holdout", "dropped"):
+        table.add_column(column)
+    for name, m in summary["metrics"].items():
+        held = summary["holdout"].get(name)
+        table.add_row(
+            name, _shown(m["value"]), f"{_shown(m['low'])} to {_shown(m['high'])}",
+            "" if held is None else _shown(held), "DROPPED" if name in summary["dropped"] else "",
+        )  # fmt: skip
+    print_table(table)
+    if summary["bias"] is not None:
+        console.print(f"prediction bias (mean prediction - mean label): {summary['bias']:+.4g}")
+    if not summary["metrics"]:
+        console.print("fewer than two labelled answers: nothing to score yet")
+
+
+@monitor_app.command()
 def alerts(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(metavar="[MODEL]")] = None,

@@ -129,24 +129,13 @@ def _event_rows(
     points = cache.facts(log, resolved.types[rows.event], watermark)
     outcomes = cache.facts(log, resolved.types[label.event], watermark)
     latest = max(_latest(points), _latest(outcomes))
-    keys = [_quote(name) for name in resolved.entity]
-    value = _quote(label.field) if label.field else "1"
     # The entity and request values first, then every other field of the fact (slices).
     fields = resolved.types[rows.event].fields
     carried = list(dict.fromkeys([*resolved.entity, *resolved.request, *fields]))
     carried = [name for name in carried if name != "ts"]
     connection = duckdb.connect()
     try:
-        connection.register("points", points)
-        connection.register("outcomes", outcomes)
-        found = connection.sql(
-            f"WITH first AS (SELECT {', '.join(keys)}, _time, {value} AS _value FROM outcomes "
-            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, _time "
-            "ORDER BY _seq) = 1) "
-            "SELECT p._time AS _ts, l._time AS _known, l._value AS _value FROM points p "
-            f"ASOF LEFT JOIN first l ON {' AND '.join(f'p.{k} = l.{k}' for k in keys)} "
-            "AND l._time > p._time ORDER BY p._time, p._seq"
-        ).to_arrow_table()
+        found = first_outcomes(connection, points, outcomes, resolved.entity, label.field)
         ordered = connection.sql(
             f"SELECT {', '.join(_quote(n) for n in carried)}, _time AS ts FROM points "
             "ORDER BY _time, _seq"
@@ -175,6 +164,28 @@ def _event_rows(
     }
     index = np.flatnonzero(keep)
     return LabelledRows(ordered.take(index), labels, known[index], counts)
+
+
+def first_outcomes(
+    connection: Any, points: Any, outcomes: Any, entity: Sequence[str], field: str | None
+) -> Any:
+    """For each point (`_time`, `_seq` and the `entity` columns), in (`_time`, `_seq`)
+    order: its time `_ts`, its `_seq`, and the first outcome of its entity strictly after
+    it (the earliest stored among those of the same time): its time `_known` and its
+    `field` as `_value` (1 when no field is named), null when none came. One ASOF join in
+    DuckDB: the label rule of training, and of the monitor's live labels."""
+    keys = [_quote(name) for name in entity]
+    value = _quote(field) if field else "1"
+    connection.register("points", points)
+    connection.register("outcomes", outcomes)
+    return connection.sql(
+        f"WITH first AS (SELECT {', '.join(keys)}, _time, {value} AS _value FROM outcomes "
+        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, _time "
+        "ORDER BY _seq) = 1) "
+        "SELECT p._time AS _ts, p._seq AS _seq, l._time AS _known, l._value AS _value "
+        f"FROM points p ASOF LEFT JOIN first l ON {' AND '.join(f'p.{k} = l.{k}' for k in keys)} "
+        "AND l._time > p._time ORDER BY p._time, p._seq"
+    ).to_arrow_table()
 
 
 def _latest(facts: Any) -> int:

@@ -38,6 +38,7 @@ from gyre.monitor._invariants import (
 from gyre.monitor._prediction_chunks import read_predictions
 from gyre.monitor._predictions import PredictionLog
 from gyre.monitor._profile import InputCheck, InputProfile, check_inputs, input_profile
+from gyre.monitor._quality import LiveQuality, live_quality
 from gyre.monitor._request_ids import Issued, RequestIds
 from gyre.monitor._retrain import RetrainDecision, RetrainLimits, RetrainPolicy, Trigger
 from gyre.monitor._sequential import CanaryTest, CanaryVerdict
@@ -62,6 +63,7 @@ __all__ = [
     "InputProfile",
     "InvariantTolerance",
     "Issued",
+    "LiveQuality",
     "PredictionLog",
     "RequestIds",
     "RetrainDecision",
@@ -84,6 +86,7 @@ __all__ = [
     "infer_schema",
     "input_alerts",
     "input_profile",
+    "live_quality",
     "output_alert",
     "raise_alerts",
     "read_alerts",
