@@ -6,6 +6,7 @@ import datetime
 import time
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -79,6 +80,14 @@ def check(
         str | None,
         typer.Option(help="Alert when the newest row it learned from is older, e.g. 7d."),
     ] = None,
+    slo_p99_ms: Annotated[
+        float | None,
+        typer.Option(help="Alert when the window's p99 latency (ms) is above this.", min=0),
+    ] = None,
+    max_default_ratio: Annotated[
+        float | None,
+        typer.Option(help="Alert when this share of answers were defaults.", min=0, max=1),
+    ] = None,
     record: Annotated[
         bool,
         typer.Option(
@@ -94,7 +103,8 @@ def check(
     """Check the inputs a version was served (its latest records in the prediction log)
     against the input profile its run took of the training rows: drift per feature and
     for the dataset, the training schema's invariants, NaN or infinite outputs, and, when
-    limits are given, the age of the model and of its data. What fires is stored as an
+    limits are given, the age of the model and of its data and the service levels (p99
+    latency, share of default answers). What fires is stored as an
     alert. Exit 0 healthy, 3 when anything fired, 1 error."""
     from gyre.learn import run_profile, version_run
     from gyre.monitor import (
@@ -104,6 +114,7 @@ def check(
         output_alert,
         raise_alerts,
         served_window,
+        slo_alert,
         staleness_alert,
     )
     from gyre.registry import Registry
@@ -153,7 +164,13 @@ def check(
     alerts += [a for a in (
         output_alert(mv.model, mv.version, window.bad_outputs, window.records, checked),
         staleness_alert(mv.model, mv.version, ages_s, limits_s),
+        slo_alert(mv.model, mv.version, window.latencies_ms, window.defaults, checked,
+                  p99_ms=slo_p99_ms, default_ratio=max_default_ratio),
     ) if a is not None]  # fmt: skip
+    summary["default_records"] = window.defaults
+    summary["p99_latency_ms"] = (
+        float(np.percentile(window.latencies_ms, 99)) if len(window.latencies_ms) else None
+    )
     summary["healthy"] = found.healthy and not alerts
     if record and alerts:
         fact_log = stores.open_fact_log()

@@ -15,6 +15,7 @@ from gyre.monitor._alerts import (
     output_alert,
     raise_alerts,
     read_alerts,
+    slo_alert,
     staleness_alert,
 )
 from gyre.monitor._drift import (
@@ -94,5 +95,6 @@ __all__ = [
     "read_served",
     "same_value",
     "served_window",
+    "slo_alert",
     "staleness_alert",
 ]

@@ -135,6 +135,40 @@ def output_alert(
     )  # fmt: skip
 
 
+def slo_alert(
+    model: str,
+    version: int,
+    latencies_ms: Any,
+    defaults: int,
+    window: Mapping[str, Any],
+    *,
+    p99_ms: float | None = None,
+    default_ratio: float | None = None,
+) -> Alert | None:
+    """The alert of a window of answers past its service levels: the p99 latency (from the
+    request's arrival to its answer) above `p99_ms`, or the share of default answers above
+    `default_ratio` (None: no limit). An empty window passes."""
+    import numpy as np
+
+    latencies = np.asarray(latencies_ms, dtype=np.float64)
+    if not len(latencies):
+        return None
+    found = {"p99_ms": float(np.percentile(latencies, 99)),
+             "default_ratio": defaults / len(latencies)}  # fmt: skip
+    limits = {"p99_ms": p99_ms, "default_ratio": default_ratio}
+    over = {k: (v, limits[k]) for k, v in found.items() if limits[k] is not None
+            and v > (limits[k] or 0)}  # fmt: skip
+    if not over:
+        return None
+    said = ", ".join(f"{k} {v:.4g} (limit {limit:.4g})" for k, (v, limit) in over.items())
+    return Alert(
+        model, version, "slo", f"service level missed over {len(latencies)} answers: {said}",
+        {"window": dict(window), **{k: {"found": v, "limit": limit}
+                                    for k, (v, limit) in over.items()}},
+        int(time.time() * 1_000_000),
+    )  # fmt: skip
+
+
 def staleness_alert(
     model: str,
     version: int,
@@ -214,5 +248,6 @@ __all__ = [
     "output_alert",
     "raise_alerts",
     "read_alerts",
+    "slo_alert",
     "staleness_alert",
 ]

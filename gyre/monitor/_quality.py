@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from gyre.errors import MonitorError
-from gyre.monitor._prediction_chunks import _records, connect
+from gyre.monitor._window import newest_records
 
 # The run's holdout metric (`gyre.learn._metrics.score`) each evaluator metric is held to.
 HOLDOUT_NAMES = {"roc_auc": "auc", "log_loss": "log_loss", "accuracy": "accuracy",
@@ -63,30 +63,14 @@ class _Answers:
 def _served_answers(path: Path, model: str, version: int, last: int) -> _Answers:
     """The version's latest `last` records' entity answers, a row each, oldest first."""
     rows: list[tuple[dict[str, Any], int, dict[str, Any]]] = []
-    records = without = 0
-    if path.exists():
-        conn = connect(path)
-        try:
-            cursor = conn.execute(
-                "SELECT first_id, chunk FROM predictions WHERE model = ? ORDER BY last_id DESC",
-                (model,),
-            )
-            for first_id, chunk in cursor:
-                mine = [r for r in _records(first_id, model, chunk) if r["version"] == version]
-                for record in reversed(mine):
-                    records += 1
-                    if record["default"]:
-                        pass  # a default answer is not the version's
-                    elif record["input_kind"] != "features":
-                        without += 1
-                    else:
-                        rows.extend(reversed(_entity_rows(record)))
-                    if records == last:
-                        break
-                if records == last:
-                    break
-        finally:
-            conn.close()
+    without = 0
+    for record in newest_records(path, model, version, last):
+        if record["default"]:
+            continue  # a default answer is not the version's
+        if record["input_kind"] != "features":
+            without += 1
+        else:
+            rows.extend(reversed(_entity_rows(record)))
     rows.reverse()
     return _Answers(
         [r[0] for r in rows], np.asarray([r[1] for r in rows], dtype=np.int64),

@@ -11,7 +11,7 @@ where numbers belong) is counted, not guessed at.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,30 @@ class Window:
     bad_outputs: int  # records with a NaN or infinite number in their outputs
     first_at: float | None  # the oldest record's time (seconds since the epoch)
     last_at: float | None
+    latencies_ms: np.ndarray  # each record's, from the request's arrival to its answer
+    defaults: int  # records answered with the model's default (a deadline missed, …)
+
+
+def newest_records(path: Path, model: str, version: int, last: int) -> Iterator[dict[str, Any]]:
+    """The latest `last` records that version `version` of `model` answered, newest first."""
+    if not path.exists() or last <= 0:
+        return
+    conn = connect(path)
+    try:
+        cursor = conn.execute(
+            "SELECT first_id, chunk FROM predictions WHERE model = ? ORDER BY last_id DESC",
+            (model,),
+        )
+        given = 0
+        for first_id, chunk in cursor:
+            mine = [r for r in _records(first_id, model, chunk) if r["version"] == version]
+            for record in reversed(mine):
+                yield record
+                given += 1
+                if given == last:
+                    return
+    finally:
+        conn.close()
 
 
 def served_window(
@@ -37,36 +61,25 @@ def served_window(
     """The inputs of the latest `last` records that version `version` of `model` answered."""
     names = list(features)
     blocks: list[np.ndarray] = []
-    records = unreadable = bad_outputs = 0
+    records = unreadable = bad_outputs = defaults = 0
     times: list[float] = []
-    if path.exists() and last > 0:
-        conn = connect(path)
-        try:
-            cursor = conn.execute(
-                "SELECT first_id, chunk FROM predictions WHERE model = ? ORDER BY last_id DESC",
-                (model,),
-            )
-            for first_id, chunk in cursor:
-                mine = [r for r in _records(first_id, model, chunk) if r["version"] == version]
-                for record in reversed(mine):
-                    rows = _rows(record, names)
-                    records += 1
-                    bad_outputs += not _finite_outputs(record["output"])
-                    times.append(float(record["at"]))
-                    if rows is None:
-                        unreadable += 1
-                    else:
-                        blocks.append(rows)
-                    if records == last:
-                        break
-                if records == last:
-                    break
-        finally:
-            conn.close()
+    latencies: list[float] = []
+    for record in newest_records(path, model, version, last):
+        rows = _rows(record, names)
+        records += 1
+        bad_outputs += not _finite_outputs(record["output"])
+        defaults += bool(record["default"])
+        times.append(float(record["at"]))
+        latencies.append(float(record["latency_ms"]))
+        if rows is None:
+            unreadable += 1
+        else:
+            blocks.append(rows)
     table = np.concatenate(blocks[::-1]) if blocks else np.zeros((0, len(names)))
     return Window(
         table, records, unreadable, bad_outputs,
         min(times) if times else None, max(times) if times else None,
+        np.asarray(latencies[::-1]), defaults,
     )  # fmt: skip
 
 
@@ -131,4 +144,4 @@ def _vector(vector: Any, names: list[str]) -> list[float] | None:
     return out
 
 
-__all__ = ["Window", "served_window"]
+__all__ = ["Window", "newest_records", "served_window"]

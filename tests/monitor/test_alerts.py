@@ -83,3 +83,16 @@ def test_no_declared_event_type_may_take_the_alerts_name() -> None:
     )
     with pytest.raises(ConfigError, match="`gyre_alert` is gyre's own"):
         event_types({"gyre_alert": declared})
+
+
+def test_service_levels_alert_past_their_limits_only() -> None:
+    from gyre.monitor import slo_alert
+
+    window = {"records": 100}
+    latencies = [1.0] * 98 + [40.0, 50.0]
+    assert slo_alert("m", 1, latencies, 0, window, p99_ms=60.0, default_ratio=0.1) is None
+    assert slo_alert("m", 1, [], 0, window, p99_ms=0.0) is None  # nothing answered
+    late = slo_alert("m", 1, latencies, 20, window, p99_ms=10.0, default_ratio=0.1)
+    assert late is not None and late.detector == "slo"
+    assert set(late.evidence) == {"window", "p99_ms", "default_ratio"}
+    assert late.evidence["default_ratio"] == {"found": 0.2, "limit": 0.1}

@@ -196,6 +196,10 @@ def test_stale_models_and_data_and_non_finite_outputs_alert(
     code, stale = _check(world, "--max-data-age", "1d")
     (alert,) = [a for a in stale["alerts"] if a["detector"] == "staleness"]
     assert code == 3 and alert["summary"].startswith("stale: data ")
+    code, slow = _check(world, "--slo-p99-ms", "0.000001", "--max-default-ratio", "1")
+    (alert,) = [a for a in slow["alerts"] if a["detector"] == "slo"]
+    assert code == 3 and "p99_ms" in alert["summary"] and "default_ratio" not in alert["summary"]
+    assert slow["p99_latency_ms"] > 0 and slow["default_records"] == 0
     bad = CliRunner().invoke(app, [*_base(world), "monitor", "check", "buyers:1",
                                    "--max-model-age", "3w"])  # fmt: skip
     assert bad.exit_code == 2 and "is not a duration" in bad.output
