@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/serve.py --workers 2
 	$(BIN)/python benchmarks/app.py
+	$(BIN)/python benchmarks/predlog.py
 	$(BIN)/python benchmarks/batching.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/features.py
