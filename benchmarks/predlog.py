@@ -17,7 +17,6 @@ Results go to benchmarks/results/predlog.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import platform
 import statistics
