@@ -119,6 +119,7 @@ def check(
     )
     from gyre.registry import Registry
 
+    webhook = _webhook(webhook, record)
     limits_s = {"model": _duration(max_model_age, "--max-model-age"),
                 "data": _duration(max_data_age, "--max-data-age")}  # fmt: skip
     state: State = ctx.obj
@@ -152,7 +153,7 @@ def check(
     checked = {"records": window.records, "first_at": window.first_at,
                "last_at": window.last_at}  # fmt: skip
     now = time.time()
-    trained_until = _trained_until(mv.lineage)
+    trained_until = _trained_until(made.lineage)  # the run's record, not the publisher's word
     ages_s = {
         "model": now - mv.created_at,
         "data": None if trained_until is None
@@ -188,6 +189,23 @@ def check(
         _print_check(summary)
     if not summary["healthy"]:
         raise typer.Exit(UNHEALTHY)
+
+
+def _webhook(url: str | None, record: bool) -> str | None:
+    """The checked --webhook URL, before any work (a bad one would fail after the alert
+    was stored, and a re-run would never post it)."""
+    if url is None:
+        return None
+    if not record:
+        raise typer.BadParameter(
+            "posts the alerts it stores: drop --no-record", param_hint="--webhook"
+        )
+    from gyre.monitor import check_webhook
+
+    try:
+        return check_webhook(url)
+    except MonitorError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--webhook") from None
 
 
 def _duration(text: str | None, option: str) -> float | None:
@@ -261,6 +279,8 @@ def quality(
     bias. Exit 0 no drop, 3 a metric whose whole interval is worse than the holdout's."""
     from gyre.monitor import Alert, live_quality, raise_alerts
     from gyre.registry import Registry
+
+    webhook = _webhook(webhook, record)
 
     state: State = ctx.obj
     config = state.config()
@@ -349,8 +369,9 @@ def alerts(
 
 @monitor_app.command()
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Each model's health at a glance: the version that answers by default, how old it
-    and its training data are, and its latest alert."""
+    """Each model's health at a glance: its champion (else its latest version: where
+    requests naming only the model go unless its traffic policy spreads them), the
+    policy, how old the version and its training data are, and its latest alert."""
     from gyre.monitor import read_alerts
     from gyre.registry import Registry
 
@@ -361,6 +382,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     try:
         names = sorted({mv.model for mv in registry.versions()})
         serving = {name: registry.resolve(name) for name in names}
+        policies = {name: registry.policy(name)[0] for name in names}
     finally:
         registry.close()
     fact_log = stores.open_fact_log()
@@ -374,9 +396,10 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     rows: list[dict[str, Any]] = []
     for name, mv in serving.items():
         alert = latest.get((name, mv.version))
-        trained_until = _trained_until(mv.lineage)
+        trained_until = _trained_until(mv.lineage.get("run"))
         rows.append({
-            "model": name, "version": mv.version, "published_at": mv.created_at,
+            "model": name, "version": mv.version, "policy": policies[name],
+            "published_at": mv.created_at,
             "model_age_s": now - mv.created_at,
             "trained_until": trained_until,
             "health": "alert" if alert is not None else "no alert",
@@ -386,26 +409,35 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         print_json(rows)
         return
     table = Table(title="models")
-    for column in ("model", "version", "model age", "trained until", "health", "latest alert"):
+    columns = ("model", "version", "policy", "model age", "trained until", "health",
+               "latest alert")  # fmt: skip
+    for column in columns:
         table.add_column(column)
     for row in rows:
         last = row["latest_alert"]
         table.add_row(
-            row["model"], str(row["version"]), _age(row["model_age_s"]),
+            row["model"], str(row["version"]), str(row["policy"]), _age(row["model_age_s"]),
             row["trained_until"] or "n/a", row["health"],
             "" if last is None else f"{last['at']} {last['detector']}: {last['summary']}",
         )  # fmt: skip
     print_table(table)
 
 
-def _trained_until(lineage: dict[str, Any]) -> str | None:
-    """The newest time of the rows the version's run learned from (its data's age)."""
-    made = lineage.get("run")
-    times = made.get("training_times") if isinstance(made, dict) else None
+def _trained_until(run: Any) -> str | None:
+    """The newest time of the rows a run learned from (its data's age), from the run's
+    summary in a version's lineage (`RunModel.lineage`); None when it says none, or
+    something that is not a time."""
+    times = run.get("training_times") if isinstance(run, dict) else None
     if not isinstance(times, dict):
         return None
-    ends = [t[1] for t in times.values() if isinstance(t, list | tuple) and len(t) == 2 and t[1]]
-    return str(max(ends)) if ends else None
+    ends = []
+    for span in times.values():
+        if isinstance(span, list | tuple) and len(span) == 2 and isinstance(span[1], str):
+            try:
+                ends.append((parse_timestamp(span[1]), span[1]))
+            except ValueError:
+                continue
+    return max(ends)[1] if ends else None
 
 
 def _age(seconds: float) -> str:

@@ -95,6 +95,7 @@ class Fitted:
     timings_s: dict[str, float]
     model_bytes: bytes | None = None  # the trainer pickled (joblib), when `fit` kept it
     profile_bytes: bytes | None = None  # the training rows' input profile, when `fit` kept it
+    profiled: bool = False  # `fit` took the profile (None when there is none to take)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,9 @@ def fit(
                 baseline = score(spec.task, simple, *data.part("holdout"))
         model = None if pickling is None else pickling.result()
         profile = None if profiling is None else profiling.result()
-    return Fitted(data, trainer, metrics, baseline, clock.timings_s, model, profile)
+    return Fitted(
+        data, trainer, metrics, baseline, clock.timings_s, model, profile, profiling is not None
+    )
 
 
 def _model_bytes(trainer: Any) -> bytes:
@@ -373,7 +376,7 @@ def _log_artifacts(run: Any, spec: TrainingSpec, fitted: Fitted) -> None:
     sample = io.BytesIO()
     np.save(sample, fitted.data.part("train")[0][:SAMPLE_ROWS], allow_pickle=False)
     run.log_artifact("sample", sample.getvalue(), media_type="application/x-npy")
-    profile = fitted.profile_bytes or _profile(fitted.data)
+    profile = fitted.profile_bytes if fitted.profiled else _profile(fitted.data)
     if profile is not None:  # what `gyre monitor check` compares served inputs with
         run.log_artifact("profile", profile, media_type="application/json")
     history = getattr(fitted.trainer, "history_", [])

@@ -10,7 +10,9 @@ is queued in memory and written by a thread of its own.
 
 from gyre.monitor._alerts import (
     ALERT_EVENT,
+    WEBHOOK_TIMEOUT_S,
     Alert,
+    check_webhook,
     input_alerts,
     output_alert,
     raise_alerts,
@@ -50,6 +52,7 @@ from gyre.monitor._window import Window, served_window
 __all__ = [
     "ALERT_EVENT",
     "DEFAULT_TOLERANCE",
+    "WEBHOOK_TIMEOUT_S",
     "Alert",
     "CanaryTest",
     "CanaryVerdict",
@@ -83,6 +86,7 @@ __all__ = [
     "check_invariants",
     "check_outputs",
     "check_skew",
+    "check_webhook",
     "drift_reference",
     "infer_schema",
     "input_alerts",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gyre.collect import EventType, FactLog, format_timestamp
+from gyre.errors import MonitorError
 
 if TYPE_CHECKING:
     from gyre.monitor._profile import InputCheck
@@ -201,16 +202,16 @@ def raise_alerts(
 ) -> list[Alert]:
     """Store `alerts` in the fact log and announce the new ones (a log line each, and a
     POST of their JSON to `webhook` when given); the alerts stored, as stored. An alert
-    already in the log is not stored or announced again. A webhook that fails is logged,
-    never raised: the alert is in the log either way."""
-    if not alerts:
-        return []
-    facts = [ALERT_EVENT.validate(a.as_fact()) for a in alerts]
-    before = {f.data["alert_id"] for f in fact_log.tail(ALERT_EVENT.name, 1_000)}
-    fresh = [f for f in facts if f["alert_id"] not in before]
-    if fresh:
-        fact_log.append([(ALERT_EVENT, fresh)])
-    stored = [Alert.from_fact(f) for f in fresh]
+    already in the log is not stored or announced again (the log says which it took: one
+    append per alert, and a check raises a handful). A webhook that fails, or does not
+    answer within WEBHOOK_TIMEOUT_S, is logged, never raised: the alert is in the log
+    either way."""
+    stored = []
+    for alert in alerts:
+        fact = ALERT_EVENT.validate(alert.as_fact())
+        (result,) = fact_log.append([(ALERT_EVENT, [fact])])
+        if result.stored:
+            stored.append(Alert.from_fact(fact))
     for alert in stored:
         log.warning("alert %s: %s version %d: %s", alert.detector, alert.model,
                     alert.version, alert.summary)  # fmt: skip
@@ -219,14 +220,44 @@ def raise_alerts(
     return stored
 
 
-def _post(url: str, payload: list[dict[str, Any]]) -> None:
+def check_webhook(url: str) -> str:
+    """`url` if it is an http(s) URL a webhook can be posted to; MonitorError otherwise."""
     import httpx
 
     try:
-        answer = httpx.post(url, json={"alerts": payload}, timeout=WEBHOOK_TIMEOUT_S)
-        answer.raise_for_status()
-    except httpx.HTTPError as exc:
-        log.warning("the alert webhook %s failed (%s); the alerts are in the fact log", url, exc)
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise MonitorError(f"webhook {url!r} is not a URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise MonitorError(f"webhook {url!r} must be an http:// or https:// URL with a host")
+    return url
+
+
+def _post(url: str, payload: list[dict[str, Any]]) -> None:
+    """POST the alerts, waiting WEBHOOK_TIMEOUT_S at most in all (httpx's timeout bounds
+    each read, so a server that trickles its answer would hold the check much longer)."""
+    import threading
+
+    import httpx
+
+    failed: list[str] = []
+
+    def post() -> None:
+        try:
+            answer = httpx.post(url, json={"alerts": payload}, timeout=WEBHOOK_TIMEOUT_S)
+            answer.raise_for_status()
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            failed.append(str(exc))
+
+    thread = threading.Thread(target=post, name="gyre-webhook", daemon=True)
+    thread.start()
+    thread.join(WEBHOOK_TIMEOUT_S)
+    if thread.is_alive():
+        failed.append(f"no answer within {WEBHOOK_TIMEOUT_S:g} s")
+    if failed:
+        log.warning(
+            "the alert webhook %s failed (%s); the alerts are in the fact log", url, failed[0]
+        )
 
 
 def read_alerts(fact_log: FactLog, model: str | None = None, *, limit: int = 50) -> list[Alert]:
@@ -243,7 +274,9 @@ def read_alerts(fact_log: FactLog, model: str | None = None, *, limit: int = 50)
 
 __all__ = [
     "ALERT_EVENT",
+    "WEBHOOK_TIMEOUT_S",
     "Alert",
+    "check_webhook",
     "input_alerts",
     "output_alert",
     "raise_alerts",

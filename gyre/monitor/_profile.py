@@ -77,6 +77,8 @@ class InputProfile:
         if not (isinstance(features, list) and isinstance(references, list)
                 and isinstance(schema, list)):  # fmt: skip
             raise MonitorError("an input profile needs lists `features`, `references`, `schema`")
+        if not features:
+            raise MonitorError("an input profile names no feature")
         found = cls(
             tuple(str(f) for f in features),
             _count(record.get("rows")),
@@ -97,7 +99,7 @@ class InputProfile:
     def from_bytes(cls, data: bytes) -> InputProfile:
         try:
             record = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise MonitorError(f"the input profile is not JSON: {exc}") from None
         return cls.from_record(record)
 

@@ -60,6 +60,7 @@ def set_policy(registry: Registry, model: str, body: dict[str, Any], who: str) -
             '`force` must be true or false: send {"kind": …, "params": …, "reason": "why", '
             '"force": true} to send clients\' traffic to a version no evaluation blessed'
         )
+    reason = _reason(body, who)  # a string, checked before it is read
     check_force(f"the {kind} traffic policy of `{model}`", force, body.get("reason", ""))
-    clean = registry.set_policy(model, kind, params, reason=_reason(body, who), force=force)
+    clean = registry.set_policy(model, kind, params, reason=reason, force=force)
     return {"model": model, "kind": kind, "params": clean}

@@ -79,15 +79,18 @@ def publish_native(
     native_rows: Any = rows.astype(np.float64)
     if table is not None and hasattr(model, "feature_names_in_"):
         native_rows = table.frame_of(native_rows)  # fitted on a DataFrame: predict on one
+    native = _export.native_outputs(model, native_rows)
     parity = check_parity(
         onnx_outputs,
-        _export.native_outputs(model, native_rows),
+        native,
         tolerance=registry.config.parity_tolerance,
         classifier=_export.is_classifier(model),
         what=f"model `{name}`",
     )
     if native_bytes is None:
         native_bytes = _export.dumped(model)
+    else:
+        _same_model(name, native_bytes, native, native_rows)
     lineage = {**(lineage or {}), **_torch.lineage(model)}  # torch's and Keras' versions
     if features is not None:
         names = _bind(name, features, rows.shape[1])
@@ -129,3 +132,32 @@ def _bind(model: str, view: FeatureView, columns: int) -> tuple[str, ...]:
             "cannot take; aggregate them with count or distinct_count"
         )
     return names
+
+
+def _same_model(name: str, native_bytes: bytes, outputs: list[np.ndarray], rows: Any) -> None:
+    """Refuse `native_bytes` (stored as the version's native model) that are not the model
+    being exported: their predictions on the sample must be the model's, exactly. The
+    version's native sha256 is what ties it to the run that stored those bytes
+    (`gyre.learn.version_run`), so they must be the model that serves."""
+    import io
+
+    import joblib
+
+    from gyre.registry import _export
+
+    try:
+        stored = _export.native_outputs(joblib.load(io.BytesIO(native_bytes)), rows)
+    except Exception as exc:  # any unpickling or predicting failure: not this model
+        raise InvalidModel(
+            f"model `{name}`: the native bytes given do not load and predict as a model "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    same = len(stored) == len(outputs) and all(
+        a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+        for a, b in zip(stored, outputs, strict=False)
+    )
+    if not same:
+        raise InvalidModel(
+            f"model `{name}`: the native bytes given are another model than the one "
+            "exported (their predictions on the sample differ); give the model's own bytes"
+        )

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from gyre.cli._main import app
 from gyre.config import Config, load_config
-from gyre.errors import EvaluationError, NotBlessed
+from gyre.errors import EvaluationError, InvalidModel, NotBlessed
 from gyre.evaluate import evaluate
 from gyre.learn import load_spec, train_spec
 from gyre.registry import Registry
@@ -187,6 +187,15 @@ def test_a_version_whose_lineage_names_a_run_it_was_not_made_by_is_not_blessed(
     assert published.exit_code == 0, published.output
     with pytest.raises(EvaluationError, match="is not the one that run stored"):
         evaluate(stores, config, "forged:1", against=None)
+    registry = Registry.from_config(config)
+    try:  # nor can the run's bytes be stored beside another model
+        with pytest.raises(InvalidModel, match="native bytes given are another model"):
+            registry.publish("forged", other, x[:10], native_bytes=made.model_bytes,
+                             lineage={"run": {"run_id": good}})  # fmt: skip
+        with pytest.raises(InvalidModel, match="do not load and predict"):
+            registry.publish("forged", other, x[:10], native_bytes=b"not a pickle")
+    finally:
+        registry.close()
     registry = Registry.from_config(config)
     try:
         with pytest.raises(NotBlessed):

@@ -96,3 +96,30 @@ def test_service_levels_alert_past_their_limits_only() -> None:
     assert late is not None and late.detector == "slo"
     assert set(late.evidence) == {"window", "p99_ms", "default_ratio"}
     assert late.evidence["default_ratio"] == {"found": 0.2, "limit": 0.1}
+
+
+def test_a_webhook_that_never_answers_holds_the_check_5_s_at_most(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+    import time
+
+    from gyre.errors import MonitorError
+    from gyre.monitor import WEBHOOK_TIMEOUT_S, check_webhook
+
+    silent = socket.create_server(("127.0.0.1", 0))  # takes the connection, never answers
+    log = SQLiteFactLog(tmp_path / "facts.db")
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="gyre.monitor"):
+            assert len(raise_alerts(log, [_alert()], webhook=url)) == 1
+        assert time.monotonic() - started < WEBHOOK_TIMEOUT_S + 2
+        assert f"no answer within {WEBHOOK_TIMEOUT_S:g} s" in caplog.text
+    finally:
+        log.close()
+        silent.close()
+    for bad in ("http://[::1/", "ftp://example.com/hook", "hook", "http:///x"):
+        with pytest.raises(MonitorError, match="webhook"):
+            check_webhook(bad)
+    assert check_webhook("https://alerts.example.com/gyre") == "https://alerts.example.com/gyre"

@@ -157,12 +157,15 @@ def test_a_profile_is_checked_whole_and_a_broken_one_refused() -> None:
         ({**record, "features": ["a", "b"]}, "name other features"),
         ({**record, "rows": -1}, "must be a count"),
         ({**record, "schema": None}, "needs lists"),
+        ({**record, "features": [], "references": [], "schema": []}, "names no feature"),
         ([], "a JSON object"),
     ]:
         with pytest.raises(MonitorError, match=message):
             InputProfile.from_record(broken)
     with pytest.raises(MonitorError, match="not JSON"):
         InputProfile.from_bytes(b"\xff{")
+    with pytest.raises(MonitorError, match="not JSON"):  # was a RecursionError
+        InputProfile.from_bytes(b"[" * 200_000)
     # A feature no training row has a value of: a schema (its missing share), no reference.
     rows[:, 1] = np.nan
     empty = input_profile(("a", "b", "c"), rows)
@@ -203,6 +206,10 @@ def test_stale_models_and_data_and_non_finite_outputs_alert(
     bad = CliRunner().invoke(app, [*_base(world), "monitor", "check", "buyers:1",
                                    "--max-model-age", "3w"])  # fmt: skip
     assert bad.exit_code == 2 and "is not a duration" in bad.output
+    for extra in (["--webhook", "http://[::1/"], ["--webhook", "https://a.example/h",
+                                                  "--no-record"]):  # fmt: skip
+        refused = CliRunner().invoke(app, [*_base(world), "monitor", "check", "buyers:1", *extra])
+        assert refused.exit_code == 2, refused.output  # before any alert is stored
 
     async def answer_nan() -> None:  # an answer with a NaN output, through the log's writer
         path = Stores.from_config(load_config(world / ".gyre", world / "gyre.toml"))

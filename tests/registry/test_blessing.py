@@ -235,6 +235,8 @@ def test_the_cli_and_http_policy_need_force_for_an_unblessed_target(
         set_policy(two, "m", {**body, "force": True}, "ops")
     with pytest.raises(InvalidModel, match="`force` must be true or false"):
         set_policy(two, "m", {**body, "force": "yes"}, "ops")
+    with pytest.raises(InvalidModel, match="`reason` must be a string"):  # was a 500
+        set_policy(two, "m", {**body, "force": True, "reason": 5}, "ops")
     assert (
         set_policy(two, "m", {**body, "force": True, "reason": "hotfix"}, "ops")["kind"] == "split"
     )
