@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/evaluate.py
+	$(BIN)/python benchmarks/drift.py
 	scripts/ensure-postgres
 	$(BIN)/python benchmarks/stores.py
 	$(BIN)/python benchmarks/tracking.py
