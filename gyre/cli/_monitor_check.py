@@ -143,7 +143,7 @@ def check(
         new = {a.alert_id for a in stored}
         summary["alerts"] = [{**a.as_json(), "new": a.alert_id in new} for a in alerts]
     else:
-        summary["alerts"] = [{**a.as_json(), "new": False} for a in alerts]
+        summary["alerts"] = [{**a.as_json(), "new": None} for a in alerts]  # not stored
     if as_json:
         print_json(summary)
     else:
@@ -187,7 +187,8 @@ def _duration(text: str | None, option: str) -> float | None:
 def _print_check(summary: dict[str, Any]) -> None:
     title = f"{summary['model']} version {summary['version']}: {summary['rows']} served rows"
     if not summary["records"]:
-        console.print(f"{title}: no records in the prediction log yet, nothing to check")
+        console.print(f"{title}: no records in the prediction log yet, no inputs to check")
+        _print_alerts(summary["alerts"])  # staleness needs no records
         return
     table = Table(title=f"{title} against {summary['reference_rows']} training rows")
     for column in ("feature", "method", "statistic", "threshold", "drift", "psi", "missing"):
@@ -214,8 +215,13 @@ def _print_check(summary: dict[str, Any]) -> None:
         verdict = f"no dataset drift ({summary['drifted_share']:.0%} of the features drifted)"
     state = "healthy" if summary["healthy"] else "UNHEALTHY"
     console.print(f"{state}: {verdict}, {len(summary['violations'])} invariant violations")
-    for alert in summary["alerts"]:
-        said = "alert recorded" if alert["new"] else "alert (already recorded)"
+    _print_alerts(summary["alerts"])
+
+
+def _print_alerts(alerts: list[dict[str, Any]]) -> None:
+    for alert in alerts:
+        said = {True: "alert recorded", False: "alert (already recorded)",
+                None: "alert (not recorded)"}[alert["new"]]  # fmt: skip
         console.print(f"{said}: {alert['detector']}: {alert['summary']}")
 
 

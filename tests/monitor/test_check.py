@@ -87,6 +87,11 @@ def test_no_records_yet_is_healthy_and_says_so(served: tuple[Path, str, np.ndarr
     code, found = _check(world)
     assert (code, found["records"], found["rows"], found["dataset_drift"]) == (0, 0, 0, None)
     assert found["alerts"] == []
+    # Staleness needs no records: shown, not stored (--no-record).
+    stale = CliRunner().invoke(app, [*_base(world), "monitor", "check", "buyers:1",
+                                     "--max-data-age", "1d", "--no-record"])  # fmt: skip
+    assert stale.exit_code == 3 and "no inputs to check" in stale.output
+    assert "alert (not recorded): staleness: stale: data" in stale.output
 
 
 def test_served_rows_like_the_training_rows_are_healthy_and_shifted_ones_drift(
