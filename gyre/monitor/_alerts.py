@@ -261,10 +261,14 @@ def _post(url: str, payload: list[dict[str, Any]]) -> None:
 
 
 def read_alerts(fact_log: FactLog, model: str | None = None, *, limit: int = 50) -> list[Alert]:
-    """The latest alerts, newest first (of `model` only, when given)."""
+    """The latest alerts, newest first (of `model` only, when given: among the newest
+    10,000). A fact that is not an alert as this gyre writes them is skipped."""
     found = []
     for fact in reversed(fact_log.tail(ALERT_EVENT.name, 10_000 if model else limit)):
-        alert = Alert.from_fact(fact.data)
+        try:
+            alert = Alert.from_fact(fact.data)
+        except (KeyError, TypeError, ValueError):
+            continue
         if model is None or alert.model == model:
             found.append(alert)
             if len(found) == limit:

@@ -146,12 +146,18 @@ def live_quality(
         outcomes = fact_cache(config).facts(log, outcome_type, log.watermark())
     finally:
         log.close()
-    points = pa.table({
-        **{k: pa.array([e[k] for e in answers.entities]).cast(outcomes.schema.field(k).type)
-           for k in keys},
-        "_time": pa.array(answers.at_us, pa.int64()),
-        "_seq": pa.array(np.arange(len(answers.at_us)), pa.int64()),
-    })  # fmt: skip
+    try:
+        points = pa.table({
+            **{k: pa.array([e[k] for e in answers.entities]).cast(outcomes.schema.field(k).type)
+               for k in keys},
+            "_time": pa.array(answers.at_us, pa.int64()),
+            "_seq": pa.array(np.arange(len(answers.at_us)), pa.int64()),
+        })  # fmt: skip
+    except (pa.ArrowException, KeyError, TypeError, ValueError) as exc:
+        raise MonitorError(
+            f"the answers' entity keys are not of the label event `{label.event}`'s types "
+            f"({exc}): its labels cannot be joined to them"
+        ) from None
     connection = duckdb.connect()
     try:
         found = first_outcomes(connection, points, outcomes, keys, label.field)
@@ -167,10 +173,10 @@ def live_quality(
     # one class: a purchase comes, its absence only shows when the hour is over) would
     # bias a window of answers scored as soon as some of them are labelled.
     pending = ts + label.within_us > latest
-    labelled = (
-        ~pending & (known <= ts + label.within_us) & np.array([v is not None for v in values])
-    )
-    unlabelled = ~pending & ~labelled
+    came = ~pending & (known <= ts + label.within_us)
+    null = came & np.array([v is None for v in values], dtype=bool)  # dropped, as in training
+    labelled = came & ~null
+    unlabelled = ~pending & ~came
     y = [values[i] for i in np.flatnonzero(labelled)]
     if label.missing is not None:
         y += [label.missing] * int(unlabelled.sum())
