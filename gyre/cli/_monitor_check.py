@@ -78,19 +78,11 @@ def check(
         slo_alert,
         staleness_alert,
     )
-    from gyre.registry import Registry
 
     webhook = _webhook(webhook, record)
     limits_s = {"model": _duration(max_model_age, "--max-model-age"),
                 "data": _duration(max_data_age, "--max-data-age")}  # fmt: skip
-    state: State = ctx.obj
-    config = state.config()
-    stores = Stores.from_config(config)
-    registry = Registry.from_config(config)
-    try:
-        mv = registry.resolve(ref)
-    finally:
-        registry.close()
+    _, stores, mv = _resolved(ctx, ref)
     made = version_run(stores, mv, f"model `{mv.model}`")
     run_id = str(made.lineage["run_id"])
     profile = run_profile(stores, run_id)
@@ -150,6 +142,20 @@ def check(
         _print_check(summary)
     if not summary["healthy"]:
         raise typer.Exit(UNHEALTHY)
+
+
+def _resolved(ctx: typer.Context, ref: str) -> tuple[Any, Stores, Any]:
+    """(the config, its stores, the registry version `ref` names)."""
+    from gyre.registry import Registry
+
+    state: State = ctx.obj
+    config = state.config()
+    registry = Registry.from_config(config)
+    try:
+        mv = registry.resolve(ref)
+    finally:
+        registry.close()
+    return config, Stores.from_config(config), mv
 
 
 def _webhook(url: str | None, record: bool) -> str | None:
@@ -244,18 +250,9 @@ def quality(
     label rule), with intervals, against its run's holdout metrics, and the prediction
     bias. Exit 0 no drop, 3 a metric whose whole interval is worse than the holdout's."""
     from gyre.monitor import Alert, live_quality, raise_alerts
-    from gyre.registry import Registry
 
     webhook = _webhook(webhook, record)
-
-    state: State = ctx.obj
-    config = state.config()
-    stores = Stores.from_config(config)
-    registry = Registry.from_config(config)
-    try:
-        mv = registry.resolve(ref)
-    finally:
-        registry.close()
+    config, stores, mv = _resolved(ctx, ref)
     found = live_quality(stores, config, mv, last=last)
     summary = {"model": mv.model, "version": mv.version, **found.as_json()}
     if found.dropped and record:
