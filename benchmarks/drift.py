@@ -52,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "drift.json"
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
+from peers import peer_python  # noqa: E402
 from serve import log  # noqa: E402
 from timing import best_of_two  # noqa: E402
 
@@ -125,21 +126,8 @@ def sum_columns(current: np.ndarray) -> None:
 
 
 def evidently_python(venv: Path) -> Path:
-    """The benchmark-only environment's Python, with Evidently installed (made if absent)."""
-    python = venv / "bin" / "python"
-    check = [str(python), "-c", f"import evidently; assert evidently.__version__ == "
-             f"'{EVIDENTLY_VERSION}'"]  # fmt: skip
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return python
-    log(f"installing evidently=={EVIDENTLY_VERSION} into {venv} (a few minutes, once)…")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", f"evidently=={EVIDENTLY_VERSION}",
-         f"pandas=={PANDAS_VERSION}"],
-        check=True,
-    )  # fmt: skip
-    return python
+    """The benchmark-only environment's Python, with evidently installed (made if absent)."""
+    return peer_python(venv, "evidently", EVIDENTLY_VERSION, (f"pandas=={PANDAS_VERSION}",))
 
 
 EVIDENTLY = """

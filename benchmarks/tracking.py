@@ -50,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "tracking.json"
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
+from peers import peer_python  # noqa: E402
 from serve import log  # noqa: E402
 from stores import Postgres  # noqa: E402
 
@@ -189,17 +190,7 @@ print(json.dumps(out))
 
 def mlflow_python(venv: Path) -> Path:
     """The benchmark-only environment's Python, with mlflow installed (made if absent)."""
-    python = venv / "bin" / "python"
-    check = [str(python), "-c", f"import mlflow; assert mlflow.__version__ == '{MLFLOW_VERSION}'"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return python
-    log(f"installing mlflow=={MLFLOW_VERSION} into {venv} (a few minutes, once)…")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", f"mlflow=={MLFLOW_VERSION}"], check=True
-    )
-    return python
+    return peer_python(venv, "mlflow", MLFLOW_VERSION, ())
 
 
 def run_mlflow(python: Path, script: str, args: dict[str, Any]) -> Any:
