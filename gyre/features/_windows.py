@@ -116,7 +116,7 @@ class FactIndex:
             if pa.types.is_integer(kind):  # integer keys of any width match by value
                 column = column.cast(pa.int64())
             encoded = _dictionary_encode(column)
-            index = encoded.indices.cast(pa.int64()).fill_null(-1).to_numpy()
+            index = _codes(encoded.indices)
             count = len(encoded.dictionary)
             codes, size, renumbered = _combine(codes, index, count, size)
             encoding.append((kind, encoded.dictionary, count, renumbered))
@@ -148,7 +148,7 @@ class FactIndex:
         order = keep[by_key]
         values = {}
         for column_name in dict.fromkeys(a.column for a in aggregations if a.column):
-            values[column_name] = facts.column(column_name).take(pa.array(order)).combine_chunks()
+            values[column_name] = _taken(facts.column(column_name), order)
         return cls(entity, encoding, size, order, keys[by_key], times, values, final)
 
     def _query_codes(self, queries: Any) -> np.ndarray | None:
@@ -247,6 +247,27 @@ def _log_ordered_argsort(keys: np.ndarray) -> np.ndarray:
         at = np.union1d(tied, tied + 1)  # runs of equal keys are contiguous and stay put
         order[at] = order[at][np.lexsort((order[at], ordered[at]))]
     return order
+
+
+def _codes(indices: Any) -> np.ndarray:
+    """A dictionary's indices as int64 codes, -1 for a null."""
+    import pyarrow as pa
+
+    if indices.null_count == 0:  # no mask to fill: numpy widens them, several times faster
+        return np.asarray(indices.to_numpy(), dtype=np.int64)
+    codes: np.ndarray = indices.cast(pa.int64()).fill_null(-1).to_numpy()
+    return codes
+
+
+def _taken(column: Any, order: np.ndarray) -> Any:
+    """`column` (chunked) in `order`, as one array. Numbers with no null are gathered by
+    numpy (a third of Arrow's `take` time); any other column by Arrow."""
+    import pyarrow as pa
+
+    kind = column.type
+    if column.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        return pa.array(column.to_numpy()[order], type=kind)
+    return column.take(pa.array(order)).combine_chunks()
 
 
 def _dictionary_encode(column: Any) -> Any:

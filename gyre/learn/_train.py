@@ -164,14 +164,15 @@ def fit(
             on_epoch(number, metrics)
         clock.reporter.epoch(number, metrics)
 
-    with clock.stage("fit"):
-        trainer.fit(x_train, y_train, validation=validation, on_epoch=epoch)
-    with ThreadPoolExecutor(1, thread_name_prefix="gyre-pickle") as pool:
+    with ThreadPoolExecutor(1, thread_name_prefix="gyre-profile") as pool:
+        # The input profile is sorts and counts on the training rows alone (no GIL held):
+        # taken while the trainer fits and is scored, on a core the fit may leave idle.
+        profiling = pool.submit(_profile, data) if keep_model else None
+        with clock.stage("fit"):
+            trainer.fit(x_train, y_train, validation=validation, on_epoch=epoch)
         # A model that is only read from threads is pickled for the run while it is scored.
         early = keep_model and getattr(trainer, "predicts_in_threads", False)
         pickling = pool.submit(_model_bytes, trainer) if early else None
-        # The input profile is sorts and counts on arrays (no GIL held): beside the scoring.
-        profiling = pool.submit(_profile, data) if keep_model else None
         with clock.stage("evaluate"):
             metrics = _scores(spec.task, trainer, data)
             baseline: dict[str, float] = {}
@@ -181,8 +182,8 @@ def fit(
                 )
                 simple.fit(x_train, y_train, validation=validation)
                 baseline = score(spec.task, simple, *data.part("holdout"))
-        model = None if pickling is None else pickling.result()
         profile = None if profiling is None else profiling.result()
+        model = None if pickling is None else pickling.result()
     return Fitted(
         data, trainer, metrics, baseline, clock.timings_s, model, profile, profiling is not None
     )

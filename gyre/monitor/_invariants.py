@@ -97,24 +97,27 @@ def infer_schema(names: Sequence[str], rows: Any) -> tuple[FeatureSchema, ...]:
     table = _table(rows, len(names))
     if len(table) == 0:
         raise MonitorError("no training rows to infer a schema from")
-    found = []
-    for j, name in enumerate(names):
-        column = table[:, j]
-        finite = column[np.isfinite(column)]
-        distinct = np.unique(finite)
-        found.append(
-            FeatureSchema(
-                feature=name,
-                low=float(finite.min()) if len(finite) else np.nan,
-                high=float(finite.max()) if len(finite) else np.nan,
-                missing=float(np.isnan(column).mean()),
-                integral=bool(np.all(distinct == np.round(distinct))),
-                values=tuple(float(v) for v in distinct)
-                if len(distinct) <= CATEGORY_VALUES
-                else None,
-            )
-        )
-    return tuple(found)
+    return tuple(
+        sorted_schema(name, np.sort(column[~np.isnan(column)]), float(np.isnan(column).mean()))
+        for name, column in zip(names, table.T, strict=True)
+    )
+
+
+def sorted_schema(name: str, present: np.ndarray, missing: float) -> FeatureSchema:
+    """One feature's schema from its present (not missing) values already sorted and the
+    share of its values that are missing."""
+    finite = present[np.isfinite(present)]  # sorted: the infinities are at either end
+    first = np.ones(len(finite), bool)  # the first of each run of equal values
+    first[1:] = finite[1:] != finite[:-1]
+    distinct = finite[first]
+    return FeatureSchema(
+        feature=name,
+        low=float(finite[0]) if len(finite) else np.nan,
+        high=float(finite[-1]) if len(finite) else np.nan,
+        missing=missing,
+        integral=bool(np.all(distinct == np.round(distinct))),
+        values=tuple(float(v) for v in distinct) if len(distinct) <= CATEGORY_VALUES else None,
+    )
 
 
 def check_invariants(

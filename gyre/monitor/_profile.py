@@ -26,14 +26,14 @@ from gyre.monitor._drift import (
     DriftThresholds,
     FeatureDrift,
     check_drift,
-    drift_reference,
+    sorted_reference,
 )
 from gyre.monitor._invariants import (
     FeatureSchema,
     InvariantTolerance,
     Violation,
     check_invariants,
-    infer_schema,
+    sorted_schema,
 )
 
 PROFILE_VERSION = 1
@@ -118,14 +118,18 @@ def input_profile(features: Sequence[str], rows: Any) -> InputProfile:
             f"an input profile is taken on a 2-D table of {len(features)} columns, "
             f"not one of shape {table.shape}"
         )
-    # A feature with no value in training (all missing) has a schema (its missing share
-    # is checked) but no drift reference: there is no distribution to drift from.
-    references = tuple(
-        drift_reference(name, table[:, j])
-        for j, name in enumerate(features)
-        if not np.isnan(table[:, j]).all()
-    )
-    return InputProfile(tuple(features), len(table), references, infer_schema(features, table))
+    if len(table) == 0:
+        raise MonitorError("no training rows to infer a schema from")
+    # Each column is sorted once, for its drift reference and its schema. A feature with no
+    # value in training (all missing) has a schema (its missing share is checked) but no
+    # drift reference: there is no distribution to drift from.
+    references, schema = [], []
+    for name, column in zip(features, np.ascontiguousarray(table.T), strict=True):
+        present = np.sort(column[~np.isnan(column)])
+        if len(present):
+            references.append(sorted_reference(name, present, len(column)))
+        schema.append(sorted_schema(name, present, (len(column) - len(present)) / len(column)))
+    return InputProfile(tuple(features), len(table), tuple(references), tuple(schema))
 
 
 @dataclass(frozen=True)
