@@ -103,3 +103,25 @@ def test_what_cannot_be_checked_is_refused_with_a_typed_400() -> None:
             make()
         assert http_status(caught.value) == 400
     assert check_invariants(schema, np.ones((0, 3))) == []
+
+
+def test_the_profile_sorts_once_and_takes_what_each_column_alone_gives() -> None:
+    """`input_profile` sorts each column once for its reference and its schema; both must
+    equal those taken from the column alone (missing values, integers, a constant, a
+    column with no value at all)."""
+    from gyre.monitor import drift_reference, input_profile
+
+    rng = np.random.default_rng(3)
+    table = np.column_stack(
+        [
+            rng.normal(size=3_000),
+            np.where(rng.random(3_000) < 0.2, np.nan, rng.integers(0, 5, 3_000)),
+            np.full(3_000, 7.0),
+            np.full(3_000, np.nan),
+        ]
+    )
+    names = ["x", "small", "constant", "empty"]
+    profile = input_profile(names, table)
+    assert repr(profile.schema) == repr(infer_schema(names, table))  # NaN bounds: by repr
+    alone = [drift_reference(n, table[:, j]) for j, n in enumerate(names[:3])]
+    assert [r.as_record() for r in profile.references] == [r.as_record() for r in alone]
