@@ -32,6 +32,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +162,8 @@ def _fill(folder: Path, facts: int, requests: int) -> Any:
     return config
 
 
-def _hand(spec: Any, data: Any) -> Any:
-    """The same trainer on the prepared arrays, and its holdout scored."""
+def _hand(spec: Any, data: Any) -> Callable[[], None]:
+    """The same trainer on the prepared arrays, and its holdout scored: the work to time."""
     x_train, y_train = data.part("train")
     validation = data.part("validation") if len(data.validation) else None
 

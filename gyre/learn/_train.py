@@ -135,7 +135,7 @@ def fit(
     `export`: a `gyre events export` folder the views' older facts are read from;
     `keep_model`: pickle the fitted trainer beside scoring it where it may be (a run's
     artifact, `Fitted.model_bytes`), and take the training rows' input profile
-    (`Fitted.profile_bytes`) beside the scoring."""
+    (`Fitted.profile_bytes`) while the trainer fits."""
     from gyre.learn._trainer import make_trainer
 
     clock = _Clock(reporter or _Silent())

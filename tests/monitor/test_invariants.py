@@ -123,5 +123,11 @@ def test_the_profile_sorts_once_and_takes_what_each_column_alone_gives() -> None
     names = ["x", "small", "constant", "empty"]
     profile = input_profile(names, table)
     assert repr(profile.schema) == repr(infer_schema(names, table))  # NaN bounds: by repr
+    for feature, column in zip(profile.schema[:3], table.T, strict=False):  # by numpy
+        distinct = np.unique(column[~np.isnan(column)])
+        assert (feature.low, feature.high) == (distinct.min(), distinct.max())
+        assert feature.missing == np.isnan(column).mean()
+        assert feature.values == (None if len(distinct) > 20 else tuple(distinct))
+    assert profile.schema[1].integral and not profile.schema[0].integral
     alone = [drift_reference(n, table[:, j]) for j, n in enumerate(names[:3])]
     assert [r.as_record() for r in profile.references] == [r.as_record() for r in alone]
